@@ -1,0 +1,6 @@
+//! roomcast rebuilds school computer rooms overnight: it reads declarative YAML (a qualified software
+//! catalog, profiles, rooms) and drives the region's eight-step room procedure (a–h).
+//!
+//! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! One integration-test binary (link time on 2 cores): each area is a module.
