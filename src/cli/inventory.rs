@@ -121,6 +121,14 @@ pub fn run(args: InventoryArgs) -> u8 {
     }
 }
 
+/// The clock is read here, in `cli/`, and passed down: the inventory code takes times as arguments.
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_secs() as i64)
+}
+
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
 }
@@ -128,8 +136,8 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 fn show(db: &InventoryDb, room: Option<&str>) -> Result<(), crate::inventory::db::DbError> {
     let machines = db.machines(room)?;
     println!(
-        "{:<8} {:<14} {:<17} {:<14} {:<16} {:>6}  {:<18} {:<20} {}",
-        "ROOM", "HOSTNAME", "MAC", "SERIAL", "MODEL", "GLPI", "IMAGE", "LAST", "RESULT"
+        "{:<8} {:<14} {:<17} {:<14} {:<16} {:>6}  {:<18} {:<20} RESULT",
+        "ROOM", "HOSTNAME", "MAC", "SERIAL", "MODEL", "GLPI", "IMAGE", "LAST"
     );
     for MachineRow {
         machine: m,
@@ -253,7 +261,7 @@ fn run_sync(db: &InventoryDb, a: SyncArgs) -> u8 {
         Encoding::Json => InventoryEncoding::Json,
         Encoding::Zlib => InventoryEncoding::Zlib,
     };
-    let report = match sync::sync(db, &config, encoding, Timestamp::now()) {
+    let report = match sync::sync(db, &config, encoding, now()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

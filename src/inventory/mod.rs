@@ -21,14 +21,6 @@ use std::fmt;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    /// Now, from the system clock. Only `cli/` and binaries call this; the library takes times.
-    pub fn now() -> Timestamp {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(d.as_secs() as i64)
-    }
-
     /// Calendar fields (year, month, day, hour, minute, second), UTC.
     fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
         let days = self.0.div_euclid(86_400);
