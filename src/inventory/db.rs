@@ -270,6 +270,12 @@ impl InventoryDb {
         &self.path
     }
 
+    /// The SQLite connection, for the modules whose tables live in the same file (the campaign
+    /// journal). Their schema goes into [`MIGRATIONS`], never created on the side.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// The schema version (`user_version`).
     pub fn schema_version(&self) -> Result<u32, DbError> {
         self.conn
