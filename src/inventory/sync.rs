@@ -44,12 +44,35 @@ pub struct SyncReport {
     pub stopped: Option<String>,
 }
 
-/// A sync error that is not GLPI's: the local database failed.
+/// A sync error that is not GLPI's.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Another `sync` holds the lock: two passes at once could both send the same record.
+    #[error(
+        "another `roomcast inventory sync` is running (lock {path} held); try again when it ends"
+    )]
+    Busy {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// The lock file could not be opened.
+    #[error("sync lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The lock file beside the database that keeps two sync passes from running at once.
+pub fn lock_path(db: &InventoryDb) -> std::path::PathBuf {
+    let mut p = db.path().as_os_str().to_owned();
+    p.push(".sync-lock");
+    p.into()
 }
 
 enum Failure {
@@ -77,6 +100,22 @@ pub fn sync(
     encoding: InventoryEncoding,
     now: Timestamp,
 ) -> Result<SyncReport, SyncError> {
+    let path = lock_path(db);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| SyncError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    // Held until `lock` is dropped at the end of the pass (or the process dies).
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(SyncError::Busy { path }),
+        Err(std::fs::TryLockError::Error(source)) => return Err(SyncError::Lock { path, source }),
+    }
     let due = db.outbox_due(now)?;
     let mut report = SyncReport::default();
     if due.is_empty() {

@@ -7,7 +7,7 @@ use super::standin::{StandIn, State, assert_valid_inventory};
 use roomcast::inventory::db::InventoryDb;
 use roomcast::inventory::glpi::{GlpiConfig, InventoryEncoding};
 use roomcast::inventory::native::document;
-use roomcast::inventory::sync::{backoff_secs, sync, ticket_marker};
+use roomcast::inventory::sync::{SyncError, backoff_secs, lock_path, sync, ticket_marker};
 use roomcast::inventory::{
     CampaignTicket, ImageDeployed, Intervention, MachineRecord, Outcome, Step, Timestamp,
 };
@@ -317,4 +317,33 @@ fn a_500_stops_the_pass_and_the_record_is_retried_after_backoff() {
     .unwrap();
     assert_eq!(r.sent, queued, "{r:?}");
     assert_delivered_once(&s);
+}
+
+#[test]
+fn a_second_sync_while_one_runs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = InventoryDb::open(&dir.path().join("roomcast.db")).unwrap();
+    run_campaign(&mut db, 1_795_800_000);
+    let s = start_glpi(TcpListener::bind("127.0.0.1:0").unwrap());
+    let held = std::fs::File::create(lock_path(&db)).unwrap();
+    held.lock().unwrap();
+    let e = sync(
+        &db,
+        &config(&s, Duration::from_secs(5)),
+        InventoryEncoding::Json,
+        Timestamp(1_795_900_000),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SyncError::Busy { .. }), "{e:?}");
+    assert!(e.to_string().contains("roomcast.db.sync-lock"), "{e}");
+    s.with(|st| assert_eq!(st.count("initSession"), 0));
+    held.unlock().unwrap();
+    let r = sync(
+        &db,
+        &config(&s, Duration::from_secs(5)),
+        InventoryEncoding::Json,
+        Timestamp(1_795_900_000),
+    )
+    .unwrap();
+    assert!(r.failed.is_empty() && r.sent > 0, "{r:?}");
 }
