@@ -292,3 +292,16 @@ fn run_sync(db: &InventoryDb, a: SyncArgs) -> u8 {
         exit::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("B204-PC01"), "B204-PC01");
+        assert_eq!(csv_field("Dell, Inc."), "\"Dell, Inc.\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
+    }
+}
