@@ -2,6 +2,7 @@
 //! and decides exit codes (see [`exit`]).
 
 pub mod exit;
+pub mod inventory;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// The local inventory and its delivery to GLPI.
+    Inventory(inventory::InventoryArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +43,6 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Inventory(args) => exit::code(inventory::run(args)),
     }
 }
