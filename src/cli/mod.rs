@@ -2,6 +2,9 @@
 //! and decides exit codes (see [`exit`]).
 
 pub mod exit;
+pub mod plan;
+pub mod schema;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +22,12 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// Check catalog, profiles and rooms; print findings (exit 1 on errors).
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a file kind (catalog, profile, room).
+    Schema(schema::SchemaArgs),
+    /// Show what steps a–h will do for a room, offline.
+    Plan(plan::PlanArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +49,8 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Validate(args) => exit::code(validate::run(args)),
+        Command::Schema(args) => exit::code(schema::run(args)),
+        Command::Plan(args) => exit::code(plan::run(args)),
     }
 }
