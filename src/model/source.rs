@@ -157,10 +157,106 @@ pub fn decode(path: &str, bytes: Vec<u8>, size: u64) -> Result<Source, Box<Findi
     }
 }
 
+/// Deepest nesting of mappings and sequences accepted (a room is 4 levels deep).
+pub const MAX_DEPTH: usize = 32;
+
+/// Most nodes a file may describe once every alias is expanded. A 100-PC room is ~600 nodes;
+/// a billion-laughs file would be 10^9.
+pub const MAX_EXPANDED_NODES: u64 = 200_000;
+
 /// Parses a document of type `T`; any failure becomes one finding with a code and a place.
+///
+/// Two passes: a scan of the event stream first (syntax errors, nesting depth, and the size
+/// the document has once aliases are expanded), then the deserialisation. The scan is needed
+/// because deserialisation stops at the first unexpected key, before it would replay an alias
+/// bomb, and would then report it as a mere unknown key.
 pub fn parse<T: DeserializeOwned>(src: &Source) -> Result<T, Box<Finding>> {
+    prescan(src).map_err(Box::new)?;
     serde_saphyr::from_str_with_options::<T>(&src.text, parse_options())
         .map_err(|e| Box::new(error_finding(src, &e)))
+}
+
+fn prescan(src: &Source) -> Result<(), Finding> {
+    use serde_saphyr::granit_parser::{Event, Parser, StrInput};
+    let parser = Parser::new(StrInput::new(&src.text));
+    // Per open collection: nodes inside it so far (aliases expanded) and its anchor id.
+    let mut stack: Vec<(u64, usize)> = Vec::new();
+    let mut sizes: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    let mut total: u64 = 0;
+    for item in parser {
+        let (ev, span) = item.map_err(|e| {
+            let m = e.marker();
+            src.finding(
+                Code::YamlSyntax,
+                Pos {
+                    line: m.line() as u64,
+                    column: m.col() as u64 + 1,
+                },
+                e.info().to_string(),
+            )
+            .with_hint("check indentation, quotes and brackets here and on the line before")
+        })?;
+        let pos = Pos {
+            line: span.start.line() as u64,
+            column: span.start.col() as u64 + 1,
+        };
+        let added = match ev {
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(src
+                        .finding(
+                            Code::InputLimit,
+                            pos,
+                            format!("refused: nesting deeper than {MAX_DEPTH} levels"),
+                        )
+                        .with_hint("catalog, profile and room files are a few levels deep"));
+                }
+                stack.push((1, anchor));
+                1
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((n, anchor)) = stack.pop() {
+                    if anchor != 0 {
+                        sizes.insert(anchor, n);
+                    }
+                    if let Some(top) = stack.last_mut() {
+                        top.0 += n;
+                    }
+                }
+                0
+            }
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor != 0 {
+                    sizes.insert(anchor, 1);
+                }
+                if let Some(top) = stack.last_mut() {
+                    top.0 += 1;
+                }
+                1
+            }
+            Event::Alias(anchor) => {
+                let n = sizes.get(&anchor).copied().unwrap_or(1);
+                if let Some(top) = stack.last_mut() {
+                    top.0 += n;
+                }
+                n
+            }
+            _ => 0,
+        };
+        total += added;
+        if total > MAX_EXPANDED_NODES {
+            return Err(src
+                .finding(
+                    Code::InputLimit,
+                    pos,
+                    format!(
+                        "refused: the document expands to more than {MAX_EXPANDED_NODES} nodes (alias bomb?)"
+                    ),
+                )
+                .with_hint("use fewer `*alias` references"));
+        }
+    }
+    Ok(())
 }
 
 fn innermost(e: &serde_saphyr::Error) -> &serde_saphyr::Error {
@@ -235,8 +331,30 @@ fn error_finding(src: &Source, outer: &serde_saphyr::Error) -> Finding {
         E::DuplicateMappingKey { .. } => {
             src.finding(Code::YamlSyntax, pos, strip_location(&e.to_string()))
         }
-        E::InvalidScalar { .. }
-        | E::Unexpected { .. }
+        E::InvalidScalar { ty, .. } => {
+            let what = match *ty {
+                "bool" => "`true` or `false`",
+                t if t.starts_with('u') => "a whole number (0 or more)",
+                t if t.starts_with('i') => "a whole number",
+                t => t,
+            };
+            let found = src
+                .text
+                .lines()
+                .nth(pos.line.saturating_sub(1) as usize)
+                .map(|l| {
+                    l.chars()
+                        .skip(pos.column.saturating_sub(1) as usize)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            src.finding(
+                Code::WrongType,
+                pos,
+                format!("expected {what}, found `{}`", found.trim()),
+            )
+        }
+        E::Unexpected { .. }
         | E::SerdeInvalidLength { .. }
         | E::InvalidBooleanStrict { .. }
         | E::NullIntoString { .. }
@@ -246,7 +364,9 @@ fn error_finding(src: &Source, outer: &serde_saphyr::Error) -> Finding {
         | E::NonFiniteFloat { .. } => {
             src.finding(Code::WrongType, pos, strip_location(&e.to_string()))
         }
-        _ => src.finding(Code::YamlSyntax, pos, strip_location(&e.to_string())),
+        _ => src
+            .finding(Code::YamlSyntax, pos, strip_location(&e.to_string()))
+            .with_hint("check indentation, quotes and brackets here and on the line before"),
     }
 }
 
