@@ -177,7 +177,7 @@ pub fn parse<T: DeserializeOwned>(src: &Source) -> Result<T, Box<Finding>> {
 }
 
 fn prescan(src: &Source) -> Result<(), Finding> {
-    use serde_saphyr::granit_parser::{Event, Parser, StrInput};
+    use serde_saphyr::granit_parser::{ErrorKind, Event, Parser, StrInput};
     let parser = Parser::new(StrInput::new(&src.text));
     // Per open collection: nodes inside it so far (aliases expanded) and its anchor id.
     let mut stack: Vec<(u64, usize)> = Vec::new();
@@ -186,15 +186,24 @@ fn prescan(src: &Source) -> Result<(), Finding> {
     for item in parser {
         let (ev, span) = item.map_err(|e| {
             let m = e.marker();
-            src.finding(
-                Code::YamlSyntax,
-                Pos {
-                    line: m.line() as u64,
-                    column: m.col() as u64 + 1,
-                },
-                e.info().to_string(),
-            )
-            .with_hint("check indentation, quotes and brackets here and on the line before")
+            let pos = Pos {
+                line: m.line() as u64,
+                column: m.col() as u64 + 1,
+            };
+            if matches!(e.kind(), ErrorKind::RecursionLimitExceeded) {
+                src.finding(
+                    Code::InputLimit,
+                    pos,
+                    format!(
+                        "refused: nesting deeper than the parser allows ({})",
+                        e.info()
+                    ),
+                )
+                .with_hint("catalog, profile and room files are a few levels deep")
+            } else {
+                src.finding(Code::YamlSyntax, pos, e.info())
+                    .with_hint("check indentation, quotes and brackets here and on the line before")
+            }
         })?;
         let pos = Pos {
             line: span.start.line() as u64,

@@ -49,18 +49,18 @@ macro_rules! cases {
 }
 
 cases! {
-    yaml_syntax: "RC001-yaml-syntax" => [("RC001", B204, 7, 1)];
-    input_limit: "RC002-input-limit" => [("RC002", B204, 6, 1)];
+    yaml_syntax: "RC001-yaml-syntax" => [("RC001", B204, 8, 8)];
+    input_limit: "RC002-input-limit" => [("RC002", B204, 6, 45)];
     not_utf8: "RC003-not-utf8" => [("RC003", B204, 3, 12)];
     unknown_key: "RC004-unknown-key" => [("RC004", B204, 16, 5)];
     wrong_type: "RC005-wrong-type" => [("RC005", B204, 12, 20)];
-    missing_key: "RC006-missing-key" => [("RC006", B204, 26, 5)];
+    missing_key: "RC006-missing-key" => [("RC006", B204, 25, 5)];
     duplicate_mac: "RC010-duplicate-mac" => [("RC010", B205, 24, 10)];
-    duplicate_hostname: "RC011-duplicate-hostname" => [("RC011", B204, 24, 17)];
-    duplicate_serial: "RC012-duplicate-serial" => [("RC012", B204, 26, 13)];
-    malformed_mac: "RC013-malformed-mac" => [("RC013", B204, 25, 10)];
-    netbios_hostname: "RC014-netbios-hostname" => [("RC014", B204, 24, 17)];
-    model_mismatch: "RC015-model-mismatch" => [("RC015", B204, 27, 12)];
+    duplicate_hostname: "RC011-duplicate-hostname" => [("RC011", B204, 24, 15)];
+    duplicate_serial: "RC012-duplicate-serial" => [("RC012", B204, 25, 13)];
+    malformed_mac: "RC013-malformed-mac" => [("RC013", B204, 24, 10)];
+    netbios_hostname: "RC014-netbios-hostname" => [("RC014", B204, 24, 15)];
+    model_mismatch: "RC015-model-mismatch" => [("RC015", B204, 26, 12)];
     master_not_listed: "RC016-master-not-listed" => [("RC016", B204, 14, 9)];
     software_not_in_catalog: "RC020-software-not-in-catalog" => [("RC020", PROFILE, 9, 5)];
     unknown_version: "RC021-unknown-version" => [("RC021", PROFILE, 9, 5)];

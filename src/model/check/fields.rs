@@ -175,6 +175,21 @@ pub fn ou_dn(dn: &str, domain: &str) -> Result<(), String> {
         if value.trim().is_empty() {
             return Err(format!("`{attr}=` has an empty value"));
         }
+        let mut unescaped = value.chars();
+        while let Some(c) = unescaped.next() {
+            match c {
+                '\\' => {
+                    unescaped.next();
+                }
+                '=' | ';' | '+' | '"' | '<' | '>' => {
+                    return Err(format!(
+                        "`{}` contains an unescaped `{c}` (RDNs are separated by `,`)",
+                        rdn.trim()
+                    ));
+                }
+                _ => {}
+            }
+        }
         match attr.to_ascii_uppercase().as_str() {
             "DC" => dcs.push(value.trim().to_ascii_lowercase()),
             "OU" => {
