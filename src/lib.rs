@@ -6,3 +6,5 @@
 pub mod cli;
 pub mod inventory;
 pub mod secrets;
+pub mod model;
+pub mod render;

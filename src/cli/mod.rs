@@ -3,6 +3,9 @@
 
 pub mod exit;
 pub mod inventory;
+pub mod plan;
+pub mod schema;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +25,12 @@ pub enum Command {
     Version,
     /// The local inventory and its delivery to GLPI.
     Inventory(inventory::InventoryArgs),
+    /// Check catalog, profiles and rooms; print findings (exit 1 on errors).
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a file kind (catalog, profile, room).
+    Schema(schema::SchemaArgs),
+    /// Show what steps a–h will do for a room, offline.
+    Plan(plan::PlanArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -44,5 +53,8 @@ pub fn main() -> ExitCode {
             exit::code(exit::OK)
         }
         Command::Inventory(args) => exit::code(inventory::run(args)),
+        Command::Validate(args) => exit::code(validate::run(args)),
+        Command::Schema(args) => exit::code(schema::run(args)),
+        Command::Plan(args) => exit::code(plan::run(args)),
     }
 }
