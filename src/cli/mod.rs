@@ -2,6 +2,8 @@
 //! and decides exit codes (see [`exit`]).
 
 pub mod exit;
+pub mod image;
+pub mod key;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// Disk images: capture, list, show, verify, diff, rm, gc, restore.
+    Image(image::ImageArgs),
+    /// Manifest signing keys: generate, trust.
+    Key(key::KeyArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +46,7 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Image(args) => image::run(args),
+        Command::Key(args) => key::run(args),
     }
 }
