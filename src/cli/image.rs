@@ -156,12 +156,19 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, CliError> {
                 workers: 0,
             };
             let bar = bar("capture");
-            let r = capture::capture(&store, &from, label, &signer, &opts, &|p: &CaptureProgress| {
-                if let Some(b) = &bar {
-                    b.set_length(p.bytes_total);
-                    b.set_position(p.bytes_done);
-                }
-            });
+            let r = capture::capture(
+                &store,
+                &from,
+                label,
+                &signer,
+                &opts,
+                &|p: &CaptureProgress| {
+                    if let Some(b) = &bar {
+                        b.set_length(p.bytes_total);
+                        b.set_position(p.bytes_done);
+                    }
+                },
+            );
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -227,14 +234,15 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, CliError> {
             println!("id           {id}");
             println!("name         {}", m.label.name);
             println!("version      {}", m.label.version);
-            println!(
-                "profile      {}",
-                m.label.profile.as_deref().unwrap_or("-")
-            );
+            println!("profile      {}", m.label.profile.as_deref().unwrap_or("-"));
             println!("captured by  {}", m.label.captured_by);
             println!("captured at  {}", m.label.captured_at);
             println!("signature    {sig}");
-            println!("disk size    {} ({} bytes)", bytes(m.disk_size), m.disk_size);
+            println!(
+                "disk size    {} ({} bytes)",
+                bytes(m.disk_size),
+                m.disk_size
+            );
             println!(
                 "chunks       {} of {} ({} zero), zstd level {}",
                 m.chunks.len(),

@@ -185,9 +185,15 @@ pub fn restore(
     {
         state.done_below = old.done_below;
     }
-    restore_with(store, manifest, &disk, opts, progress, |s| {
-        save_progress(store, &pfile, &state, s)
-    }, state.done_below)
+    restore_with(
+        store,
+        manifest,
+        &disk,
+        opts,
+        progress,
+        |s| save_progress(store, &pfile, &state, s),
+        state.done_below,
+    )
     .and_then(|r| {
         let _ = std::fs::remove_file(&pfile);
         Ok(r)
@@ -314,7 +320,9 @@ fn run_phase(
                         &mut target_buf,
                         &mut chunk_buf,
                     );
-                    let r = r.and_then(|action| mark_done(shared, disk, pos, index, manifest, action, progress, save));
+                    let r = r.and_then(|action| {
+                        mark_done(shared, disk, pos, index, manifest, action, progress, save)
+                    });
                     if let Err(e) = r {
                         failed.store(true, Ordering::Relaxed);
                         let mut fe = first_error.lock().expect("error slot");

@@ -134,12 +134,23 @@ struct Job {
 
 enum Outcome {
     Zero,
-    Existing { hash: ChunkHash, clen: u32 },
-    New { hash: ChunkHash, clen: u32, tmp: PathBuf },
+    Existing {
+        hash: ChunkHash,
+        clen: u32,
+    },
+    New {
+        hash: ChunkHash,
+        clen: u32,
+        tmp: PathBuf,
+    },
 }
 
 enum Msg {
-    Done { index: u64, len: u64, outcome: Outcome },
+    Done {
+        index: u64,
+        len: u64,
+        outcome: Outcome,
+    },
     Failed(CaptureError),
 }
 
@@ -168,7 +179,13 @@ pub fn capture(
     let tail_len = BACKUP_TABLE_LEN.min(disk_size);
     let mut head = vec![0u8; head_len as usize];
     let mut tail = vec![0u8; tail_len as usize];
-    let src_err = |index, offset| move |source| CaptureError::Source { index, offset, source };
+    let src_err = |index, offset| {
+        move |source| CaptureError::Source {
+            index,
+            offset,
+            source,
+        }
+    };
     disk.read_exact_at(&mut head, 0).map_err(src_err(0, 0))?;
     disk.read_exact_at(&mut tail, disk_size - tail_len)
         .map_err(src_err(count.saturating_sub(1), disk_size - tail_len))?;
@@ -274,9 +291,7 @@ fn run_pipeline(
 
         let reader_msg = msg_tx.clone();
         let stop_ref = &stop;
-        s.spawn(move || {
-            read_chunks(disk, chunk, count, free_rx, job_tx, reader_msg, stop_ref)
-        });
+        s.spawn(move || read_chunks(disk, chunk, count, free_rx, job_tx, reader_msg, stop_ref));
         for _ in 0..workers {
             let job_rx = Arc::clone(&job_rx);
             let msg_tx = msg_tx.clone();

@@ -314,9 +314,15 @@ mod tests {
             data
         );
         let err = decode_verified(chunk.clone(), data.len() as u64, &z[..z.len() / 2]).unwrap_err();
-        assert!(err.to_string().contains("chunk #3 at offset 3145728"), "{err}");
+        assert!(
+            err.to_string().contains("chunk #3 at offset 3145728"),
+            "{err}"
+        );
         let err = decode_verified(chunk.clone(), data.len() as u64 - 1, &z).unwrap_err();
-        assert!(matches!(err, ChunkError::Length { .. } | ChunkError::Decompress { .. }));
+        assert!(matches!(
+            err,
+            ChunkError::Length { .. } | ChunkError::Decompress { .. }
+        ));
         let other = ChunkRef {
             sha256: ChunkHash([7; 32]),
             ..chunk

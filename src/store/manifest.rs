@@ -197,7 +197,9 @@ pub enum ManifestError {
         reason: String,
     },
     /// The signature does not verify against the signer's key: the manifest or signature was altered.
-    #[error("manifest {id}: bad signature from signer {signer}: the manifest was altered or not signed by this key")]
+    #[error(
+        "manifest {id}: bad signature from signer {signer}: the manifest was altered or not signed by this key"
+    )]
     BadSignature {
         /// Image id of the bytes that were checked.
         id: ImageId,
@@ -232,7 +234,8 @@ impl Manifest {
                 format!("{} (this roomcast reads {FORMAT})", self.format),
             ));
         }
-        let cs = ChunkSize::new(self.chunk_size).map_err(|e| invalid("chunk_size", e.to_string()))?;
+        let cs =
+            ChunkSize::new(self.chunk_size).map_err(|e| invalid("chunk_size", e.to_string()))?;
         let count = cs.count(self.disk_size);
         if self.chunks.len() as u64 != count {
             return Err(invalid(
@@ -499,7 +502,9 @@ mod tests {
         assert_eq!(v.envelope(), env);
 
         // Same structure, one name byte changed: still parses, signature fails.
-        let s = String::from_utf8(env.clone()).unwrap().replace("b12", "b13");
+        let s = String::from_utf8(env.clone())
+            .unwrap()
+            .replace("b12", "b13");
         let err = UnverifiedManifest::from_envelope(s.as_bytes())
             .unwrap()
             .verify(&trusted)

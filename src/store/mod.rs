@@ -65,7 +65,9 @@ pub enum StoreError {
         source: ManifestError,
     },
     /// A manifest file whose name is not the sha256 of its manifest bytes.
-    #[error("{path}: manifest bytes hash to {actual}, not the id in the file name: the file was altered")]
+    #[error(
+        "{path}: manifest bytes hash to {actual}, not the id in the file name: the file was altered"
+    )]
     IdMismatch {
         /// The manifest file.
         path: PathBuf,
@@ -99,7 +101,10 @@ pub enum StoreError {
     Key(#[from] KeyError),
 }
 
-pub(crate) fn io_err(path: &Path, op: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(crate) fn io_err(
+    path: &Path,
+    op: impl Into<String>,
+) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     let op = op.into();
     move |source| StoreError::Io { path, op, source }
@@ -314,12 +319,11 @@ impl Store {
             }
             Err(e) => return Err(io_err(&path, "reading manifest")(e)),
         };
-        let m = UnverifiedManifest::from_envelope(&bytes).map_err(|source| {
-            StoreError::Manifest {
+        let m =
+            UnverifiedManifest::from_envelope(&bytes).map_err(|source| StoreError::Manifest {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         if m.id() != *id {
             return Err(StoreError::IdMismatch {
                 path,

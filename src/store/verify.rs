@@ -79,7 +79,9 @@ pub fn verify(
         let verdict = store.open_verified(&id).map(|v| v.signer_fingerprint());
         images.push((id, verdict));
         for (i, c) in manifest.chunks.iter().enumerate() {
-            let Some(r) = c.chunk_ref(i as u64) else { continue };
+            let Some(r) = c.chunk_ref(i as u64) else {
+                continue;
+            };
             match seen.get(&r.sha256) {
                 Some(&t) => tasks[t].uses += 1,
                 None => {

@@ -39,7 +39,18 @@ fn key_capture_list_show_diff_verify_restore_rm_gc() {
     let capture = |f: &Path, v: &str| {
         roomcast(
             &store,
-            &["image", "capture", "--from", &s(f), "--name", "b12", "--version", v, "--key", &key],
+            &[
+                "image",
+                "capture",
+                "--from",
+                &s(f),
+                "--name",
+                "b12",
+                "--version",
+                v,
+                "--key",
+                &key,
+            ],
         )
     };
 
@@ -47,19 +58,37 @@ fn key_capture_list_show_diff_verify_restore_rm_gc() {
     let o = capture(&v1, "1");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("roomcast key trust"));
-    ok(&roomcast(&store, &["key", "trust", &s(&keys.join("signer.pub"))]));
+    ok(&roomcast(
+        &store,
+        &["key", "trust", &s(&keys.join("signer.pub"))],
+    ));
 
-    let id1 = ok(&capture(&v1, "1")).lines().next().unwrap().strip_prefix("image ").unwrap().to_string();
+    let id1 = ok(&capture(&v1, "1"))
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("image ")
+        .unwrap()
+        .to_string();
     let out2 = ok(&capture(&v2, "2"));
     assert!(out2.contains("3 already stored, 1 new"), "{out2}");
-    let id2 = out2.lines().next().unwrap().strip_prefix("image ").unwrap().to_string();
+    let id2 = out2
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("image ")
+        .unwrap()
+        .to_string();
 
     let list = ok(&roomcast(&store, &["image", "list"]));
     assert_eq!(list.lines().count(), 3, "{list}");
     assert!(list.contains(&id1[..12]) && list.contains("ok ("), "{list}");
 
     let show = ok(&roomcast(&store, &["image", "show", &id2[..8]]));
-    assert!(show.contains("version      2") && show.contains("signature    ok"), "{show}");
+    assert!(
+        show.contains("version      2") && show.contains("signature    ok"),
+        "{show}"
+    );
 
     let diff = ok(&roomcast(&store, &["image", "diff", &id1, &id2]));
     assert!(diff.contains("changed chunks  1 (1.0 MiB)"), "{diff}");
@@ -67,9 +96,15 @@ fn key_capture_list_show_diff_verify_restore_rm_gc() {
 
     ok(&roomcast(&store, &["image", "verify"]));
     let pc = dir.path().join("pc.img");
-    let out = ok(&roomcast(&store, &["image", "restore", &id1, "--to", &s(&pc)]));
+    let out = ok(&roomcast(
+        &store,
+        &["image", "restore", &id1, "--to", &s(&pc)],
+    ));
     assert!(out.contains("4 written"), "{out}");
-    let out = ok(&roomcast(&store, &["image", "restore", &id2, "--to", &s(&pc)]));
+    let out = ok(&roomcast(
+        &store,
+        &["image", "restore", &id2, "--to", &s(&pc)],
+    ));
     assert!(out.contains("1 written (1.0 MiB)"), "{out}");
     assert_eq!(std::fs::read(&pc).unwrap(), std::fs::read(&v2).unwrap());
 
@@ -85,7 +120,10 @@ fn key_capture_list_show_diff_verify_restore_rm_gc() {
     let o = roomcast(&store, &["image", "verify"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("BAD chunk #") && out.contains(&chunk.display().to_string()), "{out}");
+    assert!(
+        out.contains("BAD chunk #") && out.contains(&chunk.display().to_string()),
+        "{out}"
+    );
     std::fs::write(&chunk, &good).unwrap();
 
     ok(&roomcast(&store, &["image", "rm", &id1[..12]]));

@@ -32,7 +32,10 @@ fn kill_when(mut child: Child, ready: impl Fn() -> bool) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("child finished ({status}) before it could be killed mid-way");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "child never got going");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "child never got going"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     child.kill().unwrap();
@@ -49,7 +52,18 @@ fn killed_capture_leaves_no_image_and_no_corrupt_chunk() {
     std::fs::write(&src, &disk).unwrap();
     let root = fx.store.root().to_path_buf();
     let child = roomcast()
-        .args(["image", "capture", "--name", "m", "--version", "1", "--chunk-size", "64K", "--level", "19"])
+        .args([
+            "image",
+            "capture",
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--chunk-size",
+            "64K",
+            "--level",
+            "19",
+        ])
         .arg("--from")
         .arg(&src)
         .arg("--store")
@@ -61,7 +75,10 @@ fn killed_capture_leaves_no_image_and_no_corrupt_chunk() {
     // Wait for the first batch of chunks to be renamed into place, then kill.
     kill_when(child, || count_files(&root.join("chunks")) > 0);
 
-    assert!(fx.store.image_ids().unwrap().is_empty(), "an image became visible");
+    assert!(
+        fx.store.image_ids().unwrap().is_empty(),
+        "an image became visible"
+    );
     assert_chunk_files_intact(&fx.store);
     let list = run(roomcast().args(["image", "list", "--store"]).arg(&root));
     assert_eq!(list.lines().count(), 1, "{list}");

@@ -7,14 +7,26 @@ fn loop_device_capture_and_restore_round_trip() {
     let fx = Fixture::new();
     let size = 6 * 1024 * 1024 + 512 * 3; // a multiple of the sector size, not of the chunk size
     let src_file = fx.path("src.img");
-    sparse_disk(&src_file, size, &[(0, 40_000, 2), (1_000_000, 2_000_000, 3), (size - 5000, 5000, 4)]);
+    sparse_disk(
+        &src_file,
+        size,
+        &[
+            (0, 40_000, 2),
+            (1_000_000, 2_000_000, 3),
+            (size - 5000, 5000, 4),
+        ],
+    );
     let src = LoopDev::attach(&src_file);
     let r = fx.capture(&src.dev);
     assert_eq!(r.disk_size, size);
 
     // The target device holds other data everywhere, zero chunks included: they must be zeroed.
     let dst_file = fx.path("dst.img");
-    sparse_disk(&dst_file, size + 1024 * 1024, &[(0, size as usize + 1024 * 1024, 9)]);
+    sparse_disk(
+        &dst_file,
+        size + 1024 * 1024,
+        &[(0, size as usize + 1024 * 1024, 9)],
+    );
     let dst = LoopDev::attach(&dst_file);
     let rep = fx.restore(&r.id, &dst.dev).unwrap();
     assert!(rep.zeroed_chunks > 0, "{rep:?}");

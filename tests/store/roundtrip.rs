@@ -62,7 +62,8 @@ fn delta_restore_writes_only_changed_chunks_and_dedups_in_the_store() {
         let f = std::fs::OpenOptions::new().write(true).open(&v2).unwrap();
         f.write_all_at(b"changed", 70_000).unwrap();
         f.write_all_at(b"changed too", 2_100_000).unwrap();
-        f.write_all_at(&vec![0u8; CHUNK as usize], 3 * CHUNK * 11).unwrap();
+        f.write_all_at(&vec![0u8; CHUNK as usize], 3 * CHUNK * 11)
+            .unwrap();
     }
     let r1 = fx.capture(&v1);
     let r2 = fx.capture(&v2);

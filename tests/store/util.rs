@@ -76,7 +76,11 @@ impl Fixture {
         self.capture_with(source, 64 * 1024).unwrap()
     }
 
-    pub fn restore(&self, id: &ImageId, target: &Path) -> Result<RestoreReport, restore::RestoreError> {
+    pub fn restore(
+        &self,
+        id: &ImageId,
+        target: &Path,
+    ) -> Result<RestoreReport, restore::RestoreError> {
         let m = self.store.open_verified(id)?;
         restore::restore(&self.store, &m, target, &RestoreOptions::default(), &|_| {})
     }
@@ -106,7 +110,8 @@ pub fn sparse_disk(path: &Path, size: u64, extents: &[(u64, usize, u64)]) {
     f.set_len(size).unwrap();
     for &(off, len, seed) in extents {
         let len = len.min((size - off.min(size)) as usize);
-        f.write_all_at(&pattern(seed, len, seed % 2 == 0), off).unwrap();
+        f.write_all_at(&pattern(seed, len, seed % 2 == 0), off)
+            .unwrap();
     }
 }
 
@@ -149,7 +154,13 @@ impl Tmpfs {
     pub fn mount(dir: &Path, size: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "roomcast-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "roomcast-test",
+            ])
             .arg(dir));
         Tmpfs {
             dir: dir.to_path_buf(),
@@ -171,7 +182,8 @@ pub fn assert_chunk_files_intact(store: &Store) {
             let p = f.unwrap().path();
             let name = p.file_stem().unwrap().to_string_lossy().to_string();
             let bytes = std::fs::read(&p).unwrap();
-            let data = zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let data =
+                zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert_eq!(
                 roomcast::store::chunk::ChunkHash::of(&data).to_hex(),
                 name,
