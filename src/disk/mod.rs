@@ -204,7 +204,7 @@ impl Disk {
                 return Ok(());
             }
         }
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = offset;
         while at < offset + len {
             let n = (offset + len - at).min(ZEROS.len() as u64) as usize;

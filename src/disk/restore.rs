@@ -185,7 +185,7 @@ pub fn restore(
     {
         state.done_below = old.done_below;
     }
-    restore_with(
+    let report = restore_with(
         store,
         manifest,
         &disk,
@@ -193,11 +193,9 @@ pub fn restore(
         progress,
         |s| save_progress(store, &pfile, &state, s),
         state.done_below,
-    )
-    .and_then(|r| {
-        let _ = std::fs::remove_file(&pfile);
-        Ok(r)
-    })
+    )?;
+    let _ = std::fs::remove_file(&pfile);
+    Ok(report)
 }
 
 fn save_progress(
