@@ -6,7 +6,7 @@ pub mod restore;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 // Linux <linux/fs.h> block-device ioctls (not exported by the libc crate).
@@ -69,7 +69,9 @@ impl Disk {
     }
 
     /// Opens `path` for reading and writing. A path that does not exist becomes a sparse file of
-    /// `create_size` bytes (a disk image to restore into).
+    /// `create_size` bytes (a disk image to restore into). A block device is opened with `O_EXCL`, which
+    /// Linux refuses while the device is mounted or otherwise in use: nothing restores over a live
+    /// filesystem.
     pub fn open_write(path: &Path, create_size: u64) -> Result<Self, DiskError> {
         let io = |op, source| DiskError::Io {
             path: path.to_path_buf(),
@@ -77,7 +79,13 @@ impl Disk {
             offset: 0,
             source,
         };
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let is_block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if is_block {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        let file = match opts.open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let f = OpenOptions::new()

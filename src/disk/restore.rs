@@ -136,14 +136,6 @@ pub fn restore(
     progress: &(dyn Fn(&RestoreProgress) + Sync),
 ) -> Result<RestoreReport, RestoreError> {
     let _lock = store.lock_shared()?;
-    let disk = Disk::open_write(target, manifest.disk_size)?;
-    if disk.size() < manifest.disk_size {
-        return Err(RestoreError::TargetTooSmall {
-            path: target.to_path_buf(),
-            size: disk.size(),
-            need: manifest.disk_size,
-        });
-    }
     // Refuse early if a chunk is missing or has the wrong size: most store damage is caught before the
     // target is touched.
     for (i, c) in manifest.chunks.iter().enumerate() {
@@ -168,6 +160,14 @@ pub fn restore(
                 Err(_) => return Err(StoreError::MissingChunk { chunk: r, path: p }.into()),
             }
         }
+    }
+    let disk = Disk::open_write(target, manifest.disk_size)?;
+    if disk.size() < manifest.disk_size {
+        return Err(RestoreError::TargetTooSmall {
+            path: target.to_path_buf(),
+            size: disk.size(),
+            need: manifest.disk_size,
+        });
     }
     let pfile = progress_path(store, target);
     let canon = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());

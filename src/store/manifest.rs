@@ -422,6 +422,21 @@ impl VerifiedManifest {
     pub fn signer_fingerprint(&self) -> String {
         self.0.signer_fingerprint()
     }
+    /// Decompresses the compressed bytes of chunk `index` (as stored, or as received over multicast)
+    /// and checks them against this signed manifest: the bytes returned may go to the disk at
+    /// `self.chunks[index].offset`. Zero chunks have no bytes to check: use [`ChunkEntry::is_zero`].
+    pub fn decode_chunk(
+        &self,
+        index: usize,
+        compressed: &[u8],
+    ) -> Result<Vec<u8>, super::chunk::ChunkError> {
+        let e = &self.chunks[index];
+        let r = e
+            .chunk_ref(index as u64)
+            .expect("decode_chunk is for data chunks, not zero chunks");
+        super::chunk::decode_verified(r, e.len as u64, compressed)
+    }
+
     /// The signed envelope bytes, to store or send as they are.
     pub fn envelope(&self) -> Vec<u8> {
         envelope_bytes(&self.0.signer, &self.0.signature, &self.0.bytes)

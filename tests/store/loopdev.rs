@@ -45,3 +45,24 @@ fn loop_device_capture_and_restore_round_trip() {
     let err = fx.restore(&r.id, &tiny.dev).unwrap_err().to_string();
     assert!(err.contains("smaller than the image"), "{err}");
 }
+
+#[test]
+fn restore_refuses_a_mounted_device() {
+    let fx = Fixture::new();
+    let src = fx.path("src.img");
+    sparse_disk(&src, 4 << 20, &[(0, 100_000, 2)]);
+    let r = fx.capture(&src);
+    let dst_file = fx.path("dst.img");
+    sparse_disk(&dst_file, 8 << 20, &[]);
+    let dst = LoopDev::attach(&dst_file);
+    super::util::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q"])
+            .arg(&dst.dev),
+    );
+    let mounted = super::util::Mounted::mount(&dst.dev, &fx.path("mnt"));
+    let err = fx.restore(&r.id, &dst.dev).unwrap_err().to_string();
+    assert!(err.contains("busy"), "{err}");
+    drop(mounted);
+    fx.restore(&r.id, &dst.dev).unwrap();
+}

@@ -95,3 +95,26 @@ fn restore_refuses_a_smaller_target_and_leaves_it_untouched() {
     assert!(err.contains("smaller than the image"), "{err}");
     assert!(std::fs::read(&small).unwrap().iter().all(|&b| b == 7));
 }
+
+#[test]
+fn verified_manifest_decodes_store_chunks_for_the_agent() {
+    let fx = Fixture::new();
+    let src = fx.path("src.img");
+    sparse_disk(&src, 1 << 20, &[(70_000, 10_000, 8)]);
+    let r = fx.capture(&src);
+    let m = fx.store.open_verified(&r.id).unwrap();
+    let env = m.envelope();
+    let m2 = roomcast::store::manifest::UnverifiedManifest::from_envelope(&env)
+        .unwrap()
+        .verify(&fx.store.trusted().unwrap())
+        .unwrap();
+    let c = &m2.chunks[1];
+    let z = fx.store.read_chunk_compressed(&c.sha256.unwrap()).unwrap();
+    let data = m2.decode_chunk(1, &z).unwrap();
+    assert_eq!(
+        &data[70_000 - 65_536..][..10_000],
+        &super::util::pattern(8, 10_000, true)[..]
+    );
+    let err = m2.decode_chunk(1, &z[..z.len() - 3]).unwrap_err();
+    assert_eq!(err.chunk().index, 1);
+}

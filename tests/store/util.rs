@@ -193,3 +193,24 @@ pub fn assert_chunk_files_intact(store: &Store) {
         }
     }
 }
+
+/// A block device mounted on a folder, unmounted on drop.
+pub struct Mounted {
+    pub dir: PathBuf,
+}
+
+impl Mounted {
+    pub fn mount(dev: &Path, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount").arg(dev).arg(dir));
+        Mounted {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
