@@ -12,6 +12,7 @@ size=${ROOMCAST_BENCH_DISK_SIZE:-2G}
 mkdir -p "$dir"
 cd "$dir"
 [ -f v1.img ] && [ -f v2.img ] && exit 0
+command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 
 mnt=$(mktemp -d "$PWD/mnt.XXXXXX")
 cleanup() {

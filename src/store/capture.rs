@@ -424,6 +424,8 @@ fn work(
 /// Pending chunk files are renamed into `chunks/` in batches, each after one filesystem sync: a file
 /// is only ever visible under its final name once its bytes are on stable storage.
 const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// ... or after this many chunks, whichever comes first (bounds the work a crash throws away).
+const BATCH_CHUNKS: usize = 256;
 
 struct Pending {
     hash: ChunkHash,
@@ -491,7 +493,7 @@ fn commit_chunks(
                 }
             }
         };
-        if batch_bytes >= BATCH_BYTES {
+        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
             flush(store, &mut batch, &mut dirs)?;
             batch_bytes = 0;
         }
