@@ -8,3 +8,5 @@ pub mod inventory;
 pub mod secrets;
 pub mod model;
 pub mod render;
+pub mod disk;
+pub mod store;

@@ -1,3 +1,4 @@
 //! One integration-test binary (link time on 2 cores): each area is a module.
 mod inventory;
 mod model;
+mod store;

@@ -6,6 +6,8 @@ pub mod inventory;
 pub mod plan;
 pub mod schema;
 pub mod validate;
+pub mod image;
+pub mod key;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Show what steps a–h will do for a room, offline.
     Plan(plan::PlanArgs),
+    /// Disk images: capture, list, show, verify, diff, rm, gc, restore.
+    Image(image::ImageArgs),
+    /// Manifest signing keys: generate, trust.
+    Key(key::KeyArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -56,5 +62,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => exit::code(validate::run(args)),
         Command::Schema(args) => exit::code(schema::run(args)),
         Command::Plan(args) => exit::code(plan::run(args)),
+        Command::Image(args) => image::run(args),
+        Command::Key(args) => key::run(args),
     }
 }
