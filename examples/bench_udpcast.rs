@@ -66,13 +66,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         args.mbit,
         tbf.line_rate_secs(args.mib << 20)
     );
-    println!("| contender | PCs | loss % | end to end s | image Mbit/s | x line-rate time | x ref |");
+    println!(
+        "| contender | PCs | loss % | end to end s | image Mbit/s | x line-rate time | x ref |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let contenders = contenders();
     for &n in &args.pcs {
         let setup = std::time::Instant::now();
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
-        eprintln!("lab {} with {n} PCs up in {:.2} s", lab.prefix(), setup.elapsed().as_secs_f64());
+        eprintln!(
+            "lab {} with {n} PCs up in {:.2} s",
+            lab.prefix(),
+            setup.elapsed().as_secs_f64()
+        );
         for &loss in &args.loss {
             for pc in lab.pcs() {
                 if loss == 0 {

@@ -59,8 +59,7 @@ pub fn run(cmd: LabCommand) -> ExitCode {
         },
         LabCommand::Cleanup { prefix, stale } => {
             let result = match prefix {
-                Some(p) => LabPrefix::new(&p)
-                    .and_then(|p| cleanup::remove(&p).map(|()| vec![p])),
+                Some(p) => LabPrefix::new(&p).and_then(|p| cleanup::remove(&p).map(|()| vec![p])),
                 None if stale => cleanup::remove_stale(),
                 None => Ok(Vec::new()),
             };

@@ -31,9 +31,11 @@ impl LabIpv4 {
 impl FromStr for LabIpv4 {
     type Err = LabError;
     fn from_str(s: &str) -> Result<Self, LabError> {
-        let addr = s.parse::<Ipv4Addr>().map_err(|_| LabError::AddressOutsideLab {
-            addr: Ipv4Addr::UNSPECIFIED,
-        })?;
+        let addr = s
+            .parse::<Ipv4Addr>()
+            .map_err(|_| LabError::AddressOutsideLab {
+                addr: Ipv4Addr::UNSPECIFIED,
+            })?;
         Self::new(addr)
     }
 }
@@ -98,7 +100,9 @@ pub fn server_addr() -> LabIpv4 {
 
 /// The address of extra node `k` (a DHCP server, an AD DC, ...): 198.18.0.10 + k.
 pub fn extra_addr(k: usize) -> Option<LabIpv4> {
-    u8::try_from(10 + k).ok().map(|d| LabIpv4(Ipv4Addr::new(198, 18, 0, d)))
+    u8::try_from(10 + k)
+        .ok()
+        .map(|d| LabIpv4(Ipv4Addr::new(198, 18, 0, d)))
 }
 
 /// PCs per third octet, so that PC numbers read easily: pc0 = 198.18.1.1, pc249 = 198.18.1.250,
@@ -126,7 +130,14 @@ mod tests {
     fn only_benchmark_range_is_accepted() {
         assert!(LabIpv4::new(Ipv4Addr::new(198, 18, 0, 1)).is_ok());
         assert!(LabIpv4::new(Ipv4Addr::new(198, 19, 255, 254)).is_ok());
-        for bad in ["198.17.255.255", "198.20.0.0", "10.0.0.1", "192.168.1.1", "172.16.0.1", "8.8.8.8"] {
+        for bad in [
+            "198.17.255.255",
+            "198.20.0.0",
+            "10.0.0.1",
+            "192.168.1.1",
+            "172.16.0.1",
+            "8.8.8.8",
+        ] {
             let addr: Ipv4Addr = bad.parse().unwrap();
             assert!(
                 matches!(LabIpv4::new(addr), Err(LabError::AddressOutsideLab { .. })),
@@ -139,10 +150,19 @@ mod tests {
     #[test]
     fn only_admin_scoped_multicast_is_accepted() {
         assert!(LabGroup::new(Ipv4Addr::new(239, 255, 1, 1)).is_ok());
-        for bad in ["239.254.1.1", "224.0.0.1", "232.1.2.3", "255.255.255.255", "198.18.0.1"] {
+        for bad in [
+            "239.254.1.1",
+            "224.0.0.1",
+            "232.1.2.3",
+            "255.255.255.255",
+            "198.18.0.1",
+        ] {
             let addr: Ipv4Addr = bad.parse().unwrap();
             assert!(
-                matches!(LabGroup::new(addr), Err(LabError::MulticastOutsideLab { .. })),
+                matches!(
+                    LabGroup::new(addr),
+                    Err(LabError::MulticastOutsideLab { .. })
+                ),
                 "{bad} accepted"
             );
         }

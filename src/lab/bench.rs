@@ -101,14 +101,26 @@ impl Contender for Udpcast {
         let mut procs = Processes::new(self.name());
         for (pc, out) in d.lab.pcs().iter().zip(d.outputs) {
             let mut c = pc.command("udp-receiver");
-            c.args(["--interface", pc.ifname(), "--nokbd", "--portbase", &portbase]);
+            c.args([
+                "--interface",
+                pc.ifname(),
+                "--nokbd",
+                "--portbase",
+                &portbase,
+            ]);
             c.args(["--mcast-rdv-address", &rdv, "--file"]).arg(out);
             procs.spawn(pc, c, d.log_dir)?;
         }
         let srv = d.lab.server();
         let n = d.lab.pcs().len().to_string();
         let mut c = srv.command("udp-sender");
-        c.args(["--interface", srv.ifname(), "--nokbd", "--portbase", &portbase]);
+        c.args([
+            "--interface",
+            srv.ifname(),
+            "--nokbd",
+            "--portbase",
+            &portbase,
+        ]);
         c.args(["--mcast-data-address", &data, "--mcast-rdv-address", &rdv]);
         c.args(["--min-receivers", &n, "--file"]).arg(d.image);
         procs.spawn(srv, c, d.log_dir)?;
@@ -133,7 +145,12 @@ impl Processes {
     }
 
     /// Spawns `cmd` (built with [`Node::command`]) with stdout and stderr to `<log_dir>/<role>.log`.
-    pub fn spawn(&mut self, node: &Node, mut cmd: Command, log_dir: &Path) -> Result<(), BenchError> {
+    pub fn spawn(
+        &mut self,
+        node: &Node,
+        mut cmd: Command,
+        log_dir: &Path,
+    ) -> Result<(), BenchError> {
         let log = log_dir.join(format!("{}-{}.log", self.contender, node.role()));
         let io_err = |source| BenchError::Io {
             step: format!("{}: starting a process on {}", self.contender, node.role()),
@@ -163,7 +180,9 @@ impl Processes {
                 let (role, log, child) = &mut self.children[i];
                 match child.try_wait() {
                     Ok(Some(status)) if status.success() => {}
-                    Ok(Some(status)) => return Err(self.failure(i, &format!("exited with {status}"))),
+                    Ok(Some(status)) => {
+                        return Err(self.failure(i, &format!("exited with {status}")));
+                    }
                     Ok(None) => still.push(i),
                     Err(e) => {
                         let detail = format!("cannot wait for it ({e}); log {}", log.display());

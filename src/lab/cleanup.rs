@@ -268,7 +268,9 @@ mod tests {
     #[test]
     fn prefix_shape() {
         assert!(LabPrefix::new("rcab12").is_ok());
-        for bad in ["eth0", "rc", "rcab1", "rcab123", "rcAB12", "rcab-1", "xxab12", ""] {
+        for bad in [
+            "eth0", "rc", "rcab1", "rcab123", "rcAB12", "rcab-1", "xxab12", "",
+        ] {
             assert!(LabPrefix::new(bad).is_err(), "{bad} accepted");
         }
     }
@@ -276,10 +278,28 @@ mod tests {
     #[test]
     fn object_names_map_to_their_lab_only() {
         let p = LabPrefix::new("rcab12").unwrap();
-        for name in ["rcab12br", "rcab12s", "rcab12p0", "rcab12p29", "rcab12x1", "rcab12t3", "rcab12-srv", "rcab12-pc3"] {
+        for name in [
+            "rcab12br",
+            "rcab12s",
+            "rcab12p0",
+            "rcab12p29",
+            "rcab12x1",
+            "rcab12t3",
+            "rcab12-srv",
+            "rcab12-pc3",
+        ] {
             assert_eq!(LabPrefix::of_name(name), Some(p.clone()), "{name}");
         }
-        for name in ["eth0", "rcab12", "rcab12q1", "rcab12p", "rcab12brx", "docker0", "rcAB12br", "lo"] {
+        for name in [
+            "eth0",
+            "rcab12",
+            "rcab12q1",
+            "rcab12p",
+            "rcab12brx",
+            "docker0",
+            "rcAB12br",
+            "lo",
+        ] {
             assert_eq!(LabPrefix::of_name(name), None, "{name}");
         }
     }

@@ -20,7 +20,9 @@ pub enum LabError {
     },
     /// A prefix that does not look like a lab's, refused so that cleanup can never touch a real
     /// interface such as `eth0`.
-    #[error("{prefix:?} is not a lab prefix (expected `rc` followed by 4 lowercase letters or digits)")]
+    #[error(
+        "{prefix:?} is not a lab prefix (expected `rc` followed by 4 lowercase letters or digits)"
+    )]
     BadPrefix {
         /// The refused prefix.
         prefix: String,
@@ -46,7 +48,9 @@ pub enum LabError {
         stderr: String,
     },
     /// A tool could not be started at all (not installed, not root, ...).
-    #[error("{step}: cannot run `{command}`: {source} (is iproute2/nftables installed, are we root?)")]
+    #[error(
+        "{step}: cannot run `{command}`: {source} (is iproute2/nftables installed, are we root?)"
+    )]
     Spawn {
         /// What the lab was doing.
         step: String,

@@ -51,7 +51,11 @@ pub fn install(
 /// Removes the loss rule of `netns` (no error when there is none).
 pub fn remove(prefix: &str, netns: &str) -> Result<(), LabError> {
     let script = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n");
-    nft_script(&format!("lab {prefix}: removing loss in {netns}"), netns, &script)
+    nft_script(
+        &format!("lab {prefix}: removing loss in {netns}"),
+        netns,
+        &script,
+    )
 }
 
 /// Reads the two counters of `netns`.
@@ -59,7 +63,9 @@ pub fn counters(prefix: &str, netns: &str) -> Result<LossCounters, LabError> {
     let mut c = LossCounters::default();
     for (name, slot) in [("seen", &mut c.seen), ("dropped", &mut c.dropped)] {
         let step = format!("lab {prefix}: reading loss counter {name} in {netns}");
-        let args = ["netns", "exec", netns, "nft", "list", "counter", "inet", TABLE, name];
+        let args = [
+            "netns", "exec", netns, "nft", "list", "counter", "inet", TABLE, name,
+        ];
         let out = cmd::run(&step, "ip", &args)?;
         *slot = parse_packets(&out).ok_or_else(|| LabError::Parse {
             step,
@@ -119,7 +125,8 @@ fn nft_script(step: &str, netns: &str, script: &str) -> Result<(), LabError> {
 mod tests {
     #[test]
     fn parses_nft_counter_listing() {
-        let out = "table inet roomcast_lab {\n\tcounter dropped {\n\t\tpackets 412 bytes 28016\n\t}\n}\n";
+        let out =
+            "table inet roomcast_lab {\n\tcounter dropped {\n\t\tpackets 412 bytes 28016\n\t}\n}\n";
         assert_eq!(super::parse_packets(out), Some(412));
         assert_eq!(super::parse_packets("table inet x {}"), None);
     }

@@ -300,7 +300,10 @@ impl Lab {
                 "adding the address",
                 vec!["addr", "add", &cidr, "brd", "+", "dev", inside],
             ),
-            ("bringing the interface up", vec!["link", "set", "dev", inside, "up"]),
+            (
+                "bringing the interface up",
+                vec!["link", "set", "dev", inside, "up"],
+            ),
             // Sends to 255.255.255.255 and to multicast groups fail with "network unreachable"
             // without these two routes.
             (

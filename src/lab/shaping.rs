@@ -54,7 +54,11 @@ pub fn clear(prefix: &str, netns: Option<&str>, dev: &str) -> Result<(), LabErro
         args.extend(["-n", ns]);
     }
     args.extend(["qdisc", "del", "dev", dev, "root"]);
-    match cmd::run(&format!("lab {prefix}: removing the rate limit of {dev}"), "tc", &args) {
+    match cmd::run(
+        &format!("lab {prefix}: removing the rate limit of {dev}"),
+        "tc",
+        &args,
+    ) {
         Ok(_) => Ok(()),
         // No root qdisc to delete: already unlimited.
         Err(LabError::Command { stderr, .. })
@@ -74,5 +78,9 @@ pub fn show(prefix: &str, netns: Option<&str>, dev: &str) -> Result<String, LabE
         args.extend(["-n", ns]);
     }
     args.extend(["qdisc", "show", "dev", dev]);
-    cmd::run(&format!("lab {prefix}: showing qdiscs of {dev}"), "tc", &args)
+    cmd::run(
+        &format!("lab {prefix}: showing qdiscs of {dev}"),
+        "tc",
+        &args,
+    )
 }

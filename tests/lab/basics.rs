@@ -5,7 +5,10 @@ use roomcast::lab::{Lab, LabError, LabPrefix, Node};
 use std::net::Ipv4Addr;
 
 fn ping(from: &Node, to: Ipv4Addr) -> bool {
-    let out = output(from.command("ping").args(["-c", "1", "-W", "2", "-n", &to.to_string()]));
+    let out = output(
+        from.command("ping")
+            .args(["-c", "1", "-W", "2", "-n", &to.to_string()]),
+    );
     out.status.success()
 }
 
@@ -18,7 +21,12 @@ fn pcs_reach_the_server_and_each_other() {
         assert!(ping(pc, server.addr().addr()), "{} -> server", pc.role());
         for other in lab.pcs() {
             if other != pc {
-                assert!(ping(pc, other.addr().addr()), "{} -> {}", pc.role(), other.role());
+                assert!(
+                    ping(pc, other.addr().addr()),
+                    "{} -> {}",
+                    pc.role(),
+                    other.role()
+                );
             }
         }
     }
@@ -31,9 +39,15 @@ fn pcs_reach_the_server_and_each_other() {
 fn every_address_has_a_broadcast_and_the_routes_for_broadcast_and_multicast() {
     let lab = Lab::builder().pcs(1).build().unwrap();
     let pc = lab.pc(0).unwrap();
-    let addr = output(pc.command("ip").args(["-4", "addr", "show", "dev", pc.ifname()]));
+    let addr = output(
+        pc.command("ip")
+            .args(["-4", "addr", "show", "dev", pc.ifname()]),
+    );
     let addr = String::from_utf8_lossy(&addr.stdout);
-    assert!(addr.contains("inet 198.18.1.1/16 brd 198.18.255.255"), "{addr}");
+    assert!(
+        addr.contains("inet 198.18.1.1/16 brd 198.18.255.255"),
+        "{addr}"
+    );
     let routes = output(pc.command("ip").args(["route", "show"]));
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(routes.contains("default dev vc0"), "{routes}");
@@ -55,7 +69,13 @@ fn drop_removes_every_namespace_link_and_process() {
     let prefix = lab.prefix().to_string();
     assert!(!anything_left(&prefix).is_empty());
     // A process started in a PC namespace and never waited for.
-    let mut sleeper = lab.pc(1).unwrap().command("sleep").arg("600").spawn().unwrap();
+    let mut sleeper = lab
+        .pc(1)
+        .unwrap()
+        .command("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
     let pid = sleeper.id();
     drop(lab);
     assert_eq!(anything_left(&prefix), Vec::<String>::new());
@@ -93,7 +113,11 @@ fn two_labs_at_once_do_not_collide() {
 #[test]
 fn a_chosen_prefix_in_use_is_refused_and_cleanup_removes_a_crashed_lab() {
     let prefix = LabPrefix::random().unwrap();
-    let lab = Lab::builder().pcs(1).prefix(prefix.clone()).build().unwrap();
+    let lab = Lab::builder()
+        .pcs(1)
+        .prefix(prefix.clone())
+        .build()
+        .unwrap();
     let again = Lab::builder().prefix(prefix.clone()).build();
     assert!(matches!(again, Err(LabError::Invalid { .. })), "{again:?}");
     // A crashed run: the lab is never dropped.
@@ -119,7 +143,11 @@ fn extra_nodes_and_taps_join_the_room() {
 
 #[test]
 fn multicast_reaches_every_pc_with_snooping_on() {
-    let lab = Lab::builder().pcs(2).multicast_snooping(true).build().unwrap();
+    let lab = Lab::builder()
+        .pcs(2)
+        .multicast_snooping(true)
+        .build()
+        .unwrap();
     let snooping = std::fs::read_to_string(format!(
         "/sys/class/net/{}/bridge/multicast_snooping",
         lab.bridge()

@@ -24,7 +24,8 @@ fn big_buffer(s: &UdpSocket) {
 }
 
 fn drain(s: &UdpSocket) -> u64 {
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut buf = [0u8; 64];
     let mut n = 0;
     while s.recv(&mut buf).is_ok() {
@@ -38,10 +39,15 @@ fn loss_rule_drops_its_share_of_the_port_range_only() {
     let lab = Lab::builder().pcs(1).build().unwrap();
     let pc = lab.pc(0).unwrap();
     lab.set_loss(pc, 20, 9000..=9100).unwrap();
-    let ruleset = super::output(pc.command("nft").args(["list", "table", "inet", "roomcast_lab"]));
+    let ruleset = super::output(
+        pc.command("nft")
+            .args(["list", "table", "inet", "roomcast_lab"]),
+    );
     let ruleset = String::from_utf8_lossy(&ruleset.stdout);
     assert!(
-        ruleset.contains("udp dport 9000-9100 numgen random mod 100 < 20 counter name \"dropped\" drop"),
+        ruleset.contains(
+            "udp dport 9000-9100 numgen random mod 100 < 20 counter name \"dropped\" drop"
+        ),
         "{ruleset}"
     );
     let addr = pc.addr().addr();
@@ -68,9 +74,19 @@ fn loss_rule_drops_its_share_of_the_port_range_only() {
         .unwrap();
     let (got_lossy, got_clean) = (drain(&lossy), drain(&clean));
     let c = lab.loss_counters(pc).unwrap();
-    eprintln!("20 % rule: {c:?}, received {got_lossy} of {SENT} (and {got_clean} of {} outside the range)", SENT / 4);
-    assert_eq!(c.seen, SENT, "the rule saw every datagram of its range, and only those");
-    assert_eq!(got_lossy, c.seen - c.dropped, "what was not dropped arrived");
+    eprintln!(
+        "20 % rule: {c:?}, received {got_lossy} of {SENT} (and {got_clean} of {} outside the range)",
+        SENT / 4
+    );
+    assert_eq!(
+        c.seen, SENT,
+        "the rule saw every datagram of its range, and only those"
+    );
+    assert_eq!(
+        got_lossy,
+        c.seen - c.dropped,
+        "what was not dropped arrived"
+    );
     assert_eq!(got_clean, SENT / 4, "ports outside the range lose nothing");
     // Binomial(2000, 0.2): mean 400, sd 18; 200..600 is more than 11 sd either side.
     assert!((200..600).contains(&c.dropped), "dropped {}", c.dropped);

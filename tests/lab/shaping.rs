@@ -13,7 +13,11 @@ fn mbit_per_s(bytes: u64, d: Duration) -> f64 {
 
 #[test]
 fn tbf_is_on_both_ends_of_every_link_and_can_be_changed() {
-    let lab = Lab::builder().pcs(2).rate(Tbf::mbit(RATE_MBIT)).build().unwrap();
+    let lab = Lab::builder()
+        .pcs(2)
+        .rate(Tbf::mbit(RATE_MBIT))
+        .build()
+        .unwrap();
     for node in std::iter::once(lab.server()).chain(lab.pcs()) {
         let (host, inside) = lab.qdiscs(node).unwrap();
         for (end, text) in [("host", &host), ("namespace", &inside)] {
@@ -29,14 +33,25 @@ fn tbf_is_on_both_ends_of_every_link_and_can_be_changed() {
     assert!(lab.qdiscs(slow).unwrap().0.contains("rate 10Mbit"));
     lab.set_rate(slow, None).unwrap();
     let (host, inside) = lab.qdiscs(slow).unwrap();
-    assert!(!host.contains("tbf") && !inside.contains("tbf"), "{host} / {inside}");
+    assert!(
+        !host.contains("tbf") && !inside.contains("tbf"),
+        "{host} / {inside}"
+    );
 }
 
 #[test]
 fn a_tcp_transfer_cannot_beat_the_rate() {
-    let lab = Lab::builder().pcs(1).rate(Tbf::mbit(RATE_MBIT)).build().unwrap();
+    let lab = Lab::builder()
+        .pcs(1)
+        .rate(Tbf::mbit(RATE_MBIT))
+        .build()
+        .unwrap();
     let server_addr = (lab.server().addr().addr(), 5001);
-    let listener = lab.server().run(|| TcpListener::bind(server_addr)).unwrap().unwrap();
+    let listener = lab
+        .server()
+        .run(|| TcpListener::bind(server_addr))
+        .unwrap()
+        .unwrap();
     let bytes: u64 = 4 << 20;
     let reader = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
@@ -65,17 +80,32 @@ fn a_tcp_transfer_cannot_beat_the_rate() {
     let (got, took) = reader.join().unwrap();
     assert_eq!(got, bytes);
     let rate = mbit_per_s(got, took);
-    eprintln!("TCP through a {RATE_MBIT} Mbit/s tbf link: {rate:.1} Mbit/s ({got} bytes in {took:?})");
+    eprintln!(
+        "TCP through a {RATE_MBIT} Mbit/s tbf link: {rate:.1} Mbit/s ({got} bytes in {took:?})"
+    );
     // tbf is a hard ceiling (64 KiB burst): exceeding it by 20 % would mean no limit at all.
-    assert!(rate < RATE_MBIT as f64 * 1.2, "{rate:.1} Mbit/s through a {RATE_MBIT} Mbit/s link");
+    assert!(
+        rate < RATE_MBIT as f64 * 1.2,
+        "{rate:.1} Mbit/s through a {RATE_MBIT} Mbit/s link"
+    );
 }
 
 #[test]
 fn a_udp_flood_cannot_beat_the_rate() {
-    let lab = Lab::builder().pcs(1).rate(Tbf::mbit(RATE_MBIT)).build().unwrap();
+    let lab = Lab::builder()
+        .pcs(1)
+        .rate(Tbf::mbit(RATE_MBIT))
+        .build()
+        .unwrap();
     let to = (lab.pc(0).unwrap().addr().addr(), 5002);
-    let sock = lab.pc(0).unwrap().run(|| UdpSocket::bind(to)).unwrap().unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let sock = lab
+        .pc(0)
+        .unwrap()
+        .run(|| UdpSocket::bind(to))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let (mut got, mut first, mut last) = (0u64, None, Instant::now());
@@ -97,6 +127,11 @@ fn a_udp_flood_cannot_beat_the_rate() {
     let (got, took) = reader.join().unwrap();
     assert!(got > 0 && got <= sent);
     let rate = mbit_per_s(got, took);
-    eprintln!("UDP flood of {sent} bytes through {RATE_MBIT} Mbit/s tbf: {got} received at {rate:.1} Mbit/s");
-    assert!(rate < RATE_MBIT as f64 * 1.2, "{rate:.1} Mbit/s through a {RATE_MBIT} Mbit/s link");
+    eprintln!(
+        "UDP flood of {sent} bytes through {RATE_MBIT} Mbit/s tbf: {got} received at {rate:.1} Mbit/s"
+    );
+    assert!(
+        rate < RATE_MBIT as f64 * 1.2,
+        "{rate:.1} Mbit/s through a {RATE_MBIT} Mbit/s link"
+    );
 }

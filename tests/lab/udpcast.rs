@@ -21,7 +21,12 @@ fn udpcast_delivers_a_bit_identical_image_to_three_pcs() {
     assert_eq!(r.pcs, 3);
     // run_case verified each copy's sha256 and removed it.
     for pc in lab.pcs() {
-        assert!(!work.path().join(format!("udpcast-{}.out", pc.role())).exists());
+        assert!(
+            !work
+                .path()
+                .join(format!("udpcast-{}.out", pc.role()))
+                .exists()
+        );
     }
 }
 
@@ -41,7 +46,10 @@ fn udpcast_survives_loss_and_a_corrupt_copy_would_be_caught() {
         .iter()
         .map(|pc| lab.loss_counters(pc).unwrap().dropped)
         .sum();
-    assert!(dropped > 0, "the loss rule dropped nothing: udpcast did not use ports 9000-9099");
+    assert!(
+        dropped > 0,
+        "the loss rule dropped nothing: udpcast did not use ports 9000-9099"
+    );
     // Against a wrong reference hash, the same delivery is reported as corrupt.
     let err = bench::run_case(&Udpcast, &lab, &image, "00", work.path(), 5).unwrap_err();
     assert!(matches!(err, bench::BenchError::Corrupt { .. }), "{err}");
