@@ -10,3 +10,4 @@ pub mod model;
 pub mod render;
 pub mod disk;
 pub mod store;
+pub mod lab;

@@ -2,3 +2,4 @@
 mod inventory;
 mod model;
 mod store;
+mod lab;

@@ -8,6 +8,7 @@ pub mod schema;
 pub mod validate;
 pub mod image;
 pub mod key;
+pub mod lab;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Manifest signing keys: generate, trust.
     Key(key::KeyArgs),
+    /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -64,5 +68,6 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => exit::code(plan::run(args)),
         Command::Image(args) => image::run(args),
         Command::Key(args) => key::run(args),
+        Command::Lab(cmd) => lab::run(cmd),
     }
 }
