@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # What each package is for:
 #   iproute2   network namespaces, bridges, veth, tbf rate limits (lab tests)
 #   nftables   packet loss injected inside a PC namespace (lab tests)
+#   iputils-ping  PCs ping the server and each other (lab tests)
+#   udpcast    Debian's multicast imager, the reference the lab tests and benchmark compare against
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
@@ -21,7 +23,7 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
     libfuse3-3 libgbm1 libglib2.0-0 libgmp10 libgnutls30 libibverbs1 libjpeg62-turbo libnuma1
     libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2 libslirp0 libsndio7.0
     libspice-server1 liburing2 libusb-1.0-0 libusbredirparser1 libvdeplug2)
-packages=(iproute2 nftables util-linux e2fsprogs zstd "${boot_packages[@]}")
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,6 +2,7 @@
 //! and decides exit codes (see [`exit`]).
 
 pub mod exit;
+pub mod lab;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +44,6 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Lab(cmd) => lab::run(cmd),
     }
 }
