@@ -1,2 +1,3 @@
 //! One integration-test binary (link time on 2 cores): each area is a module.
+mod boot;
 mod lab;

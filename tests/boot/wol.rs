@@ -1,0 +1,63 @@
+//! Wake-on-LAN from the server namespace reaches a PC namespace both as a UDP broadcast and as a raw
+//! EtherType 0x0842 frame.
+
+use roomcast::lab::Lab;
+use roomcast::net::wol::Waker;
+use roomcast::proto::mac::Mac;
+use roomcast::proto::wol::find_target;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn magic_packets_reach_the_pc_both_ways() {
+    let lab = Lab::builder().pcs(1).build().expect("lab");
+    let pc = lab.pc(0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("wol.pcap");
+    let mut tcpdump = pc
+        .command("tcpdump")
+        .args(["-i", pc.ifname(), "-U", "-c", "2", "-w"])
+        .arg(&pcap)
+        .arg("ether proto 0x0842 or udp port 9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(1500));
+    let target: Mac = "6c:4b:90:0c:a8:01".parse().unwrap();
+    let server_if = lab.server().ifname().to_string();
+    lab.server()
+        .run(move || {
+            Waker::open(&server_if).and_then(|mut w| w.wake(target, Some([1, 2, 3, 4, 5, 6])))
+        })
+        .expect("enter the server namespace")
+        .expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tcpdump.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let frames = super::pcap_frames(&pcap);
+    let raw = frames
+        .iter()
+        .find(|f| f[12..14] == [0x08, 0x42])
+        .expect("raw 0x0842 frame");
+    assert_eq!(find_target(&raw[14..]), Some(target));
+    assert_eq!(
+        &raw[14 + 102..14 + 108],
+        &[1, 2, 3, 4, 5, 6],
+        "SecureOn password"
+    );
+    let udp = frames
+        .iter()
+        .find(|f| f[12..14] == [0x08, 0x00])
+        .expect("UDP broadcast");
+    assert_eq!(
+        &udp[30..34],
+        &[255, 255, 255, 255],
+        "to the limited broadcast address"
+    );
+    assert_eq!(&udp[36..38], &9u16.to_be_bytes(), "to port 9");
+    assert_eq!(find_target(&udp[42..]), Some(target));
+}
