@@ -3,6 +3,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod bootenv;
 pub mod cli;
 pub mod lab;
 pub mod net;

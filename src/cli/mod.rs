@@ -1,8 +1,10 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod bootenv;
 pub mod exit;
 pub mod lab;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +25,11 @@ pub enum Command {
     /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// The boot environment PCs PXE-boot into (iPXE, kernel, initramfs).
+    #[command(subcommand)]
+    Bootenv(bootenv::BootenvCommand),
+    /// Run the boot services (proxyDHCP, TFTP, HTTP) of one campaign on the room interface.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -45,5 +52,7 @@ pub fn main() -> ExitCode {
             exit::code(exit::OK)
         }
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Bootenv(cmd) => bootenv::run(cmd),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -1,0 +1,127 @@
+//! `roomcast serve`: the boot services of one campaign on the room interface — proxyDHCP (67, 4011),
+//! TFTP (69) and HTTP (boot scripts, kernel, initramfs, agent reports).
+//!
+//! Until the room model is wired in, the interface, subnet and MAC allowlist come from flags.
+
+use super::exit;
+use crate::net::files::BootRoot;
+use crate::net::http::{self, BootConfig, BootService};
+use crate::net::proxydhcp::{self, ProxyDhcp, Subnet};
+use crate::net::tftp;
+use crate::proto::dhcp::ProxyConfig;
+use crate::proto::mac::Mac;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `roomcast serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The room's interface: the only one anything is bound to.
+    #[arg(long)]
+    interface: String,
+    /// The room's subnet; the interface must have an address inside it.
+    #[arg(long)]
+    subnet: Subnet,
+    /// A machine of the campaign, `MAC` or `MAC=hostname` (repeat).
+    #[arg(long = "machine", required = true)]
+    machines: Vec<String>,
+    /// The boot root (`roomcast bootenv build --out`).
+    #[arg(long)]
+    boot_dir: PathBuf,
+    /// Where agent reports are written.
+    #[arg(long)]
+    reports: PathBuf,
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Campaign name shown on the PCs.
+    #[arg(long, default_value = "campaign")]
+    campaign: String,
+    /// Boot file for UEFI x64 firmware: snponly.efi (faster on OVMF) or ipxe.efi.
+    #[arg(long, default_value = "snponly.efi")]
+    uefi_file: String,
+    /// Extra kernel command line for the agent.
+    #[arg(long, default_value = "console=ttyS0 quiet")]
+    cmdline: String,
+}
+
+/// Runs `roomcast serve` until killed.
+pub fn run(args: ServeArgs) -> ExitCode {
+    match serve(args) {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            eprintln!("roomcast serve: {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "roomcast=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut machines = BTreeMap::new();
+    for m in &a.machines {
+        let (mac, host) = m.split_once('=').unwrap_or((m, ""));
+        let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
+        let host = if host.is_empty() {
+            mac.hyphenated()
+        } else {
+            host.to_string()
+        };
+        machines.insert(mac, host);
+    }
+    let server = proxydhcp::room_address(&a.interface, a.subnet).map_err(|e| e.to_string())?;
+    let base_url = format!("http://{server}:{}", a.http_port);
+    let root = BootRoot::new(&a.boot_dir).map_err(|e| format!("{}: {e}", a.boot_dir.display()))?;
+    std::fs::create_dir_all(&a.reports).map_err(|e| format!("{}: {e}", a.reports.display()))?;
+    let proxy_config = ProxyConfig {
+        server,
+        bios_boot_file: "undionly.kpxe".into(),
+        uefi_boot_file: a.uefi_file.clone(),
+        http_base: base_url.clone(),
+        allowlist: machines.keys().copied().collect(),
+    };
+    let service = BootService::new(
+        BootConfig {
+            campaign: a.campaign.clone(),
+            machines,
+            base_url: base_url.clone(),
+            kernel: crate::bootenv::KERNEL.into(),
+            initrd: crate::bootenv::INITRD.into(),
+            cmdline: a.cmdline.clone(),
+            reports_dir: a.reports.clone(),
+        },
+        root.clone(),
+    )
+    .map_err(|e| format!("templates: {e}"))?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let proxy =
+            ProxyDhcp::bind(&a.interface, a.subnet, proxy_config).map_err(|e| e.to_string())?;
+        let tftp_socket = std::net::UdpSocket::bind(SocketAddrV4::new(server, 69))
+            .map_err(|e| format!("TFTP {server}:69: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(server, a.http_port))
+            .await
+            .map_err(|e| format!("HTTP {server}:{}: {e}", a.http_port))?;
+        println!(
+            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}",
+            a.campaign, a.interface
+        );
+        let tftp = tokio::spawn(tftp::serve(root, tftp_socket));
+        let http = tokio::spawn(async move { axum::serve(listener, http::router(service)).await });
+        tokio::select! {
+            r = proxy.run() => r.map_err(|e| e.to_string()),
+            r = tftp => Err(format!("TFTP stopped: {r:?}")),
+            r = http => Err(format!("HTTP stopped: {r:?}")),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
