@@ -2,6 +2,7 @@
 //! test builds its own `roomcast::lab::Lab`, which removes everything on drop.
 
 mod pxe;
+mod services;
 mod wol;
 
 use std::path::Path;
