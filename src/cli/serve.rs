@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Boot file for UEFI x64 firmware: snponly.efi (faster on OVMF) or ipxe.efi.
     #[arg(long, default_value = "snponly.efi")]
     uefi_file: String,
+    /// Send "no router here" IPv6 router advertisements every second: saves iPXE a 13-16 s wait
+    /// on networks without IPv6 routers.
+    #[arg(long)]
+    announce_ra: bool,
     /// Extra kernel command line for the agent.
     #[arg(long, default_value = "console=ttyS0 quiet")]
     cmdline: String,
@@ -116,6 +120,12 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             a.campaign, a.interface
         );
         let tftp = tokio::spawn(tftp::serve(root, tftp_socket));
+        if a.announce_ra {
+            tokio::spawn(crate::net::ra::announce(
+                a.interface.clone(),
+                std::time::Duration::from_secs(1),
+            ));
+        }
         let http = tokio::spawn(async move { axum::serve(listener, http::router(service)).await });
         tokio::select! {
             r = proxy.run() => r.map_err(|e| e.to_string()),

@@ -3,5 +3,6 @@
 pub mod files;
 pub mod http;
 pub mod proxydhcp;
+pub mod ra;
 pub mod tftp;
 pub mod wol;

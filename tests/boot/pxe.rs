@@ -302,6 +302,9 @@ fn pxe_room(campaign: usize, stranger: bool) -> f64 {
             "roomcast never answered the stranger:\n{log}"
         );
     }
+    if let Some(keep) = std::env::var_os("ROOMCAST_KEEP_LOGS") {
+        std::fs::write(keep, logs()).unwrap();
+    }
     eprintln!(
         "pxe_room: {campaign} campaign PC(s): {:.1} s from VM start to the last report",
         elapsed.as_secs_f64()
