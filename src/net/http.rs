@@ -227,3 +227,66 @@ async fn report(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Byt
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(last: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0x18, 0x03, last])
+    }
+
+    #[test]
+    fn a_token_works_once_and_a_new_boot_revokes_the_old_one() {
+        let mut book = TokenBook::default();
+        book.issue(mac(1), "a".into());
+        book.issue(mac(2), "b".into());
+        assert_eq!(book.redeem("a"), Ok(mac(1)));
+        assert_eq!(book.redeem("a"), Err(TokenRefused::Used(mac(1))));
+        book.issue(mac(2), "c".into());
+        assert_eq!(
+            book.redeem("b"),
+            Err(TokenRefused::Unknown),
+            "revoked by the newer boot"
+        );
+        assert_eq!(book.redeem("c"), Ok(mac(2)));
+        assert_eq!(book.redeem("zzz"), Err(TokenRefused::Unknown));
+    }
+
+    #[test]
+    fn scripts_follow_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [(mac(1), "S12-P01".to_string())].into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.gz".into(),
+            cmdline: "console=ttyS0".into(),
+            reports_dir: dir.path().to_path_buf(),
+        };
+        let service = BootService::new(config, BootRoot::new(dir.path()).unwrap()).unwrap();
+        let agent = service.boot_script(mac(1)).unwrap();
+        assert!(agent.starts_with("#!ipxe\n"));
+        assert!(agent.contains("kernel http://198.18.0.1:8080/files/vmlinuz initrd=initrd.gz console=ttyS0 roomcast.server=http://198.18.0.1:8080 roomcast.token="));
+        assert!(agent.contains("initrd http://198.18.0.1:8080/files/initrd.gz\nboot"));
+        let token = agent
+            .split("roomcast.token=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(token.len(), 32);
+        assert_eq!(service.report(&token, "{}".into()), Ok(mac(1)));
+        assert!(dir.path().join("52-54-00-18-03-01.json").exists());
+        assert_eq!(
+            service.report(&token, "{}".into()),
+            Err(TokenRefused::Used(mac(1)))
+        );
+        let local = service.boot_script(mac(9)).unwrap();
+        assert!(local.contains("sanboot --no-describe --drive 0x80 || exit"));
+        assert!(!local.contains("kernel"));
+    }
+}
