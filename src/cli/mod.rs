@@ -5,6 +5,7 @@ pub mod bootenv;
 pub mod exit;
 pub mod lab;
 pub mod serve;
+pub mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ pub enum Command {
     Bootenv(bootenv::BootenvCommand),
     /// Run the boot services (proxyDHCP, TFTP, HTTP) of one campaign on the room interface.
     Serve(serve::ServeArgs),
+    /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
+    Wake(wake::WakeArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -54,5 +57,6 @@ pub fn main() -> ExitCode {
         Command::Lab(cmd) => lab::run(cmd),
         Command::Bootenv(cmd) => bootenv::run(cmd),
         Command::Serve(args) => serve::run(args),
+        Command::Wake(args) => wake::run(args),
     }
 }

@@ -61,3 +61,55 @@ fn magic_packets_reach_the_pc_both_ways() {
     assert_eq!(&udp[36..38], &9u16.to_be_bytes(), "to port 9");
     assert_eq!(find_target(&udp[42..]), Some(target));
 }
+
+/// `roomcast wake` repeats each PC's packet every `--repeat-every` seconds until `--deadline`, in
+/// stagger order.
+#[test]
+fn wake_command_staggers_and_repeats() {
+    let lab = Lab::builder().pcs(1).build().expect("lab");
+    let pc = lab.pc(0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("wake.pcap");
+    let mut tcpdump = pc
+        .command("tcpdump")
+        .args(["-i", pc.ifname(), "-U", "-w"])
+        .arg(&pcap)
+        .arg("ether proto 0x0842")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = lab.server();
+    let out = server
+        .command(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["wake", "--interface", server.ifname(), "--per-second", "2"])
+        .args(["--repeat-every", "1", "--deadline", "2"])
+        .args([
+            "--machine",
+            "6c:4b:90:0c:a8:01",
+            "--machine",
+            "6c:4b:90:0c:a8:02",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let targets: Vec<String> = super::pcap_frames(&pcap)
+        .iter()
+        .filter_map(|f| find_target(&f[14..]))
+        .map(|m| m.to_string())
+        .collect();
+    // Sends at 0 s (a8:01), 0.5 s (a8:02), 1 s (a8:01), 1.5 s (a8:02); the deadline stops the rest.
+    assert_eq!(
+        targets,
+        [
+            "6c:4b:90:0c:a8:01",
+            "6c:4b:90:0c:a8:02",
+            "6c:4b:90:0c:a8:01",
+            "6c:4b:90:0c:a8:02"
+        ]
+    );
+}
