@@ -197,6 +197,7 @@ fn pxe_room(campaign: usize, stranger: bool, uefi: bool) -> f64 {
             "--campaign",
             "e2e",
         ])
+        .arg("--announce-ra")
         .arg("--boot-dir")
         .arg(&boot)
         .arg("--reports")
