@@ -170,7 +170,7 @@ pub enum Ignored {
 pub type Decision = Result<Reply, Ignored>;
 
 /// The vendor class prefix of every PXE client (PXE spec 2.1, section 2.4, option 60).
-const PXE_CLASS: &[u8] = b"PXEClient";
+pub(crate) const PXE_CLASS: &[u8] = b"PXEClient";
 /// Option 77 user class sent by iPXE.
 const IPXE_USER_CLASS: &[u8] = b"iPXE";
 /// iPXE's encapsulated options (option 175) and its "no-pxedhcp" setting inside them.
@@ -245,7 +245,8 @@ pub fn handle(config: &ProxyConfig, port: Port, packet: &[u8]) -> Decision {
 }
 
 /// The options the handler reads, with the lengths it accepts (`None`: any length).
-const READ_OPTIONS: [(u8, Option<usize>); 6] = [
+const READ_OPTIONS: [(u8, Option<usize>); 7] = [
+    (50, Some(4)),
     (53, Some(1)),
     (54, Some(4)),
     (60, None),
@@ -257,7 +258,7 @@ const READ_OPTIONS: [(u8, Option<usize>); 6] = [
 /// Walks the option list ourselves and passes only the options we read, with valid lengths, to
 /// `dhcproto`: its decoder trusts option lengths (a property test found a `debug_assert` on option
 /// 94 and reads that run past a short option), and a PXE answer needs none of the others.
-fn sanitize(packet: &[u8]) -> Result<Vec<u8>, Ignored> {
+pub(crate) fn sanitize(packet: &[u8]) -> Result<Vec<u8>, Ignored> {
     const FIXED: usize = 236;
     let malformed = |why: String| Err(Ignored::Malformed(why));
     if packet.len() < FIXED + 4 {
@@ -310,7 +311,7 @@ fn sanitize(packet: &[u8]) -> Result<Vec<u8>, Ignored> {
 
 /// Option 93 first; a PXE 2.1 client without it states its architecture in option 60
 /// (`PXEClient:Arch:00000:UNDI:002001`); with neither it is a pre-RFC 4578 BIOS ROM.
-fn firmware(request: &Message, class: &[u8]) -> Result<Firmware, u16> {
+pub(crate) fn firmware(request: &Message, class: &[u8]) -> Result<Firmware, u16> {
     let arch = match request.opts().get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a)) => u16::from(*a),
         _ => class_arch(class).unwrap_or(0),
@@ -333,11 +334,11 @@ fn class_arch(class: &[u8]) -> Option<u16> {
     None
 }
 
-fn is_ipxe(request: &Message) -> bool {
+pub(crate) fn is_ipxe(request: &Message) -> bool {
     matches!(request.opts().get(OptionCode::UserClass), Some(DhcpOption::UserClass(u)) if u.as_slice() == IPXE_USER_CLASS)
 }
 
-fn broadcast_or_relay(request: &Message) -> Destination {
+pub(crate) fn broadcast_or_relay(request: &Message) -> Destination {
     if request.giaddr().is_unspecified() {
         Destination::Broadcast
     } else {
@@ -345,7 +346,7 @@ fn broadcast_or_relay(request: &Message) -> Destination {
     }
 }
 
-fn build_reply(
+pub(crate) fn build_reply(
     config: &ProxyConfig,
     request: &Message,
     mac: Mac,
