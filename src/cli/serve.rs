@@ -9,6 +9,7 @@ use crate::net::http::{self, BootConfig, BootService};
 use crate::net::proxydhcp::{self, ProxyDhcp, Subnet};
 use crate::net::tftp;
 use crate::proto::dhcp::ProxyConfig;
+use crate::proto::dhcp_authoritative::{Leases, Pool};
 use crate::proto::mac::Mac;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -47,6 +48,10 @@ pub struct ServeArgs {
     /// on networks without IPv6 routers.
     #[arg(long)]
     announce_ra: bool,
+    /// Authoritative DHCP from this range (`198.18.3.1-198.18.3.200`) instead of proxyDHCP. ONLY on
+    /// an isolated network without another DHCP server; campaign MACs only.
+    #[arg(long, value_name = "FIRST-LAST")]
+    authoritative: Option<String>,
     /// Extra kernel command line for the agent.
     #[arg(long, default_value = "console=ttyS0 quiet")]
     cmdline: String,
@@ -106,10 +111,17 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         root.clone(),
     )
     .map_err(|e| format!("templates: {e}"))?;
+    let pool = match &a.authoritative {
+        None => None,
+        Some(range) => Some(parse_pool(range, a.subnet)?),
+    };
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let proxy =
+        let mut proxy =
             ProxyDhcp::bind(&a.interface, a.subnet, proxy_config).map_err(|e| e.to_string())?;
+        if let Some(pool) = pool {
+            proxy = proxy.authoritative(Leases::new(pool));
+        }
         let tftp_socket = std::net::UdpSocket::bind(SocketAddrV4::new(server, 69))
             .map_err(|e| format!("TFTP {server}:69: {e}"))?;
         let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(server, a.http_port))
@@ -133,5 +145,31 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             r = http => Err(format!("HTTP stopped: {r:?}")),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
+    })
+}
+
+/// `FIRST-LAST`, both inside the room subnet.
+fn parse_pool(range: &str, subnet: Subnet) -> Result<Pool, String> {
+    let bad = || {
+        format!(
+            "--authoritative {range:?}: want FIRST-LAST inside {}/{}",
+            subnet.addr, subnet.prefix
+        )
+    };
+    let (first, last) = range.split_once('-').ok_or_else(bad)?;
+    let first: std::net::Ipv4Addr = first.parse().map_err(|_| bad())?;
+    let last: std::net::Ipv4Addr = last.parse().map_err(|_| bad())?;
+    if !subnet.contains(first) || !subnet.contains(last) || first > last {
+        return Err(bad());
+    }
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(subnet.prefix))
+        .unwrap_or(0);
+    Ok(Pool {
+        first,
+        last,
+        mask: mask.into(),
+        router: None,
+        lease_secs: 3600,
     })
 }

@@ -6,6 +6,7 @@
 //! make roomcast answer PXE requests on the school's main network.
 
 use crate::proto::dhcp::{self, Destination, Port, ProxyConfig};
+use crate::proto::dhcp_authoritative::{self, Leases};
 use crate::proto::mac::Mac;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -139,6 +140,7 @@ pub struct ProxyDhcp {
     dhcp: UdpSocket,
     pxe: UdpSocket,
     seen: Option<tokio::sync::mpsc::UnboundedSender<Mac>>,
+    leases: Option<Leases>,
 }
 
 impl ProxyDhcp {
@@ -162,6 +164,7 @@ impl ProxyDhcp {
             pxe: bound_socket(interface, dhcp::PXE_PORT)?,
             config,
             seen: None,
+            leases: None,
         })
     }
 
@@ -171,8 +174,15 @@ impl ProxyDhcp {
         self
     }
 
+    /// Switches to authoritative mode (addresses from `leases` to campaign MACs). ISOLATED networks
+    /// only: next to the school's DHCP server two servers would hand out addresses.
+    pub fn authoritative(mut self, leases: Leases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
     /// Answers requests until an I/O error.
-    pub async fn run(self) -> Result<(), ProxyDhcpError> {
+    pub async fn run(mut self) -> Result<(), ProxyDhcpError> {
         let mut a = [0u8; 1500];
         let mut b = [0u8; 1500];
         loop {
@@ -181,7 +191,17 @@ impl ProxyDhcp {
                 r = self.pxe.recv_from(&mut b) => (Port::Pxe, r, &b),
             };
             let (len, from_addr) = len.map_err(|source| self.io("receive", source))?;
-            match dhcp::handle(&self.config, port, &from[..len]) {
+            let decision = match &mut self.leases {
+                Some(leases) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    dhcp_authoritative::handle(&self.config, leases, port, &from[..len], now)
+                }
+                None => dhcp::handle(&self.config, port, &from[..len]),
+            };
+            match decision {
                 Ok(reply) => {
                     if let Some(tx) = &self.seen {
                         let _ = tx.send(reply.mac);

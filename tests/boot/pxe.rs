@@ -142,7 +142,7 @@ fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
 
 /// Sets up the room and boots `campaign` PCs (plus one PC outside the campaign when `stranger`);
 /// returns seconds from the VMs' start to the last report.
-fn pxe_room(campaign: usize, stranger: bool, uefi: bool) -> f64 {
+fn pxe_room(campaign: usize, stranger: bool, uefi: bool, authoritative: bool) -> f64 {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let boot = w.join("boot");
@@ -161,27 +161,30 @@ fn pxe_room(campaign: usize, stranger: bool, uefi: bool) -> f64 {
         .map(|_| lab.add_tap().expect("tap"))
         .collect();
     let server = lab.server().clone();
-    let _dhcp = Guard(
-        school
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--bind-interfaces",
-                "--no-ping",
-            ])
-            .arg(format!("--interface={}", school.ifname()))
-            .args([
-                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
-                "--dhcp-authoritative",
-            ])
-            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
-            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq"),
-    );
+    // Authoritative mode: an isolated room, no school DHCP server at all.
+    let _dhcp = (!authoritative).then(|| {
+        Guard(
+            school
+                .command("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--port=0",
+                    "--bind-interfaces",
+                    "--no-ping",
+                ])
+                .arg(format!("--interface={}", school.ifname()))
+                .args([
+                    "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
+                    "--dhcp-authoritative",
+                ])
+                .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
+                .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq"),
+        )
+    });
     let macs: Vec<String> = (0..campaign)
         .map(|i| format!("52:54:00:18:01:{i:02x}"))
         .collect();
@@ -198,6 +201,12 @@ fn pxe_room(campaign: usize, stranger: bool, uefi: bool) -> f64 {
             "e2e",
         ])
         .arg("--announce-ra")
+        .args(
+            authoritative
+                .then_some(["--authoritative", "198.18.3.1-198.18.3.100"])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--boot-dir")
         .arg(&boot)
         .arg("--reports")
@@ -341,14 +350,21 @@ fn pxe_room(campaign: usize, stranger: bool, uefi: bool) -> f64 {
 
 #[test]
 fn campaign_pc_pxe_boots_and_reports_stranger_boots_its_disk() {
-    pxe_room(1, true, false);
+    pxe_room(1, true, false, false);
 }
 
 /// The real UEFI path: OVMF's firmware PXE gets `snponly.efi` by TFTP (proxy OFFER, then port 4011
 /// ACK), then iPXE gets its script over HTTP.
 #[test]
 fn uefi_pc_pxe_boots_through_tftp_and_reports() {
-    pxe_room(1, false, true);
+    pxe_room(1, false, true, false);
+}
+
+/// An isolated room: roomcast's opt-in authoritative DHCP gives the addresses (to campaign MACs only)
+/// and the boot file in one reply; the stranger still boots its own disk.
+#[test]
+fn authoritative_mode_boots_without_a_school_dhcp_server() {
+    pxe_room(1, true, false, true);
 }
 
 /// The 3-PC measurement of docs/parts/boot-performance.md (slow under TCG on a shared machine):
@@ -356,5 +372,5 @@ fn uefi_pc_pxe_boots_through_tftp_and_reports() {
 #[test]
 #[ignore]
 fn three_campaign_pcs() {
-    pxe_room(3, false, false);
+    pxe_room(3, false, false, false);
 }
