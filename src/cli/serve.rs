@@ -8,11 +8,14 @@ use crate::net::files::BootRoot;
 use crate::net::http::{self, BootConfig, BootService};
 use crate::net::proxydhcp::{self, ProxyDhcp, Subnet};
 use crate::net::tftp;
+use crate::net::wol::Waker;
 use crate::proto::dhcp::ProxyConfig;
 use crate::proto::dhcp_authoritative::{Leases, Pool};
 use crate::proto::mac::Mac;
+use crate::proto::wol::WakePlan;
 use clap::Args;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +55,13 @@ pub struct ServeArgs {
     /// an isolated network without another DHCP server; campaign MACs only.
     #[arg(long, value_name = "FIRST-LAST")]
     authoritative: Option<String>,
+    /// Wake the campaign's machines (Wake-on-LAN, 5 per second, again every 30 s) until each one is
+    /// seen asking proxyDHCP, for at most this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    wake: Option<u64>,
+    /// Seconds between two magic packets to the same machine while it is not seen.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    wake_every: u64,
     /// Extra kernel command line for the agent.
     #[arg(long, default_value = "console=ttyS0 quiet")]
     cmdline: String,
@@ -77,6 +87,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .try_init();
     let mut machines = BTreeMap::new();
+    let mut wake_order = Vec::new();
     for m in &a.machines {
         let (mac, host) = m.split_once('=').unwrap_or((m, ""));
         let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
@@ -86,6 +97,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             host.to_string()
         };
         machines.insert(mac, host);
+        wake_order.push(mac);
     }
     let server = proxydhcp::room_address(&a.interface, a.subnet).map_err(|e| e.to_string())?;
     let base_url = format!("http://{server}:{}", a.http_port);
@@ -121,6 +133,32 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             ProxyDhcp::bind(&a.interface, a.subnet, proxy_config).map_err(|e| e.to_string())?;
         if let Some(pool) = pool {
             proxy = proxy.authoritative(Leases::new(pool));
+        }
+        if let Some(deadline) = a.wake {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            proxy = proxy.notify_seen(tx);
+            let mut plan = WakePlan::new(wake_order.clone());
+            plan.deadline = std::time::Duration::from_secs(deadline);
+            plan.repeat_every = std::time::Duration::from_secs(a.wake_every);
+            let interface = a.interface.clone();
+            std::thread::spawn(move || {
+                let mut seen = BTreeSet::new();
+                let result = Waker::open(&interface).and_then(|mut w| {
+                    w.run(&plan, None, || {
+                        while let Ok(mac) = rx.try_recv() {
+                            seen.insert(mac);
+                        }
+                        seen.clone()
+                    })
+                });
+                match result {
+                    Ok(never) if never.is_empty() => tracing::info!("wake: every machine was seen"),
+                    Ok(never) => {
+                        tracing::warn!(?never, "wake: machines never seen before the deadline")
+                    }
+                    Err(e) => tracing::error!(%e, "wake failed"),
+                }
+            });
         }
         let tftp_socket = std::net::UdpSocket::bind(SocketAddrV4::new(server, 69))
             .map_err(|e| format!("TFTP {server}:69: {e}"))?;

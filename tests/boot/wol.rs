@@ -113,3 +113,82 @@ fn wake_command_staggers_and_repeats() {
         ]
     );
 }
+
+/// `roomcast serve --wake`: a machine stops getting magic packets once proxyDHCP has seen it ask,
+/// the other keeps getting them until the deadline.
+#[test]
+fn serve_stops_waking_a_machine_once_it_asks_for_its_boot_file() {
+    let lab = Lab::builder().pcs(1).build().expect("lab");
+    let pc = lab.pc(0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("wake.pcap");
+    let mut tcpdump = pc
+        .command("tcpdump")
+        .args(["-i", pc.ifname(), "-U", "-w"])
+        .arg(&pcap)
+        .arg("ether proto 0x0842")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (seen_mac, other_mac) = ("52:54:00:18:00:07", "52:54:00:18:00:08");
+    let server = lab.server();
+    let mut serve = server
+        .command(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "serve",
+            "--interface",
+            server.ifname(),
+            "--subnet",
+            "198.18.0.0/16",
+        ])
+        .args(["--machine", seen_mac, "--machine", other_mac])
+        .args(["--wake", "6", "--wake-every", "1"])
+        .arg("--boot-dir")
+        .arg(dir.path())
+        .arg("--reports")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The captured OVMF DISCOVER of 52:54:00:18:00:07, broadcast from the PC's port 68.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dhcp/uefi-01-discover-67.bin"
+    );
+    let send = pc
+        .command("python3")
+        .args([
+            "-c",
+            "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); \
+             s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1); s.bind(('0.0.0.0',68)); \
+             s.sendto(open(sys.argv[1],'rb').read(),('255.255.255.255',67))",
+            fixture,
+        ])
+        .output()
+        .unwrap();
+    assert!(send.status.success(), "{send:?}");
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let targets: Vec<String> = super::pcap_frames(&pcap)
+        .iter()
+        .filter_map(|f| find_target(&f[14..]))
+        .map(|m| m.to_string())
+        .collect();
+    let count = |m: &str| targets.iter().filter(|t| *t == m).count();
+    assert!(count(seen_mac) >= 1, "{targets:?}");
+    assert!(
+        count(seen_mac) <= 3,
+        "woken again after it was seen: {targets:?}"
+    );
+    assert!(
+        count(other_mac) >= 5,
+        "the unseen machine is woken every second: {targets:?}"
+    );
+}
