@@ -2,4 +2,5 @@
 mod inventory;
 mod model;
 mod store;
+mod boot;
 mod lab;

@@ -1,6 +1,7 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod bootenv;
 pub mod exit;
 pub mod inventory;
 pub mod plan;
@@ -9,6 +10,8 @@ pub mod validate;
 pub mod image;
 pub mod key;
 pub mod lab;
+pub mod serve;
+pub mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +44,13 @@ pub enum Command {
     /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// The boot environment PCs PXE-boot into (iPXE, kernel, initramfs).
+    #[command(subcommand)]
+    Bootenv(bootenv::BootenvCommand),
+    /// Run the boot services (proxyDHCP, TFTP, HTTP) of one campaign on the room interface.
+    Serve(serve::ServeArgs),
+    /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
+    Wake(wake::WakeArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -69,5 +79,8 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(args),
         Command::Key(args) => key::run(args),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Bootenv(cmd) => bootenv::run(cmd),
+        Command::Serve(args) => serve::run(args),
+        Command::Wake(args) => wake::run(args),
     }
 }
