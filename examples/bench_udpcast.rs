@@ -71,6 +71,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|---|---|---|");
     let contenders = contenders();
+    let mut failures = 0;
     for &n in &args.pcs {
         let setup = std::time::Instant::now();
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
@@ -89,7 +90,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             let mut reference: Option<CaseResult> = None;
             for c in &contenders {
-                let r = bench::run_case(c.as_ref(), &lab, &image, &sha, work.path(), loss)?;
+                let r = match bench::run_case(c.as_ref(), &lab, &image, &sha, work.path(), loss) {
+                    Ok(r) => r,
+                    // One failed case (a hang, a corrupt copy) is a result, not the end of the run.
+                    Err(e) => {
+                        println!("| {} | {n} | {loss} | failed: {e} | | | |", c.name());
+                        failures += 1;
+                        continue;
+                    }
+                };
                 let x_ref = reference
                     .as_ref()
                     .map(|f| r.elapsed.as_secs_f64() / f.elapsed.as_secs_f64());
@@ -107,6 +116,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         lab.teardown()?;
+    }
+    if failures > 0 {
+        return Err(format!("{failures} case(s) failed").into());
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 use super::{Lab, LabError, LabGroup, Node};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,6 +122,9 @@ impl Contender for Udpcast {
             &portbase,
         ]);
         c.args(["--mcast-data-address", &data, "--mcast-rdv-address", &rdv]);
+        // Without hello retransmission, a PC whose one rendezvous packet is lost waits forever
+        // (seen here at 1 % loss); udpcast's own remedy is to repeat the hello.
+        c.args(["--rexmit-hello-interval", "500"]);
         c.args(["--min-receivers", &n, "--file"]).arg(d.image);
         procs.spawn(srv, c, d.log_dir)?;
         procs.wait_all(d.timeout)
@@ -197,7 +200,15 @@ impl Processes {
             }
             running = still;
             if !running.is_empty() && Instant::now() > deadline {
-                return Err(self.failure(running[0], &format!("still running after {timeout:?}")));
+                let roles: Vec<&str> = running
+                    .iter()
+                    .map(|&i| self.children[i].0.as_str())
+                    .collect();
+                let what = format!(
+                    "still running after {timeout:?} (with {})",
+                    roles.join(", ")
+                );
+                return Err(self.failure(running[0], &what));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -228,23 +239,23 @@ impl Drop for Processes {
     }
 }
 
-/// Writes `bytes` of random data to `path` (incompressible, like the worst case of a disk image).
+/// Writes `bytes` of random data to `path` (incompressible and without repeated chunks, like the
+/// worst case of a disk image). Read from the kernel's generator: fast even in a debug build.
 pub fn random_image(path: &Path, bytes: u64) -> Result<(), BenchError> {
     let io_err = |source| BenchError::Io {
         step: "writing the random image".into(),
         path: path.to_owned(),
         source,
     };
-    let mut f = std::io::BufWriter::new(File::create(path).map_err(io_err)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rand::fill(&mut buf[..n]);
-        f.write_all(&buf[..n]).map_err(io_err)?;
-        left -= n as u64;
+    let mut f = File::create(path).map_err(io_err)?;
+    let urandom = File::open("/dev/urandom").map_err(io_err)?;
+    let copied = std::io::copy(&mut urandom.take(bytes), &mut f).map_err(io_err)?;
+    if copied != bytes {
+        return Err(io_err(std::io::Error::other(format!(
+            "only {copied} of {bytes} random bytes written"
+        ))));
     }
-    f.flush().map_err(io_err)
+    f.sync_all().map_err(io_err)
 }
 
 /// sha256 of a file, in hex.
