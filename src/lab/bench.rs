@@ -200,13 +200,14 @@ impl Processes {
             }
             running = still;
             if !running.is_empty() && Instant::now() > deadline {
-                let roles: Vec<&str> = running
+                // Every stuck process's log: which side waits for which is the diagnosis.
+                let logs: Vec<String> = running[1..]
                     .iter()
-                    .map(|&i| self.children[i].0.as_str())
+                    .map(|&i| format!("{}: {}", self.children[i].0, self.log_tail(i)))
                     .collect();
                 let what = format!(
-                    "still running after {timeout:?} (with {})",
-                    roles.join(", ")
+                    "still running after {timeout:?}; also still running: [{}]",
+                    logs.join("; ")
                 );
                 return Err(self.failure(running[0], &what));
             }
@@ -215,15 +216,18 @@ impl Processes {
         Ok(())
     }
 
+    fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.children[i].1).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
     fn failure(&self, i: usize, what: &str) -> BenchError {
         let (role, log, _) = &self.children[i];
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         BenchError::Failed {
             contender: self.contender.clone(),
             node: role.clone(),
-            detail: format!("{what}; log {}: {}", log.display(), tail.join(" | ")),
+            detail: format!("{what}; log {}: {}", log.display(), self.log_tail(i)),
         }
     }
 }
