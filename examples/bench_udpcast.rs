@@ -85,7 +85,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 if loss == 0 {
                     lab.clear_loss(pc)?;
                 } else {
-                    lab.set_loss(pc, loss, 9000..=9099)?;
+                    lab.set_loss(pc, loss, bench::PORTS)?;
                 }
             }
             let mut reference: Option<CaseResult> = None;

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The UDP ports every contender uses (from [`Delivery::portbase`]) and the lab's loss rules cover.
+pub const PORTS: std::ops::RangeInclusive<u16> = 9000..=9099;
+
 /// Why a delivery failed, naming the contender and the PC or step.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -340,7 +343,7 @@ pub fn run_case(
         outputs: &outputs,
         log_dir: work_dir,
         groups: (LabGroup::from_low(42, 1), LabGroup::from_low(42, 2)),
-        portbase: 9000,
+        portbase: *PORTS.start(),
         // The time at 20 Mbit/s plus a minute: only a hang reaches it.
         timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
     };
