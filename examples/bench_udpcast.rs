@@ -11,7 +11,7 @@
 //! `roomcast lab cleanup --stale` removes it.
 
 use clap::Parser;
-use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast};
+use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast, UnicastTcp};
 use roomcast::lab::{Lab, Tbf};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,10 @@ struct Args {
     /// Link rate of every veth, both ends, in Mbit/s.
     #[arg(long, default_value_t = 200)]
     mbit: u64,
+    /// Also measure unicast imaging (every PC pulls its own copy over TCP; unaffected by the UDP
+    /// loss rules).
+    #[arg(long)]
+    unicast: bool,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/tmp")]
@@ -37,8 +41,12 @@ struct Args {
 }
 
 /// Everything measured side by side. The first one is the reference for the "x ref" column.
-fn contenders() -> Vec<Box<dyn Contender>> {
-    vec![Box::new(Udpcast)]
+fn contenders(args: &Args) -> Vec<Box<dyn Contender>> {
+    let mut c: Vec<Box<dyn Contender>> = vec![Box::new(Udpcast)];
+    if args.unicast {
+        c.push(Box::new(UnicastTcp));
+    }
+    c
 }
 
 fn main() -> ExitCode {
@@ -70,7 +78,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "| contender | PCs | loss % | end to end s | image Mbit/s | x line-rate time | x ref |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let contenders = contenders();
+    let contenders = contenders(args);
     let mut failures = 0;
     for &n in &args.pcs {
         let setup = std::time::Instant::now();

@@ -134,6 +134,80 @@ impl Contender for Udpcast {
     }
 }
 
+/// Unicast imaging, what FOG's and most tools' non-multicast mode does: every PC pulls its own copy
+/// over TCP from the server at the same time, so the server's link carries the image N times.
+/// In-process (a thread in each namespace), no external program. nftables loss rules only cover UDP,
+/// so this contender sees no loss.
+#[derive(Debug, Clone, Default)]
+pub struct UnicastTcp;
+
+impl Contender for UnicastTcp {
+    fn name(&self) -> &str {
+        "unicast-tcp"
+    }
+
+    fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
+        let srv = d.lab.server();
+        let port = d.portbase;
+        let bind = (srv.addr().addr(), port);
+        let failed = |node: &str, detail: String| BenchError::Failed {
+            contender: self.name().to_owned(),
+            node: node.to_owned(),
+            detail,
+        };
+        let listener = srv
+            .run(|| std::net::TcpListener::bind(bind))?
+            .map_err(|e| failed("srv", format!("bind {}:{port}: {e}", bind.0)))?;
+        let n = d.lab.pcs().len();
+        let image = d.image.to_owned();
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut senders = Vec::new();
+            for _ in 0..n {
+                let (mut conn, _) = listener.accept()?;
+                let image = image.clone();
+                senders.push(std::thread::spawn(move || -> std::io::Result<u64> {
+                    std::io::copy(&mut File::open(image)?, &mut conn)
+                }));
+            }
+            for s in senders {
+                s.join()
+                    .map_err(|_| std::io::Error::other("sender thread panicked"))??;
+            }
+            Ok(())
+        });
+        let receivers: Vec<_> = d
+            .lab
+            .pcs()
+            .iter()
+            .zip(d.outputs)
+            .map(|(pc, out)| {
+                let out = out.clone();
+                let role = pc.role().to_owned();
+                (
+                    role,
+                    pc.spawn(move || -> std::io::Result<u64> {
+                        let mut conn = std::net::TcpStream::connect(bind)?;
+                        std::io::copy(&mut conn, &mut File::create(out)?)
+                    }),
+                )
+            })
+            .collect();
+        for (role, r) in receivers {
+            match r.join() {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => return Err(failed(&role, e.to_string())),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(failed(&role, "receiver thread panicked".into())),
+            }
+        }
+        match server.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failed("srv", e.to_string())),
+            Err(_) => Err(failed("srv", "server thread panicked".into())),
+        }
+    }
+}
+
 /// Child processes of one delivery; any still running when this drops are killed.
 #[derive(Debug)]
 pub struct Processes {

@@ -49,3 +49,15 @@ fn a_copy_that_differs_from_the_image_is_reported() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn unicast_tcp_delivers_bit_identical_copies() {
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("image.bin");
+    bench::random_image(&image, 2 << 20).unwrap();
+    let sha = bench::sha256_file(&image).unwrap();
+    let lab = Lab::builder().pcs(2).rate(Tbf::mbit(200)).build().unwrap();
+    let r = bench::run_case(&bench::UnicastTcp, &lab, &image, &sha, work.path(), 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((r.contender.as_str(), r.pcs), ("unicast-tcp", 2));
+}
