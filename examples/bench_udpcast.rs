@@ -11,7 +11,7 @@
 //! `roomcast lab cleanup --stale` removes it.
 
 use clap::Parser;
-use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast};
+use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast, UnicastTcp};
 use roomcast::lab::{Lab, Tbf};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,10 @@ struct Args {
     /// Link rate of every veth, both ends, in Mbit/s.
     #[arg(long, default_value_t = 200)]
     mbit: u64,
+    /// Also measure unicast imaging (every PC pulls its own copy over TCP; unaffected by the UDP
+    /// loss rules).
+    #[arg(long)]
+    unicast: bool,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/tmp")]
@@ -37,8 +41,12 @@ struct Args {
 }
 
 /// Everything measured side by side. The first one is the reference for the "x ref" column.
-fn contenders() -> Vec<Box<dyn Contender>> {
-    vec![Box::new(Udpcast)]
+fn contenders(args: &Args) -> Vec<Box<dyn Contender>> {
+    let mut c: Vec<Box<dyn Contender>> = vec![Box::new(Udpcast)];
+    if args.unicast {
+        c.push(Box::new(UnicastTcp));
+    }
+    c
 }
 
 fn main() -> ExitCode {
@@ -70,7 +78,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "| contender | PCs | loss % | end to end s | image Mbit/s | x line-rate time | x ref |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let contenders = contenders();
+    let contenders = contenders(args);
+    let mut failures = 0;
     for &n in &args.pcs {
         let setup = std::time::Instant::now();
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
@@ -84,12 +93,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 if loss == 0 {
                     lab.clear_loss(pc)?;
                 } else {
-                    lab.set_loss(pc, loss, 9000..=9099)?;
+                    lab.set_loss(pc, loss, bench::PORTS)?;
                 }
             }
             let mut reference: Option<CaseResult> = None;
             for c in &contenders {
-                let r = bench::run_case(c.as_ref(), &lab, &image, &sha, work.path(), loss)?;
+                let r = match bench::run_case(c.as_ref(), &lab, &image, &sha, work.path(), loss) {
+                    Ok(r) => r,
+                    // One failed case (a hang, a corrupt copy) is a result, not the end of the run.
+                    Err(e) => {
+                        println!("| {} | {n} | {loss} | failed: {e} | | | |", c.name());
+                        failures += 1;
+                        continue;
+                    }
+                };
                 let x_ref = reference
                     .as_ref()
                     .map(|f| r.elapsed.as_secs_f64() / f.elapsed.as_secs_f64());
@@ -107,6 +124,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         lab.teardown()?;
+    }
+    if failures > 0 {
+        return Err(format!("{failures} case(s) failed").into());
     }
     Ok(())
 }

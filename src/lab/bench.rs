@@ -8,10 +8,13 @@
 use super::{Lab, LabError, LabGroup, Node};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The UDP ports every contender uses (from [`Delivery::portbase`]) and the lab's loss rules cover.
+pub const PORTS: std::ops::RangeInclusive<u16> = 9000..=9099;
 
 /// Why a delivery failed, naming the contender and the PC or step.
 #[derive(Debug, thiserror::Error)]
@@ -122,9 +125,86 @@ impl Contender for Udpcast {
             &portbase,
         ]);
         c.args(["--mcast-data-address", &data, "--mcast-rdv-address", &rdv]);
+        // Without hello retransmission, a PC whose one rendezvous packet is lost waits forever
+        // (seen here at 1 % loss); udpcast's own remedy is to repeat the hello.
+        c.args(["--rexmit-hello-interval", "500"]);
         c.args(["--min-receivers", &n, "--file"]).arg(d.image);
         procs.spawn(srv, c, d.log_dir)?;
         procs.wait_all(d.timeout)
+    }
+}
+
+/// Unicast imaging, what FOG's and most tools' non-multicast mode does: every PC pulls its own copy
+/// over TCP from the server at the same time, so the server's link carries the image N times.
+/// In-process (a thread in each namespace), no external program. nftables loss rules only cover UDP,
+/// so this contender sees no loss.
+#[derive(Debug, Clone, Default)]
+pub struct UnicastTcp;
+
+impl Contender for UnicastTcp {
+    fn name(&self) -> &str {
+        "unicast-tcp"
+    }
+
+    fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
+        let srv = d.lab.server();
+        let port = d.portbase;
+        let bind = (srv.addr().addr(), port);
+        let failed = |node: &str, detail: String| BenchError::Failed {
+            contender: self.name().to_owned(),
+            node: node.to_owned(),
+            detail,
+        };
+        let listener = srv
+            .run(|| std::net::TcpListener::bind(bind))?
+            .map_err(|e| failed("srv", format!("bind {}:{port}: {e}", bind.0)))?;
+        let n = d.lab.pcs().len();
+        let image = d.image.to_owned();
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut senders = Vec::new();
+            for _ in 0..n {
+                let (mut conn, _) = listener.accept()?;
+                let image = image.clone();
+                senders.push(std::thread::spawn(move || -> std::io::Result<u64> {
+                    std::io::copy(&mut File::open(image)?, &mut conn)
+                }));
+            }
+            for s in senders {
+                s.join()
+                    .map_err(|_| std::io::Error::other("sender thread panicked"))??;
+            }
+            Ok(())
+        });
+        let receivers: Vec<_> = d
+            .lab
+            .pcs()
+            .iter()
+            .zip(d.outputs)
+            .map(|(pc, out)| {
+                let out = out.clone();
+                let role = pc.role().to_owned();
+                (
+                    role,
+                    pc.spawn(move || -> std::io::Result<u64> {
+                        let mut conn = std::net::TcpStream::connect(bind)?;
+                        std::io::copy(&mut conn, &mut File::create(out)?)
+                    }),
+                )
+            })
+            .collect();
+        for (role, r) in receivers {
+            match r.join() {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => return Err(failed(&role, e.to_string())),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(failed(&role, "receiver thread panicked".into())),
+            }
+        }
+        match server.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failed("srv", e.to_string())),
+            Err(_) => Err(failed("srv", "server thread panicked".into())),
+        }
     }
 }
 
@@ -197,22 +277,34 @@ impl Processes {
             }
             running = still;
             if !running.is_empty() && Instant::now() > deadline {
-                return Err(self.failure(running[0], &format!("still running after {timeout:?}")));
+                // Every stuck process's log: which side waits for which is the diagnosis.
+                let logs: Vec<String> = running[1..]
+                    .iter()
+                    .map(|&i| format!("{}: {}", self.children[i].0, self.log_tail(i)))
+                    .collect();
+                let what = format!(
+                    "still running after {timeout:?}; also still running: [{}]",
+                    logs.join("; ")
+                );
+                return Err(self.failure(running[0], &what));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }
 
+    fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.children[i].1).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
     fn failure(&self, i: usize, what: &str) -> BenchError {
         let (role, log, _) = &self.children[i];
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         BenchError::Failed {
             contender: self.contender.clone(),
             node: role.clone(),
-            detail: format!("{what}; log {}: {}", log.display(), tail.join(" | ")),
+            detail: format!("{what}; log {}: {}", log.display(), self.log_tail(i)),
         }
     }
 }
@@ -228,23 +320,23 @@ impl Drop for Processes {
     }
 }
 
-/// Writes `bytes` of random data to `path` (incompressible, like the worst case of a disk image).
+/// Writes `bytes` of random data to `path` (incompressible and without repeated chunks, like the
+/// worst case of a disk image). Read from the kernel's generator: fast even in a debug build.
 pub fn random_image(path: &Path, bytes: u64) -> Result<(), BenchError> {
     let io_err = |source| BenchError::Io {
         step: "writing the random image".into(),
         path: path.to_owned(),
         source,
     };
-    let mut f = std::io::BufWriter::new(File::create(path).map_err(io_err)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rand::fill(&mut buf[..n]);
-        f.write_all(&buf[..n]).map_err(io_err)?;
-        left -= n as u64;
+    let mut f = File::create(path).map_err(io_err)?;
+    let urandom = File::open("/dev/urandom").map_err(io_err)?;
+    let copied = std::io::copy(&mut urandom.take(bytes), &mut f).map_err(io_err)?;
+    if copied != bytes {
+        return Err(io_err(std::io::Error::other(format!(
+            "only {copied} of {bytes} random bytes written"
+        ))));
     }
-    f.flush().map_err(io_err)
+    f.sync_all().map_err(io_err)
 }
 
 /// sha256 of a file, in hex.
@@ -325,7 +417,7 @@ pub fn run_case(
         outputs: &outputs,
         log_dir: work_dir,
         groups: (LabGroup::from_low(42, 1), LabGroup::from_low(42, 2)),
-        portbase: 9000,
+        portbase: *PORTS.start(),
         // The time at 20 Mbit/s plus a minute: only a hang reaches it.
         timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
     };

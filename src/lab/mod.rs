@@ -37,6 +37,7 @@ pub use error::LabError;
 pub use loss::LossCounters;
 pub use shaping::Tbf;
 
+use std::io::Write;
 use std::ops::RangeInclusive;
 use std::process::Command;
 
@@ -181,30 +182,49 @@ impl Lab {
     }
 
     fn create(config: LabConfig) -> Result<Lab, LabError> {
-        let prefix = match config.prefix {
-            Some(p) => p,
-            None => LabPrefix::random()?,
-        };
-        if cleanup::list()?.iter().any(|l| l.prefix == prefix) {
-            return Err(LabError::Invalid {
-                prefix: prefix.to_string(),
-                reason: "a lab with this prefix already exists (`roomcast lab cleanup`?)".into(),
-            });
-        }
         if config.pcs > addr::MAX_PCS {
             return Err(LabError::Invalid {
-                prefix: prefix.to_string(),
+                prefix: config.prefix.map_or("-".into(), |p| p.to_string()),
                 reason: format!("{} PCs asked, at most {}", config.pcs, addr::MAX_PCS),
             });
         }
         // The state file comes first: from here on, a crash leaves a lab recognisable as stale.
-        let state = cleanup::state_file(&prefix);
-        std::fs::create_dir_all(cleanup::STATE_DIR)
-            .and_then(|()| std::fs::write(&state, std::process::id().to_string()))
-            .map_err(|source| LabError::Io {
-                step: format!("lab {prefix}: writing {}", state.display()),
-                source,
-            })?;
+        // Creating it exclusively also settles a race between two labs drawing the same prefix.
+        let prefix = loop {
+            let prefix = match &config.prefix {
+                Some(p) => p.clone(),
+                None => LabPrefix::random()?,
+            };
+            let in_use = || LabError::Invalid {
+                prefix: prefix.to_string(),
+                reason: "a lab with this prefix already exists (`roomcast lab cleanup`?)".into(),
+            };
+            if cleanup::list()?.iter().any(|l| l.prefix == prefix) {
+                return Err(in_use());
+            }
+            let state = cleanup::state_file(&prefix);
+            let created = std::fs::create_dir_all(cleanup::STATE_DIR).and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&state)?
+                    .write_all(std::process::id().to_string().as_bytes())
+            });
+            match created {
+                Ok(()) => break prefix,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if config.prefix.is_some() {
+                        return Err(in_use());
+                    }
+                }
+                Err(source) => {
+                    return Err(LabError::Io {
+                        step: format!("lab {prefix}: writing {}", state.display()),
+                        source,
+                    });
+                }
+            }
+        };
         // From here on, an early return drops `lab`, which removes what exists so far.
         let mut lab = Lab {
             bridge: format!("{prefix}br"),

@@ -190,3 +190,33 @@ fn multicast_reaches_every_pc_with_snooping_on() {
         assert_eq!(r.join().unwrap().unwrap().unwrap(), b"room");
     }
 }
+
+#[test]
+fn a_lab_whose_owner_died_is_listed_as_stale() {
+    let lab = Lab::builder().pcs(1).build().unwrap();
+    let prefix = lab.prefix().clone();
+    let listed = |p: &LabPrefix| {
+        roomcast::lab::cleanup::list()
+            .unwrap()
+            .into_iter()
+            .find(|l| &l.prefix == p)
+    };
+    let live = listed(&prefix).unwrap();
+    assert_eq!(live.owner, Some(std::process::id()));
+    assert!(!live.is_stale());
+    assert_eq!(live.namespaces.len(), 2, "{live:?}");
+    assert_eq!(live.links.len(), 3, "{live:?}");
+    // Pretend the owner was a process that has exited since.
+    std::mem::forget(lab);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(
+        roomcast::lab::cleanup::state_file(&prefix),
+        dead_pid.to_string(),
+    )
+    .unwrap();
+    assert!(listed(&prefix).unwrap().is_stale());
+    roomcast::lab::cleanup::remove(&prefix).unwrap();
+    assert!(listed(&prefix).is_none());
+}
