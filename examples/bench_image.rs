@@ -33,8 +33,6 @@ fn main() {
     let run = data.join("run");
     let _ = std::fs::remove_dir_all(&run);
     let (_, pub_file, _) = keys::generate_files(&run.join("keys")).unwrap();
-    let store = Store::open_or_create(&run.join("store")).unwrap();
-    store.trust(&pub_file).unwrap();
     let signer = Signer::load(&run.join("keys/signer.key")).unwrap();
     let opts = CaptureOptions::default();
     let label = |v: &str| ImageLabel {
@@ -45,21 +43,40 @@ fn main() {
         captured_at: "2026-11-28T00:00:00Z".into(),
     };
 
-    // Both contenders read the file from the page cache.
-    warm(&v1);
-    let t = Instant::now();
-    let zstd_ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("zstd -q -T0 -3 < '{}' > /dev/null", v1.display()))
-        .stdout(Stdio::null())
-        .status()
-        .expect("zstd");
-    let zstd_secs = t.elapsed().as_secs_f64();
-    assert!(zstd_ok.success());
-    warm(&v1);
-    let t = Instant::now();
-    let r1 = capture::capture(&store, &v1, label("1"), &signer, &opts, &|_| {}).unwrap();
-    let cap1_secs = t.elapsed().as_secs_f64();
+    // zstd and capture alternate, each from the page cache, each capture into an empty store; the
+    // best of ROUNDS is kept for both, so a burst of load from other processes skews neither.
+    const ROUNDS: usize = 3;
+    let (mut zstd_secs, mut cap1_secs) = (f64::MAX, f64::MAX);
+    let mut store = None;
+    let mut r1 = None;
+    for round in 0..ROUNDS {
+        warm(&v1);
+        let t = Instant::now();
+        let zstd_ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -q -T0 -3 < '{}' > /dev/null", v1.display()))
+            .stdout(Stdio::null())
+            .status()
+            .expect("zstd");
+        zstd_secs = zstd_secs.min(t.elapsed().as_secs_f64());
+        assert!(zstd_ok.success());
+
+        let dir = run.join("store");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open_or_create(&dir).unwrap();
+        s.trust(&pub_file).unwrap();
+        warm(&v1);
+        let t = Instant::now();
+        let r = capture::capture(&s, &v1, label("1"), &signer, &opts, &|_| {}).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        cap1_secs = cap1_secs.min(secs);
+        eprintln!(
+            "round {round}: zstd best {zstd_secs:.2} s, capture {secs:.2} s (best {cap1_secs:.2} s)"
+        );
+        store = Some(s);
+        r1 = Some(r);
+    }
+    let (store, r1) = (store.unwrap(), r1.unwrap());
 
     warm(&v2);
     let t = Instant::now();
