@@ -4,9 +4,12 @@
 //!
 //! ```text
 //! reader thread --(chunk buffer)--> N workers: zero test, sha256, and for chunks the store lacks:
-//!   zstd + write tmp/ file --(outcome)--> committer (calling thread): batch sync, rename into chunks/,
-//!   progress callback; at the end: sign, write the manifest last.
+//!   zstd + write tmp/ file --(outcome)--> committer (calling thread): chunk list, progress callback
+//!   --(new chunk file)--> syncer threads: fdatasync, rename into chunks/ab/
+//! then: fsync of the touched chunks/ab/ folders, sign, write the manifest last.
 //! ```
+//!
+//! Holes of a sparse image file (SEEK_DATA) become zero chunks without being read.
 //!
 //! Each worker owns a single-threaded zstd compressor: parallelism is across chunks, so both cores
 //! compress and hash at once while the reader keeps the next buffers full.
