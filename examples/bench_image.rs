@@ -33,8 +33,6 @@ fn main() {
     let run = data.join("run");
     let _ = std::fs::remove_dir_all(&run);
     let (_, pub_file, _) = keys::generate_files(&run.join("keys")).unwrap();
-    let store = Store::open_or_create(&run.join("store")).unwrap();
-    store.trust(&pub_file).unwrap();
     let signer = Signer::load(&run.join("keys/signer.key")).unwrap();
     let opts = CaptureOptions::default();
     let label = |v: &str| ImageLabel {
@@ -45,21 +43,72 @@ fn main() {
         captured_at: "2026-11-28T00:00:00Z".into(),
     };
 
-    // Both contenders read the file from the page cache.
-    warm(&v1);
-    let t = Instant::now();
-    let zstd_ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("zstd -q -T0 -3 < '{}' > /dev/null", v1.display()))
-        .stdout(Stdio::null())
-        .status()
-        .expect("zstd");
-    let zstd_secs = t.elapsed().as_secs_f64();
-    assert!(zstd_ok.success());
-    warm(&v1);
-    let t = Instant::now();
-    let r1 = capture::capture(&store, &v1, label("1"), &signer, &opts, &|_| {}).unwrap();
-    let cap1_secs = t.elapsed().as_secs_f64();
+    // zstd and capture alternate, each from the page cache, each capture into an empty store; the
+    // best of ROUNDS is kept for both, so a burst of load from other processes skews neither.
+    const ROUNDS: usize = 3;
+    let (mut zstd_secs, mut cap1_secs) = (f64::MAX, f64::MAX);
+    let (mut zstd_dev_secs, mut dev_secs) = (f64::MAX, f64::MAX);
+    // The same disk as a block device (a loop device over v1.img): what the agent reads on a PC, where
+    // holes cannot be skipped (no SEEK_DATA) and every byte is read and zero-tested.
+    let dev = LoopDev::attach(&v1);
+    let mut store = None;
+    let mut r1 = None;
+    for round in 0..ROUNDS {
+        warm(&v1);
+        let t = Instant::now();
+        let zstd_ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -q -T0 -3 < '{}' > /dev/null", v1.display()))
+            .stdout(Stdio::null())
+            .status()
+            .expect("zstd");
+        zstd_secs = zstd_secs.min(t.elapsed().as_secs_f64());
+        assert!(zstd_ok.success());
+
+        let dir = run.join("store");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open_or_create(&dir).unwrap();
+        s.trust(&pub_file).unwrap();
+        warm(&v1);
+        let t = Instant::now();
+        let r = capture::capture(&s, &v1, label("1"), &signer, &opts, &|_| {}).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        cap1_secs = cap1_secs.min(secs);
+        eprintln!(
+            "round {round}: zstd best {zstd_secs:.2} s, capture {secs:.2} s (best {cap1_secs:.2} s)"
+        );
+        store = Some(s);
+        r1 = Some(r);
+
+        warm(&dev.0);
+        let t = Instant::now();
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "zstd -q -T0 -3 < '{}' > /dev/null",
+                dev.0.display()
+            ))
+            .status()
+            .expect("zstd");
+        assert!(ok.success());
+        zstd_dev_secs = zstd_dev_secs.min(t.elapsed().as_secs_f64());
+        let dir = run.join("store-dev");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open_or_create(&dir).unwrap();
+        s.trust(&pub_file).unwrap();
+        warm(&dev.0);
+        let t = Instant::now();
+        capture::capture(&s, &dev.0, label("1"), &signer, &opts, &|_| {}).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        dev_secs = dev_secs.min(secs);
+        eprintln!(
+            "round {round}: capture from {} {secs:.2} s",
+            dev.0.display()
+        );
+    }
+    drop(dev);
+    let _ = std::fs::remove_dir_all(run.join("store-dev"));
+    let (store, r1) = (store.unwrap(), r1.unwrap());
 
     warm(&v2);
     let t = Instant::now();
@@ -114,6 +163,15 @@ fn main() {
         zstd_secs / cap1_secs
     );
     println!(
+        "| zstd -T0 -3 < /dev/loopN (loop device over v1.img) | {zstd_dev_secs:.2} s ({:.0} MiB/s) | |",
+        mib(size) / zstd_dev_secs
+    );
+    println!(
+        "| capture v1 from that loop device (no hole skipping) | {dev_secs:.2} s ({:.0} MiB/s); ratio to zstd on the device {:.2} | >= 0.9 |",
+        mib(size) / dev_secs,
+        zstd_dev_secs / dev_secs
+    );
+    println!(
         "| compression ratio (non-zero data / stored) | {:.2} ({:.0} MiB -> {:.0} MiB; whole disk {:.1}x) | |",
         r1.data_bytes as f64 / r1.compressed_bytes as f64,
         mib(r1.data_bytes),
@@ -149,6 +207,27 @@ fn main() {
         "| delta restore time / full restore time | {:.2} ({delta_secs:.2} s) | |",
         delta_secs / full_secs
     );
+}
+
+/// A loop device over a file, detached on drop.
+struct LoopDev(PathBuf);
+
+impl LoopDev {
+    fn attach(file: &Path) -> Self {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup failed");
+        LoopDev(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
 }
 
 fn warm(p: &Path) {

@@ -146,6 +146,57 @@ impl Disk {
         self.block_device
     }
 
+    /// For an image file, the offset of the first byte at or after `offset` that may hold data (holes
+    /// read as zeros and need not be read at all); `None` past the last data. Block devices and
+    /// filesystems without SEEK_DATA answer `offset` itself: everything may be data.
+    pub fn next_data(&self, offset: u64) -> Option<u64> {
+        if self.block_device {
+            return Some(offset);
+        }
+        // SAFETY: lseek on an fd we own. The file offset it moves is unused: all I/O is positional.
+        let r = unsafe {
+            libc::lseek(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                libc::SEEK_DATA,
+            )
+        };
+        if r >= 0 {
+            Some(r as u64)
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+            None
+        } else {
+            Some(offset)
+        }
+    }
+
+    /// Checks that the first `end` bytes still exist: a hole skipped via [`Disk::next_data`] must not
+    /// hide a file that shrank since it was opened.
+    pub fn check_still_covers(&self, offset: u64, end: u64) -> Result<(), DiskError> {
+        if self.block_device {
+            return Ok(());
+        }
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| DiskError::Io {
+                path: self.path.clone(),
+                op: "stat",
+                offset,
+                source,
+            })?
+            .len();
+        if len < end {
+            return Err(DiskError::Vanished {
+                path: self.path.clone(),
+                offset,
+                wanted: end - offset,
+                got: len.max(offset),
+            });
+        }
+        Ok(())
+    }
+
     /// Fills `buf` from `offset`. A source that ends early (truncated file, detached device) is
     /// [`DiskError::Vanished`], never a silently short chunk.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DiskError> {

@@ -4,9 +4,12 @@
 //!
 //! ```text
 //! reader thread --(chunk buffer)--> N workers: zero test, sha256, and for chunks the store lacks:
-//!   zstd + write tmp/ file --(outcome)--> committer (calling thread): batch sync, rename into chunks/,
-//!   progress callback; at the end: sign, write the manifest last.
+//!   zstd + write tmp/ file --(outcome)--> committer (calling thread): chunk list, progress callback
+//!   --(new chunk file)--> syncer threads: fdatasync, rename into chunks/ab/
+//! then: fsync of the touched chunks/ab/ folders, sign, write the manifest last.
 //! ```
+//!
+//! Holes of a sparse image file (SEEK_DATA) become zero chunks without being read.
 //!
 //! Each worker owns a single-threaded zstd compressor: parallelism is across chunks, so both cores
 //! compress and hash at once while the reader keeps the next buffers full.
@@ -19,10 +22,9 @@ use super::manifest::{
 };
 use super::{Store, StoreError, io_err, sync_dir};
 use crate::disk::{Disk, DiskError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -278,7 +280,8 @@ fn run_pipeline(
     let stop = AtomicBool::new(false);
     let chunk = cs.get() as usize;
     let disk_size = disk.size();
-    std::thread::scope(|s| {
+    let state = SyncState::default();
+    let entries = std::thread::scope(|s| {
         // Buffer pool: the only chunk-sized allocations of the capture.
         let pool_size = 2 * workers + 2;
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool_size);
@@ -288,6 +291,9 @@ fn run_pipeline(
         let (job_tx, job_rx) = sync_channel::<Job>(pool_size);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (msg_tx, msg_rx) = sync_channel::<Msg>(pool_size);
+        let (sync_tx, sync_rx) = sync_channel::<Pending>(1024);
+        let sync_rx = Arc::new(Mutex::new(sync_rx));
+        let state_ref = &state;
 
         let reader_msg = msg_tx.clone();
         let stop_ref = &stop;
@@ -298,14 +304,56 @@ fn run_pipeline(
             let free_tx = free_tx.clone();
             s.spawn(move || work(store, level, tag, &job_rx, &msg_tx, &free_tx, cs));
         }
+        let syncers: Vec<_> = (0..SYNCERS)
+            .map(|_| {
+                let rx = Arc::clone(&sync_rx);
+                s.spawn(move || syncer(store, &rx, state_ref, stop_ref))
+            })
+            .collect();
         drop(msg_tx);
         drop(free_tx);
-        let r = commit_chunks(store, msg_rx, count, disk_size, chunk as u64, progress);
+        let r = commit_chunks(
+            msg_rx,
+            sync_tx,
+            count,
+            disk_size,
+            chunk as u64,
+            &stop,
+            progress,
+        );
         if r.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
+        // sync_tx was moved into commit_chunks and is gone: the syncers finish the queue and stop.
+        for h in syncers {
+            h.join().expect("syncer thread");
+        }
         r
-    })
+    });
+    if let Some(e) = state.error.into_inner().expect("error slot") {
+        return Err(e);
+    }
+    let entries = entries?;
+    // The renames themselves must survive a power cut before the manifest may name the chunks; the
+    // folders are synced in parallel so their journal commits can coalesce.
+    let dirs: Vec<PathBuf> = state.dirs.into_inner().expect("dirs").into_iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_err: Mutex<Option<StoreError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..SYNCERS {
+            s.spawn(|| {
+                while let Some(d) = dirs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(e) = sync_dir(d) {
+                        first_err.lock().expect("error slot").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().expect("error slot") {
+        return Err(e.into());
+    }
+    Ok(entries)
 }
 
 fn read_chunks(
@@ -318,13 +366,38 @@ fn read_chunks(
     stop: &AtomicBool,
 ) {
     let size = disk.size();
+    // Start of the next data after a hole in a sparse image file: chunks wholly before it are holes,
+    // zeros that need neither reading nor scanning.
+    let mut data_from = 0u64;
     for index in 0..count {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(mut buf) = free_rx.recv() else { return };
         let offset = index * chunk as u64;
         let len = (size - offset).min(chunk as u64) as usize;
+        if offset >= data_from {
+            data_from = disk.next_data(offset).unwrap_or(u64::MAX);
+        }
+        if data_from >= offset + len as u64 {
+            if let Err(source) = disk.check_still_covers(offset, offset + len as u64) {
+                let _ = msg_tx.send(Msg::Failed(CaptureError::Source {
+                    index,
+                    offset,
+                    source,
+                }));
+                return;
+            }
+            let hole = Msg::Done {
+                index,
+                len: len as u64,
+                outcome: Outcome::Zero,
+            };
+            if msg_tx.send(hole).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(mut buf) = free_rx.recv() else { return };
         if let Err(source) = disk.read_exact_at(&mut buf[..len], offset) {
             let _ = msg_tx.send(Msg::Failed(CaptureError::Source {
                 index,
@@ -421,40 +494,84 @@ fn work(
     }
 }
 
-/// Pending chunk files are renamed into `chunks/` in batches, each after one filesystem sync: a file
-/// is only ever visible under its final name once its bytes are on stable storage.
-const BATCH_BYTES: u64 = 64 * 1024 * 1024;
-/// ... or after this many chunks, whichever comes first (bounds the work a crash throws away).
-const BATCH_CHUNKS: usize = 256;
+/// Chunk files are synced and renamed into `chunks/` by a few syncer threads, so the waits on the
+/// store's disk overlap the hashing and compressing: a file is only ever visible under its final name
+/// once its bytes are on stable storage (fdatasync of that file alone, not of the whole filesystem).
+const SYNCERS: usize = 4;
 
 struct Pending {
     hash: ChunkHash,
     tmp: PathBuf,
 }
 
+/// What the syncers share: touched `chunks/ab/` folders and the first error.
+#[derive(Default)]
+struct SyncState {
+    dirs: Mutex<HashSet<PathBuf>>,
+    error: Mutex<Option<CaptureError>>,
+}
+
+fn sync_and_rename(store: &Store, p: &Pending, state: &SyncState) -> Result<(), StoreError> {
+    fs::File::open(&p.tmp)
+        .and_then(|f| f.sync_data())
+        .map_err(io_err(&p.tmp, format!("syncing chunk {}", p.hash)))?;
+    let dest = store.chunk_path(&p.hash);
+    let dir = dest.parent().expect("chunks/ab").to_path_buf();
+    if !state.dirs.lock().expect("dirs").contains(&dir) {
+        fs::create_dir_all(&dir).map_err(io_err(&dir, "creating chunk folder"))?;
+        state.dirs.lock().expect("dirs").insert(dir);
+    }
+    fs::rename(&p.tmp, &dest).map_err(io_err(&dest, "renaming chunk into place"))
+}
+
+fn syncer(store: &Store, rx: &Mutex<Receiver<Pending>>, state: &SyncState, stop: &AtomicBool) {
+    loop {
+        let p = match rx.lock().expect("sync queue").recv() {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        if stop.load(Ordering::Relaxed) {
+            continue; // drain: the capture failed, its tmp files are removed afterwards
+        }
+        if let Err(e) = sync_and_rename(store, &p, state) {
+            stop.store(true, Ordering::Relaxed);
+            state
+                .error
+                .lock()
+                .expect("error slot")
+                .get_or_insert(e.into());
+        }
+    }
+}
+
 fn commit_chunks(
-    store: &Store,
     msg_rx: Receiver<Msg>,
+    sync_tx: SyncSender<Pending>,
     count: u64,
     disk_size: u64,
     chunk: u64,
+    stop: &AtomicBool,
     progress: &(dyn Fn(&CaptureProgress) + Sync),
 ) -> Result<Entries, CaptureError> {
     let mut entries: Entries = vec![(false, None); count as usize];
     let mut written: HashMap<ChunkHash, u32> = HashMap::new();
-    let mut batch: Vec<Pending> = Vec::new();
-    let mut batch_bytes = 0u64;
     let mut p = CaptureProgress {
         bytes_total: disk_size,
         chunks_total: count,
         ..Default::default()
     };
-    let mut dirs = std::collections::HashSet::new();
     while p.chunks_done < count {
-        let Ok(msg) = msg_rx.recv() else {
-            // Every sender gone before all chunks arrived: a worker died.
+        if stop.load(Ordering::Relaxed) {
+            // A syncer failed; run_pipeline reports its error.
             return Err(CaptureError::Store(StoreError::Io {
-                path: store.root().to_path_buf(),
+                path: PathBuf::new(),
+                op: "syncing chunks".into(),
+                source: std::io::Error::other("stopped"),
+            }));
+        }
+        let Ok(msg) = msg_rx.recv() else {
+            return Err(CaptureError::Store(StoreError::Io {
+                path: PathBuf::new(),
                 op: "capture pipeline".into(),
                 source: std::io::Error::other("a capture worker stopped unexpectedly"),
             }));
@@ -465,10 +582,7 @@ fn commit_chunks(
                 len,
                 outcome,
             } => (index, len, outcome),
-            Msg::Failed(e) => {
-                discard(&batch);
-                return Err(e);
-            }
+            Msg::Failed(e) => return Err(e),
         };
         let offset = index * chunk;
         let entry = |sha256: Option<ChunkHash>, clen: Option<u32>| ChunkEntry {
@@ -487,65 +601,20 @@ fn commit_chunks(
                     (false, Some(entry(Some(hash), Some(c))))
                 } else {
                     written.insert(hash, clen);
-                    batch_bytes += clen as u64;
-                    batch.push(Pending { hash, tmp });
+                    if sync_tx.send(Pending { hash, tmp }).is_err() {
+                        return Err(CaptureError::Store(StoreError::Io {
+                            path: PathBuf::new(),
+                            op: "syncing chunks".into(),
+                            source: std::io::Error::other("syncers stopped"),
+                        }));
+                    }
                     (true, Some(entry(Some(hash), Some(clen))))
                 }
             }
         };
-        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
-            flush(store, &mut batch, &mut dirs)?;
-            batch_bytes = 0;
-        }
         p.chunks_done += 1;
         p.bytes_done += len;
         progress(&p);
     }
-    flush(store, &mut batch, &mut dirs)?;
-    for d in &dirs {
-        sync_dir(d)?;
-    }
     Ok(entries)
-}
-
-fn discard(batch: &[Pending]) {
-    for p in batch {
-        let _ = fs::remove_file(&p.tmp);
-    }
-}
-
-fn flush(
-    store: &Store,
-    batch: &mut Vec<Pending>,
-    dirs: &mut std::collections::HashSet<PathBuf>,
-) -> Result<(), CaptureError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let tmp_dir = store.tmp_dir();
-    let synced = fs::File::open(&tmp_dir)
-        .map(|d| {
-            // SAFETY: syncfs on an fd we own.
-            unsafe { libc::syncfs(d.as_raw_fd()) == 0 }
-        })
-        .unwrap_or(false);
-    for p in batch.iter() {
-        if !synced {
-            fs::File::open(&p.tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&p.tmp, "syncing chunk"))?;
-        }
-        let dest = store.chunk_path(&p.hash);
-        let dir = dest.parent().expect("chunks/ab").to_path_buf();
-        if !dirs.contains(&dir) {
-            fs::create_dir_all(&dir).map_err(io_err(&dir, "creating chunk folder"))?;
-            dirs.insert(dir);
-        }
-        fs::rename(&p.tmp, &dest).map_err(|e| {
-            discard(batch);
-            io_err(&dest, "renaming chunk into place")(e)
-        })?;
-    }
-    batch.clear();
-    Ok(())
 }

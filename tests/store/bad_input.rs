@@ -146,6 +146,21 @@ fn tampered_manifest_and_unknown_signer_are_refused() {
     assert!(fx.restore(&new_id, &target).is_err());
     assert!(!target.exists(), "a refused restore created its target");
 
+    // The bare manifest JSON with no signature at all, under its own hash.
+    let unsigned_id = roomcast::store::manifest::ImageId::of(body);
+    std::fs::write(fx.store.manifest_path(&unsigned_id), body).unwrap();
+    let err = fx.store.open_verified(&unsigned_id).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Manifest {
+                source: ManifestError::Envelope(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+
     // The genuine manifest, but its signer is no longer trusted.
     std::fs::remove_file(fx.store.manifest_path(&new_id)).unwrap();
     std::fs::write(&path, &original).unwrap();

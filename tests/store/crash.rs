@@ -133,3 +133,60 @@ fn killed_restore_resumes_from_its_progress_file() {
     assert!(std::fs::read(&target).unwrap() == disk);
     assert!(!progress.exists());
 }
+
+#[test]
+fn gc_refuses_to_run_while_a_capture_holds_the_store() {
+    let fx = Fixture::new();
+    let src = fx.path("master.img");
+    let mut disk = pattern(51, 16 * 1024 * 1024, true);
+    disk.extend(pattern(52, 16 * 1024 * 1024, false));
+    std::fs::write(&src, &disk).unwrap();
+    let root = fx.store.root().to_path_buf();
+    let mut child = roomcast()
+        .args([
+            "image",
+            "capture",
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--chunk-size",
+            "64K",
+            "--level",
+            "19",
+        ])
+        .arg("--from")
+        .arg(&src)
+        .arg("--store")
+        .arg(&root)
+        .arg("--key")
+        .arg(&fx.key_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while count_files(&root.join("tmp")) + count_files(&root.join("chunks")) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "capture ended too soon"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = roomcast()
+        .args(["image", "gc", "--store"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "capture ended before gc ran: test proves nothing"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store busy"));
+    assert!(child.wait().unwrap().success());
+    let id = fx.store.image_ids().unwrap()[0];
+    let target = fx.path("pc.img");
+    fx.restore(&id, &target).unwrap();
+    assert!(std::fs::read(&target).unwrap() == disk);
+}

@@ -118,3 +118,56 @@ fn verified_manifest_decodes_store_chunks_for_the_agent() {
     let err = m2.decode_chunk(1, &z[..z.len() - 3]).unwrap_err();
     assert_eq!(err.chunk().index, 1);
 }
+
+/// Records the order in which restore fetches chunks.
+struct Recording<'a> {
+    store: &'a roomcast::store::Store,
+    order: std::sync::Mutex<Vec<u64>>,
+}
+
+impl roomcast::disk::restore::ChunkSource for Recording<'_> {
+    fn compressed(
+        &self,
+        chunk: &roomcast::store::chunk::ChunkRef,
+    ) -> Result<Vec<u8>, roomcast::store::StoreError> {
+        self.order.lock().unwrap().push(chunk.index);
+        self.store.read_chunk_compressed(&chunk.sha256)
+    }
+    fn location(&self, chunk: &roomcast::store::chunk::ChunkRef) -> std::path::PathBuf {
+        self.store.chunk_path(&chunk.sha256)
+    }
+}
+
+#[test]
+fn partition_table_region_is_written_after_everything_else() {
+    let fx = Fixture::new();
+    let src = fx.path("gpt.img");
+    let size = 6 << 20;
+    // Data in every chunk, both ends included (where MBR/GPT live).
+    sparse_disk(&src, size, &[(0, size as usize, 3)]);
+    let r = fx.capture(&src);
+    let m = fx.store.open_verified(&r.id).unwrap();
+    let target = fx.path("t.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let disk = roomcast::disk::Disk::open_write(&target, size).unwrap();
+    let rec = Recording {
+        store: &fx.store,
+        order: Default::default(),
+    };
+    let opts = roomcast::disk::restore::RestoreOptions { workers: 2 };
+    roomcast::disk::restore::restore_with(&rec, &m, &disk, &opts, &|_| {}, |_| Ok(()), 0).unwrap();
+    let order = rec.order.into_inner().unwrap();
+    assert_eq!(order.len() as u64, r.chunks);
+    let region = |i: u64| m.in_partition_region(i as usize);
+    let first_table = order.iter().position(|&i| region(i)).unwrap();
+    assert!(order[first_table..].iter().all(|&i| region(i)), "{order:?}");
+    // 64 KiB chunks: 16 at each end form the region.
+    assert_eq!(order.len() - first_table, 32);
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+}
