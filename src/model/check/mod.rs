@@ -25,12 +25,15 @@ pub struct Loaded<T> {
     pub doc: T,
 }
 
+/// The qualified software catalog: entries by id.
+pub type Catalog = BTreeMap<String, Loaded<CatalogEntry>>;
+
 /// Every file that parsed: the catalog, the profiles and the rooms of a region (or of the part
 /// of it that was loaded). Files that did not parse are absent and have a finding instead.
 #[derive(Debug, Clone, Default)]
 pub struct Region {
     /// Catalog entries by id (the first definition wins when an id is defined twice).
-    pub catalog: BTreeMap<String, Loaded<CatalogEntry>>,
+    pub catalog: Catalog,
     /// Profiles by `name@version`.
     pub profiles: BTreeMap<String, Loaded<Profile>>,
     /// Rooms, in path order.
