@@ -12,7 +12,7 @@ use super::date::Date;
 use super::finding::{Code, Finding, Severity};
 use super::load::{FileKind, RawFile};
 use super::profile::Profile;
-use super::room::{Machine, Room};
+use super::room::Room;
 use super::source::{self, Pos, Source};
 use crate::render::{self, InstallVars, Renderer};
 
@@ -71,6 +71,7 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut cx = Cx {
         findings: Vec::new(),
+        hostnames: HashMap::new(),
         renderer: Renderer::new(),
         today,
     };
@@ -137,6 +138,8 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
 
 struct Cx {
     findings: Vec<Finding>,
+    /// Final hostname and its place, per room file and machine, computed once by `room`.
+    hostnames: HashMap<String, Vec<Option<(String, Pos)>>>,
     renderer: Renderer,
     today: Date,
 }
@@ -156,28 +159,30 @@ fn parent_name(path: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The final hostname of a machine: its own, or the profile template rendered for it.
-/// `index` is 0-based here, 1-based in the template.
-pub fn final_hostname(
+/// The final hostname of every machine of a room, in order: its own, or the profile template
+/// rendered for it (compiled once per room).
+pub fn final_hostnames(
     renderer: &Renderer,
     room: &Room,
     profile: &Profile,
-    index: usize,
-    m: &Machine,
-) -> Result<String, render::RenderError> {
-    match &m.hostname {
-        Some(h) => Ok(h.value.clone()),
-        None => renderer.render(
-            &profile.domain.hostname.value,
-            render::hostname_context(
+) -> Vec<Result<String, render::RenderError>> {
+    let compiled = renderer.compile(&profile.domain.hostname.value);
+    room.machines
+        .value
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match (&m.hostname, &compiled) {
+            (Some(h), _) => Ok(h.value.clone()),
+            (None, Ok(t)) => t.render(render::hostname_context(
                 &room.school.uai.value,
                 &room.room.value,
-                index + 1,
+                i + 1,
                 &m.serial.value,
                 &m.mac.value,
-            ),
-        ),
-    }
+            )),
+            (None, Err(e)) => Err(e.clone()),
+        })
+        .collect()
 }
 
 /// Finds the catalog version a profile's `id@version` names, for its OS.
@@ -771,6 +776,14 @@ impl Cx {
             ));
         }
         let mut hostnames = Vec::new();
+        let finals: Vec<Option<String>> = match profile {
+            Some(p) => final_hostnames(&self.renderer, doc, p)
+                .into_iter()
+                .map(Result::ok)
+                .collect(),
+            None => vec![None; doc.machines.value.len()],
+        };
+        let mut positioned = Vec::new();
         for (i, m) in doc.machines.value.iter().enumerate() {
             if let Err(msg) = fields::mac(&m.mac.value) {
                 self.push(
@@ -793,13 +806,12 @@ impl Cx {
                     .with_hint("a room is homogeneous: one image fits one PC model"),
                 );
             }
-            let hostname = match (&m.hostname, profile) {
+            let hostname = match (&m.hostname, &finals[i]) {
                 (Some(h), _) => Some((h.value.clone(), Pos::of(h), false)),
-                (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
-                    .ok()
-                    .map(|h| (h, Pos::of(&m.mac), true)),
+                (None, Some(h)) => Some((h.clone(), Pos::of(&m.mac), true)),
                 (None, None) => None,
             };
+            positioned.push(hostname.as_ref().map(|(h, p, _)| (h.clone(), *p)));
             if let Some((h, pos, rendered)) = &hostname {
                 if let Err(msg) = fields::netbios(h) {
                     let f = src.finding(Code::NetbiosHostname, *pos, msg);
@@ -822,6 +834,7 @@ impl Cx {
                 format!("master `{}` is not a machine of this room", master.value),
             ));
         }
+        self.hostnames.insert(src.path.clone(), positioned);
         if let Some(first) = region
             .rooms
             .iter()
@@ -848,7 +861,6 @@ impl Cx {
         for r in &region.rooms {
             let doc = &r.doc;
             let uai = doc.school.uai.value.clone();
-            let profile = region.profiles.get(&doc.profile.value).map(|p| &p.doc);
             for (i, m) in doc.machines.value.iter().enumerate() {
                 let mut check =
                     |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| match seen
@@ -882,13 +894,10 @@ impl Cx {
                     Code::DuplicateSerial,
                     &what,
                 );
-                let host = match (&m.hostname, profile) {
-                    (Some(h), _) => Some((h.value.clone(), Pos::of(h))),
-                    (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
-                        .ok()
-                        .map(|h| (h, Pos::of(&m.mac))),
-                    _ => None,
-                };
+                let host = self
+                    .hostnames
+                    .get(&r.src.path)
+                    .and_then(|v| v.get(i).cloned().flatten());
                 if let Some((h, pos)) = host {
                     let what = format!("hostname `{h}`");
                     check(
