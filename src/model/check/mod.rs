@@ -76,33 +76,19 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         today,
     };
     let mut region = Region::default();
-    let mut targets = BTreeSet::new();
+    let targets: BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.target)
+        .map(|f| f.path.clone())
+        .collect();
     let mut profile_files = Vec::new();
     let mut room_files = Vec::new();
-    for f in files {
-        if f.target {
-            targets.insert(f.path.clone());
-        }
-        let src = match source::decode(&f.path, f.bytes, f.size) {
-            Ok(s) => Arc::new(s),
-            Err(finding) => {
-                cx.findings.push(*finding);
-                continue;
-            }
-        };
-        match f.kind {
-            FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
-                Ok(doc) => cx.catalog_entry(&mut region, Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
-            FileKind::Profile => match source::parse::<Profile>(&src) {
-                Ok(doc) => profile_files.push(Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
-            FileKind::Room => match source::parse::<Room>(&src) {
-                Ok(doc) => room_files.push(Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
+    for parsed in parse_all(files) {
+        match parsed {
+            Parsed::Failed(finding) => cx.findings.push(*finding),
+            Parsed::Catalog(e) => cx.catalog_entry(&mut region, e),
+            Parsed::Profile(p) => profile_files.push(p),
+            Parsed::Room(r) => room_files.push(r),
         }
     }
     for p in profile_files {
@@ -134,6 +120,65 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         files: targets.len(),
         machines,
     }
+}
+
+/// One file after decoding and parsing.
+enum Parsed {
+    Catalog(Loaded<CatalogEntry>),
+    Profile(Loaded<Profile>),
+    Room(Loaded<Room>),
+    Failed(Box<Finding>),
+}
+
+fn parse_one(f: RawFile) -> Parsed {
+    let src = match source::decode(&f.path, f.bytes, f.size) {
+        Ok(s) => Arc::new(s),
+        Err(finding) => return Parsed::Failed(finding),
+    };
+    match f.kind {
+        FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
+            Ok(doc) => Parsed::Catalog(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+        FileKind::Profile => match source::parse::<Profile>(&src) {
+            Ok(doc) => Parsed::Profile(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+        FileKind::Room => match source::parse::<Room>(&src) {
+            Ok(doc) => Parsed::Room(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+    }
+}
+
+/// Files parse independently: spread them over the available cores, keeping their order.
+fn parse_all(files: Vec<RawFile>) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads <= 1 || files.len() < 64 {
+        return files.into_iter().map(parse_one).collect();
+    }
+    let per = files.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<RawFile>> = Vec::new();
+    let mut it = files.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(per).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(parse_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 struct Cx {
