@@ -23,6 +23,21 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system, all threads) of this process so far, from /proc/self/stat
+/// (clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn write_region(root: &Path, schools: usize, rooms: usize, pcs: usize) -> std::io::Result<()> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good/profiles");
     std::fs::create_dir_all(root.join("profiles/catalog"))?;
@@ -79,19 +94,25 @@ fn main() {
     write_region(dir.path(), schools, rooms, pcs).expect("write region");
     let hwm_before = vm_hwm_kib();
     let today: Date = "2026-01-15".parse().unwrap();
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let files =
         model::load::load(&[dir.path().join("profiles"), dir.path().join("rooms")]).expect("load");
     let loaded = start.elapsed();
     let v = model::validate(files, today);
     let total = start.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     println!(
-        "region: {schools} schools x {rooms} rooms x {pcs} PCs\nfiles: {}\nmachines: {}\nfindings: {}\nread: {:.3} s\nvalidate (read + parse + check): {:.3} s\npeak RSS (VmHWM): {:.1} MiB (before validating: {:.1} MiB)",
+        "region: {schools} schools x {rooms} rooms x {pcs} PCs\nfiles: {}\nmachines: {}\nfindings: {}\nread: {:.3} s\nvalidate (read + parse + check): {:.3} s wall, {:.2} s CPU on {} core(s)\npeak RSS (VmHWM): {:.1} MiB (before validating: {:.1} MiB)",
         v.files,
         v.machines,
         v.findings.len(),
         loaded.as_secs_f64(),
         total.as_secs_f64(),
+        cpu,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         vm_hwm_kib() as f64 / 1024.0,
         hwm_before as f64 / 1024.0,
     );

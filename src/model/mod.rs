@@ -16,6 +16,9 @@ pub mod profile;
 pub mod room;
 pub mod source;
 
-pub use check::{Loaded, Region, Validation, validate};
+pub use catalog::CatalogEntry;
+pub use check::{Catalog, Loaded, Region, Validation, validate};
 pub use date::Date;
 pub use finding::{Code, Finding, Severity};
+pub use profile::Profile;
+pub use room::Room;

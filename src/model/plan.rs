@@ -204,8 +204,9 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
     let renderer = Renderer::new();
     let os: Os = profile.os.value;
     let mut machines = Vec::new();
-    for (i, m) in doc.machines.value.iter().enumerate() {
-        let hostname = check::final_hostname(&renderer, doc, profile, i, m)
+    let finals = check::final_hostnames(&renderer, doc, profile);
+    for ((i, m), hostname) in doc.machines.value.iter().enumerate().zip(finals) {
+        let hostname = hostname
             .map_err(|e| PlanError::Unresolved(format!("hostname of machine {}: {}", i + 1, e)))?;
         machines.push(MachinePlan {
             index: i + 1,

@@ -33,17 +33,37 @@ impl Renderer {
         Renderer { env }
     }
 
+    /// Compiles `template` once, to render it for many machines.
+    pub fn compile<'a>(&'a self, template: &'a str) -> Result<Compiled<'a>, RenderError> {
+        self.env
+            .template_from_str(template)
+            .map(Compiled)
+            .map_err(to_render_error)
+    }
+
     /// Renders `template` with `ctx`.
     pub fn render(&self, template: &str, ctx: Value) -> Result<String, RenderError> {
-        self.env.render_str(template, ctx).map_err(|e| {
-            let mut message = e.kind().to_string();
-            if let Some(d) = e.detail() {
-                message.push_str(": ");
-                message.push_str(d);
-            }
-            RenderError { message }
-        })
+        self.env.render_str(template, ctx).map_err(to_render_error)
     }
+}
+
+/// A compiled template.
+pub struct Compiled<'a>(minijinja::Template<'a, 'a>);
+
+impl Compiled<'_> {
+    /// Renders it with `ctx`.
+    pub fn render(&self, ctx: Value) -> Result<String, RenderError> {
+        self.0.render(ctx).map_err(to_render_error)
+    }
+}
+
+fn to_render_error(e: minijinja::Error) -> RenderError {
+    let mut message = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        message.push_str(": ");
+        message.push_str(d);
+    }
+    RenderError { message }
 }
 
 /// The variables of a hostname template.

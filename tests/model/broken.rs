@@ -83,3 +83,44 @@ cases! {
     invalid_value: "RC040-invalid-value" => [("RC040", B204, 10, 11)];
     duplicate_definition: "RC041-duplicate-definition" => [("RC041", PROFILE, 10, 5)];
 }
+
+#[test]
+fn unknown_key_suggests_the_closest_key() {
+    let dir = region(Some("RC004-unknown-key"));
+    let v = validate_dir(dir.path());
+    assert_eq!(
+        v.findings[0].hint.as_deref(),
+        Some("did you mean `hostname`?")
+    );
+    assert_eq!(v.findings[0].message, "unknown key `hostnmae`");
+}
+
+#[test]
+fn hostname_from_template_is_checked_too() {
+    // The template renders `B204-PC02`..; a longer room id makes the rendered names too long.
+    let dir = region(None);
+    let room = dir.path().join("rooms/0330021U/B204.yaml");
+    let text = std::fs::read_to_string(&room).unwrap();
+    let long = dir.path().join("rooms/0330021U/B204-ANNEXE-EST.yaml");
+    std::fs::write(
+        &long,
+        text.replace("room: B204", "room: B204-ANNEXE-EST")
+            .replace("hostname: B204-PC01", "hostname: ANNEXE-PC01")
+            .replace("master: B204-PC01", "master: ANNEXE-PC01")
+            .replace("34:0", "36:0")
+            .replace("1234A", "1236A"),
+    )
+    .unwrap();
+    std::fs::remove_file(&room).unwrap();
+    let v = validate_dir(dir.path());
+    let got = summary(&v, dir.path());
+    assert_eq!(
+        got,
+        [
+            "RC014 rooms/0330021U/B204-ANNEXE-EST.yaml:21:10",
+            "RC014 rooms/0330021U/B204-ANNEXE-EST.yaml:24:10",
+            "RC014 rooms/0330021U/B204-ANNEXE-EST.yaml:27:10",
+        ]
+    );
+    assert!(v.findings[0].message.contains("B204-ANNEXE-EST-PC02"));
+}

@@ -12,7 +12,7 @@ use super::date::Date;
 use super::finding::{Code, Finding, Severity};
 use super::load::{FileKind, RawFile};
 use super::profile::Profile;
-use super::room::{Machine, Room};
+use super::room::Room;
 use super::source::{self, Pos, Source};
 use crate::render::{self, InstallVars, Renderer};
 
@@ -25,12 +25,15 @@ pub struct Loaded<T> {
     pub doc: T,
 }
 
+/// The qualified software catalog: entries by id.
+pub type Catalog = BTreeMap<String, Loaded<CatalogEntry>>;
+
 /// Every file that parsed: the catalog, the profiles and the rooms of a region (or of the part
 /// of it that was loaded). Files that did not parse are absent and have a finding instead.
 #[derive(Debug, Clone, Default)]
 pub struct Region {
     /// Catalog entries by id (the first definition wins when an id is defined twice).
-    pub catalog: BTreeMap<String, Loaded<CatalogEntry>>,
+    pub catalog: Catalog,
     /// Profiles by `name@version`.
     pub profiles: BTreeMap<String, Loaded<Profile>>,
     /// Rooms, in path order.
@@ -68,37 +71,24 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut cx = Cx {
         findings: Vec::new(),
+        hostnames: HashMap::new(),
         renderer: Renderer::new(),
         today,
     };
     let mut region = Region::default();
-    let mut targets = BTreeSet::new();
+    let targets: BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.target)
+        .map(|f| f.path.clone())
+        .collect();
     let mut profile_files = Vec::new();
     let mut room_files = Vec::new();
-    for f in files {
-        if f.target {
-            targets.insert(f.path.clone());
-        }
-        let src = match source::decode(&f.path, f.bytes, f.size) {
-            Ok(s) => Arc::new(s),
-            Err(finding) => {
-                cx.findings.push(*finding);
-                continue;
-            }
-        };
-        match f.kind {
-            FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
-                Ok(doc) => cx.catalog_entry(&mut region, Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
-            FileKind::Profile => match source::parse::<Profile>(&src) {
-                Ok(doc) => profile_files.push(Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
-            FileKind::Room => match source::parse::<Room>(&src) {
-                Ok(doc) => room_files.push(Loaded { src, doc }),
-                Err(finding) => cx.findings.push(*finding),
-            },
+    for parsed in parse_all(files) {
+        match parsed {
+            Parsed::Failed(finding) => cx.findings.push(*finding),
+            Parsed::Catalog(e) => cx.catalog_entry(&mut region, e),
+            Parsed::Profile(p) => profile_files.push(p),
+            Parsed::Room(r) => room_files.push(r),
         }
     }
     for p in profile_files {
@@ -132,8 +122,69 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     }
 }
 
+/// One file after decoding and parsing.
+enum Parsed {
+    Catalog(Loaded<CatalogEntry>),
+    Profile(Loaded<Profile>),
+    Room(Loaded<Room>),
+    Failed(Box<Finding>),
+}
+
+fn parse_one(f: RawFile) -> Parsed {
+    let src = match source::decode(&f.path, f.bytes, f.size) {
+        Ok(s) => Arc::new(s),
+        Err(finding) => return Parsed::Failed(finding),
+    };
+    match f.kind {
+        FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
+            Ok(doc) => Parsed::Catalog(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+        FileKind::Profile => match source::parse::<Profile>(&src) {
+            Ok(doc) => Parsed::Profile(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+        FileKind::Room => match source::parse::<Room>(&src) {
+            Ok(doc) => Parsed::Room(Loaded { src, doc }),
+            Err(finding) => Parsed::Failed(finding),
+        },
+    }
+}
+
+/// Files parse independently: spread them over the available cores, keeping their order.
+fn parse_all(files: Vec<RawFile>) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads <= 1 || files.len() < 64 {
+        return files.into_iter().map(parse_one).collect();
+    }
+    let per = files.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<RawFile>> = Vec::new();
+    let mut it = files.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(per).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(parse_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 struct Cx {
     findings: Vec<Finding>,
+    /// Final hostname and its place, per room file and machine, computed once by `room`.
+    hostnames: HashMap<String, Vec<Option<(String, Pos)>>>,
     renderer: Renderer,
     today: Date,
 }
@@ -153,28 +204,30 @@ fn parent_name(path: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The final hostname of a machine: its own, or the profile template rendered for it.
-/// `index` is 0-based here, 1-based in the template.
-pub fn final_hostname(
+/// The final hostname of every machine of a room, in order: its own, or the profile template
+/// rendered for it (compiled once per room).
+pub fn final_hostnames(
     renderer: &Renderer,
     room: &Room,
     profile: &Profile,
-    index: usize,
-    m: &Machine,
-) -> Result<String, render::RenderError> {
-    match &m.hostname {
-        Some(h) => Ok(h.value.clone()),
-        None => renderer.render(
-            &profile.domain.hostname.value,
-            render::hostname_context(
+) -> Vec<Result<String, render::RenderError>> {
+    let compiled = renderer.compile(&profile.domain.hostname.value);
+    room.machines
+        .value
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match (&m.hostname, &compiled) {
+            (Some(h), _) => Ok(h.value.clone()),
+            (None, Ok(t)) => t.render(render::hostname_context(
                 &room.school.uai.value,
                 &room.room.value,
-                index + 1,
+                i + 1,
                 &m.serial.value,
                 &m.mac.value,
-            ),
-        ),
-    }
+            )),
+            (None, Err(e)) => Err(e.clone()),
+        })
+        .collect()
 }
 
 /// Finds the catalog version a profile's `id@version` names, for its OS.
@@ -768,6 +821,14 @@ impl Cx {
             ));
         }
         let mut hostnames = Vec::new();
+        let finals: Vec<Option<String>> = match profile {
+            Some(p) => final_hostnames(&self.renderer, doc, p)
+                .into_iter()
+                .map(Result::ok)
+                .collect(),
+            None => vec![None; doc.machines.value.len()],
+        };
+        let mut positioned = Vec::new();
         for (i, m) in doc.machines.value.iter().enumerate() {
             if let Err(msg) = fields::mac(&m.mac.value) {
                 self.push(
@@ -790,13 +851,12 @@ impl Cx {
                     .with_hint("a room is homogeneous: one image fits one PC model"),
                 );
             }
-            let hostname = match (&m.hostname, profile) {
+            let hostname = match (&m.hostname, &finals[i]) {
                 (Some(h), _) => Some((h.value.clone(), Pos::of(h), false)),
-                (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
-                    .ok()
-                    .map(|h| (h, Pos::of(&m.mac), true)),
+                (None, Some(h)) => Some((h.clone(), Pos::of(&m.mac), true)),
                 (None, None) => None,
             };
+            positioned.push(hostname.as_ref().map(|(h, p, _)| (h.clone(), *p)));
             if let Some((h, pos, rendered)) = &hostname {
                 if let Err(msg) = fields::netbios(h) {
                     let f = src.finding(Code::NetbiosHostname, *pos, msg);
@@ -819,6 +879,7 @@ impl Cx {
                 format!("master `{}` is not a machine of this room", master.value),
             ));
         }
+        self.hostnames.insert(src.path.clone(), positioned);
         if let Some(first) = region
             .rooms
             .iter()
@@ -845,7 +906,6 @@ impl Cx {
         for r in &region.rooms {
             let doc = &r.doc;
             let uai = doc.school.uai.value.clone();
-            let profile = region.profiles.get(&doc.profile.value).map(|p| &p.doc);
             for (i, m) in doc.machines.value.iter().enumerate() {
                 let mut check =
                     |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| match seen
@@ -879,13 +939,10 @@ impl Cx {
                     Code::DuplicateSerial,
                     &what,
                 );
-                let host = match (&m.hostname, profile) {
-                    (Some(h), _) => Some((h.value.clone(), Pos::of(h))),
-                    (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
-                        .ok()
-                        .map(|h| (h, Pos::of(&m.mac))),
-                    _ => None,
-                };
+                let host = self
+                    .hostnames
+                    .get(&r.src.path)
+                    .and_then(|v| v.get(i).cloned().flatten());
                 if let Some((h, pos)) = host {
                     let what = format!("hostname `{h}`");
                     check(
