@@ -3,4 +3,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod campaign;
 pub mod cli;
+pub mod procedure;
+pub mod remote;
