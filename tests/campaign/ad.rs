@@ -6,6 +6,7 @@ use super::lab::{Lab, in_netns, sh};
 use super::sshd::{self, Keys};
 use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
 use roomcast::campaign::secret::Secret;
+use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use std::path::Path;
 use std::process::Command;
