@@ -263,6 +263,22 @@ impl Journal {
         Ok(procedure::transition(state, event, now))
     }
 
+    /// The latest orchestrator run of a campaign (1 after `start`).
+    pub fn current_run(&self, campaign: i64) -> Result<i64, JournalError> {
+        let r = self.conn.query_row(
+            "SELECT COALESCE(MAX(run), 0) FROM campaign_runs WHERE campaign_id = ?1",
+            [campaign],
+            |row| row.get::<_, i64>(0),
+        );
+        match self.sql(r)? {
+            0 => Err(JournalError::NoCampaign {
+                path: self.path.clone(),
+                campaign,
+            }),
+            run => Ok(run),
+        }
+    }
+
     /// Every event of a campaign, in order.
     pub fn events(&self, campaign: i64) -> Result<Vec<Recorded>, JournalError> {
         let r = self.conn.query_row(

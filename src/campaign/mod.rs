@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod collect;
+pub mod driver;
 pub mod install;
 pub mod join;
 pub mod journal;
