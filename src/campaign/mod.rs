@@ -11,3 +11,4 @@ pub mod join;
 pub mod journal;
 pub mod render;
 pub mod secret;
+pub mod ssh_worker;

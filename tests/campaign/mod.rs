@@ -4,5 +4,6 @@ mod ad;
 mod crash;
 mod lab;
 mod remote;
+mod software_only;
 mod sshd;
 mod steps;
