@@ -10,5 +10,6 @@ pub mod install;
 pub mod join;
 pub mod journal;
 pub mod render;
+pub mod report;
 pub mod secret;
 pub mod ssh_worker;
