@@ -1,6 +1,7 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod campaign;
 pub mod exit;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// Follow a campaign: status, report, sign-off (step e), abort.
+    Campaign(campaign::CampaignArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +43,6 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Campaign(args) => exit::code(campaign::run(args)),
     }
 }

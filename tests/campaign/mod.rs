@@ -1,6 +1,7 @@
 //! Campaign tests with real components: OpenSSH servers and a Samba AD DC in network namespaces.
 
 mod ad;
+mod cli;
 mod crash;
 mod lab;
 mod remote;
