@@ -9,12 +9,14 @@ use crate::procedure::{Action, Event, Phase, State, Step, Timestamp, Verdict};
 use std::collections::VecDeque;
 
 /// Does the work the engine asks for and reports it as an event.
-pub trait Worker {
+///
+/// `Sync` and `&self` for per-machine work: the driver runs several PCs at once on scoped threads.
+pub trait Worker: Sync {
     /// Runs a room-level step (a, b, c, d, f); returns `StepSucceeded`, `StepFailed` or (for a)
     /// `Refused`.
     fn run_step(&mut self, step: Step, state: &State) -> Event;
     /// Runs a per-machine step (g, h) on one PC; returns `MachineSucceeded` or `MachineFailed`.
-    fn run_on_machine(&mut self, step: Step, machine: &str, attempt: u32) -> Event;
+    fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event;
 }
 
 /// Why [`drive`] returned.
@@ -30,7 +32,11 @@ pub enum Stop {
 }
 
 /// Carries out `actions` (and those they lead to) until the campaign ends or waits for a sign-off.
-/// `clock` gives the time of each event (the engine never reads it).
+/// Per-machine work runs on up to `parallel` PCs at once (at least 1); each result is journaled as
+/// soon as it arrives, so a crash loses only the PCs still in flight. `clock` gives the time of each
+/// event (the engine never reads it).
+// Each argument is a distinct input of the loop; bundling them would only move the list elsewhere.
+#[allow(clippy::too_many_arguments)]
 pub fn drive(
     journal: &mut Journal,
     campaign: i64,
@@ -38,6 +44,7 @@ pub fn drive(
     mut state: State,
     actions: Vec<Action>,
     worker: &mut dyn Worker,
+    parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
     let mut queue: VecDeque<Action> = actions.into();
@@ -49,7 +56,64 @@ pub fn drive(
                 step,
                 machine,
                 attempt,
-            } => worker.run_on_machine(step, &machine, attempt),
+            } => {
+                // Take every per-machine action queued now as one batch.
+                let mut batch = vec![(step, machine, attempt)];
+                while let Some(Action::RunOnMachine { .. }) = queue.front() {
+                    if let Some(Action::RunOnMachine {
+                        step,
+                        machine,
+                        attempt,
+                    }) = queue.pop_front()
+                    {
+                        batch.push((step, machine, attempt));
+                    }
+                }
+                let shared: &dyn Worker = worker;
+                let (tx, rx) = std::sync::mpsc::channel::<(Event, std::sync::mpsc::Sender<()>)>();
+                let mut outcome = Ok(());
+                let jobs = std::sync::Mutex::new(batch.into_iter());
+                std::thread::scope(|scope| {
+                    for _ in 0..parallel.max(1) {
+                        let (tx, jobs) = (tx.clone(), &jobs);
+                        scope.spawn(move || {
+                            let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+                            loop {
+                                let job = jobs.lock().expect("not poisoned").next();
+                                let Some((step, machine, attempt)) = job else {
+                                    break;
+                                };
+                                let event = shared.run_on_machine(step, &machine, attempt);
+                                // Wait until the result is journaled before taking more work: a
+                                // crash then never loses a finished PC behind a newer one.
+                                if tx.send((event, ack_tx.clone())).is_err()
+                                    || ack_rx.recv().is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    drop(tx);
+                    for (event, ack) in rx {
+                        if outcome.is_ok() {
+                            let taken = std::mem::take(&mut state);
+                            match journal.record_on(campaign, run, taken, &event, clock()) {
+                                Ok((next, more)) => {
+                                    state = next;
+                                    queue.extend(more);
+                                }
+                                Err(e) => outcome = Err(e),
+                            }
+                        }
+                        if outcome.is_ok() {
+                            let _ = ack.send(());
+                        }
+                    }
+                });
+                outcome?;
+                continue;
+            }
             Action::AwaitSignoff { allowed } => {
                 waiting = Some(allowed);
                 continue;
@@ -79,10 +143,13 @@ pub fn resume(
     journal: &mut Journal,
     campaign: i64,
     worker: &mut dyn Worker,
+    parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
     let (run, state, actions) = journal.resume(campaign, clock())?;
-    drive(journal, campaign, run, state, actions, worker, clock)
+    drive(
+        journal, campaign, run, state, actions, worker, parallel, clock,
+    )
 }
 
 /// Records a sign-off (step e) given by `by`. Returns the engine's actions: a `Rejected` one when the

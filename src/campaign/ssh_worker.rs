@@ -171,10 +171,10 @@ impl Worker for SshWorker<'_> {
         }
     }
 
-    fn run_on_machine(&mut self, step: Step, machine: &str, attempt: u32) -> Event {
+    fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event {
         let result = match (step, self.spec.plan.mode) {
             (Step::Deploy, DeployMode::SoftwareOnly) => self.install_on(step, machine),
-            (Step::Deploy, DeployMode::Image) => match self.imaging.as_deref_mut() {
+            (Step::Deploy, DeployMode::Image) => match self.imaging.as_deref() {
                 Some(w) => return w.run_on_machine(step, machine, attempt),
                 None => Err(format!(
                     "{machine}: image deploy needs the imaging backend, which this run was not given"

@@ -30,7 +30,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn note(&mut self, what: &str) {
+    fn note(&self, what: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -40,7 +40,7 @@ impl Recorder {
         f.sync_all().unwrap();
     }
 
-    fn maybe_hang(&mut self, step: Step, machine: &str) {
+    fn maybe_hang(&self, step: Step, machine: &str) {
         if self
             .hang_at
             .as_ref()
@@ -61,7 +61,7 @@ impl Worker for Recorder {
         Event::StepSucceeded { step }
     }
 
-    fn run_on_machine(&mut self, step: Step, machine: &str, _attempt: u32) -> Event {
+    fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
         self.note(&format!("{} {machine}", step.letter()));
         self.maybe_hang(step, machine);
         Event::MachineSucceeded {
@@ -102,10 +102,20 @@ fn crash_child_orchestrator() {
         hang_at: Some(hang_at),
         hung_flag: dir.join("hung"),
     };
-    let (_, stop) = drive(&mut journal, id, 1, state, actions, &mut worker, &mut clock).unwrap();
+    let (_, stop) = drive(
+        &mut journal,
+        id,
+        1,
+        state,
+        actions,
+        &mut worker,
+        1,
+        &mut clock,
+    )
+    .unwrap();
     assert!(matches!(stop, Stop::AwaitingSignoff { .. }));
     signoff(&mut journal, id, "M. Dupont", Verdict::Ok, None, clock()).unwrap();
-    resume(&mut journal, id, &mut worker, &mut clock).unwrap();
+    resume(&mut journal, id, &mut worker, 1, &mut clock).unwrap();
 }
 
 fn crash_and_resume(at: &str) -> (Vec<String>, Vec<i64>, Vec<Event>) {
@@ -146,7 +156,7 @@ fn crash_and_resume(at: &str) -> (Vec<String>, Vec<i64>, Vec<Event>) {
         hung_flag: dir.path().join("unused"),
     };
     let mut clock = clock();
-    let (mut state, mut stop) = resume(&mut journal, id, &mut worker, &mut clock).unwrap();
+    let (mut state, mut stop) = resume(&mut journal, id, &mut worker, 1, &mut clock).unwrap();
     if let Stop::AwaitingSignoff { .. } = stop {
         signoff(
             &mut journal,
@@ -157,7 +167,7 @@ fn crash_and_resume(at: &str) -> (Vec<String>, Vec<i64>, Vec<Event>) {
             Timestamp(5_000),
         )
         .unwrap();
-        (state, stop) = resume(&mut journal, id, &mut worker, &mut clock).unwrap();
+        (state, stop) = resume(&mut journal, id, &mut worker, 1, &mut clock).unwrap();
     }
     assert_eq!(stop, Stop::Ended(Phase::Finished));
     assert_eq!(state.phase, Phase::Finished);

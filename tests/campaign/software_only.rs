@@ -106,7 +106,17 @@ fn software_only_campaign_pushes_to_running_pcs_and_one_dead_pc_fails_alone() {
         let (id, actions) = journal.start(&spec.plan, clock()).unwrap();
         let state = journal.state(id).unwrap();
         let mut worker = SshWorker::new(&spec, None);
-        drive(&mut journal, id, 1, state, actions, &mut worker, &mut clock).unwrap()
+        drive(
+            &mut journal,
+            id,
+            1,
+            state,
+            actions,
+            &mut worker,
+            3,
+            &mut clock,
+        )
+        .unwrap()
     });
     assert_eq!(stop, Stop::Ended(Phase::Finished));
     for pc in ["PC01", "PC02"] {
@@ -157,6 +167,7 @@ fn a_bad_installer_hash_refuses_before_any_pc_is_contacted() {
             state,
             actions,
             &mut worker,
+            3,
             &mut || Timestamp(2),
         )
         .unwrap()
