@@ -120,6 +120,19 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
                         leaks.lock().unwrap().push(line.to_string());
                     }
                 }
+                // Nor in any process's environment.
+                if let Ok(entries) = std::fs::read_dir("/proc") {
+                    for e in entries.flatten() {
+                        if let Ok(env) = std::fs::read(e.path().join("environ"))
+                            && String::from_utf8_lossy(&env).contains(ADMIN_PASSWORD)
+                        {
+                            leaks
+                                .lock()
+                                .unwrap()
+                                .push(format!("environ of {:?}", e.file_name()));
+                        }
+                    }
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -184,7 +197,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
     assert_eq!(
         *leaks.lock().unwrap(),
         Vec::<String>::new(),
-        "password in the process list"
+        "password in the process list or an environment"
     );
 
     // The DC has both computers, in the profile's OU.
