@@ -13,3 +13,4 @@ pub mod render;
 pub mod report;
 pub mod secret;
 pub mod ssh_worker;
+pub mod unattend;
