@@ -43,7 +43,10 @@ pub enum UnattendError {
 /// Provisions the computer account `hostname` in the profile's OU and returns its offline join blob
 /// (base64, a secret). Runs Samba's `net` locally with `smb_conf` (a member config of the realm);
 /// the join password goes on `net`'s stdin (`PASSWD_FD=0`), never on its command line.
+/// `net` is the program and leading arguments to run Samba's `net` with (normally `["net"]`; a
+/// wrapper such as a resolver or namespace helper can be put in front).
 pub fn offline_provision(
+    net: &[String],
     domain: &Domain,
     smb_conf: &Path,
     hostname: &str,
@@ -53,8 +56,12 @@ pub fn offline_provision(
         hostname: hostname.to_string(),
         detail: domain.password.redact(&detail),
     };
-    let mut cmd = Command::new("net");
-    cmd.args(["offlinejoin", "provision", "-s"])
+    let (program, lead) = net
+        .split_first()
+        .ok_or_else(|| fail("no net program given".into()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(lead)
+        .args(["offlinejoin", "provision", "-s"])
         .arg(smb_conf)
         .args(["-U", &domain.user])
         .arg(format!("domain={}", domain.realm))

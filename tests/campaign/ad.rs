@@ -6,6 +6,7 @@ use super::lab::{Lab, in_netns, sh};
 use super::sshd::{self, Keys};
 use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
 use roomcast::campaign::secret::Secret;
+use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
 use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use std::path::Path;
@@ -150,6 +151,38 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
             user: "Administrator".into(),
             password: Secret::new("AD_JOIN_EIFFEL", ADMIN_PASSWORD),
         };
+        // A Windows PC of the same room: its computer account is provisioned from the deploy server
+        // (this namespace) and its blob goes into a per-machine unattend.xml.
+        let srv_state = state_root.join("srv");
+        for d in ["private", "lock", "state", "cache", "run", "ncalrpc"] {
+            std::fs::create_dir_all(srv_state.join(d)).unwrap();
+        }
+        let srv_conf = state_root.join("srv.conf");
+        std::fs::write(
+            &srv_conf,
+            format!(
+                "[global]\n workgroup = EIFFEL\n realm = EIFFEL.TEST\n security = ads\n netbios name = ROOMCAST\n \
+                 private dir = {s}/private\n lock directory = {s}/lock\n state directory = {s}/state\n \
+                 cache directory = {s}/cache\n pid directory = {s}/run\n ncalrpc dir = {s}/ncalrpc\n",
+                s = srv_state.display()
+            ),
+        )
+        .unwrap();
+        // The deploy server resolves the domain through the DC, like a school server would.
+        let resolv = state_root.join("srv-resolv.conf");
+        std::fs::write(&resolv, format!("nameserver {DC_IP}\n")).unwrap();
+        let wrapper = format!(
+            "mount --bind {} /etc/resolv.conf && exec net \"$@\"",
+            resolv.display()
+        );
+        let net: Vec<String> = ["unshare", "--mount", "sh", "-c", &wrapper, "net"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let blob = offline_provision(&net, &domain, &srv_conf, "B204-PC03")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unattend = render_unattend(WINDOWS_UNATTEND, "B204-PC03", &blob).unwrap();
+        assert!(unattend.contains("<ComputerName>B204-PC03</ComputerName>"));
         let mut results = Vec::new();
         for (hostname, addr) in pcs {
             let paths = Paths {
@@ -213,7 +246,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
         "-s",
         conf.to_str().unwrap(),
     ]);
-    for (hostname, _) in pcs {
+    for hostname in ["B204-PC01", "B204-PC02", "B204-PC03"] {
         assert!(
             listed.contains(&format!("CN={hostname},{OU}")),
             "{hostname} not in {OU}:\n{listed}"
