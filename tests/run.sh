@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # What each package is for:
 #   iproute2   network namespaces, bridges, veth, tbf rate limits (lab tests)
 #   nftables   packet loss injected inside a PC namespace (lab tests)
+#   iputils-ping  PCs ping the server and each other (lab tests)
+#   udpcast    Debian's multicast imager, the reference the lab tests and benchmark compare against
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 #              a real Samba AD DC in a namespace takes the step-h joins (`net ads join` on the PCs);
 #              samba-dsdb-modules is only a Recommends of samba but provisioning fails without it;
 #              ldb-tools' ldbsearch tells when the DC answers
-packages=(iproute2 nftables util-linux e2fsprogs zstd
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
 missing=()

@@ -3,6 +3,13 @@
 
 pub mod campaign;
 pub mod exit;
+pub mod inventory;
+pub mod plan;
+pub mod schema;
+pub mod validate;
+pub mod image;
+pub mod key;
+pub mod lab;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +29,21 @@ pub enum Command {
     Version,
     /// Follow a campaign: status, report, sign-off (step e), abort.
     Campaign(campaign::CampaignArgs),
+    /// The local inventory and its delivery to GLPI.
+    Inventory(inventory::InventoryArgs),
+    /// Check catalog, profiles and rooms; print findings (exit 1 on errors).
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a file kind (catalog, profile, room).
+    Schema(schema::SchemaArgs),
+    /// Show what steps a–h will do for a room, offline.
+    Plan(plan::PlanArgs),
+    /// Disk images: capture, list, show, verify, diff, rm, gc, restore.
+    Image(image::ImageArgs),
+    /// Manifest signing keys: generate, trust.
+    Key(key::KeyArgs),
+    /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -44,5 +66,12 @@ pub fn main() -> ExitCode {
             exit::code(exit::OK)
         }
         Command::Campaign(args) => exit::code(campaign::run(args)),
+        Command::Inventory(args) => exit::code(inventory::run(args)),
+        Command::Validate(args) => exit::code(validate::run(args)),
+        Command::Schema(args) => exit::code(schema::run(args)),
+        Command::Plan(args) => exit::code(plan::run(args)),
+        Command::Image(args) => image::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Lab(cmd) => lab::run(cmd),
     }
 }
