@@ -5,12 +5,12 @@
 
 pub mod campaign;
 pub mod cli;
+pub mod disk;
+pub mod inventory;
+pub mod lab;
+pub mod model;
 pub mod procedure;
 pub mod remote;
-pub mod inventory;
-pub mod secrets;
-pub mod model;
 pub mod render;
-pub mod disk;
+pub mod secrets;
 pub mod store;
-pub mod lab;

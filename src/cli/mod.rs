@@ -3,13 +3,13 @@
 
 pub mod campaign;
 pub mod exit;
+pub mod image;
 pub mod inventory;
+pub mod key;
+pub mod lab;
 pub mod plan;
 pub mod schema;
 pub mod validate;
-pub mod image;
-pub mod key;
-pub mod lab;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
