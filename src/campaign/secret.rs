@@ -40,6 +40,17 @@ impl Secret {
     }
 }
 
+/// Resolves a profile's `secret:NAME` through the shared [`crate::secrets::SecretStore`] into a value
+/// that keeps its name for redaction.
+pub fn resolve(
+    store: &crate::secrets::SecretStore,
+    reference: &str,
+) -> Result<Secret, crate::secrets::SecretError> {
+    let name = crate::secrets::parse_reference(reference)?;
+    let value = store.resolve(reference)?;
+    Ok(Secret::new(name, value.expose()))
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "secret:{}", self.name)
@@ -55,6 +66,27 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::Secret;
+
+    #[test]
+    fn resolved_through_the_shared_store_keeps_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets");
+        std::fs::write(&file, "AD_JOIN_EIFFEL=Tr0ub4dor&3\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let store = crate::secrets::SecretStore::new(Some(file));
+        match super::resolve(&store, "secret:AD_JOIN_EIFFEL") {
+            Ok(s) => {
+                assert_eq!(s.expose(), "Tr0ub4dor&3");
+                assert_eq!(s.to_string(), "secret:AD_JOIN_EIFFEL");
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(super::resolve(&store, "Tr0ub4dor&3").is_err());
+    }
 
     #[test]
     fn never_printed() {
