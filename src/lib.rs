@@ -4,13 +4,16 @@
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
 pub mod bootenv;
+pub mod campaign;
 pub mod cli;
-pub mod inventory;
-pub mod secrets;
-pub mod model;
-pub mod render;
 pub mod disk;
-pub mod store;
+pub mod inventory;
 pub mod lab;
 pub mod net;
 pub mod proto;
+pub mod model;
+pub mod procedure;
+pub mod remote;
+pub mod render;
+pub mod secrets;
+pub mod store;

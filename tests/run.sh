@@ -24,6 +24,15 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
     libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2 libslirp0 libsndio7.0
     libspice-server1 liburing2 libusb-1.0-0 libusbredirparser1 libvdeplug2)
 packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}")
+#   openssh-server openssh-client  a real sshd plays the master and the Linux PCs (steps c, d, h);
+#              ssh-keygen makes the test keys
+#   samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools
+#              a real Samba AD DC in a namespace takes the step-h joins (`net ads join` on the PCs);
+#              samba-dsdb-modules is only a Recommends of samba but provisioning fails without it;
+#              ldb-tools' ldbsearch tells when the DC answers
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd
+    openssh-server openssh-client
+    samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +40,16 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Packaged daemons (sshd, smbd, nmbd, samba) must not start on the real interface: nmbd would
+    # broadcast there. Tests start their own copies inside namespaces.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # qemu-system-x86 from bookworm conflicts with the backported qemu-utils installed here (apt would remove

@@ -2,8 +2,12 @@
 //! and decides exit codes (see [`exit`]).
 
 pub mod bootenv;
+pub mod campaign;
 pub mod exit;
+pub mod image;
 pub mod inventory;
+pub mod key;
+pub mod lab;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -29,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// Follow a campaign: status, report, sign-off (step e), abort.
+    Campaign(campaign::CampaignArgs),
     /// The local inventory and its delivery to GLPI.
     Inventory(inventory::InventoryArgs),
     /// Check catalog, profiles and rooms; print findings (exit 1 on errors).
@@ -72,6 +78,7 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Campaign(args) => exit::code(campaign::run(args)),
         Command::Inventory(args) => exit::code(inventory::run(args)),
         Command::Validate(args) => exit::code(validate::run(args)),
         Command::Schema(args) => exit::code(schema::run(args)),

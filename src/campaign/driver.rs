@@ -1,0 +1,179 @@
+//! The loop that turns the engine's actions into work and the work's results into journaled events.
+//!
+//! The orchestrator (CLI, demo, server) implements [`Worker`] with the real step runners; tests
+//! implement it with scripted results. Every result is appended to the journal *before* the next
+//! action is taken, so a crash at any point loses at most the work in flight, which `resume` redoes.
+
+use super::journal::{Journal, JournalError};
+use crate::procedure::{Action, Event, Phase, State, Step, Timestamp, Verdict};
+use std::collections::VecDeque;
+
+/// Does the work the engine asks for and reports it as an event.
+///
+/// `Sync` and `&self` for per-machine work: the driver runs several PCs at once on scoped threads.
+pub trait Worker: Sync {
+    /// Runs a room-level step (a, b, c, d, f); returns `StepSucceeded`, `StepFailed` or (for a)
+    /// `Refused`.
+    fn run_step(&mut self, step: Step, state: &State) -> Event;
+    /// Runs a per-machine step (g, h) on one PC; returns `MachineSucceeded` or `MachineFailed`.
+    fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event;
+}
+
+/// Why [`drive`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The campaign reached a terminal phase.
+    Ended(Phase),
+    /// Step e waits for a person: record it with [`signoff`], then [`resume`].
+    AwaitingSignoff {
+        /// Who may sign.
+        allowed: Vec<String>,
+    },
+}
+
+/// Carries out `actions` (and those they lead to) until the campaign ends or waits for a sign-off.
+/// Per-machine work runs on up to `parallel` PCs at once (at least 1); each result is journaled as
+/// soon as it arrives, so a crash loses only the PCs still in flight. `clock` gives the time of each
+/// event (the engine never reads it).
+// Each argument is a distinct input of the loop; bundling them would only move the list elsewhere.
+#[allow(clippy::too_many_arguments)]
+pub fn drive(
+    journal: &mut Journal,
+    campaign: i64,
+    run: i64,
+    mut state: State,
+    actions: Vec<Action>,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+) -> Result<(State, Stop), JournalError> {
+    let mut queue: VecDeque<Action> = actions.into();
+    let mut waiting = None;
+    while let Some(action) = queue.pop_front() {
+        let event = match action {
+            Action::RunStep { step } => worker.run_step(step, &state),
+            Action::RunOnMachine {
+                step,
+                machine,
+                attempt,
+            } => {
+                // Take every per-machine action queued now as one batch.
+                let mut batch = vec![(step, machine, attempt)];
+                while let Some(Action::RunOnMachine { .. }) = queue.front() {
+                    if let Some(Action::RunOnMachine {
+                        step,
+                        machine,
+                        attempt,
+                    }) = queue.pop_front()
+                    {
+                        batch.push((step, machine, attempt));
+                    }
+                }
+                let shared: &dyn Worker = worker;
+                let (tx, rx) = std::sync::mpsc::channel::<(Event, std::sync::mpsc::Sender<()>)>();
+                let mut outcome = Ok(());
+                let jobs = std::sync::Mutex::new(batch.into_iter());
+                std::thread::scope(|scope| {
+                    for _ in 0..parallel.max(1) {
+                        let (tx, jobs) = (tx.clone(), &jobs);
+                        scope.spawn(move || {
+                            let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+                            loop {
+                                let job = jobs.lock().expect("not poisoned").next();
+                                let Some((step, machine, attempt)) = job else {
+                                    break;
+                                };
+                                let event = shared.run_on_machine(step, &machine, attempt);
+                                // Wait until the result is journaled before taking more work: a
+                                // crash then never loses a finished PC behind a newer one.
+                                if tx.send((event, ack_tx.clone())).is_err()
+                                    || ack_rx.recv().is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    drop(tx);
+                    for (event, ack) in rx {
+                        if outcome.is_ok() {
+                            let taken = std::mem::take(&mut state);
+                            match journal.record_on(campaign, run, taken, &event, clock()) {
+                                Ok((next, more)) => {
+                                    state = next;
+                                    queue.extend(more);
+                                }
+                                Err(e) => outcome = Err(e),
+                            }
+                        }
+                        if outcome.is_ok() {
+                            let _ = ack.send(());
+                        }
+                    }
+                });
+                outcome?;
+                continue;
+            }
+            Action::AwaitSignoff { allowed } => {
+                waiting = Some(allowed);
+                continue;
+            }
+            Action::Finish => continue,
+            Action::Rejected { reason } => {
+                tracing::warn!(campaign, %reason, "event rejected by the procedure");
+                continue;
+            }
+        };
+        let (next, more) = journal.record_on(campaign, run, state, &event, clock())?;
+        state = next;
+        queue.extend(more);
+    }
+    let stop = if state.phase.is_terminal() {
+        Stop::Ended(state.phase.clone())
+    } else {
+        Stop::AwaitingSignoff {
+            allowed: waiting.unwrap_or_default(),
+        }
+    };
+    Ok((state, stop))
+}
+
+/// Resumes a campaign after a stop or a crash: new run, replay, redo what was in flight.
+pub fn resume(
+    journal: &mut Journal,
+    campaign: i64,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+) -> Result<(State, Stop), JournalError> {
+    let (run, state, actions) = journal.resume(campaign, clock())?;
+    drive(
+        journal, campaign, run, state, actions, worker, parallel, clock,
+    )
+}
+
+/// Records a sign-off (step e) given by `by`. Returns the engine's actions: a `Rejected` one when the
+/// person is not allowed or no sign-off is awaited (the event is journaled either way, as a trace of
+/// the attempt).
+pub fn signoff(
+    journal: &mut Journal,
+    campaign: i64,
+    by: &str,
+    verdict: Verdict,
+    comment: Option<String>,
+    now: Timestamp,
+) -> Result<(State, Vec<Action>), JournalError> {
+    let state = journal.state(campaign)?;
+    let run = journal.current_run(campaign)?;
+    journal.record_on(
+        campaign,
+        run,
+        state,
+        &Event::Signoff {
+            by: by.to_string(),
+            verdict,
+            comment,
+        },
+        now,
+    )
+}

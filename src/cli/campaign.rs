@@ -1,0 +1,160 @@
+//! `roomcast campaign ...`: the journal-side subcommands (status, report, signoff, abort).
+//! `start` and `resume` join them once the model (room/profile -> plan) is merged.
+
+use super::exit;
+use crate::campaign::journal::Journal;
+use crate::campaign::{driver, report};
+use crate::procedure::{Action, Event, Timestamp, Verdict};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Arguments of `roomcast campaign`.
+#[derive(Debug, Args)]
+pub struct CampaignArgs {
+    /// The journal database (normally the inventory's database file).
+    #[arg(long, env = "ROOMCAST_DB", default_value = "roomcast.db")]
+    pub db: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CampaignCommand,
+}
+
+/// Which campaign: by id, or the latest of a room.
+#[derive(Debug, Args)]
+pub struct Which {
+    /// Campaign id.
+    #[arg(long, conflicts_with = "room")]
+    pub id: Option<i64>,
+    /// Room id: its latest campaign.
+    #[arg(long)]
+    pub room: Option<String>,
+}
+
+/// The teacher's verdict on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VerdictArg {
+    /// Fit for the room: go on to capture.
+    Ok,
+    /// Back to step c.
+    Rejected,
+}
+
+/// `roomcast campaign` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Where a campaign stands (the report, as Markdown).
+    Status(Which),
+    /// Print the morning report (Markdown).
+    Report(Which),
+    /// Record the teachers' sign-off of step e.
+    Signoff {
+        /// Which campaign.
+        #[command(flatten)]
+        which: Which,
+        /// Who signs (must be listed in the profile's `signoff.allowed`).
+        #[arg(long)]
+        by: String,
+        /// ok or rejected.
+        #[arg(long, value_enum)]
+        verdict: VerdictArg,
+        /// Free comment.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Stop a campaign for good.
+    Abort {
+        /// Which campaign.
+        #[command(flatten)]
+        which: Which,
+        /// Who stops it.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+/// Runs `roomcast campaign ...` and returns the exit code.
+pub fn run(args: CampaignArgs) -> u8 {
+    match execute(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            exit::USAGE_OR_IO
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Timestamp(secs)
+}
+
+fn pick(journal: &Journal, which: &Which) -> Result<i64, String> {
+    match (which.id, &which.room) {
+        (Some(id), _) => Ok(id),
+        (None, Some(room)) => journal
+            .latest_for_room(room)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no campaign for room {room}")),
+        (None, None) => Err("give --id or --room".into()),
+    }
+}
+
+fn execute(args: CampaignArgs) -> Result<u8, String> {
+    if !args.db.exists() {
+        return Err(format!("{}: no such journal", args.db.display()));
+    }
+    let mut journal = Journal::open(&args.db).map_err(|e| e.to_string())?;
+    match args.action {
+        CampaignCommand::Status(which) | CampaignCommand::Report(which) => {
+            let id = pick(&journal, &which)?;
+            let state = journal.state(id).map_err(|e| e.to_string())?;
+            print!("{}", report::markdown(&state));
+            let failed = matches!(
+                state.phase,
+                crate::procedure::Phase::Failed { .. }
+                    | crate::procedure::Phase::Refused(_)
+                    | crate::procedure::Phase::Aborted { .. }
+            );
+            Ok(if failed { exit::FAILURE } else { exit::OK })
+        }
+        CampaignCommand::Signoff {
+            which,
+            by,
+            verdict,
+            comment,
+        } => {
+            let id = pick(&journal, &which)?;
+            let verdict = match verdict {
+                VerdictArg::Ok => Verdict::Ok,
+                VerdictArg::Rejected => Verdict::Rejected,
+            };
+            let (_, actions) = driver::signoff(&mut journal, id, &by, verdict, comment, now())
+                .map_err(|e| e.to_string())?;
+            Ok(report_actions(
+                &actions,
+                "sign-off recorded; run `roomcast campaign resume` to go on",
+            ))
+        }
+        CampaignCommand::Abort { which, by } => {
+            let id = pick(&journal, &which)?;
+            let state = journal.state(id).map_err(|e| e.to_string())?;
+            let run = journal.current_run(id).map_err(|e| e.to_string())?;
+            let (_, actions) = journal
+                .record_on(id, run, state, &Event::Aborted { by }, now())
+                .map_err(|e| e.to_string())?;
+            Ok(report_actions(&actions, "campaign aborted"))
+        }
+    }
+}
+
+fn report_actions(actions: &[Action], ok: &str) -> u8 {
+    if let Some(Action::Rejected { reason }) = actions.first() {
+        eprintln!("refused: {reason}");
+        return exit::FAILURE;
+    }
+    println!("{ok}");
+    exit::OK
+}

@@ -1,0 +1,271 @@
+//! Step h against a real Samba AD DC: the DC and two Linux "PCs" live in namespaces (each PC its own
+//! UTS and mount namespace, with a real sshd); roomcast joins them over SSH into the profile's OU, and
+//! the test checks the DC's directory, the process list during the joins, the logs and the files.
+
+use super::lab::{Lab, in_netns, sh};
+use super::sshd::{self, Keys};
+use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
+use roomcast::campaign::secret::Secret;
+use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
+use roomcast::remote::RemoteExec;
+use roomcast::remote::ssh::{SshClient, SshConfig};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+const ADMIN_PASSWORD: &str = "Rc-J0in!Pw-7341";
+const DC_IP: &str = "198.18.30.1";
+const OU: &str = "OU=B204,OU=Salles,DC=eiffel,DC=test";
+
+/// Private copies of what Samba and the resolver read from /etc and /run, bind-mounted in a
+/// namespace so nothing global is touched.
+fn private_files(dir: &Path, hostname: &str) -> String {
+    std::fs::create_dir_all(dir.join("run-samba")).unwrap();
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {DC_IP}\n")).unwrap();
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n")).unwrap();
+    format!(
+        "hostname {hostname}; mount --bind {d}/resolv.conf /etc/resolv.conf; \
+         mount --bind {d}/run-samba /run/samba; mount --bind {d}/hostname /etc/hostname",
+        d = dir.display()
+    )
+}
+
+fn start_dc(lab: &mut Lab, ns: &str, dir: &Path) {
+    let prelude = private_files(dir, "dc1");
+    let target = dir.join("dc");
+    let conf = target.join("etc/smb.conf");
+    // Provision (the test's own setup, not roomcast) then run the DC in the foreground.
+    let script = format!(
+        "set -e; {prelude}; samba-tool domain provision --realm=EIFFEL.TEST --domain=EIFFEL \
+         --server-role=dc --dns-backend=SAMBA_INTERNAL --adminpass='{ADMIN_PASSWORD}' \
+         --targetdir={t} --host-ip={DC_IP} --host-name=dc1 -s /dev/null \
+         --option='dns forwarder = {DC_IP}' > {d}/provision.log 2>&1; \
+         samba-tool ou create 'OU=Salles,DC=eiffel,DC=test' -H {t}/private/sam.ldb -s {c} >/dev/null; \
+         samba-tool ou create '{OU}' -H {t}/private/sam.ldb -s {c} >/dev/null; \
+         exec samba -F -s {c}",
+        t = target.display(),
+        c = conf.display(),
+        d = dir.display()
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", ns, "unshare", "--uts", "--mount", "sh", "-c", &script,
+    ]);
+    lab.spawn(&mut cmd);
+    // Ready when the directory answers an anonymous rootDSE query over LDAP.
+    for _ in 0..600 {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "ldbsearch",
+                "-H",
+                &format!("ldap://{DC_IP}"),
+                "-s",
+                "base",
+                "-b",
+                "",
+            ])
+            .args(["defaultNamingContext"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("DC=eiffel,DC=test"))
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "the DC never answered; provision log:\n{}",
+        std::fs::read_to_string(dir.join("provision.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let mut lab = Lab::new("ad");
+    let srv = lab.node("srv", "198.18.30.2/24");
+    let dc = lab.node("dc", &format!("{DC_IP}/24"));
+    start_dc(&mut lab, &dc, &dir.path().join("dcfiles"));
+
+    let pcs = [("B204-PC01", "198.18.30.11"), ("B204-PC02", "198.18.30.12")];
+    for (i, (_, addr)) in pcs.iter().enumerate() {
+        let ns = lab.node(&format!("pc{i}"), &format!("{addr}/24"));
+        // A PC that is not yet named: the join gives it its room-file hostname.
+        let prelude = private_files(&dir.path().join(format!("pc{i}")), "localhost-new");
+        sshd::start(&mut lab, &keys, &ns, addr, &keys.host_key("pc"), &prelude);
+    }
+
+    // Watch the whole process list while the joins run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let saw_join = Arc::new(AtomicUsize::new(0));
+    let leaks = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watcher = {
+        let (stop, saw_join, leaks) = (stop.clone(), saw_join.clone(), leaks.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = Command::new("ps")
+                    .args(["-eww", "-o", "pid,args"])
+                    .output()
+                    .unwrap();
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    if line.contains("net ads join") {
+                        saw_join.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if line.contains(ADMIN_PASSWORD) {
+                        leaks.lock().unwrap().push(line.to_string());
+                    }
+                }
+                // Nor in any process's environment.
+                if let Ok(entries) = std::fs::read_dir("/proc") {
+                    for e in entries.flatten() {
+                        if let Ok(env) = std::fs::read(e.path().join("environ"))
+                            && String::from_utf8_lossy(&env).contains(ADMIN_PASSWORD)
+                        {
+                            leaks
+                                .lock()
+                                .unwrap()
+                                .push(format!("environ of {:?}", e.file_name()));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let state_root = dir.path().join("pcstate");
+    let mut cfg = SshConfig::new("root", &keys.client, &keys.known_hosts);
+    cfg.command_timeout = Duration::from_secs(180);
+    let results = in_netns(&srv, move || {
+        let domain = Domain {
+            realm: "EIFFEL.TEST".into(),
+            workgroup: "EIFFEL".into(),
+            ou: OU.into(),
+            server: Some(DC_IP.into()),
+            user: "Administrator".into(),
+            password: Secret::new("AD_JOIN_EIFFEL", ADMIN_PASSWORD),
+        };
+        // A Windows PC of the same room: its computer account is provisioned from the deploy server
+        // (this namespace) and its blob goes into a per-machine unattend.xml.
+        let srv_state = state_root.join("srv");
+        for d in ["private", "lock", "state", "cache", "run", "ncalrpc"] {
+            std::fs::create_dir_all(srv_state.join(d)).unwrap();
+        }
+        let srv_conf = state_root.join("srv.conf");
+        std::fs::write(
+            &srv_conf,
+            format!(
+                "[global]\n workgroup = EIFFEL\n realm = EIFFEL.TEST\n security = ads\n netbios name = ROOMCAST\n \
+                 private dir = {s}/private\n lock directory = {s}/lock\n state directory = {s}/state\n \
+                 cache directory = {s}/cache\n pid directory = {s}/run\n ncalrpc dir = {s}/ncalrpc\n",
+                s = srv_state.display()
+            ),
+        )
+        .unwrap();
+        // The deploy server resolves the domain through the DC, like a school server would.
+        let resolv = state_root.join("srv-resolv.conf");
+        std::fs::write(&resolv, format!("nameserver {DC_IP}\n")).unwrap();
+        let wrapper = format!(
+            "mount --bind {} /etc/resolv.conf && exec net \"$@\"",
+            resolv.display()
+        );
+        let net: Vec<String> = ["unshare", "--mount", "sh", "-c", &wrapper, "net"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let blob = offline_provision(&net, &domain, &srv_conf, "B204-PC03")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unattend = render_unattend(WINDOWS_UNATTEND, "B204-PC03", &blob).unwrap();
+        assert!(unattend.contains("<ComputerName>B204-PC03</ComputerName>"));
+        let mut results = Vec::new();
+        for (hostname, addr) in pcs {
+            let paths = Paths {
+                smb_conf: state_root
+                    .join(format!("{hostname}.conf"))
+                    .to_string_lossy()
+                    .into(),
+                state_dir: state_root.join(hostname).to_string_lossy().into(),
+            };
+            let mut c = SshClient::connect(addr, 22, &cfg).unwrap();
+            // The state machine retries a failed PC; a freshly started DC may refuse the first bind.
+            let mut attempt = join_linux(&mut c, LINUX_NET_ADS, &domain, &paths, hostname);
+            for _ in 0..2 {
+                if attempt.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                attempt = join_linux(&mut c, LINUX_NET_ADS, &domain, &paths, hostname);
+            }
+            let first = attempt.unwrap_or_else(|e| panic!("{e}"));
+            // Idempotent: the second run finds the PC named and joined.
+            let again = join_linux(&mut c, LINUX_NET_ADS, &domain, &paths, hostname).unwrap();
+            let name = c.run("hostname").unwrap().stdout_text();
+            results.push((hostname, first, again.0, name));
+        }
+        results
+    });
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+
+    for (hostname, (outcome, log), again, name) in &results {
+        assert_eq!(*outcome, JoinOutcome::Joined, "{hostname}");
+        assert_eq!(*again, JoinOutcome::AlreadyJoined, "{hostname}");
+        assert_eq!(name.trim(), *hostname);
+        assert!(
+            !log.contains(ADMIN_PASSWORD),
+            "password in the log of {hostname}"
+        );
+        assert!(log.contains("Joined '"), "{log}");
+    }
+    assert!(
+        saw_join.load(Ordering::SeqCst) > 0,
+        "the watcher never saw a join running"
+    );
+    assert_eq!(
+        *leaks.lock().unwrap(),
+        Vec::<String>::new(),
+        "password in the process list or an environment"
+    );
+
+    // The DC has both computers, in the profile's OU.
+    let conf = dir.path().join("dcfiles/dc/etc/smb.conf");
+    let sam = dir.path().join("dcfiles/dc/private/sam.ldb");
+    let listed = sh(&[
+        "samba-tool",
+        "computer",
+        "list",
+        "--full-dn",
+        "-H",
+        sam.to_str().unwrap(),
+        "-s",
+        conf.to_str().unwrap(),
+    ]);
+    for hostname in ["B204-PC01", "B204-PC02", "B204-PC03"] {
+        assert!(
+            listed.contains(&format!("CN={hostname},{OU}")),
+            "{hostname} not in {OU}:\n{listed}"
+        );
+    }
+    // No file left on the "PCs" (their state, their /tmp) holds the password.
+    let grep = Command::new("grep")
+        .args(["-rl", ADMIN_PASSWORD])
+        .arg(dir.path().join("pcstate"))
+        .arg(dir.path().join("pc0"))
+        .arg(dir.path().join("pc1"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&grep.stdout),
+        "",
+        "files holding the password"
+    );
+    for (hostname, _) in pcs {
+        assert!(!Path::new(&format!("/tmp/roomcast-join-{hostname}.sh")).exists());
+    }
+}

@@ -1,0 +1,113 @@
+//! Steps c and d on a "master" that is a real OpenSSH server in a namespace, with tiny shell-script
+//! installers.
+
+use super::lab::{Lab, in_netns};
+use super::sshd::{self, Keys};
+use roomcast::campaign::checks::{Check, failure_summary, run_checks};
+use roomcast::campaign::install::{
+    Detect, Outcome, Shell, Software, Target, install_all, write_logs,
+};
+use roomcast::remote::ssh::{SshClient, SshConfig};
+use std::path::Path;
+
+fn installer(dir: &Path, id: &str, root: &Path, exit: i32) -> Software {
+    let script = dir.join(format!("{id}-setup.sh"));
+    // A fake installer: records that it ran, creates its files, exits as told.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {root}/{id}.runs\nmkdir -p {root}/opt/{id}\n\
+             [ {exit} -eq 0 ] && touch {root}/opt/{id}/installed\necho \"{id} setup done for $1\"\nexit {exit}\n",
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    Software {
+        id: id.into(),
+        version: "1.0".into(),
+        installer: script,
+        installer_file: format!("{id}-setup.sh"),
+        install: "sh {{ installer.path }} {{ machine.hostname }}".into(),
+        detect: Detect::File(format!("{}/opt/{id}/installed", root.display())),
+        licence_key: None,
+    }
+}
+
+#[test]
+fn install_is_idempotent_and_tests_check_code_and_output_on_a_real_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let master_root = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new("cd");
+    let srv = lab.node("srv", "198.18.20.1/24");
+    let pc = lab.node("master", "198.18.20.2/24");
+    sshd::start(&mut lab, &keys, &pc, "198.18.20.2", &keys.host_key("a"), "");
+
+    let root = master_root.path().to_path_buf();
+    let software = vec![
+        installer(dir.path(), "gimp", &root, 0),
+        installer(dir.path(), "broken", &root, 7),
+    ];
+    let target = Target {
+        hostname: "B204-PC01".into(),
+        shell: Shell::Posix,
+        staging_dir: root.join("staging").to_string_lossy().into_owned(),
+    };
+    let cfg = SshConfig::new("root", &keys.client, &keys.known_hosts);
+    let checks = vec![
+        Check {
+            name: "gimp installed".into(),
+            command: format!("ls {}/opt/gimp", root.display()),
+            expect_exit: 0,
+            expect_output: Some("installed".into()),
+        },
+        Check {
+            name: "broken installed".into(),
+            command: format!("ls {}/opt/broken", root.display()),
+            expect_exit: 0,
+            expect_output: Some("installed".into()),
+        },
+    ];
+    let (first, second, results) = in_netns(&srv, move || {
+        let mut c = SshClient::connect("198.18.20.2", 22, &cfg).unwrap();
+        let first = install_all(&mut c, &target, &software).unwrap();
+        let second = install_all(&mut c, &target, &software).unwrap();
+        let results = run_checks(&mut c, &checks).unwrap();
+        (first, second, results)
+    });
+    assert_eq!(first[0].outcome, Outcome::Installed);
+    assert_eq!(
+        first[1].outcome,
+        Outcome::Failed("install command exited with 7".into())
+    );
+    assert!(
+        first[0].log.contains("gimp setup done for B204-PC01"),
+        "{}",
+        first[0].log
+    );
+    // Second pass: gimp is detected and skipped, the broken one is tried again.
+    assert_eq!(second[0].outcome, Outcome::AlreadyInstalled);
+    assert!(matches!(second[1].outcome, Outcome::Failed(_)));
+    assert_eq!(
+        std::fs::read_to_string(root.join("gimp.runs")).unwrap(),
+        "run\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("broken.runs")).unwrap(),
+        "run\nrun\n"
+    );
+    // Step d on the same master: one test passes, one fails with its reason.
+    assert!(results[0].passed, "{results:?}");
+    assert!(!results[1].passed);
+    assert_eq!(
+        failure_summary(&results).unwrap(),
+        "broken installed: output lacks \"installed\" (first line: \"\")"
+    );
+    let logs = dir.path().join("logs");
+    write_logs(&logs, &first).unwrap();
+    assert!(
+        std::fs::read_to_string(logs.join("broken.log"))
+            .unwrap()
+            .contains("exit 7")
+    );
+}
