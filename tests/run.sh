@@ -23,14 +23,13 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
     libfuse3-3 libgbm1 libglib2.0-0 libgmp10 libgnutls30 libibverbs1 libjpeg62-turbo libnuma1
     libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2 libslirp0 libsndio7.0
     libspice-server1 liburing2 libusb-1.0-0 libusbredirparser1 libvdeplug2)
-packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}")
 #   openssh-server openssh-client  a real sshd plays the master and the Linux PCs (steps c, d, h);
 #              ssh-keygen makes the test keys
 #   samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools
 #              a real Samba AD DC in a namespace takes the step-h joins (`net ads join` on the PCs);
 #              samba-dsdb-modules is only a Recommends of samba but provisioning fails without it;
 #              ldb-tools' ldbsearch tells when the DC answers
-packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}"
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
 missing=()
