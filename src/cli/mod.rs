@@ -10,11 +10,8 @@ pub mod key;
 pub mod lab;
 pub mod plan;
 pub mod schema;
-pub mod validate;
-pub mod image;
-pub mod key;
-pub mod lab;
 pub mod serve;
+pub mod validate;
 pub mod wake;
 
 use clap::{Parser, Subcommand};
