@@ -4,3 +4,4 @@
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
 pub mod cli;
+pub mod proto;

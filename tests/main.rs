@@ -1,1 +1,2 @@
 //! One integration-test binary (link time on 2 cores): each area is a module.
+mod mcast;
