@@ -123,7 +123,10 @@ fn symbol_efficiency_at_5_percent_loss() {
     let ratio = o.symbol_ratio();
     // Each of 30 receivers needs K of what is sent: the worst of 30 sets the pace, so a little
     // above 1 / (1 - p) is the floor for any scheme.
-    assert!(ratio < 1.15 * ideal, "symbols sent / source {ratio:.3}, ideal {ideal:.3}");
+    assert!(
+        ratio < 1.15 * ideal,
+        "symbols sent / source {ratio:.3}, ideal {ideal:.3}"
+    );
 }
 
 #[test]
@@ -134,7 +137,12 @@ fn delta_deploy_sends_only_lacking_blocks() {
     check_all_survivors_identical(&o, &[]);
     assert!(o.needed_bytes > 0);
     let ratio = o.stats.wire_bytes as f64 / o.needed_bytes as f64;
-    assert!(ratio <= 1.1, "wire bytes / lacking compressed bytes = {ratio:.3}");
+    assert!(
+        ratio <= 1.1,
+        "wire bytes / lacking compressed bytes = {ratio:.3}, {:?}, needed {} symbols",
+        o.stats,
+        o.needed_symbols
+    );
 }
 
 #[test]
@@ -145,7 +153,10 @@ fn corrupted_blocks_are_caught_and_fetched_again() {
     sc.corrupt = 0.002;
     let o = run(&sc);
     check_all_survivors_identical(&o, &[]);
-    assert!(o.bad_blocks_caught > 0, "the scenario must corrupt something");
+    assert!(
+        o.bad_blocks_caught > 0,
+        "the scenario must corrupt something"
+    );
 }
 
 #[test]
@@ -175,4 +186,87 @@ fn same_seed_same_run() {
     let b = run(&sc);
     assert_eq!(a.completed, b.completed);
     assert_eq!(a.stats, b.stats);
+}
+
+fn row(sc: &Scenario, o: &Outcome, base: Option<&Outcome>) {
+    let healthy: Vec<usize> = sc.faults.iter().map(|(i, _)| *i).collect();
+    let last = o.last_completion(&healthy).as_secs_f64();
+    let line = o.line_rate_time.as_secs_f64();
+    let slowed = base.map_or(String::from("-"), |b| {
+        format!("{:.3}", last / b.last_completion(&[]).as_secs_f64())
+    });
+    let laggards: Vec<String> = sc
+        .faults
+        .iter()
+        .map(|(i, _)| o.completed[*i].map_or("dead".into(), |t| format!("{:.1}", t.as_secs_f64())))
+        .collect();
+    println!(
+        "| {} | {:.1} % | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
+        sc.name,
+        sc.loss.mean() * 100.0,
+        last,
+        last / line,
+        o.symbol_ratio(),
+        o.symbol_ratio() * (1.0 - sc.loss.mean()),
+        o.stats.wire_bytes as f64 / o.needed_bytes as f64,
+        slowed,
+        if laggards.is_empty() {
+            "-".into()
+        } else {
+            laggards.join(" / ")
+        },
+        o.dead.len(),
+        o.finished_at
+            .map_or("-".into(), |t| format!("{:.1}", t.as_secs_f64())),
+    );
+}
+
+/// Figures for docs/parts/mcast-performance.md:
+/// `cargo test --release --test main sim_report -- --ignored --nocapture`
+#[test]
+#[ignore = "prints the simulation figures; run in release"]
+fn sim_report() {
+    println!(
+        "| scenario | mean loss | healthy done (s) | / line rate | symbols sent / needed | x (1 - loss) | wire bytes / needed bytes | healthy vs no-fault | laggards done (s): stalled / late / restarted / dead | reported dead | session end (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for loss in [0.0, 0.01, 0.05, 0.20] {
+        let base_sc = Scenario::realistic(
+            &format!("no fault, {} %", loss * 100.0),
+            Loss::Independent(loss),
+        );
+        let base = run(&base_sc);
+        row(&base_sc, &base, None);
+        let mut sc = Scenario::realistic(
+            &format!("faults + 2 % reorder + 1 % dup, {} %", loss * 100.0),
+            Loss::Independent(loss),
+        );
+        sc.faults = faults();
+        sc.reorder = 0.02;
+        sc.duplicate = 0.01;
+        let o = run(&sc);
+        row(&sc, &o, Some(&base));
+    }
+    let mut burst = Scenario::realistic(
+        "burst (Gilbert-Elliott) + 5 % reorder + 5 % dup",
+        Loss::Burst {
+            to_bad: 0.01,
+            to_good: 0.2,
+            good: 0.005,
+            bad: 0.6,
+        },
+    );
+    burst.reorder = 0.05;
+    burst.duplicate = 0.05;
+    let o = run(&burst);
+    row(&burst, &o, None);
+    for loss in [0.0, 0.05] {
+        let mut delta = Scenario::realistic(
+            &format!("delta: 90 % already there, {} %", loss * 100.0),
+            Loss::Independent(loss),
+        );
+        delta.have_fraction = 0.9;
+        let o = run(&delta);
+        row(&delta, &o, None);
+    }
 }

@@ -109,13 +109,25 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Chunk-sized blocks (200-800 kB compressed, as 1 MiB chunks of a real disk compress), for the
+    /// figures; the default is smaller so that debug-build tests stay quick.
+    pub fn realistic(name: &str, loss: Loss) -> Self {
+        Scenario {
+            blocks: 64,
+            block_len: (200_000, 800_000),
+            rate_bps: 5_000_000,
+            ..Scenario::new(name, loss)
+        }
+    }
+
+    /// About 48 s of stream at the default rate: long enough for a 10 s stall to matter.
     pub fn new(name: &str, loss: Loss) -> Self {
         Scenario {
             name: name.into(),
             seed: 7,
             receivers: 30,
-            blocks: 96,
-            block_len: (40_000, 200_000),
+            blocks: 48,
+            block_len: (30_000, 130_000),
             loss,
             reorder: 0.0,
             reorder_delay: Duration::from_millis(5),
@@ -123,7 +135,7 @@ impl Scenario {
             corrupt: 0.0,
             faults: Vec::new(),
             have_fraction: 0.0,
-            rate_bps: 2_000_000,
+            rate_bps: 700_000,
             max_open_blocks: 128,
             time_limit: Duration::from_secs(1200),
         }
@@ -172,9 +184,20 @@ const DATA_LATENCY: Duration = Duration::from_micros(300);
 const CTL_LATENCY: Duration = Duration::from_millis(1);
 
 enum Ev {
-    Datagram { to: usize, bytes: Rc<Vec<u8>> },
-    Up { from: usize, conn: ConnId, bytes: Vec<u8> },
-    Down { to: usize, conn: ConnId, bytes: Vec<u8> },
+    Datagram {
+        to: usize,
+        bytes: Rc<Vec<u8>>,
+    },
+    Up {
+        from: usize,
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Down {
+        to: usize,
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
 }
 
 struct Queued {
@@ -313,9 +336,16 @@ pub fn run(sc: &Scenario) -> Outcome {
         disk_size: 1 << 30,
         ..SenderConfig::default()
     };
-    let roster: Vec<(MachineId, Token)> = pcs.iter().map(|p| (p.machine, p.token.clone())).collect();
-    let sender = Sender::new(cfg, SessionId(0x5eed_0000 ^ sc.seed), &lens, roster, Timestamp::ZERO)
-        .expect("valid blocks");
+    let roster: Vec<(MachineId, Token)> =
+        pcs.iter().map(|p| (p.machine, p.token.clone())).collect();
+    let sender = Sender::new(
+        cfg,
+        SessionId(0x5eed_0000 ^ sc.seed),
+        &lens,
+        roster,
+        Timestamp::ZERO,
+    )
+    .expect("valid blocks");
     let mut timers = Vec::new();
     for i in 0..sc.receivers {
         if !late.contains(&i) {
@@ -338,7 +368,7 @@ pub fn run(sc: &Scenario) -> Outcome {
         }
     }
     // Ordered latest first so that `pop` yields the earliest.
-    timers.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    timers.sort_by_key(|t| std::cmp::Reverse((t.0, t.1)));
     let mut sim = Sim {
         sc: sc.clone(),
         now: Timestamp::ZERO,
@@ -652,7 +682,8 @@ impl Sim {
                     }
                 }
                 ReceiverEvent::Complete => {
-                    p.completed.get_or_insert(now.saturating_since(Timestamp::ZERO));
+                    p.completed
+                        .get_or_insert(now.saturating_since(Timestamp::ZERO));
                 }
                 ReceiverEvent::Rejected { reason } => panic!("receiver {i} rejected: {reason}"),
                 ReceiverEvent::Joined { .. } | ReceiverEvent::Ended { .. } => {}

@@ -33,7 +33,7 @@ impl BlockSet {
         if bytes.len() != len.div_ceil(8) as usize {
             return None;
         }
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             let last = *bytes.last()?;
             if last >> (len % 8) != 0 {
                 return None;

@@ -17,7 +17,7 @@ use super::bitmap::BlockSet;
 use super::fec::{BlockEncoder, MAX_SOURCE_SYMBOLS, source_symbols};
 use super::rate::{RateConfig, RateController};
 use super::time::Timestamp;
-use super::wire::{DataPacket, Down, MachineId, MAX_SYMBOL_ID, SessionId, Status, Token, Up};
+use super::wire::{DataPacket, Down, MAX_SYMBOL_ID, MachineId, SessionId, Status, Token, Up};
 use super::{DEFAULT_SYMBOL_SIZE, IP_UDP_OVERHEAD};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub struct SenderConfig {
     pub settle: Duration,
     /// A receiver silent this long is declared dead.
     pub dead_after: Duration,
-    /// Receivers to wait for before sending.
+    /// Receivers to wait for before sending (welcomed and listening: their first STATUS came).
     pub expect: usize,
     /// Longest wait for `expect` receivers, from the sender's creation.
     pub start_wait: Duration,
@@ -151,6 +151,8 @@ struct Peer {
     base: Option<(u64, u64)>,
     last_heard: Timestamp,
     failure: Option<String>,
+    /// Its first STATUS came: it has joined the group, so what we send now reaches it.
+    listening: bool,
 }
 
 impl Peer {
@@ -188,7 +190,10 @@ pub struct Sender {
     seq: u64,
     job: Option<Job>,
     cursor: u32,
-    idle: bool,
+    /// After a scan found nothing to send, the next scan waits until then (or for news that
+    /// surely creates work: a HELLO, a reopened block, a death).
+    idle_until: Option<Timestamp>,
+    median: Option<f64>,
     watch: BTreeMap<u32, Timestamp>,
     encoders: HashMap<u32, BlockEncoder>,
     lru: VecDeque<u32>,
@@ -280,7 +285,8 @@ impl Sender {
             seq: 0,
             job: None,
             cursor: 0,
-            idle: false,
+            idle_until: None,
+            median: None,
             watch: BTreeMap::new(),
             encoders: HashMap::new(),
             lru: VecDeque::new(),
@@ -342,7 +348,6 @@ impl Sender {
 
     /// A message from the receiver on connection `conn`.
     pub fn handle_control(&mut self, conn: ConnId, msg: Up, now: Timestamp) {
-        self.idle = false;
         match msg {
             Up::Hello {
                 machine,
@@ -405,7 +410,8 @@ impl Sender {
                 reason: reason.clone(),
             },
         ));
-        self.events.push_back(SenderEvent::Rejected { conn, reason });
+        self.events
+            .push_back(SenderEvent::Rejected { conn, reason });
     }
 
     fn hello(
@@ -444,7 +450,11 @@ impl Sender {
             return self.reject(conn, "the session is over".into());
         }
         // A restarted agent: forget the old incarnation, take the new one's word for its disk.
-        if self.peers.get(&machine).is_some_and(|p| p.state == PeerState::Active) {
+        if self
+            .peers
+            .get(&machine)
+            .is_some_and(|p| p.state == PeerState::Active)
+        {
             self.leave(machine);
         }
         if let Some(old) = self.peers.get(&machine).and_then(|p| p.conn) {
@@ -467,9 +477,11 @@ impl Sender {
                 base: None,
                 last_heard: now,
                 failure: None,
+                listening: false,
             },
         );
         self.conns.insert(conn, machine);
+        self.idle_until = None;
         self.ctl.push_back((
             conn,
             Down::Welcome {
@@ -497,12 +509,15 @@ impl Sender {
     fn status(&mut self, machine: MachineId, s: Status, now: Timestamp) {
         let quick_fraction = self.cfg.quick_repair_fraction;
         let settle_late = now + self.cfg.status_interval;
+        // A block still being sent has deficits that its next symbols fill: not news.
+        let in_progress = self.job.as_ref().map(|j| j.block);
         let Some(p) = self.peers.get_mut(&machine) else {
             return;
         };
         if p.state != PeerState::Active {
             return;
         }
+        p.listening = true;
         for b in s.newly_written {
             if (b as usize) < self.blocks.len() && p.written.insert(b) {
                 self.blocks[b as usize].lacking -= 1;
@@ -511,6 +526,7 @@ impl Sender {
         for b in s.reopened {
             if (b as usize) < self.blocks.len() && p.written.remove(b) {
                 self.blocks[b as usize].lacking += 1;
+                self.idle_until = None;
             }
         }
         p.partial = s
@@ -536,6 +552,7 @@ impl Sender {
         for (&b, &d) in &p.partial {
             let blk = &self.blocks[b as usize];
             if d > 0
+                && Some(b) != in_progress
                 && p.highest_seq >= blk.last_seq
                 && f64::from(d) <= quick_fraction * f64::from(blk.k)
                 && !p.written.contains(b)
@@ -545,7 +562,7 @@ impl Sender {
         }
     }
 
-    fn median_loss(&self) -> Option<f64> {
+    fn compute_median_loss(&self) -> Option<f64> {
         let mut l: Vec<f64> = self
             .peers
             .values()
@@ -591,7 +608,7 @@ impl Sender {
             return (0, 0);
         }
         if !blk.ever_sent {
-            let loss = self.median_loss().unwrap_or(0.0).min(0.5);
+            let loss = self.median.unwrap_or(0.0).min(0.5);
             let extra = (f64::from(blk.k) * loss / (1.0 - loss)).ceil() as u32;
             return (blk.k, extra);
         }
@@ -605,7 +622,7 @@ impl Sender {
     }
 
     fn all_expected_here(&self, now: Timestamp) -> bool {
-        self.peers.len() >= self.cfg.expect
+        self.peers.values().filter(|p| p.listening).count() >= self.cfg.expect
             || now.saturating_since(self.created) >= self.cfg.start_wait
     }
 
@@ -630,7 +647,7 @@ impl Sender {
                 });
             }
         }
-        if self.idle || self.blocks.is_empty() {
+        if self.idle_until.is_some_and(|t| now < t) || self.blocks.is_empty() {
             return None;
         }
         let n = self.blocks.len() as u32;
@@ -656,7 +673,7 @@ impl Sender {
             }
         }
         // Nothing anybody can use right now: wait for news (a STATUS) before scanning again.
-        self.idle = true;
+        self.idle_until = Some(now + self.cfg.status_interval);
         None
     }
 
@@ -751,7 +768,8 @@ impl Sender {
         }
         if now >= self.next_adapt {
             self.next_adapt = now + self.cfg.rate.adapt_interval;
-            if let Some(l) = self.median_loss() {
+            self.median = self.compute_median_loss();
+            if let Some(l) = self.median {
                 self.rate.observe_loss(l);
             }
         }
@@ -772,7 +790,7 @@ impl Sender {
                     self.conns.remove(&c);
                 }
             }
-            self.idle = false;
+            self.idle_until = None;
             self.events.push_back(SenderEvent::Dead(m));
         }
         self.check_finished();
@@ -833,8 +851,9 @@ impl Sender {
                     if let Some(w) = self.watch.values().min() {
                         at(*w);
                     }
-                    if !self.idle {
-                        at(self.rate.ready_at(wire));
+                    match self.idle_until {
+                        Some(t) => at(t),
+                        None => at(self.rate.ready_at(wire)),
                     }
                 }
             }
