@@ -4,4 +4,5 @@
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
 pub mod cli;
+pub mod net;
 pub mod proto;

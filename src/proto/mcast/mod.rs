@@ -26,7 +26,9 @@ pub mod wire;
 pub use bitmap::BlockSet;
 pub use rate::{RateConfig, RateController};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity, ReceiverStats};
-pub use sender::{ConnId, ReceiverReport, Sender, SenderConfig, SenderEvent, SenderStats};
+pub use sender::{
+    ConnId, ReceiverReport, Sender, SenderConfig, SenderError, SenderEvent, SenderStats,
+};
 pub use time::Timestamp;
 pub use wire::{DataPacket, Down, MachineId, SessionId, Token, Up, WireError};
 
