@@ -2,4 +2,5 @@
 
 mod decode_props;
 mod scenarios;
+mod sessions;
 pub mod sim;
