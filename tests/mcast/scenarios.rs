@@ -160,6 +160,30 @@ fn corrupted_blocks_are_caught_and_fetched_again() {
 }
 
 #[test]
+fn pacing_settles_below_a_congested_bottleneck() {
+    let mut sc = Scenario::new("bottleneck", Loss::Independent(0.0));
+    sc.receivers = 10;
+    sc.rate_bps = 1_000_000;
+    sc.bottleneck_bps = Some(600_000);
+    let o = run(&sc);
+    check_all_survivors_identical(&o, &[]);
+    // The time the needed symbols take at the bottleneck's rate: the best any sender can do.
+    let at_bottleneck = o.line_rate_time.as_secs_f64() * 1_000_000.0 / 600_000.0;
+    let done = o.last_completion(&[]).as_secs_f64();
+    assert!(
+        done < 1.25 * at_bottleneck,
+        "done in {done:.1} s, {at_bottleneck:.1} s at the bottleneck rate; {:?}",
+        o.stats
+    );
+    // Without adaptation, a third of what is sent would die in the switch's queue.
+    assert!(
+        o.symbol_ratio() < 1.15,
+        "symbols sent / needed {:.3}",
+        o.symbol_ratio()
+    );
+}
+
+#[test]
 fn receiver_memory_stays_bounded() {
     let mut sc = Scenario::new("bounded", Loss::Independent(0.05));
     sc.receivers = 4;

@@ -104,6 +104,9 @@ pub struct Scenario {
     /// Fraction of blocks every receiver already has (delta deploy); the same for all receivers.
     pub have_fraction: f64,
     pub rate_bps: u64,
+    /// A switch port slower than the configured rate in front of every receiver (bits per second),
+    /// with a 64 KiB buffer: what overflows is lost for all, as congestion would be.
+    pub bottleneck_bps: Option<u64>,
     pub max_open_blocks: usize,
     pub time_limit: Duration,
 }
@@ -136,6 +139,7 @@ impl Scenario {
             faults: Vec::new(),
             have_fraction: 0.0,
             rate_bps: 700_000,
+            bottleneck_bps: None,
             max_open_blocks: 128,
             time_limit: Duration::from_secs(1200),
         }
@@ -259,6 +263,8 @@ struct Sim {
     bad_caught: u64,
     max_open: usize,
     timers: Vec<(Timestamp, usize, Action)>,
+    /// Bytes queued at the bottleneck, and when that was computed.
+    queued: (f64, Timestamp),
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -385,6 +391,7 @@ pub fn run(sc: &Scenario) -> Outcome {
         bad_caught: 0,
         max_open: 0,
         timers,
+        queued: (0.0, Timestamp::ZERO),
     };
     sim.run();
     let needed: Vec<usize> = (0..n as usize).filter(|&b| !have[b]).collect();
@@ -553,6 +560,17 @@ impl Sim {
     }
 
     fn multicast(&mut self, pkt: Vec<u8>) {
+        if let Some(cap) = self.sc.bottleneck_bps {
+            let (q, at) = self.queued;
+            let drained = self.now.saturating_since(at).as_secs_f64() * cap as f64 / 8.0;
+            let q = (q - drained).max(0.0);
+            let len = (pkt.len() + 28) as f64;
+            if q + len > 65536.0 {
+                self.queued = (q, self.now);
+                return;
+            }
+            self.queued = (q + len, self.now);
+        }
         let pkt = Rc::new(pkt);
         for i in 0..self.pcs.len() {
             let sc = &self.sc;

@@ -153,6 +153,11 @@ struct Peer {
     failure: Option<String>,
     /// Its first STATUS came: it has joined the group, so what we send now reaches it.
     listening: bool,
+    /// (highest seq, packets received) of its last STATUS.
+    counters: (u64, u64),
+    /// `counters` at the previous rate adaptation: the loss of exactly one interval, so that the
+    /// effect of a rate change is judged on fresh numbers, not on a moving average.
+    adapt_base: Option<(u64, u64)>,
 }
 
 impl Peer {
@@ -478,6 +483,8 @@ impl Sender {
                 last_heard: now,
                 failure: None,
                 listening: false,
+                counters: (0, 0),
+                adapt_base: None,
             },
         );
         self.conns.insert(conn, machine);
@@ -548,6 +555,7 @@ impl Sender {
             None => {}
         }
         p.highest_seq = p.highest_seq.max(s.highest_seq);
+        p.counters = (s.highest_seq, s.received);
         // A fresh small deficit reported after the block's settle time still gets quick repair.
         for (&b, &d) in &p.partial {
             let blk = &self.blocks[b as usize];
@@ -560,6 +568,32 @@ impl Sender {
                 self.watch.entry(b).or_insert(settle_late);
             }
         }
+    }
+
+    /// Median over active receivers of the loss since the previous call (receivers that saw too
+    /// few packets in the interval to say are left out).
+    fn interval_median_loss(&mut self) -> Option<f64> {
+        let mut l = Vec::new();
+        for p in self.peers.values_mut() {
+            if p.state != PeerState::Active || p.counters.0 == 0 {
+                continue;
+            }
+            match p.adapt_base {
+                Some((seq0, recv0)) if p.counters.0 >= seq0 + 16 => {
+                    let expected = (p.counters.0 - seq0) as f64;
+                    let got = p.counters.1.saturating_sub(recv0) as f64;
+                    l.push((1.0 - got / expected).clamp(0.0, 1.0));
+                    p.adapt_base = Some(p.counters);
+                }
+                Some(_) => {}
+                None => p.adapt_base = Some(p.counters),
+            }
+        }
+        if l.is_empty() {
+            return None;
+        }
+        l.sort_by(f64::total_cmp);
+        Some(l[l.len() / 2])
     }
 
     fn compute_median_loss(&self) -> Option<f64> {
@@ -769,7 +803,7 @@ impl Sender {
         if now >= self.next_adapt {
             self.next_adapt = now + self.cfg.rate.adapt_interval;
             self.median = self.compute_median_loss();
-            if let Some(l) = self.median {
+            if let Some(l) = self.interval_median_loss() {
                 self.rate.observe_loss(l);
             }
         }
