@@ -284,6 +284,13 @@ fn sim_report() {
     burst.duplicate = 0.05;
     let o = run(&burst);
     row(&burst, &o, None);
+    let mut bottleneck = Scenario::realistic(
+        "switch port at 60 % of the configured rate (64 KiB buffer)",
+        Loss::Independent(0.0),
+    );
+    bottleneck.bottleneck_bps = Some(bottleneck.rate_bps * 6 / 10);
+    let o = run(&bottleneck);
+    row(&bottleneck, &o, None);
     for loss in [0.0, 0.05] {
         let mut delta = Scenario::realistic(
             &format!("delta: 90 % already there, {} %", loss * 100.0),
