@@ -3,6 +3,14 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod bootenv;
 pub mod cli;
+pub mod inventory;
+pub mod secrets;
+pub mod model;
+pub mod render;
+pub mod disk;
+pub mod store;
+pub mod lab;
 pub mod net;
 pub mod proto;

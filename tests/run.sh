@@ -9,10 +9,21 @@ cd "$(dirname "$0")/.."
 # What each package is for:
 #   iproute2   network namespaces, bridges, veth, tbf rate limits (lab tests)
 #   nftables   packet loss injected inside a PC namespace (lab tests)
+#   iputils-ping  PCs ping the server and each other (lab tests)
+#   udpcast    Debian's multicast imager, the reference the lab tests and benchmark compare against
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
-packages=(iproute2 nftables util-linux e2fsprogs zstd)
+#   tcpdump, dnsmasq, busybox-static, ipxe, ipxe-qemu, seabios, qemu-system-data, ovmf, cpio and the
+#              qemu libraries below: the boot tests (PXE capture, Wake-on-LAN capture, qemu end to end:
+#              dnsmasq plays the school's DHCP server, qemu's iPXE ROM / OVMF are the real PXE firmware,
+#              Debian's ipxe package gives undionly.kpxe / snponly.efi, busybox-static the initramfs)
+boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system-data ovmf cpio
+    libaio1 libasound2 libbpf1 libbrlapi0.8 libcacard0 libcap-ng0 libcapstone4 libepoxy0 libfdt1
+    libfuse3-3 libgbm1 libglib2.0-0 libgmp10 libgnutls30 libibverbs1 libjpeg62-turbo libnuma1
+    libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2 libslirp0 libsndio7.0
+    libspice-server1 liburing2 libusb-1.0-0 libusbredirparser1 libvdeplug2)
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,5 +33,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# qemu-system-x86 from bookworm conflicts with the backported qemu-utils installed here (apt would remove
+# it), so its binary is unpacked into a private folder instead (see docs/BOOT.md); same for the kernel
+# the boot environment uses. Both are idempotent: skipped when already unpacked.
+boot_cache="${ROOMCAST_BOOT_CACHE:-/var/cache/roomcast-test}"
+mkdir -p "$boot_cache"
+if [ ! -x "$boot_cache/qemu/usr/bin/qemu-system-x86_64" ]; then
+    (cd "$boot_cache" && rm -f qemu-system-x86_*.deb qemu-system-common_*.deb \
+        && apt-get download -qq qemu-system-x86 qemu-system-common \
+        && for d in qemu-system-x86_*.deb qemu-system-common_*.deb; do dpkg -x "$d" qemu; done)
+fi
+if ! ls "$boot_cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+    (cd "$boot_cache" && rm -f linux-image-*.deb \
+        && apt-get download -qq "$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')" \
+        && dpkg -x linux-image-*.deb kernel)
+fi
+export ROOMCAST_QEMU="$boot_cache/qemu/usr/bin/qemu-system-x86_64"
+export ROOMCAST_KERNEL_DIR="$boot_cache/kernel"
 
 cargo test --all-targets "$@"

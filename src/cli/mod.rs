@@ -1,7 +1,17 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod bootenv;
 pub mod exit;
+pub mod inventory;
+pub mod plan;
+pub mod schema;
+pub mod validate;
+pub mod image;
+pub mod key;
+pub mod lab;
+pub mod serve;
+pub mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +29,28 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// The local inventory and its delivery to GLPI.
+    Inventory(inventory::InventoryArgs),
+    /// Check catalog, profiles and rooms; print findings (exit 1 on errors).
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a file kind (catalog, profile, room).
+    Schema(schema::SchemaArgs),
+    /// Show what steps a–h will do for a room, offline.
+    Plan(plan::PlanArgs),
+    /// Disk images: capture, list, show, verify, diff, rm, gc, restore.
+    Image(image::ImageArgs),
+    /// Manifest signing keys: generate, trust.
+    Key(key::KeyArgs),
+    /// Virtual rooms (network namespaces) for tests, benchmarks and trying things by hand.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// The boot environment PCs PXE-boot into (iPXE, kernel, initramfs).
+    #[command(subcommand)]
+    Bootenv(bootenv::BootenvCommand),
+    /// Run the boot services (proxyDHCP, TFTP, HTTP) of one campaign on the room interface.
+    Serve(serve::ServeArgs),
+    /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
+    Wake(wake::WakeArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -40,5 +72,15 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Inventory(args) => exit::code(inventory::run(args)),
+        Command::Validate(args) => exit::code(validate::run(args)),
+        Command::Schema(args) => exit::code(schema::run(args)),
+        Command::Plan(args) => exit::code(plan::run(args)),
+        Command::Image(args) => image::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Lab(cmd) => lab::run(cmd),
+        Command::Bootenv(cmd) => bootenv::run(cmd),
+        Command::Serve(args) => serve::run(args),
+        Command::Wake(args) => wake::run(args),
     }
 }

@@ -1,3 +1,9 @@
-//! Tokio drivers: they feed sockets and timers into the sans-IO state machines of [`crate::proto`].
+//! Drivers that put the sans-IO protocols of `proto/` on real sockets, on one named interface.
 
+pub mod files;
+pub mod http;
 pub mod mcast;
+pub mod proxydhcp;
+pub mod ra;
+pub mod tftp;
+pub mod wol;

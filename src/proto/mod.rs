@@ -1,5 +1,7 @@
-//! Sans-IO protocol state machines: they take inputs and the current time as arguments and return
-//! outputs as plain values. No sockets, no clock, no randomness inside, so tests can drive them
-//! deterministically in memory.
+//! Sans-IO protocol state machines: bytes and time in, decisions and bytes out. No sockets, no clock.
 
+pub mod dhcp;
+pub mod dhcp_authoritative;
+pub mod mac;
 pub mod mcast;
+pub mod wol;

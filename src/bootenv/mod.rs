@@ -1,0 +1,324 @@
+//! `roomcast bootenv build`: the boot environment a PC of the campaign PXE-boots into — the iPXE
+//! binaries (Debian's `ipxe`), a kernel (Debian's `linux-image-amd64`) and an initramfs built here
+//! (busybox-static, the roomcast binary and the libraries `ldd` lists, virtio modules, an init).
+
+pub mod cpio;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The init script (PID 1), see `templates/boot/init.sh`.
+pub const INIT: &str = include_str!("../../templates/boot/init.sh");
+const UDHCPC_SCRIPT: &str = include_str!("../../templates/boot/udhcpc.script");
+/// Kernel modules the init loads, in order (virtio is modular in Debian's kernel).
+pub const MODULES: [&str; 9] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_blk",
+];
+/// File names of the result inside the output folder.
+pub const KERNEL: &str = "vmlinuz";
+/// See [`KERNEL`].
+pub const INITRD: &str = "initrd.gz";
+
+/// Inputs of a build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Output folder: becomes the boot root served by TFTP and HTTP.
+    pub out: PathBuf,
+    /// An unpacked `linux-image-*` package (`dpkg -x`); when absent it is downloaded into
+    /// `<out>/.kernel` with `apt-get download`.
+    pub kernel_dir: Option<PathBuf>,
+    /// The roomcast binary to put in the initramfs.
+    pub roomcast: PathBuf,
+    /// Where Debian's `ipxe` package put its binaries.
+    pub ipxe_dir: PathBuf,
+    /// A static busybox.
+    pub busybox: PathBuf,
+}
+
+impl BuildOptions {
+    /// Debian's paths and the running roomcast binary.
+    pub fn new(out: PathBuf) -> std::io::Result<Self> {
+        Ok(BuildOptions {
+            out,
+            kernel_dir: None,
+            roomcast: std::env::current_exe()?,
+            ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
+            busybox: PathBuf::from("/bin/busybox"),
+        })
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BootEnv {
+    /// The kernel.
+    pub kernel: PathBuf,
+    /// The gzip'd cpio initramfs.
+    pub initrd: PathBuf,
+    /// Kernel release of the modules inside.
+    pub release: String,
+    /// Every file of the initramfs, for the report.
+    pub initrd_files: Vec<String>,
+}
+
+/// A build step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootEnvError {
+    /// Reading or writing a file.
+    #[error("bootenv: {step}: {path}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An external tool failed (apt-get, dpkg, ldd).
+    #[error("bootenv: {step}: {detail}")]
+    Tool {
+        /// What was being done.
+        step: &'static str,
+        /// Its error output.
+        detail: String,
+    },
+}
+
+fn io(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BootEnvError {
+    let path = path.to_path_buf();
+    move |source| BootEnvError::Io { step, path, source }
+}
+
+fn run(step: &'static str, cmd: &mut Command) -> Result<String, BootEnvError> {
+    let out = cmd.output().map_err(|e| BootEnvError::Tool {
+        step,
+        detail: format!("{cmd:?}: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(BootEnvError::Tool {
+            step,
+            detail: format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Builds the boot environment into `opts.out`.
+pub fn build(opts: &BuildOptions) -> Result<BootEnv, BootEnvError> {
+    std::fs::create_dir_all(&opts.out).map_err(io("creating the output folder", &opts.out))?;
+    for name in ["undionly.kpxe", "snponly.efi", "ipxe.efi"] {
+        let from = opts.ipxe_dir.join(name);
+        std::fs::copy(&from, opts.out.join(name))
+            .map_err(io("copying iPXE (apt-get install ipxe)", &from))?;
+    }
+    let kernel_dir = match &opts.kernel_dir {
+        Some(d) => d.clone(),
+        None => fetch_kernel(&opts.out.join(".kernel"))?,
+    };
+    let (vmlinuz, release) = find_kernel(&kernel_dir)?;
+    let kernel = opts.out.join(KERNEL);
+    std::fs::copy(&vmlinuz, &kernel).map_err(io("copying the kernel", &vmlinuz))?;
+    let initrd = opts.out.join(INITRD);
+    let initrd_files = write_initramfs(opts, &kernel_dir, &release, &initrd)?;
+    Ok(BootEnv {
+        kernel,
+        initrd,
+        release,
+        initrd_files,
+    })
+}
+
+/// `apt-get download` of the kernel package `linux-image-amd64` depends on, unpacked with `dpkg -x`.
+fn fetch_kernel(dir: &Path) -> Result<PathBuf, BootEnvError> {
+    if dir.join("boot").is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    std::fs::create_dir_all(dir).map_err(io("creating the kernel folder", dir))?;
+    let deps = run(
+        "apt-cache depends linux-image-amd64",
+        Command::new("apt-cache").args(["depends", "linux-image-amd64"]),
+    )?;
+    let package = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| {
+            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .ok_or_else(|| BootEnvError::Tool {
+            step: "finding the kernel package",
+            detail: deps.clone(),
+        })?
+        .to_string();
+    run(
+        "apt-get download",
+        Command::new("apt-get")
+            .args(["download", "-qq", &package])
+            .current_dir(dir),
+    )?;
+    let deb = std::fs::read_dir(dir)
+        .map_err(io("listing", dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| BootEnvError::Tool {
+            step: "apt-get download",
+            detail: "no .deb".into(),
+        })?;
+    run("dpkg -x", Command::new("dpkg").arg("-x").arg(&deb).arg(dir))?;
+    Ok(dir.to_path_buf())
+}
+
+fn find_kernel(dir: &Path) -> Result<(PathBuf, String), BootEnvError> {
+    let boot = dir.join("boot");
+    let entries = std::fs::read_dir(&boot).map_err(io("looking for vmlinuz", &boot))?;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Ok((e.path(), release.to_string()));
+        }
+    }
+    Err(BootEnvError::Io {
+        step: "looking for vmlinuz",
+        path: boot,
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
+/// The shared libraries `ldd` lists for `binary` (absolute paths).
+pub fn libraries(binary: &Path) -> Result<Vec<PathBuf>, BootEnvError> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| BootEnvError::Tool {
+            step: "ldd",
+            detail: e.to_string(),
+        })?;
+    // A static binary makes ldd fail with "not a dynamic executable": no libraries.
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+fn write_initramfs(
+    opts: &BuildOptions,
+    kernel_dir: &Path,
+    release: &str,
+    to: &Path,
+) -> Result<Vec<String>, BootEnvError> {
+    // (path inside, permission bits, contents)
+    let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    let read = |p: &Path| std::fs::read(p).map_err(io("reading", p));
+    files.push(("init".into(), 0o755, INIT.as_bytes().to_vec()));
+    files.push((
+        "etc/udhcpc.script".into(),
+        0o755,
+        UDHCPC_SCRIPT.as_bytes().to_vec(),
+    ));
+    files.push(("bin/busybox".into(), 0o755, read(&opts.busybox)?));
+    // A stripped copy: the debug binary is ~10x larger, and every byte crosses the network at boot.
+    let stripped = opts.out.join(".roomcast.stripped");
+    let agent = match run(
+        "strip",
+        Command::new("strip")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&opts.roomcast),
+    ) {
+        Ok(_) => read(&stripped)?,
+        Err(e) => {
+            tracing::warn!(%e, "strip failed, using the binary as is");
+            read(&opts.roomcast)?
+        }
+    };
+    let _ = std::fs::remove_file(&stripped);
+    files.push(("bin/roomcast".into(), 0o755, agent));
+    for lib in libraries(&opts.roomcast)? {
+        let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
+        files.push((inside, 0o755, read(&lib)?));
+    }
+    let modules = kernel_dir.join("lib/modules").join(release);
+    for m in MODULES {
+        if let Some(found) = find_file(&modules, &format!("{m}.ko"))? {
+            let inside = found
+                .strip_prefix(kernel_dir)
+                .unwrap_or(&found)
+                .to_string_lossy()
+                .into_owned();
+            files.push((inside, 0o644, read(&found)?));
+        }
+    }
+    let mut dirs: BTreeSet<String> = ["dev", "proc", "sys", "tmp", "run", "bin", "etc"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (name, _, _) in &files {
+        let mut p = Path::new(name).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+    }
+    let file = std::fs::File::create(to).map_err(io("creating the initramfs", to))?;
+    let mut cpio = cpio::Cpio::new(GzEncoder::new(
+        std::io::BufWriter::new(file),
+        Compression::new(6),
+    ));
+    let w = |e| BootEnvError::Io {
+        step: "writing the initramfs",
+        path: to.to_path_buf(),
+        source: e,
+    };
+    // BTreeSet order puts parents before children.
+    for d in &dirs {
+        cpio.dir(d).map_err(w)?;
+    }
+    for (name, perm, data) in &files {
+        cpio.file(name, *perm, data).map_err(w)?;
+    }
+    cpio.symlink("bin/sh", "busybox").map_err(w)?;
+    cpio.chardev("dev/console", 0o600, 5, 1).map_err(w)?;
+    let gz = cpio.finish().map_err(w)?;
+    let buf = gz.finish().map_err(w)?;
+    buf.into_inner()
+        .map_err(|e| w(e.into_error()))?
+        .sync_all()
+        .map_err(w)?;
+    Ok(files.into_iter().map(|(n, _, _)| n).collect())
+}
+
+fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, BootEnvError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name)? {
+                return Ok(Some(f));
+            }
+        } else if e.file_name() == name {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}

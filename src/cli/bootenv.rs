@@ -1,0 +1,66 @@
+//! `roomcast bootenv build --out DIR`: the iPXE binaries, kernel and initramfs PCs boot into.
+
+use super::exit;
+use crate::bootenv::{self, BuildOptions};
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `roomcast bootenv ...`
+#[derive(Debug, Subcommand)]
+pub enum BootenvCommand {
+    /// Build the boot root: undionly.kpxe, snponly.efi, ipxe.efi, vmlinuz, initrd.gz.
+    Build {
+        /// Output folder (the boot root `roomcast serve --boot-dir` serves).
+        #[arg(long)]
+        out: PathBuf,
+        /// An unpacked linux-image package (dpkg -x); default: apt-get download into OUT/.kernel.
+        #[arg(long, env = "ROOMCAST_KERNEL_DIR")]
+        kernel_dir: Option<PathBuf>,
+        /// The roomcast binary to include (default: this one).
+        #[arg(long)]
+        roomcast: Option<PathBuf>,
+    },
+}
+
+/// Runs a `bootenv` subcommand.
+pub fn run(cmd: BootenvCommand) -> ExitCode {
+    let BootenvCommand::Build {
+        out,
+        kernel_dir,
+        roomcast,
+    } = cmd;
+    let mut opts = match BuildOptions::new(out) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("roomcast bootenv: {e}");
+            return exit::code(exit::USAGE_OR_IO);
+        }
+    };
+    opts.kernel_dir = kernel_dir;
+    if let Some(r) = roomcast {
+        opts.roomcast = r;
+    }
+    match bootenv::build(&opts) {
+        Ok(env) => {
+            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "kernel  {} ({} bytes, {})",
+                env.kernel.display(),
+                size(&env.kernel),
+                env.release
+            );
+            println!(
+                "initrd  {} ({} bytes, {} files)",
+                env.initrd.display(),
+                size(&env.initrd),
+                env.initrd_files.len()
+            );
+            exit::code(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("roomcast {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! `roomcast image ...`: capture, list, show, verify, diff, rm, gc, restore.
+
+use super::exit;
+use crate::disk::restore::{self, RestoreOptions, RestoreProgress};
+use crate::store::capture::{self, CaptureOptions, CaptureProgress};
+use crate::store::chunk::{ChunkSize, DEFAULT_LEVEL};
+use crate::store::keys::Signer;
+use crate::store::manifest::{ImageId, ImageLabel};
+use crate::store::{DEFAULT_STORE, STORE_ENV, Store, StoreError, diff, verify};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Disk images: capture a disk into the store, inspect, verify, restore.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Store folder.
+    #[arg(long, env = STORE_ENV, default_value = DEFAULT_STORE, global = true)]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Read a disk (block device or image file) into the store as a new signed image.
+    Capture {
+        /// Block device or disk image file to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// Image name.
+        #[arg(long)]
+        name: String,
+        /// Image version.
+        #[arg(long)]
+        version: String,
+        /// Profile the master was built from.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Chunk size: a power of two from 64K to 16M.
+        #[arg(long, default_value = "1M")]
+        chunk_size: ChunkSize,
+        /// zstd level (1..=19).
+        #[arg(long, default_value_t = DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        /// Signing key (PKCS#8 PEM, from `roomcast key generate`).
+        #[arg(long, env = "ROOMCAST_KEY", default_value = "/etc/roomcast/signer.key")]
+        key: PathBuf,
+    },
+    /// List the images of the store.
+    List,
+    /// Show one image: label, sizes, signer, partition table.
+    Show {
+        /// Image id or unique prefix.
+        id: String,
+    },
+    /// Check signatures and re-hash every chunk; names each bad chunk.
+    Verify {
+        /// Image id or prefix; all images when absent.
+        id: Option<String>,
+    },
+    /// What images A and B share, and what a delta deploy of B onto a disk holding A sends.
+    Diff {
+        /// Image on the disk now.
+        a: String,
+        /// Image to deploy.
+        b: String,
+    },
+    /// Remove an image (its chunks go at the next gc).
+    Rm {
+        /// Image id or prefix.
+        id: String,
+    },
+    /// Delete chunks no image uses and leftovers of interrupted captures.
+    Gc,
+    /// Write an image onto a disk, skipping chunks already right (resumes after a crash).
+    Restore {
+        /// Image id or prefix.
+        id: String,
+        /// Block device or image file (created if absent).
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+/// Runs an `image` subcommand.
+pub fn run(args: ImageArgs) -> ExitCode {
+    match dispatch(&args.store, args.command) {
+        Ok(code) => exit::code(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::code(error_code(&e))
+        }
+    }
+}
+
+/// A refused signature or bad chunk is a finding (1); anything else stopped the command (2).
+fn error_code(e: &CliError) -> u8 {
+    let store_finding = |s: &StoreError| {
+        matches!(
+            s,
+            StoreError::Manifest { .. }
+                | StoreError::IdMismatch { .. }
+                | StoreError::BadChunk { .. }
+                | StoreError::MissingChunk { .. }
+        )
+    };
+    match e {
+        CliError::Store(s) => {
+            if store_finding(s) {
+                exit::FAILURE
+            } else {
+                exit::USAGE_OR_IO
+            }
+        }
+        CliError::Restore(restore::RestoreError::Store(s)) if store_finding(s) => exit::FAILURE,
+        _ => exit::USAGE_OR_IO,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
+}
+
+fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, CliError> {
+    match cmd {
+        ImageCommand::Capture {
+            from,
+            name,
+            version,
+            profile,
+            chunk_size,
+            level,
+            key,
+        } => {
+            let signer = Signer::load(&key).map_err(StoreError::from)?;
+            let store = Store::open_or_create(store_dir)?;
+            let label = ImageLabel {
+                name,
+                version,
+                profile,
+                captured_by: who(),
+                captured_at: rfc3339_utc(std::time::SystemTime::now()),
+            };
+            let opts = CaptureOptions {
+                chunk_size,
+                level,
+                workers: 0,
+            };
+            let bar = bar("capture");
+            let r = capture::capture(
+                &store,
+                &from,
+                label,
+                &signer,
+                &opts,
+                &|p: &CaptureProgress| {
+                    if let Some(b) = &bar {
+                        b.set_length(p.bytes_total);
+                        b.set_position(p.bytes_done);
+                    }
+                },
+            );
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let r = r?;
+            println!("image {}", r.id);
+            println!(
+                "disk {} in {} chunks: {} zero, {} already stored, {} new",
+                bytes(r.disk_size),
+                r.chunks,
+                r.zero_chunks,
+                r.reused_chunks,
+                r.new_chunks
+            );
+            println!(
+                "data {} compressed to {} ({:.2}x); {} newly written",
+                bytes(r.data_bytes),
+                bytes(r.compressed_bytes),
+                ratio(r.data_bytes, r.compressed_bytes),
+                bytes(r.new_bytes)
+            );
+            Ok(exit::OK)
+        }
+        ImageCommand::List => {
+            let store = Store::open(store_dir)?;
+            let trusted = store.trusted()?;
+            println!(
+                "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  signature",
+                "id", "name", "version", "captured at", "disk", "stored"
+            );
+            for id in store.image_ids()? {
+                match store.open_unverified(&id) {
+                    Ok(u) => {
+                        let m = u.manifest_unchecked().clone();
+                        let sig = match u.verify(&trusted) {
+                            Ok(v) => format!("ok ({})", v.signer_fingerprint()),
+                            Err(e) => format!("REFUSED: {e}"),
+                        };
+                        println!(
+                            "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  {sig}",
+                            id.short(),
+                            m.label.name,
+                            m.label.version,
+                            m.label.captured_at,
+                            bytes(m.disk_size),
+                            bytes(m.stored_bytes())
+                        );
+                    }
+                    Err(e) => println!("{:<12}  unreadable: {e}", id.short()),
+                }
+            }
+            Ok(exit::OK)
+        }
+        ImageCommand::Show { id } => {
+            let store = Store::open(store_dir)?;
+            let id = store.resolve(&id)?;
+            let u = store.open_unverified(&id)?;
+            let m = u.manifest_unchecked().clone();
+            let sig = match u.verify(&store.trusted()?) {
+                Ok(v) => format!("ok, signer {}", v.signer_fingerprint()),
+                Err(e) => format!("REFUSED: {e}"),
+            };
+            let zero = m.chunks.iter().filter(|c| c.is_zero()).count();
+            println!("id           {id}");
+            println!("name         {}", m.label.name);
+            println!("version      {}", m.label.version);
+            println!("profile      {}", m.label.profile.as_deref().unwrap_or("-"));
+            println!("captured by  {}", m.label.captured_by);
+            println!("captured at  {}", m.label.captured_at);
+            println!("signature    {sig}");
+            println!(
+                "disk size    {} ({} bytes)",
+                bytes(m.disk_size),
+                m.disk_size
+            );
+            println!(
+                "chunks       {} of {} ({} zero), zstd level {}",
+                m.chunks.len(),
+                bytes(m.chunk_size as u64),
+                zero,
+                m.zstd_level
+            );
+            println!(
+                "data         {} stored as {}",
+                bytes(m.data_bytes()),
+                bytes(m.stored_bytes())
+            );
+            println!("partitions   {}", m.partition_table.kind());
+            Ok(exit::OK)
+        }
+        ImageCommand::Verify { id } => {
+            let store = Store::open(store_dir)?;
+            let ids = match id {
+                Some(p) => vec![store.resolve(&p)?],
+                None => Vec::new(),
+            };
+            let bar = bar("verify");
+            let report = verify::verify(&store, &ids, &|d, t| {
+                if let Some(b) = &bar {
+                    b.set_length(t);
+                    b.set_position(d);
+                }
+            })?;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            for (id, r) in &report.images {
+                match r {
+                    Ok(fp) => println!("image {}: signature ok (signer {fp})", id.short()),
+                    Err(e) => println!("image {}: REFUSED: {e}", id.short()),
+                }
+            }
+            for b in &report.bad {
+                println!(
+                    "BAD {} (image {}, used {} times): {}: {}",
+                    b.chunk,
+                    b.image.short(),
+                    b.uses,
+                    b.path.display(),
+                    b.problem
+                );
+            }
+            println!(
+                "{} chunks checked, {} bad",
+                report.chunks_checked,
+                report.bad.len()
+            );
+            Ok(if report.ok() { exit::OK } else { exit::FAILURE })
+        }
+        ImageCommand::Diff { a, b } => {
+            let store = Store::open(store_dir)?;
+            let (ia, ib) = (store.resolve(&a)?, store.resolve(&b)?);
+            let ma = store.open_unverified(&ia)?.manifest_unchecked().clone();
+            let mb = store.open_unverified(&ib)?.manifest_unchecked().clone();
+            let d = diff::diff(&ma, &mb);
+            println!(
+                "shared chunks   {} of {} distinct chunks of {} are in {}",
+                d.shared_chunks,
+                d.b_distinct_chunks,
+                ib.short(),
+                ia.short()
+            );
+            println!(
+                "changed chunks  {} ({}) differ at their offset",
+                d.changed_chunks,
+                bytes(d.changed_bytes)
+            );
+            println!(
+                "delta deploy    sends {} in {} chunks (full deploy: {}, {:.1}%)",
+                bytes(d.sent_bytes),
+                d.sent_chunks,
+                bytes(d.full_bytes),
+                100.0 * d.sent_bytes as f64 / d.full_bytes.max(1) as f64
+            );
+            Ok(exit::OK)
+        }
+        ImageCommand::Rm { id } => {
+            let store = Store::open(store_dir)?;
+            let id = store.resolve(&id)?;
+            store.remove_image(&id)?;
+            println!("removed image {id}; run `roomcast image gc` to free its chunks");
+            Ok(exit::OK)
+        }
+        ImageCommand::Gc => {
+            let store = Store::open(store_dir)?;
+            let r = store.gc()?;
+            println!(
+                "removed {} unused chunks and {} leftover files, freed {}; {} chunks in use",
+                r.chunks_removed,
+                r.tmp_removed,
+                bytes(r.bytes_freed),
+                r.chunks_kept
+            );
+            Ok(exit::OK)
+        }
+        ImageCommand::Restore { id, to } => {
+            let store = Store::open(store_dir)?;
+            let id: ImageId = store.resolve(&id)?;
+            let manifest = store.open_verified(&id)?;
+            if let Some(prev) = restore::interrupted_restore(&store, &to)
+                && prev == id
+            {
+                eprintln!("resuming an interrupted restore of {}", id.short());
+            }
+            let bar = bar("restore");
+            let r = restore::restore(
+                &store,
+                &manifest,
+                &to,
+                &RestoreOptions::default(),
+                &|p: &RestoreProgress| {
+                    if let Some(b) = &bar {
+                        b.set_length(p.bytes_total);
+                        b.set_position(p.bytes_done);
+                    }
+                },
+            );
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let r = r?;
+            println!("restored image {} onto {}", id, to.display());
+            println!(
+                "{} chunks: {} already right, {} written ({}), {} zeroed ({}), {} done before a resume",
+                r.chunks,
+                r.unchanged_chunks,
+                r.written_chunks,
+                bytes(r.written_bytes),
+                r.zeroed_chunks,
+                bytes(r.zeroed_bytes),
+                r.resumed_chunks
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// A byte progress bar on a terminal; nothing when stderr is a file or pipe.
+fn bar(what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b.set_prefix(what.to_string());
+    Some(b)
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+/// Human size, binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// user@host of whoever runs the capture (the sudo caller rather than root when there is one).
+fn who() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+/// RFC 3339 UTC timestamp, second precision.
+fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
+            "2026-11-18T11:06:40Z"
+        );
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn sizes_read_like_humans_write_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+}

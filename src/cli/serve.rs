@@ -1,0 +1,213 @@
+//! `roomcast serve`: the boot services of one campaign on the room interface — proxyDHCP (67, 4011),
+//! TFTP (69) and HTTP (boot scripts, kernel, initramfs, agent reports).
+//!
+//! Until the room model is wired in, the interface, subnet and MAC allowlist come from flags.
+
+use super::exit;
+use crate::net::files::BootRoot;
+use crate::net::http::{self, BootConfig, BootService};
+use crate::net::proxydhcp::{self, ProxyDhcp, Subnet};
+use crate::net::tftp;
+use crate::net::wol::Waker;
+use crate::proto::dhcp::ProxyConfig;
+use crate::proto::dhcp_authoritative::{Leases, Pool};
+use crate::proto::mac::Mac;
+use crate::proto::wol::WakePlan;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `roomcast serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The room's interface: the only one anything is bound to.
+    #[arg(long)]
+    interface: String,
+    /// The room's subnet; the interface must have an address inside it.
+    #[arg(long)]
+    subnet: Subnet,
+    /// A machine of the campaign, `MAC` or `MAC=hostname` (repeat).
+    #[arg(long = "machine", required = true)]
+    machines: Vec<String>,
+    /// The boot root (`roomcast bootenv build --out`).
+    #[arg(long)]
+    boot_dir: PathBuf,
+    /// Where agent reports are written.
+    #[arg(long)]
+    reports: PathBuf,
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Campaign name shown on the PCs.
+    #[arg(long, default_value = "campaign")]
+    campaign: String,
+    /// Boot file for UEFI x64 firmware: snponly.efi (faster on OVMF) or ipxe.efi.
+    #[arg(long, default_value = "snponly.efi")]
+    uefi_file: String,
+    /// Send "no router here" IPv6 router advertisements every second: saves iPXE a 13-16 s wait
+    /// on networks without IPv6 routers.
+    #[arg(long)]
+    announce_ra: bool,
+    /// Authoritative DHCP from this range (`198.18.3.1-198.18.3.200`) instead of proxyDHCP. ONLY on
+    /// an isolated network without another DHCP server; campaign MACs only.
+    #[arg(long, value_name = "FIRST-LAST")]
+    authoritative: Option<String>,
+    /// Wake the campaign's machines (Wake-on-LAN, 5 per second, again every 30 s) until each one is
+    /// seen asking proxyDHCP, for at most this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    wake: Option<u64>,
+    /// Seconds between two magic packets to the same machine while it is not seen.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    wake_every: u64,
+    /// Extra kernel command line for the agent.
+    #[arg(long, default_value = "console=ttyS0 quiet")]
+    cmdline: String,
+}
+
+/// Runs `roomcast serve` until killed.
+pub fn run(args: ServeArgs) -> ExitCode {
+    match serve(args) {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            eprintln!("roomcast serve: {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "roomcast=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut machines = BTreeMap::new();
+    let mut wake_order = Vec::new();
+    for m in &a.machines {
+        let (mac, host) = m.split_once('=').unwrap_or((m, ""));
+        let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
+        let host = if host.is_empty() {
+            mac.hyphenated()
+        } else {
+            host.to_string()
+        };
+        machines.insert(mac, host);
+        wake_order.push(mac);
+    }
+    let server = proxydhcp::room_address(&a.interface, a.subnet).map_err(|e| e.to_string())?;
+    let base_url = format!("http://{server}:{}", a.http_port);
+    let root = BootRoot::new(&a.boot_dir).map_err(|e| format!("{}: {e}", a.boot_dir.display()))?;
+    std::fs::create_dir_all(&a.reports).map_err(|e| format!("{}: {e}", a.reports.display()))?;
+    let proxy_config = ProxyConfig {
+        server,
+        bios_boot_file: "undionly.kpxe".into(),
+        uefi_boot_file: a.uefi_file.clone(),
+        http_base: base_url.clone(),
+        allowlist: machines.keys().copied().collect(),
+    };
+    let service = BootService::new(
+        BootConfig {
+            campaign: a.campaign.clone(),
+            machines,
+            base_url: base_url.clone(),
+            kernel: crate::bootenv::KERNEL.into(),
+            initrd: crate::bootenv::INITRD.into(),
+            cmdline: a.cmdline.clone(),
+            reports_dir: a.reports.clone(),
+        },
+        root.clone(),
+    )
+    .map_err(|e| format!("templates: {e}"))?;
+    let pool = match &a.authoritative {
+        None => None,
+        Some(range) => Some(parse_pool(range, a.subnet)?),
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut proxy =
+            ProxyDhcp::bind(&a.interface, a.subnet, proxy_config).map_err(|e| e.to_string())?;
+        if let Some(pool) = pool {
+            proxy = proxy.authoritative(Leases::new(pool));
+        }
+        if let Some(deadline) = a.wake {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            proxy = proxy.notify_seen(tx);
+            let mut plan = WakePlan::new(wake_order.clone());
+            plan.deadline = std::time::Duration::from_secs(deadline);
+            plan.repeat_every = std::time::Duration::from_secs(a.wake_every);
+            let interface = a.interface.clone();
+            std::thread::spawn(move || {
+                let mut seen = BTreeSet::new();
+                let result = Waker::open(&interface).and_then(|mut w| {
+                    w.run(&plan, None, || {
+                        while let Ok(mac) = rx.try_recv() {
+                            seen.insert(mac);
+                        }
+                        seen.clone()
+                    })
+                });
+                match result {
+                    Ok(never) if never.is_empty() => tracing::info!("wake: every machine was seen"),
+                    Ok(never) => {
+                        tracing::warn!(?never, "wake: machines never seen before the deadline")
+                    }
+                    Err(e) => tracing::error!(%e, "wake failed"),
+                }
+            });
+        }
+        let tftp_socket = std::net::UdpSocket::bind(SocketAddrV4::new(server, 69))
+            .map_err(|e| format!("TFTP {server}:69: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(server, a.http_port))
+            .await
+            .map_err(|e| format!("HTTP {server}:{}: {e}", a.http_port))?;
+        println!(
+            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}",
+            a.campaign, a.interface
+        );
+        let tftp = tokio::spawn(tftp::serve(root, tftp_socket));
+        if a.announce_ra {
+            tokio::spawn(crate::net::ra::announce(
+                a.interface.clone(),
+                std::time::Duration::from_secs(1),
+            ));
+        }
+        let http = tokio::spawn(async move { axum::serve(listener, http::router(service)).await });
+        tokio::select! {
+            r = proxy.run() => r.map_err(|e| e.to_string()),
+            r = tftp => Err(format!("TFTP stopped: {r:?}")),
+            r = http => Err(format!("HTTP stopped: {r:?}")),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+/// `FIRST-LAST`, both inside the room subnet.
+fn parse_pool(range: &str, subnet: Subnet) -> Result<Pool, String> {
+    let bad = || {
+        format!(
+            "--authoritative {range:?}: want FIRST-LAST inside {}/{}",
+            subnet.addr, subnet.prefix
+        )
+    };
+    let (first, last) = range.split_once('-').ok_or_else(bad)?;
+    let first: std::net::Ipv4Addr = first.parse().map_err(|_| bad())?;
+    let last: std::net::Ipv4Addr = last.parse().map_err(|_| bad())?;
+    if !subnet.contains(first) || !subnet.contains(last) || first > last {
+        return Err(bad());
+    }
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(subnet.prefix))
+        .unwrap_or(0);
+    Ok(Pool {
+        first,
+        last,
+        mask: mask.into(),
+        router: None,
+        lease_secs: 3600,
+    })
+}

@@ -1,0 +1,358 @@
+//! Deliveries of one image from the lab's server to every PC, timed and verified: the common frame
+//! of the multicast benchmark (`examples/bench_udpcast.rs`) and of the lab tests.
+//!
+//! Each way of delivering an image is a [`Contender`]; [`run_case`] times one contender in one lab
+//! and checks every PC's copy bit for bit, so contenders are compared in the same run, on the same
+//! image, over the same links. Debian's udpcast ([`Udpcast`]) is the reference.
+
+use super::{Lab, LabError, LabGroup, Node};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a delivery failed, naming the contender and the PC or step.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The lab itself failed.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A file could not be written or read.
+    #[error("{step}: {path}: {source}")]
+    Io {
+        /// What was being done.
+        step: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A process of the contender failed or timed out.
+    #[error("{contender} on {node}: {detail}")]
+    Failed {
+        /// The contender.
+        contender: String,
+        /// Which machine (`srv`, `pc3`).
+        node: String,
+        /// Exit status, timeout, and the end of its log.
+        detail: String,
+    },
+    /// A PC's copy differs from the image.
+    #[error("{contender}: {node}'s copy {path} differs from the image (sha256 {got}, want {want})")]
+    Corrupt {
+        /// The contender.
+        contender: String,
+        /// Which PC.
+        node: String,
+        /// Its copy.
+        path: PathBuf,
+        /// sha256 of the copy.
+        got: String,
+        /// sha256 of the image.
+        want: String,
+    },
+}
+
+/// Where a delivery happens: the lab, the image on the server, and one output path per PC.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The room.
+    pub lab: &'a Lab,
+    /// The image file, readable from the server's namespace (same filesystem).
+    pub image: &'a Path,
+    /// Where PC `i` must write its copy.
+    pub outputs: &'a [PathBuf],
+    /// Where processes may write logs.
+    pub log_dir: &'a Path,
+    /// The multicast groups the contender may use (data, rendez-vous); inside 239.255.0.0/16.
+    pub groups: (LabGroup, LabGroup),
+    /// First UDP port the contender may use (it may use up to 100 ports from there; the lab's loss
+    /// rules cover this range).
+    pub portbase: u16,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// A way of delivering an image to every PC of a lab. Implement it for roomcast's own sender to
+/// measure it side by side with udpcast.
+pub trait Contender {
+    /// Short name for reports (`udpcast`, `roomcast`).
+    fn name(&self) -> &str;
+
+    /// Copies `d.image` to every `d.outputs[i]` on PC `i` and returns once every PC has it (or an
+    /// error). The caller times this call and verifies the copies.
+    fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError>;
+}
+
+/// Debian's udpcast (`udp-sender` / `udp-receiver`), what FOG and Clonezilla use.
+#[derive(Debug, Clone, Default)]
+pub struct Udpcast;
+
+impl Contender for Udpcast {
+    fn name(&self) -> &str {
+        "udpcast"
+    }
+
+    fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
+        let portbase = d.portbase.to_string();
+        let (data, rdv) = (d.groups.0.to_string(), d.groups.1.to_string());
+        let mut procs = Processes::new(self.name());
+        for (pc, out) in d.lab.pcs().iter().zip(d.outputs) {
+            let mut c = pc.command("udp-receiver");
+            c.args([
+                "--interface",
+                pc.ifname(),
+                "--nokbd",
+                "--portbase",
+                &portbase,
+            ]);
+            c.args(["--mcast-rdv-address", &rdv, "--file"]).arg(out);
+            procs.spawn(pc, c, d.log_dir)?;
+        }
+        let srv = d.lab.server();
+        let n = d.lab.pcs().len().to_string();
+        let mut c = srv.command("udp-sender");
+        c.args([
+            "--interface",
+            srv.ifname(),
+            "--nokbd",
+            "--portbase",
+            &portbase,
+        ]);
+        c.args(["--mcast-data-address", &data, "--mcast-rdv-address", &rdv]);
+        c.args(["--min-receivers", &n, "--file"]).arg(d.image);
+        procs.spawn(srv, c, d.log_dir)?;
+        procs.wait_all(d.timeout)
+    }
+}
+
+/// Child processes of one delivery; any still running when this drops are killed.
+#[derive(Debug)]
+pub struct Processes {
+    contender: String,
+    children: Vec<(String, PathBuf, Child)>,
+}
+
+impl Processes {
+    /// No process yet.
+    pub fn new(contender: &str) -> Self {
+        Self {
+            contender: contender.to_owned(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Spawns `cmd` (built with [`Node::command`]) with stdout and stderr to `<log_dir>/<role>.log`.
+    pub fn spawn(
+        &mut self,
+        node: &Node,
+        mut cmd: Command,
+        log_dir: &Path,
+    ) -> Result<(), BenchError> {
+        let log = log_dir.join(format!("{}-{}.log", self.contender, node.role()));
+        let io_err = |source| BenchError::Io {
+            step: format!("{}: starting a process on {}", self.contender, node.role()),
+            path: log.clone(),
+            source,
+        };
+        let out = File::create(&log).map_err(io_err)?;
+        let err = out.try_clone().map_err(io_err)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_err)?;
+        self.children.push((node.role().to_owned(), log, child));
+        Ok(())
+    }
+
+    /// Waits until every process exited successfully; the first failure or the timeout kills the
+    /// rest and is returned with the end of the failed process's log.
+    pub fn wait_all(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + timeout;
+        let mut running: Vec<usize> = (0..self.children.len()).collect();
+        while !running.is_empty() {
+            let mut still = Vec::new();
+            for i in running {
+                let (role, log, child) = &mut self.children[i];
+                match child.try_wait() {
+                    Ok(Some(status)) if status.success() => {}
+                    Ok(Some(status)) => {
+                        return Err(self.failure(i, &format!("exited with {status}")));
+                    }
+                    Ok(None) => still.push(i),
+                    Err(e) => {
+                        let detail = format!("cannot wait for it ({e}); log {}", log.display());
+                        let role = role.clone();
+                        return Err(BenchError::Failed {
+                            contender: self.contender.clone(),
+                            node: role,
+                            detail,
+                        });
+                    }
+                }
+            }
+            running = still;
+            if !running.is_empty() && Instant::now() > deadline {
+                return Err(self.failure(running[0], &format!("still running after {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn failure(&self, i: usize, what: &str) -> BenchError {
+        let (role, log, _) = &self.children[i];
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        BenchError::Failed {
+            contender: self.contender.clone(),
+            node: role.clone(),
+            detail: format!("{what}; log {}: {}", log.display(), tail.join(" | ")),
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Writes `bytes` of random data to `path` (incompressible, like the worst case of a disk image).
+pub fn random_image(path: &Path, bytes: u64) -> Result<(), BenchError> {
+    let io_err = |source| BenchError::Io {
+        step: "writing the random image".into(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::io::BufWriter::new(File::create(path).map_err(io_err)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rand::fill(&mut buf[..n]);
+        f.write_all(&buf[..n]).map_err(io_err)?;
+        left -= n as u64;
+    }
+    f.flush().map_err(io_err)
+}
+
+/// sha256 of a file, in hex.
+pub fn sha256_file(path: &Path) -> Result<String, BenchError> {
+    let io_err = |source| BenchError::Io {
+        step: "hashing".into(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// One timed, verified delivery.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The contender's name.
+    pub contender: String,
+    /// Number of PCs.
+    pub pcs: usize,
+    /// Loss each PC had on the contender's ports, in percent.
+    pub loss_percent: u8,
+    /// Image size.
+    pub bytes: u64,
+    /// From the first process started to the last PC done.
+    pub elapsed: Duration,
+    /// Time the image takes at the lab's link rate, if it has one.
+    pub line_rate: Option<Duration>,
+}
+
+impl CaseResult {
+    /// Image bytes delivered per second of end-to-end time, in Mbit/s.
+    pub fn throughput_mbit(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    /// End-to-end time over line-rate time (1.0 = as fast as the wire).
+    pub fn ratio_to_line_rate(&self) -> Option<f64> {
+        self.line_rate
+            .map(|l| self.elapsed.as_secs_f64() / l.as_secs_f64())
+    }
+}
+
+/// Delivers `image` (whose sha256 is `image_sha256`) with `contender` to every PC of `lab`, into
+/// `work_dir`, times it, checks every copy, and removes the copies.
+pub fn run_case(
+    contender: &dyn Contender,
+    lab: &Lab,
+    image: &Path,
+    image_sha256: &str,
+    work_dir: &Path,
+    loss_percent: u8,
+) -> Result<CaseResult, BenchError> {
+    let bytes = std::fs::metadata(image)
+        .map_err(|source| BenchError::Io {
+            step: "reading the image size".into(),
+            path: image.to_owned(),
+            source,
+        })?
+        .len();
+    let outputs: Vec<PathBuf> = lab
+        .pcs()
+        .iter()
+        .map(|pc| work_dir.join(format!("{}-{}.out", contender.name(), pc.role())))
+        .collect();
+    let d = Delivery {
+        lab,
+        image,
+        outputs: &outputs,
+        log_dir: work_dir,
+        groups: (LabGroup::from_low(42, 1), LabGroup::from_low(42, 2)),
+        portbase: 9000,
+        // The time at 20 Mbit/s plus a minute: only a hang reaches it.
+        timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
+    };
+    let start = Instant::now();
+    contender.deliver(&d)?;
+    let elapsed = start.elapsed();
+    for (pc, out) in lab.pcs().iter().zip(&outputs) {
+        let got = sha256_file(out)?;
+        if got != image_sha256 {
+            return Err(BenchError::Corrupt {
+                contender: contender.name().to_owned(),
+                node: pc.role().to_owned(),
+                path: out.clone(),
+                got,
+                want: image_sha256.to_owned(),
+            });
+        }
+        let _ = std::fs::remove_file(out);
+    }
+    Ok(CaseResult {
+        contender: contender.name().to_owned(),
+        pcs: lab.pcs().len(),
+        loss_percent,
+        bytes,
+        elapsed,
+        line_rate: lab
+            .rate()
+            .map(|t| Duration::from_secs_f64(t.line_rate_secs(bytes))),
+    })
+}

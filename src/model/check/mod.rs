@@ -1,0 +1,936 @@
+//! From raw files to a checked [`Region`] and its findings. Every rule of `docs/FORMATS.md`
+//! lives here or in the parse (`model::source`). No I/O, no clock: `today` is an argument.
+
+pub mod fields;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::catalog::{CatalogEntry, LicenceKind, QualificationStatus, SoftwareVersion};
+use super::date::Date;
+use super::finding::{Code, Finding, Severity};
+use super::load::{FileKind, RawFile};
+use super::profile::Profile;
+use super::room::{Machine, Room};
+use super::source::{self, Pos, Source};
+use crate::render::{self, InstallVars, Renderer};
+
+/// A parsed document and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    /// The file (path and text), for findings and excerpts.
+    pub src: Arc<Source>,
+    /// The document.
+    pub doc: T,
+}
+
+/// Every file that parsed: the catalog, the profiles and the rooms of a region (or of the part
+/// of it that was loaded). Files that did not parse are absent and have a finding instead.
+#[derive(Debug, Clone, Default)]
+pub struct Region {
+    /// Catalog entries by id (the first definition wins when an id is defined twice).
+    pub catalog: BTreeMap<String, Loaded<CatalogEntry>>,
+    /// Profiles by `name@version`.
+    pub profiles: BTreeMap<String, Loaded<Profile>>,
+    /// Rooms, in path order.
+    pub rooms: Vec<Loaded<Room>>,
+}
+
+/// The result of checking a set of files.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    /// What parsed.
+    pub region: Region,
+    /// Findings in the target files, sorted by file, line, column.
+    pub findings: Vec<Finding>,
+    /// Number of target files checked.
+    pub files: usize,
+    /// Number of machines in the target rooms.
+    pub machines: usize,
+}
+
+impl Validation {
+    /// Number of findings of a severity.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+}
+
+/// Days before expiry at which a licence gets a warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Parses and checks `files` as of `today`. Findings of context files (not targets) are
+/// dropped: they were checked only so the targets could be.
+pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
+    let mut cx = Cx {
+        findings: Vec::new(),
+        renderer: Renderer::new(),
+        today,
+    };
+    let mut region = Region::default();
+    let mut targets = BTreeSet::new();
+    let mut profile_files = Vec::new();
+    let mut room_files = Vec::new();
+    for f in files {
+        if f.target {
+            targets.insert(f.path.clone());
+        }
+        let src = match source::decode(&f.path, f.bytes, f.size) {
+            Ok(s) => Arc::new(s),
+            Err(finding) => {
+                cx.findings.push(*finding);
+                continue;
+            }
+        };
+        match f.kind {
+            FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
+                Ok(doc) => cx.catalog_entry(&mut region, Loaded { src, doc }),
+                Err(finding) => cx.findings.push(*finding),
+            },
+            FileKind::Profile => match source::parse::<Profile>(&src) {
+                Ok(doc) => profile_files.push(Loaded { src, doc }),
+                Err(finding) => cx.findings.push(*finding),
+            },
+            FileKind::Room => match source::parse::<Room>(&src) {
+                Ok(doc) => room_files.push(Loaded { src, doc }),
+                Err(finding) => cx.findings.push(*finding),
+            },
+        }
+    }
+    for p in profile_files {
+        cx.profile(&mut region, p);
+    }
+    for r in room_files {
+        cx.room(&mut region, r);
+    }
+    cx.school_duplicates(&region);
+    cx.seats(&region);
+    let machines = region
+        .rooms
+        .iter()
+        .filter(|r| targets.contains(&r.src.path))
+        .map(|r| r.doc.machines.value.len())
+        .sum();
+    let mut findings: Vec<Finding> = cx
+        .findings
+        .into_iter()
+        .filter(|f| targets.contains(&f.file))
+        .collect();
+    findings.sort_by(|a, b| {
+        (&a.file, a.line, a.column, a.code).cmp(&(&b.file, b.line, b.column, b.code))
+    });
+    findings.dedup();
+    Validation {
+        region,
+        findings,
+        files: targets.len(),
+        machines,
+    }
+}
+
+struct Cx {
+    findings: Vec<Finding>,
+    renderer: Renderer,
+    today: Date,
+}
+
+fn stem(path: &str) -> &str {
+    Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+}
+
+fn parent_name(path: &str) -> &str {
+    Path::new(path)
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+}
+
+/// The final hostname of a machine: its own, or the profile template rendered for it.
+/// `index` is 0-based here, 1-based in the template.
+pub fn final_hostname(
+    renderer: &Renderer,
+    room: &Room,
+    profile: &Profile,
+    index: usize,
+    m: &Machine,
+) -> Result<String, render::RenderError> {
+    match &m.hostname {
+        Some(h) => Ok(h.value.clone()),
+        None => renderer.render(
+            &profile.domain.hostname.value,
+            render::hostname_context(
+                &room.school.uai.value,
+                &room.room.value,
+                index + 1,
+                &m.serial.value,
+                &m.mac.value,
+            ),
+        ),
+    }
+}
+
+/// Finds the catalog version a profile's `id@version` names, for its OS.
+pub fn find_version<'a>(
+    entry: &'a CatalogEntry,
+    version: &str,
+    os: super::catalog::Os,
+) -> Option<&'a SoftwareVersion> {
+    entry
+        .versions
+        .value
+        .iter()
+        .find(|v| v.version.value == version && v.os.value == os)
+}
+
+impl Cx {
+    fn push(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+
+    fn catalog_entry(&mut self, region: &mut Region, e: Loaded<CatalogEntry>) {
+        let src = e.src.clone();
+        let doc = &e.doc;
+        let id = &doc.id.value;
+        if !fields::ident(id) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.id),
+                format!("catalog id `{id}` must be lowercase letters, digits and `-`"),
+            ));
+        }
+        if stem(&src.path) != id {
+            self.push(
+                src.finding(
+                    Code::FileNameMismatch,
+                    Pos::of(&doc.id),
+                    format!(
+                        "catalog entry `{id}` is in file `{}`",
+                        Path::new(&src.path)
+                            .file_name()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_hint(format!("rename the file to `{id}.yaml`")),
+            );
+        }
+        if doc.versions.value.is_empty() {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.versions),
+                "a catalog entry needs at least one version",
+            ));
+        }
+        let mut seen = HashMap::new();
+        for v in &doc.versions.value {
+            let key = (v.version.value.clone(), v.os.value);
+            if let Some(first) = seen.insert(key, Pos::of(&v.version)) {
+                self.push(src.finding(
+                    Code::DuplicateDefinition,
+                    Pos::of(&v.version),
+                    format!(
+                        "version `{}` for `{}` is defined twice (first at line {})",
+                        v.version.value,
+                        v.os.value.as_str(),
+                        first.line
+                    ),
+                ));
+            }
+            self.software_version(&src, id, v);
+        }
+        if let Some(first) = region.catalog.get(id) {
+            self.push(src.finding(
+                Code::DuplicateDefinition,
+                Pos::of(&doc.id),
+                format!("catalog id `{id}` is also defined in {}", first.src.path),
+            ));
+            return;
+        }
+        region.catalog.insert(id.clone(), e);
+    }
+
+    fn software_version(&mut self, src: &Source, id: &str, v: &SoftwareVersion) {
+        let ver = &v.version.value;
+        if ver.is_empty() || ver.contains(|c: char| c.is_whitespace() || c == '@') {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&v.version),
+                format!("version `{ver}` must be non-empty, without spaces or `@` (profiles write `{id}@{ver}`)"),
+            ));
+        }
+        let i = &v.installer;
+        if !fields::sha256(&i.sha256.value) {
+            self.push(
+                src.finding(
+                    Code::InvalidValue,
+                    Pos::of(&i.sha256),
+                    "sha256 must be 64 lowercase hexadecimal digits",
+                )
+                .with_hint("compute it with `sha256sum <installer>`"),
+            );
+        }
+        if !fields::source_url(&i.source.value) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&i.source),
+                format!(
+                    "installer source `{}` must start with http://, https://, file:/// or smb://",
+                    i.source.value
+                ),
+            ));
+        }
+        if i.size.value == 0 {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&i.size),
+                "installer size is 0 bytes",
+            ));
+        }
+        if i.file.value.is_empty() || i.file.value.contains(['/', '\\']) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&i.file),
+                "installer file must be a plain file name (no folder)",
+            ));
+        }
+        // Every variable defined, licence key included: the profile-level check re-renders
+        // without `licence` when the profile has no key.
+        let vars = InstallVars {
+            os: v.os.value,
+            file: &i.file.value,
+            id,
+            version: &v.version.value,
+            licence_key: Some("secret:LICENCE_KEY"),
+            hostname: "MASTER-PC01",
+        };
+        if let Err(e) = self
+            .renderer
+            .render(&v.install.value, render::install_context(&vars))
+        {
+            self.push(
+                src.finding(
+                    Code::TemplateError,
+                    Pos::of(&v.install),
+                    format!("install command: {}", e.message),
+                )
+                .with_hint("variables: installer.path, installer.file, software.id, software.version, licence.key, machine.hostname"),
+            );
+        }
+        let d = &v.detect.value;
+        let set = [&d.file, &d.registry, &d.package, &d.command]
+            .iter()
+            .filter(|o| o.is_some())
+            .count();
+        if set != 1 {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&v.detect),
+                format!(
+                    "detect needs exactly one of file, registry, package, command ({set} given)"
+                ),
+            ));
+        } else if d.registry.is_none() && (d.value.is_some() || d.equals.is_some()) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&v.detect),
+                "detect `value` and `equals` only go with `registry`",
+            ));
+        }
+        if let Err(e) = v.qualification.date.value.parse::<Date>() {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&v.qualification.date),
+                e.to_string(),
+            ));
+        }
+    }
+
+    fn profile(&mut self, region: &mut Region, p: Loaded<Profile>) {
+        let src = p.src.clone();
+        let doc = &p.doc;
+        let name = &doc.name.value;
+        if !fields::ident(name) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.name),
+                format!("profile name `{name}` must be lowercase letters, digits and `-`"),
+            ));
+        }
+        if stem(&src.path) != name {
+            self.push(
+                src.finding(
+                    Code::FileNameMismatch,
+                    Pos::of(&doc.name),
+                    format!("profile `{name}` is in file `{}.yaml`", stem(&src.path)),
+                )
+                .with_hint(format!("rename the file to `{name}.yaml`")),
+            );
+        }
+        if doc.version.value == 0 {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.version),
+                "profile version must be a positive integer",
+            ));
+        }
+        if fields::reference(&doc.base_image.value).is_none() {
+            self.push(src.finding(
+                Code::MalformedReference,
+                Pos::of(&doc.base_image),
+                format!(
+                    "base image `{}` is not `name@version`",
+                    doc.base_image.value
+                ),
+            ));
+        }
+        self.profile_software(region, &src, doc);
+        self.domain(&src, doc);
+        if doc.signoff.required && doc.signoff.allowed.is_empty() {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.name),
+                "signoff is required but `signoff.allowed` names nobody",
+            ));
+        }
+        let key = format!("{name}@{}", doc.version.value);
+        if let Some(first) = region.profiles.get(&key) {
+            self.push(src.finding(
+                Code::DuplicateDefinition,
+                Pos::of(&doc.version),
+                format!("profile `{key}` is also defined in {}", first.src.path),
+            ));
+            return;
+        }
+        region.profiles.insert(key, p);
+    }
+
+    fn profile_software(&mut self, region: &Region, src: &Source, doc: &Profile) {
+        let os = doc.os.value;
+        let mut listed: HashMap<&str, Pos> = HashMap::new();
+        for s in &doc.software {
+            let Some((id, version)) = fields::reference(&s.value) else {
+                self.push(src.finding(
+                    Code::MalformedReference,
+                    Pos::of(s),
+                    format!("software `{}` is not `id@version`", s.value),
+                ));
+                continue;
+            };
+            if let Some(first) = listed.insert(id, Pos::of(s)) {
+                self.push(src.finding(
+                    Code::DuplicateDefinition,
+                    Pos::of(s),
+                    format!(
+                        "software `{id}` is listed twice (first at line {})",
+                        first.line
+                    ),
+                ));
+            }
+            let Some(entry) = region.catalog.get(id) else {
+                let ids: Vec<&str> = region.catalog.keys().map(String::as_str).collect();
+                let f = src.finding(
+                    Code::SoftwareNotInCatalog,
+                    Pos::of(s),
+                    format!("software `{id}` is not in the catalog"),
+                );
+                self.push(match source::did_you_mean(id, &ids) {
+                    Some(b) => f.with_hint(format!("did you mean `{b}`?")),
+                    None => f.with_hint("add it to profiles/catalog/ after qualification"),
+                });
+                continue;
+            };
+            let entry = &entry.doc;
+            let any: Vec<&SoftwareVersion> = entry
+                .versions
+                .value
+                .iter()
+                .filter(|v| v.version.value == version)
+                .collect();
+            if any.is_empty() {
+                let known: Vec<String> = entry
+                    .versions
+                    .value
+                    .iter()
+                    .map(|v| format!("{} ({})", v.version.value, v.os.value.as_str()))
+                    .collect();
+                self.push(
+                    src.finding(
+                        Code::UnknownVersion,
+                        Pos::of(s),
+                        format!("the catalog has no version `{version}` of `{id}`"),
+                    )
+                    .with_hint(format!("known versions: {}", known.join(", "))),
+                );
+                continue;
+            }
+            let Some(v) = find_version(entry, version, os) else {
+                let oses: Vec<&str> = any.iter().map(|v| v.os.value.as_str()).collect();
+                self.push(src.finding(
+                    Code::WrongOs,
+                    Pos::of(s),
+                    format!(
+                        "`{id}@{version}` is qualified for {}, not for this profile's {}",
+                        oses.join(", "),
+                        os.as_str()
+                    ),
+                ));
+                continue;
+            };
+            let status = v.qualification.status.value;
+            if status != QualificationStatus::Qualified {
+                self.push(src.finding(
+                    Code::NotQualified,
+                    Pos::of(s),
+                    format!(
+                        "`{id}@{version}` is {} in the catalog; only qualified versions may be installed",
+                        if status == QualificationStatus::Pending { "pending" } else { "rejected" }
+                    ),
+                ));
+            }
+            let licence = doc.licences.iter().find(|l| l.software.value == id);
+            if entry.licence.value != LicenceKind::Free && licence.is_none() {
+                self.push(
+                    src.finding(
+                        Code::MissingLicence,
+                        Pos::of(s),
+                        format!(
+                            "`{id}` needs a {} licence and the profile has none",
+                            entry.licence.value.as_str()
+                        ),
+                    )
+                    .with_hint(format!("add a `licences:` item with `software: {id}`")),
+                );
+            }
+            let vars = InstallVars {
+                os,
+                file: &v.installer.file.value,
+                id,
+                version,
+                licence_key: licence
+                    .and_then(|l| l.key.as_ref())
+                    .map(|k| k.value.as_str()),
+                hostname: "MASTER-PC01",
+            };
+            if let Err(e) = self
+                .renderer
+                .render(&v.install.value, render::install_context(&vars))
+            {
+                self.push(
+                    src.finding(
+                        Code::TemplateError,
+                        Pos::of(s),
+                        format!("the install command of `{id}@{version}` does not render for this profile: {}", e.message),
+                    )
+                    .with_hint("does it use `licence.key`? give the licence a `key: secret:NAME`"),
+                );
+            }
+        }
+        for l in &doc.licences {
+            let sw = &l.software.value;
+            if !listed.contains_key(sw.as_str()) {
+                self.push(src.finding(
+                    Code::UnusedLicence,
+                    Pos::of(&l.software),
+                    format!("licence for `{sw}`, which the profile does not install"),
+                ));
+            }
+            if let Some(entry) = region.catalog.get(sw) {
+                let need = entry.doc.licence.value;
+                if need != LicenceKind::Free && need != l.kind.value {
+                    self.push(src.finding(
+                        Code::LicenceMismatch,
+                        Pos::of(&l.kind),
+                        format!(
+                            "the catalog says `{sw}` needs a {} licence, this one is {}",
+                            need.as_str(),
+                            l.kind.value.as_str()
+                        ),
+                    ));
+                }
+            }
+            if l.kind.value == LicenceKind::Free {
+                self.push(src.finding(
+                    Code::LicenceMismatch,
+                    Pos::of(&l.kind),
+                    "a licence cannot be of kind `free`; remove it",
+                ));
+            }
+            if l.kind.value == LicenceKind::PerSeat && l.seats.is_none() {
+                self.push(src.finding(
+                    Code::LicenceMismatch,
+                    Pos::of(&l.kind),
+                    format!("per-seat licence for `{sw}` without `seats`"),
+                ));
+            }
+            if let Some(k) = &l.key
+                && let Err(m) = fields::secret(&k.value)
+            {
+                self.push(src.finding(Code::BadSecret, Pos::of(k), m));
+            }
+            if let Some(exp) = &l.expires {
+                match exp.value.parse::<Date>() {
+                    Err(e) => {
+                        self.push(src.finding(Code::InvalidValue, Pos::of(exp), e.to_string()))
+                    }
+                    Ok(d) if d < self.today => self.push(
+                        src.finding(
+                            Code::LicenceExpired,
+                            Pos::of(exp),
+                            format!(
+                                "the licence for `{sw}` expired on {d} (today is {})",
+                                self.today
+                            ),
+                        )
+                        .with_hint("renew it and update `expires` and `proof`"),
+                    ),
+                    Ok(d) if d < self.today.plus_days(EXPIRY_WARNING_DAYS) => {
+                        self.push(src.finding(
+                            Code::LicenceExpiresSoon,
+                            Pos::of(exp),
+                            format!("the licence for `{sw}` expires on {d}"),
+                        ))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+
+    fn domain(&mut self, src: &Source, doc: &Profile) {
+        let d = &doc.domain;
+        let labels_ok = d.name.value.split('.').count() >= 2
+            && d.name.value.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !l.starts_with('-')
+            });
+        if !labels_ok {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&d.name),
+                format!("`{}` is not a DNS domain name", d.name.value),
+            ));
+        }
+        if let Err(m) = fields::ou_dn(&d.ou.value, &d.name.value) {
+            self.push(
+                src.finding(Code::MalformedOu, Pos::of(&d.ou), format!("OU: {m}"))
+                    .with_hint("e.g. OU=B204,OU=Salles,DC=lycee-eiffel,DC=ac-bordeaux,DC=fr"),
+            );
+        }
+        if let Err(m) = fields::secret(&d.join_account.value) {
+            self.push(src.finding(Code::BadSecret, Pos::of(&d.join_account), m));
+        }
+        let sample = render::hostname_context("0000000A", "ROOM", 1, "SERIAL", "00:00:00:00:00:00");
+        if let Err(e) = self.renderer.render(&d.hostname.value, sample) {
+            self.push(
+                src.finding(
+                    Code::TemplateError,
+                    Pos::of(&d.hostname),
+                    format!("hostname template: {}", e.message),
+                )
+                .with_hint(
+                    "variables: school.uai, room.id, machine.index, machine.serial, machine.mac",
+                ),
+            );
+        }
+    }
+
+    fn room(&mut self, region: &mut Region, r: Loaded<Room>) {
+        let src = r.src.clone();
+        let doc = &r.doc;
+        let uai = &doc.school.uai.value;
+        if !fields::uai(uai) {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.school.uai),
+                format!("UAI `{uai}` must be 7 digits and a letter, e.g. \"0330021U\""),
+            ));
+        }
+        if parent_name(&src.path) != uai {
+            self.push(
+                src.finding(
+                    Code::FileNameMismatch,
+                    Pos::of(&doc.school.uai),
+                    format!(
+                        "room of school `{uai}` is in folder `{}`",
+                        parent_name(&src.path)
+                    ),
+                )
+                .with_hint(format!("move it to rooms/{uai}/")),
+            );
+        }
+        if stem(&src.path) != doc.room.value {
+            self.push(
+                src.finding(
+                    Code::FileNameMismatch,
+                    Pos::of(&doc.room),
+                    format!(
+                        "room `{}` is in file `{}.yaml`",
+                        doc.room.value,
+                        stem(&src.path)
+                    ),
+                )
+                .with_hint(format!("rename the file to `{}.yaml`", doc.room.value)),
+            );
+        }
+        if doc.vlan.value != "PEDA" {
+            self.push(
+                src.finding(
+                    Code::NotPeda,
+                    Pos::of(&doc.vlan),
+                    format!(
+                        "room is on VLAN `{}`; the region manages only the teaching network",
+                        doc.vlan.value
+                    ),
+                )
+                .with_hint("set `vlan: PEDA`; other VLANs are managed by the school"),
+            );
+        }
+        let n = &doc.network;
+        if let Err(m) = fields::cidr(&n.subnet.value) {
+            self.push(src.finding(Code::InvalidValue, Pos::of(&n.subnet), m));
+        }
+        match n.multicast_group.value.parse::<std::net::Ipv4Addr>() {
+            Err(_) => self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&n.multicast_group),
+                format!("`{}` is not an IPv4 address", n.multicast_group.value),
+            )),
+            Ok(a) if a.octets()[0] != 239 => self.push(
+                src.finding(
+                    Code::MulticastOutOfScope,
+                    Pos::of(&n.multicast_group),
+                    format!("multicast group {a} is outside 239.0.0.0/8"),
+                )
+                .with_hint("use an administratively scoped group such as 239.255.4.1"),
+            ),
+            Ok(_) => {}
+        }
+        if n.link_speed_mbps.value == 0 {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&n.link_speed_mbps),
+                "link speed must be positive (Mbit/s)",
+            ));
+        }
+        let profile = match fields::reference(&doc.profile.value) {
+            None => {
+                self.push(src.finding(
+                    Code::MalformedReference,
+                    Pos::of(&doc.profile),
+                    format!("profile `{}` is not `name@version`", doc.profile.value),
+                ));
+                None
+            }
+            Some(_) => match region.profiles.get(&doc.profile.value) {
+                Some(p) => Some(&p.doc),
+                None => {
+                    let name = doc
+                        .profile
+                        .value
+                        .rsplit_once('@')
+                        .map(|(n, _)| n)
+                        .unwrap_or("");
+                    let known: Vec<&str> = region
+                        .profiles
+                        .keys()
+                        .filter(|k| k.rsplit_once('@').map(|(n, _)| n) == Some(name))
+                        .map(String::as_str)
+                        .collect();
+                    let f = src.finding(
+                        Code::UnknownProfile,
+                        Pos::of(&doc.profile),
+                        format!("no profile `{}`", doc.profile.value),
+                    );
+                    self.push(if known.is_empty() {
+                        f.with_hint("profiles live in profiles/<name>.yaml")
+                    } else {
+                        f.with_hint(format!("known: {}", known.join(", ")))
+                    });
+                    None
+                }
+            },
+        };
+        if doc.machines.value.is_empty() {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(&doc.machines),
+                "a room needs at least one machine",
+            ));
+        }
+        let mut hostnames = Vec::new();
+        for (i, m) in doc.machines.value.iter().enumerate() {
+            if let Err(msg) = fields::mac(&m.mac.value) {
+                self.push(
+                    src.finding(Code::MalformedMac, Pos::of(&m.mac), msg)
+                        .with_hint("write it as 3c:ec:ef:12:34:01"),
+                );
+            }
+            if let Some(p) = profile
+                && m.model.value != p.pc_model.model.value
+            {
+                self.push(
+                    src.finding(
+                        Code::ModelMismatch,
+                        Pos::of(&m.model),
+                        format!(
+                            "machine model `{}` differs from the profile's `{}`",
+                            m.model.value, p.pc_model.model.value
+                        ),
+                    )
+                    .with_hint("a room is homogeneous: one image fits one PC model"),
+                );
+            }
+            let hostname = match (&m.hostname, profile) {
+                (Some(h), _) => Some((h.value.clone(), Pos::of(h), false)),
+                (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
+                    .ok()
+                    .map(|h| (h, Pos::of(&m.mac), true)),
+                (None, None) => None,
+            };
+            if let Some((h, pos, rendered)) = &hostname {
+                if let Err(msg) = fields::netbios(h) {
+                    let f = src.finding(Code::NetbiosHostname, *pos, msg);
+                    self.push(if *rendered {
+                        f.with_hint("this name comes from the profile's `domain.hostname` template; give the machine a `hostname:` or shorten the template")
+                    } else {
+                        f
+                    });
+                }
+                hostnames.push(h.to_ascii_uppercase());
+            }
+        }
+        if let Some(master) = &doc.master
+            && profile.is_some()
+            && !hostnames.contains(&master.value.to_ascii_uppercase())
+        {
+            self.push(src.finding(
+                Code::MasterNotListed,
+                Pos::of(master),
+                format!("master `{}` is not a machine of this room", master.value),
+            ));
+        }
+        if let Some(first) = region
+            .rooms
+            .iter()
+            .find(|o| o.doc.school.uai.value == *uai && o.doc.room.value == doc.room.value)
+        {
+            self.push(src.finding(
+                Code::DuplicateDefinition,
+                Pos::of(&doc.room),
+                format!(
+                    "room `{}` of `{uai}` is also defined in {}",
+                    doc.room.value, first.src.path
+                ),
+            ));
+            return;
+        }
+        region.rooms.push(r);
+    }
+
+    /// MAC, hostname and serial are unique in a school (rooms share the school's DHCP, AD and
+    /// inventory). The first occurrence wins; each later one is a finding naming it.
+    fn school_duplicates(&mut self, region: &Region) {
+        type Seen = HashMap<(String, String), (String, u64)>;
+        let (mut macs, mut names, mut serials): (Seen, Seen, Seen) = Default::default();
+        for r in &region.rooms {
+            let doc = &r.doc;
+            let uai = doc.school.uai.value.clone();
+            let profile = region.profiles.get(&doc.profile.value).map(|p| &p.doc);
+            for (i, m) in doc.machines.value.iter().enumerate() {
+                let mut check =
+                    |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| match seen
+                        .get(&(uai.clone(), key.clone()))
+                    {
+                        Some((file, line)) => self.findings.push(r.src.finding(
+                            code,
+                            pos,
+                            format!("{what} is also used in {file}:{line}"),
+                        )),
+                        None => {
+                            seen.insert((uai.clone(), key), (r.src.path.clone(), pos.line));
+                        }
+                    };
+                if let Ok(mac) = fields::mac(&m.mac.value) {
+                    let what = format!("MAC {mac}");
+                    check(
+                        &mut macs,
+                        mac.to_string(),
+                        Pos::of(&m.mac),
+                        Code::DuplicateMac,
+                        &what,
+                    );
+                }
+                let serial = m.serial.value.trim().to_ascii_uppercase();
+                let what = format!("serial `{}`", m.serial.value);
+                check(
+                    &mut serials,
+                    serial,
+                    Pos::of(&m.serial),
+                    Code::DuplicateSerial,
+                    &what,
+                );
+                let host = match (&m.hostname, profile) {
+                    (Some(h), _) => Some((h.value.clone(), Pos::of(h))),
+                    (None, Some(p)) => final_hostname(&self.renderer, doc, p, i, m)
+                        .ok()
+                        .map(|h| (h, Pos::of(&m.mac))),
+                    _ => None,
+                };
+                if let Some((h, pos)) = host {
+                    let what = format!("hostname `{h}`");
+                    check(
+                        &mut names,
+                        h.to_ascii_uppercase(),
+                        pos,
+                        Code::DuplicateHostname,
+                        &what,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A per-seat licence covers every machine of every room using the profile.
+    fn seats(&mut self, region: &Region) {
+        let mut used: HashMap<&str, (usize, usize)> = HashMap::new();
+        for r in &region.rooms {
+            let e = used.entry(r.doc.profile.value.as_str()).or_default();
+            e.0 += r.doc.machines.value.len();
+            e.1 += 1;
+        }
+        for (key, p) in &region.profiles {
+            let (machines, rooms) = used.get(key.as_str()).copied().unwrap_or_default();
+            for l in &p.doc.licences {
+                if l.kind.value != LicenceKind::PerSeat {
+                    continue;
+                }
+                if let Some(seats) = &l.seats
+                    && (seats.value as usize) < machines
+                {
+                    self.findings.push(
+                        p.src
+                            .finding(
+                                Code::NotEnoughSeats,
+                                Pos::of(seats),
+                                format!(
+                                    "{} seats of `{}` for {machines} machines in {rooms} room(s) using `{key}`",
+                                    seats.value, l.software.value
+                                ),
+                            )
+                            .with_hint("buy more seats, or use a site licence"),
+                    );
+                }
+            }
+        }
+    }
+}

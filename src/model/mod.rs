@@ -1,0 +1,21 @@
+//! The YAML model: catalog entries, profiles and rooms, from raw files to a checked [`Region`]
+//! with [`Finding`]s that carry file, line and column.
+//!
+//! Stages: [`load`] reads files (the only I/O here) → [`source`] decodes and parses each one
+//! under fixed limits into the serde types of [`catalog`], [`profile`], [`room`] (whose doc
+//! comments are the format reference) → [`check`] applies every rule across files and returns a
+//! [`Validation`]. [`plan`] turns a checked room into what steps a–h will do.
+
+pub mod catalog;
+pub mod check;
+pub mod date;
+pub mod finding;
+pub mod load;
+pub mod plan;
+pub mod profile;
+pub mod room;
+pub mod source;
+
+pub use check::{Loaded, Region, Validation, validate};
+pub use date::Date;
+pub use finding::{Code, Finding, Severity};

@@ -1,0 +1,292 @@
+//! The boot HTTP service (axum): iPXE boot scripts per MAC, the agent's kernel and initramfs, and
+//! the agent's reports, for one campaign.
+//!
+//! `GET /boot/<mac>.ipxe`: a machine of the running campaign gets a script that boots the agent with
+//! a fresh one-time token on the kernel command line; any other MAC gets a script that boots its
+//! local disk (`sanboot --no-describe --drive 0x80`, or `exit` back to the firmware on UEFI).
+//! `GET /files/<name>`: a file of the boot root. `POST /agent/report` with header
+//! `X-Roomcast-Token`: the agent's report; the token is spent, a replay is refused (403).
+
+use crate::net::files::BootRoot;
+use crate::proto::mac::Mac;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Header carrying the agent's one-time token.
+pub const TOKEN_HEADER: &str = "x-roomcast-token";
+
+const CAMPAIGN_TEMPLATE: &str = include_str!("../../templates/boot/campaign.ipxe.j2");
+const LOCAL_TEMPLATE: &str = include_str!("../../templates/boot/local.ipxe.j2");
+
+/// What the boot service serves for one campaign.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// Campaign name, shown on the PC's screen.
+    pub campaign: String,
+    /// Machines of the campaign: MAC -> hostname (the allowlist).
+    pub machines: BTreeMap<Mac, String>,
+    /// Base URL the PCs reach this service at, e.g. `http://198.18.0.1:8080`.
+    pub base_url: String,
+    /// Kernel file name inside the boot root.
+    pub kernel: String,
+    /// Initramfs file name inside the boot root.
+    pub initrd: String,
+    /// Extra kernel command line (console, quiet...).
+    pub cmdline: String,
+    /// Where agent reports are written, one `<mac>.json` each.
+    pub reports_dir: PathBuf,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefused {
+    /// Never issued, or replaced by a newer boot of the same machine.
+    #[error("unknown token")]
+    Unknown,
+    /// Already used once.
+    #[error("token of {0} already used")]
+    Used(Mac),
+}
+
+/// One-time tokens: one live token per machine, issued when its boot script is served.
+#[derive(Debug, Default)]
+pub struct TokenBook {
+    live: BTreeMap<String, Mac>,
+    used: BTreeMap<String, Mac>,
+}
+
+impl TokenBook {
+    /// Records `token` for `mac`, revoking the machine's previous unused token.
+    pub fn issue(&mut self, mac: Mac, token: String) {
+        self.live.retain(|_, m| *m != mac);
+        self.live.insert(token, mac);
+    }
+
+    /// Spends `token`: the machine it was issued to, once.
+    pub fn redeem(&mut self, token: &str) -> Result<Mac, TokenRefused> {
+        if let Some(mac) = self.live.remove(token) {
+            self.used.insert(token.to_string(), mac);
+            return Ok(mac);
+        }
+        match self.used.get(token) {
+            Some(mac) => Err(TokenRefused::Used(*mac)),
+            None => Err(TokenRefused::Unknown),
+        }
+    }
+}
+
+/// An accepted agent report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReport {
+    /// The machine (from its token, not from what it claims).
+    pub mac: Mac,
+    /// The body as sent (JSON).
+    pub body: String,
+}
+
+/// Shared state of the service.
+pub struct BootService {
+    config: BootConfig,
+    root: BootRoot,
+    tokens: Mutex<TokenBook>,
+    reports: Mutex<Vec<AgentReport>>,
+    env: minijinja::Environment<'static>,
+}
+
+impl BootService {
+    /// Prepares the service; `root` holds the kernel, initramfs and iPXE binaries.
+    pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, minijinja::Error> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_template("campaign.ipxe", CAMPAIGN_TEMPLATE)?;
+        env.add_template("local.ipxe", LOCAL_TEMPLATE)?;
+        Ok(Arc::new(BootService {
+            config,
+            root,
+            tokens: Mutex::default(),
+            reports: Mutex::default(),
+            env,
+        }))
+    }
+
+    /// The boot script for `mac`, issuing a new token when it is in the campaign.
+    pub fn boot_script(&self, mac: Mac) -> Result<String, minijinja::Error> {
+        let Some(hostname) = self.config.machines.get(&mac) else {
+            tracing::info!(%mac, "boot script: not in the campaign, local disk");
+            return self
+                .env
+                .get_template("local.ipxe")?
+                .render(minijinja::context! { mac => mac.to_string() });
+        };
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issue(mac, token.clone());
+        tracing::info!(%mac, %hostname, "boot script: agent");
+        let c = &self.config;
+        self.env
+            .get_template("campaign.ipxe")?
+            .render(minijinja::context! {
+                mac => mac.to_string(), hostname, campaign => &c.campaign, base => &c.base_url,
+                kernel => &c.kernel, initrd => &c.initrd, cmdline => &c.cmdline, token,
+            })
+    }
+
+    /// Accepts a report if its token is live; writes it to `<reports_dir>/<mac>.json`.
+    pub fn report(&self, token: &str, body: String) -> Result<Mac, TokenRefused> {
+        let mac = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .redeem(token)?;
+        let file = self
+            .config
+            .reports_dir
+            .join(format!("{}.json", mac.hyphenated()));
+        let tmp = file.with_extension("json.tmp");
+        if let Err(e) = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &file)) {
+            tracing::error!(%mac, file = %file.display(), %e, "cannot store report");
+        }
+        tracing::info!(%mac, bytes = body.len(), "agent report");
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(AgentReport { mac, body });
+        Ok(mac)
+    }
+
+    /// Reports received so far.
+    pub fn reports(&self) -> Vec<AgentReport> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The axum router of the service.
+pub fn router(service: Arc<BootService>) -> Router {
+    Router::new()
+        .route("/boot/{script}", get(boot_script))
+        .route("/files/{name}", get(file))
+        .route("/agent/report", post(report))
+        .with_state(service)
+}
+
+async fn boot_script(
+    State(s): State<Arc<BootService>>,
+    UrlPath(script): UrlPath<String>,
+) -> Response {
+    let Some(mac) = script
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<Mac>().ok())
+    else {
+        return (StatusCode::NOT_FOUND, "want /boot/<mac>.ipxe\n").into_response();
+    };
+    match s.boot_script(mac) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain")], text).into_response(),
+        Err(e) => {
+            tracing::error!(%mac, %e, "boot script template");
+            (StatusCode::INTERNAL_SERVER_ERROR, "template error\n").into_response()
+        }
+    }
+}
+
+async fn file(State(s): State<Arc<BootService>>, UrlPath(name): UrlPath<String>) -> Response {
+    let path = match s.root.resolve(&name) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(%e, "http file refused");
+            return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response();
+        }
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{name}: {e}\n")).into_response(),
+    }
+}
+
+async fn report(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
+        return (StatusCode::UNAUTHORIZED, "missing token\n").into_response();
+    };
+    let body = String::from_utf8_lossy(&body).into_owned();
+    match s.report(token, body) {
+        Ok(mac) => (StatusCode::OK, format!("ok {mac}\n")).into_response(),
+        Err(e) => {
+            tracing::warn!(%e, "report refused");
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(last: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0x18, 0x03, last])
+    }
+
+    #[test]
+    fn a_token_works_once_and_a_new_boot_revokes_the_old_one() {
+        let mut book = TokenBook::default();
+        book.issue(mac(1), "a".into());
+        book.issue(mac(2), "b".into());
+        assert_eq!(book.redeem("a"), Ok(mac(1)));
+        assert_eq!(book.redeem("a"), Err(TokenRefused::Used(mac(1))));
+        book.issue(mac(2), "c".into());
+        assert_eq!(
+            book.redeem("b"),
+            Err(TokenRefused::Unknown),
+            "revoked by the newer boot"
+        );
+        assert_eq!(book.redeem("c"), Ok(mac(2)));
+        assert_eq!(book.redeem("zzz"), Err(TokenRefused::Unknown));
+    }
+
+    #[test]
+    fn scripts_follow_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [(mac(1), "S12-P01".to_string())].into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.gz".into(),
+            cmdline: "console=ttyS0".into(),
+            reports_dir: dir.path().to_path_buf(),
+        };
+        let service = BootService::new(config, BootRoot::new(dir.path()).unwrap()).unwrap();
+        let agent = service.boot_script(mac(1)).unwrap();
+        assert!(agent.starts_with("#!ipxe\n"));
+        assert!(agent.contains("kernel http://198.18.0.1:8080/files/vmlinuz initrd=initrd.gz console=ttyS0 roomcast.server=http://198.18.0.1:8080 roomcast.token="));
+        assert!(agent.contains("initrd http://198.18.0.1:8080/files/initrd.gz\nboot"));
+        let token = agent
+            .split("roomcast.token=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(token.len(), 32);
+        assert_eq!(service.report(&token, "{}".into()), Ok(mac(1)));
+        assert!(dir.path().join("52-54-00-18-03-01.json").exists());
+        assert_eq!(
+            service.report(&token, "{}".into()),
+            Err(TokenRefused::Used(mac(1)))
+        );
+        let local = service.boot_script(mac(9)).unwrap();
+        assert!(local.contains("sanboot --no-describe --drive 0x80 || exit"));
+        assert!(!local.contains("kernel"));
+    }
+}

@@ -1,0 +1,551 @@
+//! Capture: read a disk, cut it into chunks, store the new ones, sign the manifest.
+//!
+//! Pipeline, with bounded memory (a fixed pool of chunk buffers circulates; channels are bounded):
+//!
+//! ```text
+//! reader thread --(chunk buffer)--> N workers: zero test, sha256, and for chunks the store lacks:
+//!   zstd + write tmp/ file --(outcome)--> committer (calling thread): batch sync, rename into chunks/,
+//!   progress callback; at the end: sign, write the manifest last.
+//! ```
+//!
+//! Each worker owns a single-threaded zstd compressor: parallelism is across chunks, so both cores
+//! compress and hash at once while the reader keeps the next buffers full.
+
+use super::chunk::{ChunkHash, ChunkRef, ChunkSize, Compressor, is_zero};
+use super::keys::{Signer, fingerprint};
+use super::manifest::{
+    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, PRIMARY_TABLE_LEN,
+    PartitionTable, sign,
+};
+use super::{Store, StoreError, io_err, sync_dir};
+use crate::disk::{Disk, DiskError};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+/// Tunables of a capture.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Chunk size.
+    pub chunk_size: ChunkSize,
+    /// zstd level (1..=22).
+    pub level: i32,
+    /// Worker threads hashing and compressing; 0 = one per CPU.
+    pub workers: usize,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            chunk_size: ChunkSize::default(),
+            level: super::chunk::DEFAULT_LEVEL,
+            workers: 0,
+        }
+    }
+}
+
+/// Progress of a running capture, reported after each chunk.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureProgress {
+    /// Bytes of the disk processed.
+    pub bytes_done: u64,
+    /// Disk size.
+    pub bytes_total: u64,
+    /// Chunks processed.
+    pub chunks_done: u64,
+    /// Chunks in the disk.
+    pub chunks_total: u64,
+}
+
+/// What a finished capture did.
+#[derive(Debug, Clone)]
+pub struct CaptureReport {
+    /// The new image.
+    pub id: ImageId,
+    /// Disk size in bytes.
+    pub disk_size: u64,
+    /// Chunks in the disk.
+    pub chunks: u64,
+    /// Of which all-zero (not stored).
+    pub zero_chunks: u64,
+    /// Of which were already in the store (not compressed nor written again).
+    pub reused_chunks: u64,
+    /// Of which were new and written.
+    pub new_chunks: u64,
+    /// Uncompressed bytes of non-zero chunks.
+    pub data_bytes: u64,
+    /// Compressed bytes of all non-zero chunks (what the image costs alone).
+    pub compressed_bytes: u64,
+    /// Compressed bytes newly written to the store.
+    pub new_bytes: u64,
+}
+
+/// Why a capture failed. The store is left consistent: no manifest, no partial chunk file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Reading the source failed (it vanished, shrank or had an I/O error).
+    #[error("capture failed reading chunk #{index} at offset {offset}: {source}")]
+    Source {
+        /// Chunk index.
+        index: u64,
+        /// Byte offset.
+        offset: u64,
+        /// The error, naming the device or file.
+        source: DiskError,
+    },
+    /// The source could not be opened.
+    #[error("capture source: {0}")]
+    Open(DiskError),
+    /// Writing a chunk into the store failed (e.g. the store's disk is full).
+    #[error("capture failed storing {chunk}: {path}: {source}")]
+    WriteChunk {
+        /// The chunk.
+        chunk: ChunkRef,
+        /// The file being written.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The signing key is not one this store trusts: its images could never be restored.
+    #[error(
+        "signing key {fingerprint} is not trusted by the store: add its public key with `roomcast key trust --store {store} FILE.pub`"
+    )]
+    UntrustedKey {
+        /// Key fingerprint.
+        fingerprint: String,
+        /// Store folder.
+        store: PathBuf,
+    },
+    /// Any other store error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Job {
+    index: u64,
+    len: usize,
+    buf: Vec<u8>,
+}
+
+enum Outcome {
+    Zero,
+    Existing {
+        hash: ChunkHash,
+        clen: u32,
+    },
+    New {
+        hash: ChunkHash,
+        clen: u32,
+        tmp: PathBuf,
+    },
+}
+
+enum Msg {
+    Done {
+        index: u64,
+        len: u64,
+        outcome: Outcome,
+    },
+    Failed(CaptureError),
+}
+
+/// Captures `source` into `store` as a new image signed by `signer`.
+pub fn capture(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    if !store.trusted()?.contains(&signer.verifying_key()) {
+        return Err(CaptureError::UntrustedKey {
+            fingerprint: fingerprint(&signer.verifying_key()),
+            store: store.root().to_path_buf(),
+        });
+    }
+    let _lock = store.lock_shared()?;
+    let disk = Disk::open_read(source).map_err(CaptureError::Open)?;
+    let disk_size = disk.size();
+    let cs = opts.chunk_size;
+    let count = cs.count(disk_size);
+
+    let head_len = PRIMARY_TABLE_LEN.min(disk_size);
+    let tail_len = BACKUP_TABLE_LEN.min(disk_size);
+    let mut head = vec![0u8; head_len as usize];
+    let mut tail = vec![0u8; tail_len as usize];
+    let src_err = |index, offset| {
+        move |source| CaptureError::Source {
+            index,
+            offset,
+            source,
+        }
+    };
+    disk.read_exact_at(&mut head, 0).map_err(src_err(0, 0))?;
+    disk.read_exact_at(&mut tail, disk_size - tail_len)
+        .map_err(src_err(count.saturating_sub(1), disk_size - tail_len))?;
+
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let tag = format!("capture-{}-{}", std::process::id(), rand::random::<u32>());
+    let result = run_pipeline(store, &disk, cs, count, workers, opts.level, &tag, progress);
+    let entries = match result {
+        Ok(e) => e,
+        Err(e) => {
+            remove_tmp_files(store, &tag);
+            return Err(e);
+        }
+    };
+
+    let mut report = CaptureReport {
+        id: ImageId(ChunkHash([0; 32])),
+        disk_size,
+        chunks: count,
+        zero_chunks: 0,
+        reused_chunks: 0,
+        new_chunks: 0,
+        data_bytes: 0,
+        compressed_bytes: 0,
+        new_bytes: 0,
+    };
+    let mut chunks = Vec::with_capacity(count as usize);
+    for (i, (outcome_new, entry)) in entries.into_iter().enumerate() {
+        let entry = entry.unwrap_or_else(|| panic!("chunk {i} has no outcome"));
+        match (entry.compressed_len, outcome_new) {
+            (None, _) => report.zero_chunks += 1,
+            (Some(c), true) => {
+                report.new_chunks += 1;
+                report.new_bytes += c as u64;
+            }
+            (Some(_), false) => report.reused_chunks += 1,
+        }
+        if let Some(c) = entry.compressed_len {
+            report.data_bytes += entry.len as u64;
+            report.compressed_bytes += c as u64;
+        }
+        chunks.push(entry);
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        label,
+        disk_size,
+        chunk_size: cs.get(),
+        zstd_level: opts.level,
+        partition_table: PartitionTable::from_regions(disk_size, &head, &tail),
+        chunks,
+    };
+    manifest.validate().map_err(|source| StoreError::Manifest {
+        path: disk.path().to_path_buf(),
+        source,
+    })?;
+    let (id, envelope) = sign(&manifest, signer);
+    store.commit_manifest(&id, &envelope)?;
+    report.id = id;
+    Ok(report)
+}
+
+fn remove_tmp_files(store: &Store, tag: &str) {
+    if let Ok(rd) = fs::read_dir(store.tmp_dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(tag) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+type Entries = Vec<(bool, Option<ChunkEntry>)>;
+
+#[allow(clippy::too_many_arguments)]
+fn run_pipeline(
+    store: &Store,
+    disk: &Disk,
+    cs: ChunkSize,
+    count: u64,
+    workers: usize,
+    level: i32,
+    tag: &str,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<Entries, CaptureError> {
+    let stop = AtomicBool::new(false);
+    let chunk = cs.get() as usize;
+    let disk_size = disk.size();
+    std::thread::scope(|s| {
+        // Buffer pool: the only chunk-sized allocations of the capture.
+        let pool_size = 2 * workers + 2;
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool_size);
+        for _ in 0..pool_size {
+            free_tx.send(vec![0u8; chunk]).expect("pool has room");
+        }
+        let (job_tx, job_rx) = sync_channel::<Job>(pool_size);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (msg_tx, msg_rx) = sync_channel::<Msg>(pool_size);
+
+        let reader_msg = msg_tx.clone();
+        let stop_ref = &stop;
+        s.spawn(move || read_chunks(disk, chunk, count, free_rx, job_tx, reader_msg, stop_ref));
+        for _ in 0..workers {
+            let job_rx = Arc::clone(&job_rx);
+            let msg_tx = msg_tx.clone();
+            let free_tx = free_tx.clone();
+            s.spawn(move || work(store, level, tag, &job_rx, &msg_tx, &free_tx, cs));
+        }
+        drop(msg_tx);
+        drop(free_tx);
+        let r = commit_chunks(store, msg_rx, count, disk_size, chunk as u64, progress);
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        r
+    })
+}
+
+fn read_chunks(
+    disk: &Disk,
+    chunk: usize,
+    count: u64,
+    free_rx: Receiver<Vec<u8>>,
+    job_tx: SyncSender<Job>,
+    msg_tx: SyncSender<Msg>,
+    stop: &AtomicBool,
+) {
+    let size = disk.size();
+    for index in 0..count {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut buf) = free_rx.recv() else { return };
+        let offset = index * chunk as u64;
+        let len = (size - offset).min(chunk as u64) as usize;
+        if let Err(source) = disk.read_exact_at(&mut buf[..len], offset) {
+            let _ = msg_tx.send(Msg::Failed(CaptureError::Source {
+                index,
+                offset,
+                source,
+            }));
+            return;
+        }
+        if job_tx.send(Job { index, len, buf }).is_err() {
+            return;
+        }
+    }
+}
+
+fn work(
+    store: &Store,
+    level: i32,
+    tag: &str,
+    jobs: &Mutex<Receiver<Job>>,
+    msg_tx: &SyncSender<Msg>,
+    free_tx: &SyncSender<Vec<u8>>,
+    cs: ChunkSize,
+) {
+    let mut compressor = match Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = msg_tx.send(Msg::Failed(CaptureError::Store(StoreError::Io {
+                path: store.root().to_path_buf(),
+                op: format!("creating zstd compressor at level {level}"),
+                source: e,
+            })));
+            return;
+        }
+    };
+    let mut out = Vec::new();
+    loop {
+        let job = {
+            let rx = jobs.lock().expect("job queue lock");
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let data = &job.buf[..job.len];
+        let offset = job.index * cs.get() as u64;
+        let outcome = if is_zero(data) {
+            Ok(Outcome::Zero)
+        } else {
+            let hash = ChunkHash::of(data);
+            match store.chunk_len(&hash) {
+                Some(clen) => Ok(Outcome::Existing {
+                    hash,
+                    clen: clen as u32,
+                }),
+                None => {
+                    let chunk = ChunkRef {
+                        index: job.index,
+                        offset,
+                        sha256: hash,
+                    };
+                    let tmp = store.tmp_dir().join(format!("{tag}-{}.tmp", job.index));
+                    compressor
+                        .compress(data, &mut out)
+                        .and_then(|()| {
+                            let mut f = fs::File::create(&tmp)?;
+                            f.write_all(&out)
+                        })
+                        .map(|()| Outcome::New {
+                            hash,
+                            clen: out.len() as u32,
+                            tmp: tmp.clone(),
+                        })
+                        .map_err(|source| CaptureError::WriteChunk {
+                            chunk,
+                            path: tmp,
+                            source,
+                        })
+                }
+            }
+        };
+        let len = job.len as u64;
+        let _ = free_tx.send(job.buf);
+        let msg = match outcome {
+            Ok(outcome) => Msg::Done {
+                index: job.index,
+                len,
+                outcome,
+            },
+            Err(e) => Msg::Failed(e),
+        };
+        if msg_tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Pending chunk files are renamed into `chunks/` in batches, each after one filesystem sync: a file
+/// is only ever visible under its final name once its bytes are on stable storage.
+const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// ... or after this many chunks, whichever comes first (bounds the work a crash throws away).
+const BATCH_CHUNKS: usize = 256;
+
+struct Pending {
+    hash: ChunkHash,
+    tmp: PathBuf,
+}
+
+fn commit_chunks(
+    store: &Store,
+    msg_rx: Receiver<Msg>,
+    count: u64,
+    disk_size: u64,
+    chunk: u64,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<Entries, CaptureError> {
+    let mut entries: Entries = vec![(false, None); count as usize];
+    let mut written: HashMap<ChunkHash, u32> = HashMap::new();
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let mut p = CaptureProgress {
+        bytes_total: disk_size,
+        chunks_total: count,
+        ..Default::default()
+    };
+    let mut dirs = std::collections::HashSet::new();
+    while p.chunks_done < count {
+        let Ok(msg) = msg_rx.recv() else {
+            // Every sender gone before all chunks arrived: a worker died.
+            return Err(CaptureError::Store(StoreError::Io {
+                path: store.root().to_path_buf(),
+                op: "capture pipeline".into(),
+                source: std::io::Error::other("a capture worker stopped unexpectedly"),
+            }));
+        };
+        let (index, len, outcome) = match msg {
+            Msg::Done {
+                index,
+                len,
+                outcome,
+            } => (index, len, outcome),
+            Msg::Failed(e) => {
+                discard(&batch);
+                return Err(e);
+            }
+        };
+        let offset = index * chunk;
+        let entry = |sha256: Option<ChunkHash>, clen: Option<u32>| ChunkEntry {
+            offset,
+            len: len as u32,
+            sha256,
+            compressed_len: clen,
+        };
+        entries[index as usize] = match outcome {
+            Outcome::Zero => (false, Some(entry(None, None))),
+            Outcome::Existing { hash, clen } => (false, Some(entry(Some(hash), Some(clen)))),
+            Outcome::New { hash, clen, tmp } => {
+                if let Some(&c) = written.get(&hash) {
+                    // Two identical chunks compressed at once: keep the first.
+                    let _ = fs::remove_file(&tmp);
+                    (false, Some(entry(Some(hash), Some(c))))
+                } else {
+                    written.insert(hash, clen);
+                    batch_bytes += clen as u64;
+                    batch.push(Pending { hash, tmp });
+                    (true, Some(entry(Some(hash), Some(clen))))
+                }
+            }
+        };
+        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
+            flush(store, &mut batch, &mut dirs)?;
+            batch_bytes = 0;
+        }
+        p.chunks_done += 1;
+        p.bytes_done += len;
+        progress(&p);
+    }
+    flush(store, &mut batch, &mut dirs)?;
+    for d in &dirs {
+        sync_dir(d)?;
+    }
+    Ok(entries)
+}
+
+fn discard(batch: &[Pending]) {
+    for p in batch {
+        let _ = fs::remove_file(&p.tmp);
+    }
+}
+
+fn flush(
+    store: &Store,
+    batch: &mut Vec<Pending>,
+    dirs: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), CaptureError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tmp_dir = store.tmp_dir();
+    let synced = fs::File::open(&tmp_dir)
+        .map(|d| {
+            // SAFETY: syncfs on an fd we own.
+            unsafe { libc::syncfs(d.as_raw_fd()) == 0 }
+        })
+        .unwrap_or(false);
+    for p in batch.iter() {
+        if !synced {
+            fs::File::open(&p.tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&p.tmp, "syncing chunk"))?;
+        }
+        let dest = store.chunk_path(&p.hash);
+        let dir = dest.parent().expect("chunks/ab").to_path_buf();
+        if !dirs.contains(&dir) {
+            fs::create_dir_all(&dir).map_err(io_err(&dir, "creating chunk folder"))?;
+            dirs.insert(dir);
+        }
+        fs::rename(&p.tmp, &dest).map_err(|e| {
+            discard(batch);
+            io_err(&dest, "renaming chunk into place")(e)
+        })?;
+    }
+    batch.clear();
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `image diff A B`: what two images share, and what a delta deploy of B onto a disk holding A costs.
+
+use super::manifest::Manifest;
+use std::collections::HashSet;
+
+/// Comparison of image B against image A.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    /// Distinct non-zero chunks of B.
+    pub b_distinct_chunks: u64,
+    /// Of which A also has (anywhere): the store shares them.
+    pub shared_chunks: u64,
+    /// Chunks of B whose content differs from A's at the same offset (what a delta deploy rewrites,
+    /// zero chunks included).
+    pub changed_chunks: u64,
+    /// Uncompressed bytes of those changed chunks.
+    pub changed_bytes: u64,
+    /// Of the changed chunks, the data ones (sent over the network; zero chunks are only marked).
+    pub sent_chunks: u64,
+    /// Compressed bytes a delta deploy of B onto a disk holding A sends.
+    pub sent_bytes: u64,
+    /// Compressed bytes a full deploy of B sends, for comparison.
+    pub full_bytes: u64,
+}
+
+/// Compares B to A. Chunks are matched by offset and length, so images with different chunk sizes
+/// share only the chunks whose ranges coincide.
+pub fn diff(a: &Manifest, b: &Manifest) -> DiffReport {
+    let a_hashes: HashSet<_> = a.chunks.iter().filter_map(|c| c.sha256).collect();
+    let b_hashes: HashSet<_> = b.chunks.iter().filter_map(|c| c.sha256).collect();
+    let mut r = DiffReport {
+        b_distinct_chunks: b_hashes.len() as u64,
+        shared_chunks: b_hashes.intersection(&a_hashes).count() as u64,
+        ..Default::default()
+    };
+    let same_grid = a.chunk_size == b.chunk_size;
+    for (i, c) in b.chunks.iter().enumerate() {
+        r.full_bytes += c.compressed_len.unwrap_or(0) as u64;
+        let before = if same_grid {
+            a.chunks.get(i).filter(|x| x.len == c.len)
+        } else {
+            None
+        };
+        let unchanged = before.is_some_and(|x| x.sha256 == c.sha256);
+        if !unchanged {
+            r.changed_chunks += 1;
+            r.changed_bytes += c.len as u64;
+            if let Some(z) = c.compressed_len {
+                r.sent_chunks += 1;
+                r.sent_bytes += z as u64;
+            }
+        }
+    }
+    r
+}

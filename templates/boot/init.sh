@@ -1,0 +1,56 @@
+#!/bin/busybox sh
+# roomcast boot environment: PID 1 of the initramfs a PC of the campaign PXE-boots into.
+# Brings the network up, reads roomcast.server / roomcast.token from the kernel command line, then
+# runs `roomcast agent` if this roomcast has one; otherwise (until the agent lands) it reports the
+# hardware facts to the server over HTTP and powers off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "roomcast: boot environment up"
+# Debian's kernel has virtio as modules; load order matters.
+kdir=/lib/modules/$(uname -r)
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+    f=$(find "$kdir" -name "$m.ko" 2>/dev/null | head -n 1)
+    [ -n "$f" ] && insmod "$f" 2>/dev/null
+done
+for k in $(cat /proc/cmdline); do
+    case "$k" in
+        roomcast.server=*) server=${k#roomcast.server=} ;;
+        roomcast.token=*) token=${k#roomcast.token=} ;;
+        roomcast.mac=*) bootmac=${k#roomcast.mac=} ;;
+    esac
+done
+# The interface that PXE-booted, by MAC; else the first Ethernet one.
+iface=""
+for n in /sys/class/net/*; do
+    name=${n##*/}
+    [ "$name" = lo ] && continue
+    [ -z "$iface" ] && iface=$name
+    [ "$(cat "$n/address")" = "$bootmac" ] && iface=$name
+done
+ip link set lo up
+ip link set "$iface" up
+udhcpc -i "$iface" -s /etc/udhcpc.script -q -n -t 10 -T 1 || echo "roomcast: DHCP failed on $iface"
+if roomcast agent --help >/dev/null 2>&1; then
+    exec roomcast agent --server "$server" --token "$token"
+fi
+val() { [ -r "$1" ] && tr -d '"\\\n' < "$1"; }
+macs=""
+for n in /sys/class/net/*; do
+    [ "${n##*/}" = lo ] && continue
+    macs="$macs${macs:+,}\"$(cat "$n/address")\""
+done
+disks=""
+for b in /sys/block/*; do
+    case "${b##*/}" in loop*|ram*) continue ;; esac
+    disks="$disks${disks:+,}{\"name\":\"${b##*/}\",\"bytes\":$(( $(cat "$b/size") * 512 ))}"
+done
+report="{\"mac\":\"$bootmac\",\"vendor\":\"$(val /sys/class/dmi/id/sys_vendor)\",\"model\":\"$(val /sys/class/dmi/id/product_name)\",\"serial\":\"$(val /sys/class/dmi/id/product_serial)\",\"macs\":[$macs],\"disks\":[$disks],\"kernel\":\"$(uname -r)\",\"uptime\":\"$(cut -d' ' -f1 /proc/uptime)\"}"
+echo "roomcast: report $report"
+wget -q -O - --header "X-Roomcast-Token: $token" --post-data "$report" "$server/agent/report" \
+    && echo "roomcast: report accepted" || echo "roomcast: report refused"
+sync
+poweroff -f

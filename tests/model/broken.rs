@@ -1,0 +1,85 @@
+//! One case per rule: tests/fixtures/broken/<case>/ laid over the good region.
+
+use super::{check, region, summary, validate_dir};
+use roomcast::model::Code;
+
+const B204: &str = "rooms/0330021U/B204.yaml";
+const B205: &str = "rooms/0330021U/B205.yaml";
+const PROFILE: &str = "profiles/sti2d-cao.yaml";
+
+fn at(code: &str, file: &str, line: u32, col: u32) -> String {
+    format!("{code} {file}:{line}:{col}")
+}
+
+#[test]
+fn good_region_is_clean() {
+    let dir = region(None);
+    let v = validate_dir(dir.path());
+    assert_eq!(summary(&v, dir.path()), Vec::<String>::new());
+    assert_eq!(v.files, 5);
+    assert_eq!(v.machines, 8);
+}
+
+#[test]
+fn every_rule_has_a_case() {
+    let cases: Vec<String> = std::fs::read_dir(super::fixtures().join("broken"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for code in Code::ALL {
+        assert!(
+            cases.iter().any(|c| c.starts_with(code.as_str())),
+            "no broken case for {}",
+            code.as_str()
+        );
+    }
+}
+
+macro_rules! cases {
+    ($($name:ident: $case:literal => [$(($code:literal, $file:expr, $line:literal, $col:literal)),* $(,)?];)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let expected: Vec<String> = vec![$(at($code, $file, $line, $col)),*];
+                let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+                check($case, &expected);
+            }
+        )*
+    };
+}
+
+cases! {
+    yaml_syntax: "RC001-yaml-syntax" => [("RC001", B204, 8, 8)];
+    input_limit: "RC002-input-limit" => [("RC002", B204, 6, 45)];
+    not_utf8: "RC003-not-utf8" => [("RC003", B204, 3, 12)];
+    unknown_key: "RC004-unknown-key" => [("RC004", B204, 16, 5)];
+    wrong_type: "RC005-wrong-type" => [("RC005", B204, 12, 20)];
+    missing_key: "RC006-missing-key" => [("RC006", B204, 25, 5)];
+    duplicate_mac: "RC010-duplicate-mac" => [("RC010", B205, 24, 10)];
+    duplicate_hostname: "RC011-duplicate-hostname" => [("RC011", B204, 24, 15)];
+    duplicate_serial: "RC012-duplicate-serial" => [("RC012", B204, 25, 13)];
+    malformed_mac: "RC013-malformed-mac" => [("RC013", B204, 24, 10)];
+    netbios_hostname: "RC014-netbios-hostname" => [("RC014", B204, 24, 15)];
+    model_mismatch: "RC015-model-mismatch" => [("RC015", B204, 26, 12)];
+    master_not_listed: "RC016-master-not-listed" => [("RC016", B204, 14, 9)];
+    software_not_in_catalog: "RC020-software-not-in-catalog" => [("RC020", PROFILE, 9, 5)];
+    unknown_version: "RC021-unknown-version" => [("RC021", PROFILE, 9, 5)];
+    not_qualified: "RC022-not-qualified" => [("RC022", PROFILE, 9, 5)];
+    wrong_os: "RC023-wrong-os" => [("RC023", PROFILE, 10, 5)];
+    missing_licence: "RC024-missing-licence" => [("RC024", PROFILE, 10, 5), ("RC032", PROFILE, 10, 5)];
+    not_enough_seats: "RC025-not-enough-seats" => [("RC025", PROFILE, 14, 12)];
+    licence_expired: "RC026-licence-expired" => [("RC026", PROFILE, 16, 14)];
+    licence_mismatch: "RC027-licence-mismatch" => [("RC027", PROFILE, 13, 11)];
+    licence_expires_soon: "RC028-licence-expires-soon" => [("RC028", PROFILE, 16, 14)];
+    unused_licence: "RC029-unused-licence" => [("RC029", PROFILE, 12, 15)];
+    not_peda: "RC030-not-peda" => [("RC030", B204, 7, 7)];
+    malformed_ou: "RC031-malformed-ou" => [("RC031", PROFILE, 20, 7)];
+    template_error: "RC032-template-error" => [("RC032", PROFILE, 22, 13)];
+    bad_secret: "RC033-bad-secret" => [("RC033", PROFILE, 21, 17)];
+    multicast_out_of_scope: "RC034-multicast-out-of-scope" => [("RC034", B204, 11, 20)];
+    file_name_mismatch: "RC035-file-name-mismatch" => [("RC035", B204, 5, 7)];
+    unknown_profile: "RC036-unknown-profile" => [("RC036", B204, 13, 10)];
+    malformed_reference: "RC037-malformed-reference" => [("RC037", B204, 13, 10)];
+    invalid_value: "RC040-invalid-value" => [("RC040", B204, 10, 11)];
+    duplicate_definition: "RC041-duplicate-definition" => [("RC041", PROFILE, 10, 5)];
+}

@@ -1,0 +1,8 @@
+//! Image store: capture, restore, verify, gc, on files and real loop devices, with bad input and crashes.
+
+mod bad_input;
+mod cli;
+mod crash;
+mod loopdev;
+mod roundtrip;
+mod util;
