@@ -3,14 +3,14 @@
 
 pub mod bootenv;
 pub mod exit;
-pub mod inventory;
-pub mod plan;
-pub mod schema;
-pub mod validate;
 pub mod image;
+pub mod inventory;
 pub mod key;
 pub mod lab;
+pub mod plan;
+pub mod schema;
 pub mod serve;
+pub mod validate;
 pub mod wake;
 
 use clap::{Parser, Subcommand};
