@@ -3,5 +3,6 @@ mod boot;
 mod campaign;
 mod inventory;
 mod lab;
+mod mcast;
 mod model;
 mod store;

@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod http;
+pub mod mcast;
 pub mod proxydhcp;
 pub mod ra;
 pub mod tftp;

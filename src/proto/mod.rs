@@ -3,4 +3,5 @@
 pub mod dhcp;
 pub mod dhcp_authoritative;
 pub mod mac;
+pub mod mcast;
 pub mod wol;

@@ -1,0 +1,330 @@
+//! Thin tokio drivers around [`crate::proto::mcast`]: a UDP multicast socket for data (TTL 1, sent
+//! out of one chosen interface, no loopback) and one TCP connection per receiver for control,
+//! framed as a 4-byte big-endian length followed by the message.
+//!
+//! All decisions live in the state machines; these loops only move bytes and read the clock.
+
+use crate::proto::mcast::{
+    ConnId, Down, Receiver, ReceiverEvent, ReceiverReport, Sender, SenderError, SenderEvent,
+    Timestamp, Up, WireError,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// Largest control frame: a HELLO of 16 Mi blocks carries a 2 MiB bitmap.
+const MAX_FRAME: usize = 4 << 20;
+
+/// What went wrong in a driver, with the step it happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A socket operation failed.
+    #[error("{step}: {source}")]
+    Io {
+        /// What the driver was doing.
+        step: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer sent a frame that is not a valid message.
+    #[error("control message from {peer}: {source}")]
+    Wire {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What was wrong.
+        #[source]
+        source: WireError,
+    },
+    /// The block source gave a block of the wrong length.
+    #[error(transparent)]
+    Sender(#[from] SenderError),
+    /// The server closed the control connection before the session ended.
+    #[error("the deploy server closed the control connection")]
+    ServerGone,
+}
+
+fn io_err(step: &'static str) -> impl FnOnce(io::Error) -> NetError {
+    move |source| NetError::Io { step, source }
+}
+
+/// Where the sender reads blocks (compressed chunks) from.
+pub trait BlockSource {
+    /// The compressed bytes of block `index`.
+    fn read_block(&mut self, index: u32) -> io::Result<Vec<u8>>;
+}
+
+/// Where the receiver puts rebuilt blocks.
+pub trait BlockSink {
+    /// Verifies block `index` against the signed manifest and, only if it matches, writes it.
+    /// Returns whether it was written; `false` makes the block come again.
+    fn verify_and_write(&mut self, index: u32, data: &[u8]) -> io::Result<bool>;
+}
+
+/// Multicast endpoint of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct McastAddr {
+    /// Address of the local interface to send from / receive on (IP_MULTICAST_IF, group join).
+    pub interface: Ipv4Addr,
+    /// Group and port, in 239.255.0.0/16.
+    pub group: SocketAddrV4,
+}
+
+fn now(start: Instant) -> Timestamp {
+    Timestamp::from_micros(start.elapsed().as_micros() as u64)
+}
+
+fn sender_socket(addr: McastAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_multicast_ttl_v4(1)?;
+    s.set_multicast_if_v4(&addr.interface)?;
+    s.set_multicast_loop_v4(false)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(addr.interface, 0)).into())?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+fn receiver_socket(addr: McastAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    // A deep buffer rides out scheduling hiccups of the agent without loss.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(*addr.group.ip(), addr.group.port())).into())?;
+    s.join_multicast_v4(addr.group.ip(), &addr.interface)?;
+    s.set_multicast_loop_v4(false)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+async fn write_frame(w: &mut (impl AsyncWriteExt + Unpin), msg: &[u8]) -> io::Result<()> {
+    w.write_all(&(msg.len() as u32).to_be_bytes()).await?;
+    w.write_all(msg).await
+}
+
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control frame too large",
+        ));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+enum CtlIn {
+    Msg(ConnId, Up),
+    Closed(ConnId),
+}
+
+/// Runs the deploy server's side of a session to its end: accepts control connections on
+/// `control`, multicasts to `addr`. Returns the report per receiver.
+pub async fn run_sender(
+    mut sender: Sender,
+    control: TcpListener,
+    addr: McastAddr,
+    source: &mut impl BlockSource,
+) -> Result<Vec<ReceiverReport>, NetError> {
+    let start = Instant::now();
+    let udp = sender_socket(addr).map_err(io_err("opening the multicast socket"))?;
+    let (tx, mut rx) = mpsc::channel::<CtlIn>(1024);
+    let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
+    let mut next_conn = 1u64;
+    loop {
+        // Drain everything the state machine has to say before sleeping.
+        loop {
+            let mut busy = false;
+            while let Some(ev) = sender.poll_event() {
+                busy = true;
+                match ev {
+                    SenderEvent::NeedBlock(i) => {
+                        let data = source
+                            .read_block(i)
+                            .map_err(io_err("reading a block for the stream"))?;
+                        sender.supply_block(i, &data)?;
+                    }
+                    SenderEvent::Finished(reports) => {
+                        while let Some((conn, msg)) = sender.poll_control() {
+                            if let Some(w) = writers.get_mut(&conn) {
+                                let _ = write_frame(w, &msg.encode()).await;
+                            }
+                        }
+                        return Ok(reports);
+                    }
+                    other => tracing::info!(event = ?other, "multicast session"),
+                }
+            }
+            while let Some((conn, msg)) = sender.poll_control() {
+                busy = true;
+                if let Some(w) = writers.get_mut(&conn)
+                    && write_frame(w, &msg.encode()).await.is_err()
+                {
+                    writers.remove(&conn);
+                    sender.handle_disconnect(conn, now(start));
+                }
+            }
+            while let Some(d) = sender.poll_transmit(now(start)) {
+                busy = true;
+                udp.send_to(&d, SocketAddr::V4(addr.group))
+                    .await
+                    .map_err(io_err("sending to the multicast group"))?;
+            }
+            if !busy {
+                break;
+            }
+        }
+        let wake = sender.poll_timeout().map(|t| {
+            let ahead = t.saturating_since(now(start));
+            tokio::time::Instant::now() + ahead
+        });
+        let sleep = async {
+            match wake {
+                Some(w) => tokio::time::sleep_until(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = control.accept() => {
+                let (stream, peer) = accepted.map_err(io_err("accepting a control connection"))?;
+                let _ = stream.set_nodelay(true);
+                let conn = ConnId(next_conn);
+                next_conn += 1;
+                let (mut r, w) = stream.into_split();
+                writers.insert(conn, w);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(bytes)) = read_frame(&mut r).await {
+                        match Up::decode(&bytes) {
+                            Ok((_, msg)) => {
+                                if tx.send(CtlIn::Msg(conn, msg)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "bad control message");
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx.send(CtlIn::Closed(conn)).await;
+                });
+            }
+            Some(msg) = rx.recv() => match msg {
+                CtlIn::Msg(conn, up) => sender.handle_control(conn, up, now(start)),
+                CtlIn::Closed(conn) => {
+                    writers.remove(&conn);
+                    sender.handle_disconnect(conn, now(start));
+                }
+            },
+            _ = sleep => sender.handle_timeout(now(start)),
+        }
+    }
+}
+
+/// Runs one PC's side of a session: connects to the deploy server at `server`, listens on `addr`,
+/// hands every rebuilt block to `sink`. Returns once every block is written (`true`) or the server
+/// ended the session without it (`false`).
+pub async fn run_receiver(
+    mut receiver: Receiver,
+    server: SocketAddr,
+    addr: McastAddr,
+    sink: &mut impl BlockSink,
+) -> Result<bool, NetError> {
+    let start = Instant::now();
+    let udp = receiver_socket(addr).map_err(io_err("joining the multicast group"))?;
+    let stream = TcpStream::connect(server)
+        .await
+        .map_err(io_err("connecting to the deploy server"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut r, mut w) = stream.into_split();
+    let (tx, mut ctl) = mpsc::channel::<io::Result<Option<Vec<u8>>>>(64);
+    tokio::spawn(async move {
+        loop {
+            let f = read_frame(&mut r).await;
+            let end = !matches!(f, Ok(Some(_)));
+            if tx.send(f).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 65536];
+    let mut complete = false;
+    loop {
+        while let Some(ev) = receiver.poll_event() {
+            match ev {
+                ReceiverEvent::BlockComplete { index, data } => {
+                    if sink
+                        .verify_and_write(index, &data)
+                        .map_err(io_err("writing a verified block"))?
+                    {
+                        receiver.mark_written(index);
+                    } else {
+                        tracing::warn!(block = index, "block failed verification; asking again");
+                        receiver.mark_bad(index);
+                    }
+                }
+                ReceiverEvent::Complete => complete = true,
+                ReceiverEvent::Ended { complete } => return Ok(complete),
+                ReceiverEvent::Rejected { reason } => {
+                    return Err(NetError::Io {
+                        step: "joining the session",
+                        source: io::Error::new(io::ErrorKind::PermissionDenied, reason),
+                    });
+                }
+                ReceiverEvent::Joined { .. } => {}
+            }
+        }
+        while let Some(msg) = receiver.poll_control(now(start)) {
+            let session = receiver
+                .session()
+                .unwrap_or(crate::proto::mcast::SessionId(0));
+            let done = matches!(msg, Up::Done { .. });
+            write_frame(&mut w, &msg.encode(session))
+                .await
+                .map_err(io_err("writing to the deploy server"))?;
+            if done && complete {
+                return Ok(true);
+            }
+        }
+        let wake = receiver.poll_timeout().map(|t| {
+            let ahead = t.saturating_since(now(start));
+            tokio::time::Instant::now() + ahead
+        });
+        let sleep = async {
+            match wake {
+                Some(w) => tokio::time::sleep_until(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            got = udp.recv_from(&mut buf) => {
+                let (n, _) = got.map_err(io_err("receiving from the multicast group"))?;
+                receiver.handle_datagram(&buf[..n], now(start));
+            }
+            frame = ctl.recv() => match frame {
+                Some(Ok(Some(bytes))) => {
+                    let msg = Down::decode(&bytes)
+                        .map_err(|source| NetError::Wire { peer: server, source })?;
+                    receiver.handle_control(msg, now(start));
+                }
+                Some(Err(e)) => return Err(io_err("reading from the deploy server")(e)),
+                Some(Ok(None)) | None => return Err(NetError::ServerGone),
+            },
+            _ = sleep => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! RaptorQ over one block: the block (a compressed chunk) is one RaptorQ source block of `K` symbols;
+//! any `K` (rarely `K + 1` or `K + 2`) distinct encoding symbols rebuild it.
+
+use raptorq::{
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
+    SourceBlockEncoder,
+};
+use std::collections::HashSet;
+
+/// Most source symbols RaptorQ allows in one source block (RFC 6330, K'max).
+pub(crate) const MAX_SOURCE_SYMBOLS: u32 = 56403;
+
+/// Symbols beyond `K` a decoder keeps trying with before it starts over: RaptorQ fails with `K + 2`
+/// symbols about once in a million, so reaching this means corrupt input rather than bad luck.
+const MAX_EXTRA_SYMBOLS: u32 = 24;
+
+/// Source symbols of a block of `len` bytes.
+pub(crate) fn source_symbols(len: u32, symbol_size: u16) -> u32 {
+    len.div_ceil(u32::from(symbol_size))
+}
+
+fn config(k: u32, symbol_size: u16) -> ObjectTransmissionInformation {
+    ObjectTransmissionInformation::new(u64::from(k) * u64::from(symbol_size), symbol_size, 1, 1, 1)
+}
+
+/// Produces the source and repair symbols of one block.
+pub(crate) struct BlockEncoder {
+    k: u32,
+    symbol_size: usize,
+    padded: Vec<u8>,
+    encoder: SourceBlockEncoder,
+}
+
+impl BlockEncoder {
+    /// `data` must be non-empty and at most `MAX_SOURCE_SYMBOLS` symbols long (the sender checks).
+    pub(crate) fn new(data: &[u8], symbol_size: u16) -> Self {
+        let k = source_symbols(data.len() as u32, symbol_size);
+        let mut padded = data.to_vec();
+        padded.resize(k as usize * usize::from(symbol_size), 0);
+        let encoder = SourceBlockEncoder::new(0, &config(k, symbol_size), &padded);
+        BlockEncoder {
+            k,
+            symbol_size: usize::from(symbol_size),
+            padded,
+            encoder,
+        }
+    }
+
+    /// Writes encoding symbol `id` into `out` (source symbols are the block itself, zero-padded).
+    pub(crate) fn symbol(&self, id: u32, out: &mut Vec<u8>) {
+        if id < self.k {
+            let at = id as usize * self.symbol_size;
+            out.extend_from_slice(&self.padded[at..at + self.symbol_size]);
+        } else {
+            let p = self.encoder.repair_packets(id - self.k, 1);
+            out.extend_from_slice(p[0].data());
+        }
+    }
+}
+
+/// Collects symbols of one block until it can be rebuilt.
+pub(crate) struct BlockDecoder {
+    len: u32,
+    k: u32,
+    seen: HashSet<u32>,
+    decoder: SourceBlockDecoder,
+}
+
+/// What one more symbol did.
+pub(crate) enum Added {
+    /// Nothing new (duplicate) or not enough yet.
+    Pending,
+    /// The block, exactly `len` bytes.
+    Complete(Vec<u8>),
+    /// Too many symbols without success: the caller should start this block over.
+    GiveUp,
+}
+
+impl BlockDecoder {
+    /// `len` must be in `1..=MAX_SOURCE_SYMBOLS * symbol_size` (the receiver checks).
+    pub(crate) fn new(len: u32, symbol_size: u16) -> Self {
+        let k = source_symbols(len, symbol_size);
+        let decoder = SourceBlockDecoder::new(
+            0,
+            &config(k, symbol_size),
+            u64::from(k) * u64::from(symbol_size),
+        );
+        BlockDecoder {
+            len,
+            k,
+            seen: HashSet::new(),
+            decoder,
+        }
+    }
+
+    /// Block length this decoder was opened with.
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Distinct symbols still needed (at least 1 while the block is not rebuilt).
+    pub(crate) fn deficit(&self) -> u32 {
+        self.k.saturating_sub(self.seen.len() as u32).max(1)
+    }
+
+    /// Distinct symbols received.
+    pub(crate) fn received(&self) -> u32 {
+        self.seen.len() as u32
+    }
+
+    /// Adds symbol `id`; `symbol` must be exactly one symbol long (the receiver checks).
+    pub(crate) fn add(&mut self, id: u32, symbol: &[u8]) -> Added {
+        if !self.seen.insert(id) {
+            return Added::Pending;
+        }
+        let packet = EncodingPacket::new(PayloadId::new(0, id), symbol.to_vec());
+        match self.decoder.decode(std::iter::once(packet)) {
+            Some(mut data) => {
+                data.truncate(self.len as usize);
+                Added::Complete(data)
+            }
+            None if self.seen.len() as u32 >= self.k + MAX_EXTRA_SYMBOLS => Added::GiveUp,
+            None => Added::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_from_any_k_symbols() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let enc = BlockEncoder::new(&data, 1000);
+        assert_eq!(enc.k, 10);
+        let mut dec = BlockDecoder::new(data.len() as u32, 1000);
+        // Drop the first three source symbols, use repair symbols instead.
+        let mut out = None;
+        for id in (3..10).chain(10..16) {
+            let mut s = Vec::new();
+            enc.symbol(id, &mut s);
+            if let Added::Complete(d) = dec.add(id, &s) {
+                out = Some(d);
+                break;
+            }
+        }
+        assert_eq!(out.as_deref(), Some(&data[..]));
+    }
+
+    #[test]
+    fn short_block_is_padded_and_truncated() {
+        let data = b"tiny".to_vec();
+        let enc = BlockEncoder::new(&data, 1400);
+        let mut dec = BlockDecoder::new(4, 1400);
+        let mut s = Vec::new();
+        enc.symbol(1, &mut s);
+        assert!(matches!(dec.add(1, &s), Added::Complete(ref d) if d == &data));
+    }
+}

@@ -1,0 +1,7 @@
+//! Multicast transport: simulation of whole sessions, and decoder robustness.
+
+mod decode_props;
+mod lab;
+mod scenarios;
+mod sessions;
+pub mod sim;

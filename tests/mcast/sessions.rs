@@ -1,0 +1,123 @@
+//! Session isolation and admission, driven by hand (no simulation needed).
+
+use roomcast::proto::mcast::{
+    BlockSet, ConnId, Down, MachineId, Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity,
+    Sender, SenderConfig, SenderEvent, SessionId, Timestamp, Token, Up,
+};
+
+const PC: MachineId = MachineId([2, 0, 0, 0, 0, 9]);
+
+fn sender(session: u64, data: &[u8]) -> Sender {
+    let mut s = Sender::new(
+        SenderConfig {
+            disk_size: 1000,
+            ..SenderConfig::default()
+        },
+        SessionId(session),
+        &[data.len() as u32],
+        [(PC, Token([3; 32]))],
+        Timestamp::ZERO,
+    )
+    .expect("valid");
+    let hello = Up::Hello {
+        machine: PC,
+        token: Token([3; 32]),
+        disk_size: 1000,
+        have: BlockSet::new(1),
+    };
+    s.handle_control(ConnId(1), hello, Timestamp::ZERO);
+    // Its first STATUS says it listens: the sender may start.
+    s.handle_control(ConnId(1), Up::Status(Default::default()), Timestamp::ZERO);
+    s
+}
+
+/// The datagrams of the sender's first pass, feeding it the block when it asks.
+fn drain(s: &mut Sender, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut t = 0;
+    while out.len() < 20 && t < 1_000_000 {
+        let now = Timestamp::from_micros(t);
+        while let Some(p) = s.poll_transmit(now) {
+            out.push(p);
+        }
+        while let Some(ev) = s.poll_event() {
+            if let SenderEvent::NeedBlock(0) = ev {
+                s.supply_block(0, data).expect("right length");
+            }
+        }
+        t += 1000;
+    }
+    out
+}
+
+#[test]
+fn packets_of_another_session_are_ignored() {
+    let a: Vec<u8> = (0..9000u32).map(|i| i as u8).collect();
+    let b: Vec<u8> = (0..9000u32).map(|i| (i * 3 + 1) as u8).collect();
+    let mut sa = sender(0xa, &a);
+    let mut sb = sender(0xb, &b);
+    let mut rx = Receiver::new(
+        ReceiverConfig::default(),
+        ReceiverIdentity {
+            machine: PC,
+            token: Token([3; 32]),
+            disk_size: 1000,
+        },
+        BlockSet::new(1),
+    );
+    let (_, welcome) = sa.poll_control().expect("welcome");
+    assert!(matches!(
+        welcome,
+        Down::Welcome {
+            session: SessionId(0xa),
+            ..
+        }
+    ));
+    rx.handle_control(welcome, Timestamp::ZERO);
+    // The other session's packets come first, then ours: only ours count.
+    for p in drain(&mut sb, &b).iter().chain(drain(&mut sa, &a).iter()) {
+        rx.handle_datagram(p, Timestamp::ZERO);
+    }
+    assert!(rx.stats().other_session > 0);
+    let mut got = None;
+    while let Some(ev) = rx.poll_event() {
+        if let ReceiverEvent::BlockComplete { index: 0, data } = ev {
+            got = Some(data);
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&a[..]));
+}
+
+#[test]
+fn bad_token_unknown_machine_and_small_disk_are_refused() {
+    let mut s = Sender::new(
+        SenderConfig {
+            disk_size: 1 << 30,
+            ..SenderConfig::default()
+        },
+        SessionId(1),
+        &[10],
+        [(PC, Token([3; 32]))],
+        Timestamp::ZERO,
+    )
+    .expect("valid");
+    let cases = [
+        (PC, Token([4; 32]), 1 << 30),
+        (MachineId([2, 0, 0, 0, 0, 7]), Token([3; 32]), 1 << 30),
+        (PC, Token([3; 32]), 1 << 20),
+    ];
+    for (i, (machine, token, disk_size)) in cases.into_iter().enumerate() {
+        let conn = ConnId(i as u64);
+        let hello = Up::Hello {
+            machine,
+            token,
+            disk_size,
+            have: BlockSet::new(1),
+        };
+        s.handle_control(conn, hello, Timestamp::ZERO);
+        let (c, msg) = s.poll_control().expect("an answer");
+        assert_eq!(c, conn);
+        assert!(matches!(msg, Down::Reject { .. }), "case {i}: {msg:?}");
+    }
+    assert!(s.poll_transmit(Timestamp::from_micros(1_000_000)).is_none());
+}
