@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// Extra kernel command line for the agent.
     #[arg(long, default_value = "console=ttyS0 quiet")]
     cmdline: String,
+    /// The image store holding the campaign's image (with --image).
+    #[arg(long, requires = "image")]
+    store: Option<PathBuf>,
+    /// The campaign's image id (or a unique prefix): agents restore it onto their disk.
+    #[arg(long, requires = "store")]
+    image: Option<String>,
 }
 
 /// Runs `roomcast serve` until killed.
@@ -119,10 +125,15 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             initrd: crate::bootenv::INITRD.into(),
             cmdline: a.cmdline.clone(),
             reports_dir: a.reports.clone(),
+            image: served_image(a.store.as_deref(), a.image.as_deref())?,
         },
         root.clone(),
     )
-    .map_err(|e| format!("templates: {e}"))?;
+    .map_err(|e| e.to_string())?;
+    let image_note = match &a.image {
+        Some(id) => format!(", image {id}"),
+        None => String::new(),
+    };
     let pool = match &a.authoritative {
         None => None,
         Some(range) => Some(parse_pool(range, a.subnet)?),
@@ -166,7 +177,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("HTTP {server}:{}: {e}", a.http_port))?;
         println!(
-            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}",
+            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}{image_note}",
             a.campaign, a.interface
         );
         let tftp = tokio::spawn(tftp::serve(root, tftp_socket));
@@ -184,6 +195,19 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
+}
+
+/// The campaign's image from `--store` and `--image`.
+fn served_image(
+    store: Option<&std::path::Path>,
+    image: Option<&str>,
+) -> Result<Option<crate::net::http::ServedImage>, String> {
+    let (Some(dir), Some(prefix)) = (store, image) else {
+        return Ok(None);
+    };
+    let store = crate::store::Store::open(dir).map_err(|e| e.to_string())?;
+    let id = store.resolve(prefix).map_err(|e| format!("--image {prefix}: {e}"))?;
+    Ok(Some(crate::net::http::ServedImage { store, id }))
 }
 
 /// `FIRST-LAST`, both inside the room subnet.
