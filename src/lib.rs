@@ -3,14 +3,15 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod agent;
 pub mod bootenv;
 pub mod cli;
-pub mod inventory;
-pub mod secrets;
-pub mod model;
-pub mod render;
 pub mod disk;
-pub mod store;
+pub mod inventory;
 pub mod lab;
+pub mod model;
 pub mod net;
 pub mod proto;
+pub mod render;
+pub mod secrets;
+pub mod store;

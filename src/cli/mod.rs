@@ -1,16 +1,17 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod agent;
 pub mod bootenv;
 pub mod exit;
-pub mod inventory;
-pub mod plan;
-pub mod schema;
-pub mod validate;
 pub mod image;
+pub mod inventory;
 pub mod key;
 pub mod lab;
+pub mod plan;
+pub mod schema;
 pub mod serve;
+pub mod validate;
 pub mod wake;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
     Wake(wake::WakeArgs),
+    /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
+    Agent(agent::AgentArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -82,5 +85,6 @@ pub fn main() -> ExitCode {
         Command::Bootenv(cmd) => bootenv::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }

@@ -206,7 +206,9 @@ fn served_image(
         return Ok(None);
     };
     let store = crate::store::Store::open(dir).map_err(|e| e.to_string())?;
-    let id = store.resolve(prefix).map_err(|e| format!("--image {prefix}: {e}"))?;
+    let id = store
+        .resolve(prefix)
+        .map_err(|e| format!("--image {prefix}: {e}"))?;
     Ok(Some(crate::net::http::ServedImage { store, id }))
 }
 

@@ -17,15 +17,15 @@
 
 use crate::net::files::BootRoot;
 use crate::proto::mac::Mac;
+use crate::store::Store;
+use crate::store::chunk::ChunkHash;
+use crate::store::manifest::ImageId;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use crate::store::Store;
-use crate::store::chunk::ChunkHash;
-use crate::store::manifest::ImageId;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -301,7 +301,10 @@ async fn chunk(
         return (StatusCode::NOT_FOUND, "want /chunks/<64 lowercase hex>\n").into_response();
     };
     if !img.chunks.contains(&hash) {
-        return (StatusCode::NOT_FOUND, format!("{name}: not a chunk of the campaign's image\n"))
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{name}: not a chunk of the campaign's image\n"),
+        )
             .into_response();
     }
     match tokio::fs::read(img.store.chunk_path(&hash)).await {
