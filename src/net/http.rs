@@ -258,21 +258,25 @@ pub fn router(service: Arc<BootService>) -> Router {
         .with_state(service)
 }
 
-/// The live token of the request, or the response refusing it.
-fn live_token(s: &BootService, headers: &HeaderMap, what: &str) -> Result<Mac, Response> {
+/// The live token of the request, or the status and text refusing it.
+fn live_token(
+    s: &BootService,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<Mac, (StatusCode, String)> {
     let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
-        return Err((StatusCode::UNAUTHORIZED, "missing token\n").into_response());
+        return Err((StatusCode::UNAUTHORIZED, "missing token\n".into()));
     };
     s.check_token(token).map_err(|e| {
         tracing::warn!(%e, what, "image request refused");
-        (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        (StatusCode::FORBIDDEN, format!("{e}\n"))
     })
 }
 
 async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
     let mac = match live_token(&s, &headers, "manifest") {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(img) = &s.image else {
         return (StatusCode::NOT_FOUND, "this campaign serves no image\n").into_response();
@@ -291,7 +295,7 @@ async fn chunk(
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     if let Err(r) = live_token(&s, &headers, "chunk") {
-        return r;
+        return r.into_response();
     }
     let Some(img) = &s.image else {
         return (StatusCode::NOT_FOUND, "this campaign serves no image\n").into_response();
