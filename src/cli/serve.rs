@@ -123,7 +123,12 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             base_url: base_url.clone(),
             kernel: crate::bootenv::KERNEL.into(),
             initrd: crate::bootenv::INITRD.into(),
-            cmdline: a.cmdline.clone(),
+            // Tells the boot environment's init to run the agent rather than only report facts.
+            cmdline: if a.image.is_some() {
+                format!("{} roomcast.image=1", a.cmdline)
+            } else {
+                a.cmdline.clone()
+            },
             reports_dir: a.reports.clone(),
             image: served_image(a.store.as_deref(), a.image.as_deref())?,
         },
