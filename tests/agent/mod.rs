@@ -320,3 +320,56 @@ fn a_manifest_signed_by_another_key_is_refused_before_the_disk_is_touched() {
     assert_eq!(out.report.result, "failed");
     assert_eq!(out.report.image, None);
 }
+
+fn serve_with_room(room: &Path) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("serve")
+        .arg("--room")
+        .arg(room)
+        .arg("--boot-dir")
+        .arg(dir.path())
+        .arg("--reports")
+        .arg(dir.path().join("reports"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `serve --room` takes the interface from the validated room file (here it stops there: the room's
+/// `enp3s0` does not exist on the test machine, so nothing is bound), and refuses a room with errors.
+#[test]
+fn serve_takes_the_room_file_and_refuses_one_with_errors() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, err) = serve_with_room(&repo.join("rooms/0640058L/S12.yaml"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("interface \"enp3s0\""), "{err}");
+
+    let copy = tempfile::tempdir().unwrap();
+    for d in ["profiles", "rooms/0640058L"] {
+        std::fs::create_dir_all(copy.path().join(d)).unwrap();
+    }
+    for e in std::fs::read_dir(repo.join("profiles")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), copy.path().join("profiles").join(e.file_name())).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(repo.join("rooms/0640058L/S12.yaml")).unwrap();
+    let bad = copy.path().join("rooms/0640058L/S12.yaml");
+    std::fs::write(&bad, text.replace("198.18.12.0/24", "198.18.12.0/99")).unwrap();
+    let (code, err) = serve_with_room(&bad);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not serving it"), "{err}");
+    assert!(
+        err.contains("S12.yaml:11:11"),
+        "names file, line, column: {err}"
+    );
+    assert!(
+        !err.contains("enp3s0"),
+        "refused before any interface is looked at: {err}"
+    );
+}
