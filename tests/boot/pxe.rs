@@ -481,3 +481,11 @@ fn authoritative_mode_boots_without_a_school_dhcp_server() {
 fn three_campaign_pcs() {
     pxe_room(3, false, false, false, false);
 }
+
+/// Measurement: 3 campaign PCs restoring the 32 MiB image at once (docs/parts/boot-performance.md):
+/// `cargo test --test main boot::pxe::three_campaign_pcs_restore -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn three_campaign_pcs_restore_the_image() {
+    pxe_room(3, false, false, false, true);
+}
