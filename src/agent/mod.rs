@@ -43,6 +43,9 @@ pub enum AgentError {
         /// What is wrong.
         source: ManifestError,
     },
+    /// The target disk does not exist (the agent never creates one: a typo must not fill the RAM).
+    #[error("{0}: no such disk")]
+    NoDisk(PathBuf),
     /// The target disk cannot be opened.
     #[error("{0}")]
     Disk(#[from] DiskError),
@@ -159,6 +162,9 @@ fn restore(
     m: &VerifiedManifest,
     opts: &AgentOptions,
 ) -> Result<RestoreReport, AgentError> {
+    if !opts.disk.exists() {
+        return Err(AgentError::NoDisk(opts.disk.clone()));
+    }
     let disk = Disk::open_write(&opts.disk, m.disk_size)?;
     if disk.size() < m.disk_size {
         return Err(RestoreError::TargetTooSmall {

@@ -305,18 +305,46 @@ fn a_tampered_chunk_on_the_server_is_refused_and_not_written() {
 }
 
 #[test]
+fn a_missing_disk_is_reported_not_created() {
+    let img = image();
+    let server = Server::start(&img);
+    let token = server.token(mac(1));
+    let disk = img.dir.path().join("no-such-disk");
+    let out = agent::run(&options(&server, &token, &disk, &img)).unwrap();
+    assert!(
+        matches!(out.result, Err(AgentError::NoDisk(_))),
+        "{:?}",
+        out.result
+    );
+    assert!(!disk.exists());
+    assert_eq!(out.report.result, "failed");
+    assert!(
+        out.report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no such disk")
+    );
+}
+
+#[test]
 fn a_manifest_signed_by_another_key_is_refused_before_the_disk_is_touched() {
     let img = image();
     let server = Server::start(&img);
     let token = server.token(mac(1));
     let (_, other_pub, _) = keys::generate_files(&img.dir.path().join("other")).unwrap();
     let disk = img.dir.path().join("pc-disk.img");
+    let before = random(5, DISK as usize);
+    std::fs::write(&disk, &before).unwrap();
     let mut opts = options(&server, &token, &disk, &img);
     opts.trusted = agent::load_trusted(&other_pub).unwrap();
     let out = agent::run(&opts).unwrap();
     let err = out.result.unwrap_err();
     assert!(matches!(err, AgentError::Manifest { .. }), "{err}");
-    assert!(!disk.exists(), "no disk opened for an untrusted image");
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "the disk is untouched by an untrusted image"
+    );
     assert_eq!(out.report.result, "failed");
     assert_eq!(out.report.image, None);
 }
