@@ -401,3 +401,33 @@ fn serve_takes_the_room_file_and_refuses_one_with_errors() {
         "refused before any interface is looked at: {err}"
     );
 }
+
+/// The server verifies the campaign's image against its own store's signers before serving it.
+#[test]
+fn the_server_refuses_to_serve_an_image_its_store_does_not_trust() {
+    let img = image();
+    for e in std::fs::read_dir(img.store.trusted_dir()).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let config = BootConfig {
+        campaign: "agent-test".into(),
+        machines: [(mac(1), "S12-P01".to_string())].into(),
+        base_url: "http://127.0.0.1".into(),
+        kernel: "vmlinuz".into(),
+        initrd: "initrd.gz".into(),
+        cmdline: String::new(),
+        reports_dir: img.dir.path().to_path_buf(),
+        image: Some(ServedImage {
+            store: img.store.clone(),
+            id: img.id,
+        }),
+    };
+    let err = BootService::new(config, BootRoot::new(img.dir.path()).unwrap())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("campaign image"), "{err}");
+    assert!(
+        err.to_string().contains(&img.id.to_hex()),
+        "names the manifest: {err}"
+    );
+}
