@@ -3,6 +3,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod cli;

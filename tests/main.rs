@@ -4,5 +4,6 @@ mod campaign;
 mod inventory;
 mod lab;
 mod mcast;
+mod agent;
 mod model;
 mod store;

@@ -44,6 +44,9 @@ pub struct BuildOptions {
     pub ipxe_dir: PathBuf,
     /// A static busybox.
     pub busybox: PathBuf,
+    /// The image signer's public key the agent trusts, baked in as `/etc/roomcast/trusted.pub`
+    /// (trust comes with the boot environment, never from the network).
+    pub trusted_key: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -55,6 +58,7 @@ impl BuildOptions {
             roomcast: std::env::current_exe()?,
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             busybox: PathBuf::from("/bin/busybox"),
+            trusted_key: None,
         })
     }
 }
@@ -235,6 +239,18 @@ fn write_initramfs(
         UDHCPC_SCRIPT.as_bytes().to_vec(),
     ));
     files.push(("bin/busybox".into(), 0o755, read(&opts.busybox)?));
+    if let Some(key) = &opts.trusted_key {
+        // Parsed here so a wrong file fails the build, not every PC at night.
+        crate::store::keys::load_public(key).map_err(|e| BootEnvError::Io {
+            step: "reading the trusted key",
+            path: key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let inside = crate::agent::TRUSTED_KEY
+            .trim_start_matches('/')
+            .to_string();
+        files.push((inside, 0o644, read(key)?));
+    }
     // A stripped copy: the debug binary is ~10x larger, and every byte crosses the network at boot.
     let stripped = opts.out.join(".roomcast.stripped");
     let agent = match run(

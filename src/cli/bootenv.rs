@@ -20,6 +20,9 @@ pub enum BootenvCommand {
         /// The roomcast binary to include (default: this one).
         #[arg(long)]
         roomcast: Option<PathBuf>,
+        /// The image signer's public key (`roomcast key generate`'s .pub) the agent will trust.
+        #[arg(long)]
+        trusted_key: Option<PathBuf>,
     },
 }
 
@@ -29,6 +32,7 @@ pub fn run(cmd: BootenvCommand) -> ExitCode {
         out,
         kernel_dir,
         roomcast,
+        trusted_key,
     } = cmd;
     let mut opts = match BuildOptions::new(out) {
         Ok(o) => o,
@@ -38,6 +42,7 @@ pub fn run(cmd: BootenvCommand) -> ExitCode {
         }
     };
     opts.kernel_dir = kernel_dir;
+    opts.trusted_key = trusted_key;
     if let Some(r) = roomcast {
         opts.roomcast = r;
     }

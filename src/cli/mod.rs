@@ -1,6 +1,7 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
+pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod exit;
@@ -54,6 +55,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
     Wake(wake::WakeArgs),
+    /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
+    Agent(agent::AgentArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -86,5 +89,6 @@ pub fn main() -> ExitCode {
         Command::Bootenv(cmd) => bootenv::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }

@@ -1,7 +1,9 @@
 //! `roomcast serve`: the boot services of one campaign on the room interface — proxyDHCP (67, 4011),
 //! TFTP (69) and HTTP (boot scripts, kernel, initramfs, agent reports).
 //!
-//! Until the room model is wired in, the interface, subnet and MAC allowlist come from flags.
+//! The interface, subnet and MAC allowlist come from the validated room file (`--room`); a room
+//! file with errors is refused. `--interface`, `--subnet` and `--machine` override it (tests, or a
+//! room not written down yet).
 
 use super::exit;
 use crate::net::files::BootRoot;
@@ -23,14 +25,17 @@ use std::process::ExitCode;
 /// `roomcast serve` flags.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The room's interface: the only one anything is bound to.
+    /// The room file `rooms/<UAI>/<room>.yaml`: interface, subnet and machines (validated first).
+    #[arg(long, required_unless_present_all = ["interface", "subnet", "machines"])]
+    room: Option<PathBuf>,
+    /// The room's interface: the only one anything is bound to (overrides the room file).
     #[arg(long)]
-    interface: String,
-    /// The room's subnet; the interface must have an address inside it.
+    interface: Option<String>,
+    /// The room's subnet; the interface must have an address inside it (overrides the room file).
     #[arg(long)]
-    subnet: Subnet,
-    /// A machine of the campaign, `MAC` or `MAC=hostname` (repeat).
-    #[arg(long = "machine", required = true)]
+    subnet: Option<Subnet>,
+    /// A machine of the campaign, `MAC` or `MAC=hostname` (repeat; replaces the room's machines).
+    #[arg(long = "machine")]
     machines: Vec<String>,
     /// The boot root (`roomcast bootenv build --out`).
     #[arg(long)]
@@ -65,6 +70,12 @@ pub struct ServeArgs {
     /// Extra kernel command line for the agent.
     #[arg(long, default_value = "console=ttyS0 quiet")]
     cmdline: String,
+    /// The image store holding the campaign's image (with --image).
+    #[arg(long, requires = "image")]
+    store: Option<PathBuf>,
+    /// The campaign's image id (or a unique prefix): agents restore it onto their disk.
+    #[arg(long, requires = "store")]
+    image: Option<String>,
 }
 
 /// Runs `roomcast serve` until killed.
@@ -78,6 +89,105 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Interface, subnet and machines (MAC, hostname) of the campaign: the room file's, then the flags'.
+struct Campaign {
+    interface: String,
+    subnet: Subnet,
+    machines: Vec<(Mac, String)>,
+}
+
+fn campaign(a: &ServeArgs) -> Result<Campaign, String> {
+    let mut c = match &a.room {
+        Some(path) => from_room(path)?,
+        None => Campaign {
+            interface: String::new(),
+            subnet: Subnet {
+                addr: std::net::Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+            },
+            machines: Vec::new(),
+        },
+    };
+    if let Some(i) = &a.interface {
+        c.interface = i.clone();
+    }
+    if let Some(s) = a.subnet {
+        c.subnet = s;
+    }
+    if !a.machines.is_empty() {
+        c.machines.clear();
+        for m in &a.machines {
+            let (mac, host) = m.split_once('=').unwrap_or((m, ""));
+            let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
+            let host = if host.is_empty() {
+                mac.hyphenated()
+            } else {
+                host.to_string()
+            };
+            c.machines.push((mac, host));
+        }
+    }
+    if c.interface.is_empty() || c.machines.is_empty() {
+        return Err("need --room, or --interface, --subnet and --machine".into());
+    }
+    Ok(c)
+}
+
+/// The campaign of a validated room file; refused when the room file has errors.
+fn from_room(path: &std::path::Path) -> Result<Campaign, String> {
+    use crate::model::{self, finding::Severity};
+    let mut files =
+        model::load::load(std::slice::from_ref(&path.to_path_buf())).map_err(|e| e.to_string())?;
+    let room_path = files
+        .iter()
+        .find(|f| f.target)
+        .map(|f| f.path.clone())
+        .ok_or_else(|| format!("{}: no YAML file", path.display()))?;
+    for f in &mut files {
+        f.target = true;
+    }
+    let v = model::validate(files, super::validate::today_utc());
+    let errors: Vec<String> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error && f.file == room_path)
+        .map(super::validate::human_finding)
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!(
+            "{room_path}: {} error(s), not serving it:\n{}",
+            errors.len(),
+            errors.join("")
+        ));
+    }
+    let room = model::plan::find_room(&v.region, &room_path)
+        .ok_or_else(|| format!("{room_path}: not a room"))?;
+    let net = &room.doc.network;
+    let subnet: Subnet = net
+        .subnet
+        .value
+        .parse()
+        .map_err(|e| format!("{room_path}: network.subnet: {e}"))?;
+    let mut machines = Vec::new();
+    for (i, m) in room.doc.machines.value.iter().enumerate() {
+        let mac: Mac = m
+            .mac
+            .value
+            .parse()
+            .map_err(|e| format!("{room_path}: machines[{i}].mac: {e}"))?;
+        let host = m
+            .hostname
+            .as_ref()
+            .map_or_else(|| mac.hyphenated(), |h| h.value.clone());
+        machines.push((mac, host));
+    }
+    Ok(Campaign {
+        interface: net.interface.clone(),
+        subnet,
+        machines,
+    })
+}
+
 fn serve(a: ServeArgs) -> Result<(), String> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -86,20 +196,15 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    let c = campaign(&a)?;
     let mut machines = BTreeMap::new();
     let mut wake_order = Vec::new();
-    for m in &a.machines {
-        let (mac, host) = m.split_once('=').unwrap_or((m, ""));
-        let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
-        let host = if host.is_empty() {
-            mac.hyphenated()
-        } else {
-            host.to_string()
-        };
+    for (mac, host) in c.machines {
         machines.insert(mac, host);
         wake_order.push(mac);
     }
-    let server = proxydhcp::room_address(&a.interface, a.subnet).map_err(|e| e.to_string())?;
+    let (interface, subnet) = (c.interface, c.subnet);
+    let server = proxydhcp::room_address(&interface, subnet).map_err(|e| e.to_string())?;
     let base_url = format!("http://{server}:{}", a.http_port);
     let root = BootRoot::new(&a.boot_dir).map_err(|e| format!("{}: {e}", a.boot_dir.display()))?;
     std::fs::create_dir_all(&a.reports).map_err(|e| format!("{}: {e}", a.reports.display()))?;
@@ -117,20 +222,30 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             base_url: base_url.clone(),
             kernel: crate::bootenv::KERNEL.into(),
             initrd: crate::bootenv::INITRD.into(),
-            cmdline: a.cmdline.clone(),
+            // Tells the boot environment's init to run the agent rather than only report facts.
+            cmdline: if a.image.is_some() {
+                format!("{} roomcast.image=1", a.cmdline)
+            } else {
+                a.cmdline.clone()
+            },
             reports_dir: a.reports.clone(),
+            image: served_image(a.store.as_deref(), a.image.as_deref())?,
         },
         root.clone(),
     )
-    .map_err(|e| format!("templates: {e}"))?;
+    .map_err(|e| e.to_string())?;
+    let image_note = match &a.image {
+        Some(id) => format!(", image {id}"),
+        None => String::new(),
+    };
     let pool = match &a.authoritative {
         None => None,
-        Some(range) => Some(parse_pool(range, a.subnet)?),
+        Some(range) => Some(parse_pool(range, subnet)?),
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let mut proxy =
-            ProxyDhcp::bind(&a.interface, a.subnet, proxy_config).map_err(|e| e.to_string())?;
+            ProxyDhcp::bind(&interface, subnet, proxy_config).map_err(|e| e.to_string())?;
         if let Some(pool) = pool {
             proxy = proxy.authoritative(Leases::new(pool));
         }
@@ -140,7 +255,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             let mut plan = WakePlan::new(wake_order.clone());
             plan.deadline = std::time::Duration::from_secs(deadline);
             plan.repeat_every = std::time::Duration::from_secs(a.wake_every);
-            let interface = a.interface.clone();
+            let interface = interface.clone();
             std::thread::spawn(move || {
                 let mut seen = BTreeSet::new();
                 let result = Waker::open(&interface).and_then(|mut w| {
@@ -166,13 +281,13 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("HTTP {server}:{}: {e}", a.http_port))?;
         println!(
-            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}",
-            a.campaign, a.interface
+            "serving campaign {} on {} ({server}): proxyDHCP 67+4011, TFTP 69, {base_url}{image_note}",
+            a.campaign, interface
         );
         let tftp = tokio::spawn(tftp::serve(root, tftp_socket));
         if a.announce_ra {
             tokio::spawn(crate::net::ra::announce(
-                a.interface.clone(),
+                interface.clone(),
                 std::time::Duration::from_secs(1),
             ));
         }
@@ -184,6 +299,21 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
+}
+
+/// The campaign's image from `--store` and `--image`.
+fn served_image(
+    store: Option<&std::path::Path>,
+    image: Option<&str>,
+) -> Result<Option<crate::net::http::ServedImage>, String> {
+    let (Some(dir), Some(prefix)) = (store, image) else {
+        return Ok(None);
+    };
+    let store = crate::store::Store::open(dir).map_err(|e| e.to_string())?;
+    let id = store
+        .resolve(prefix)
+        .map_err(|e| format!("--image {prefix}: {e}"))?;
+    Ok(Some(crate::net::http::ServedImage { store, id }))
 }
 
 /// `FIRST-LAST`, both inside the room subnet.

@@ -6,16 +6,27 @@
 //! local disk (`sanboot --no-describe --drive 0x80`, or `exit` back to the firmware on UEFI).
 //! `GET /files/<name>`: a file of the boot root. `POST /agent/report` with header
 //! `X-Roomcast-Token`: the agent's report; the token is spent, a replay is refused (403).
+//!
+//! Image, for the agent's unicast restore (only when the campaign serves one): `GET /image/manifest`
+//! (the signed envelope, as stored) and `GET /chunks/<sha256>` (the stored zstd frame of a chunk of
+//! that image). Both want the `X-Roomcast-Token` header with a token that is live: issued to a
+//! machine of the campaign by its boot script and not yet spent by its report (401 without, 403
+//! otherwise). Reading does not spend the token, so the agent can fetch many chunks and then report.
+//! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
+//! any other chunk of the store): a token opens one image, not the store.
 
 use crate::net::files::BootRoot;
 use crate::proto::mac::Mac;
+use crate::store::Store;
+use crate::store::chunk::ChunkHash;
+use crate::store::manifest::ImageId;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +53,24 @@ pub struct BootConfig {
     pub cmdline: String,
     /// Where agent reports are written, one `<mac>.json` each.
     pub reports_dir: PathBuf,
+    /// The image the agents restore, if the campaign deploys one.
+    pub image: Option<ServedImage>,
+}
+
+/// The image of a campaign, served to its agents.
+#[derive(Debug, Clone)]
+pub struct ServedImage {
+    /// The store holding it.
+    pub store: Store,
+    /// Its id.
+    pub id: ImageId,
+}
+
+/// The served image, opened once: its envelope and the chunks it names.
+struct OpenImage {
+    store: Store,
+    envelope: Vec<u8>,
+    chunks: HashSet<ChunkHash>,
 }
 
 /// Why a token was not accepted.
@@ -80,6 +109,17 @@ impl TokenBook {
             None => Err(TokenRefused::Unknown),
         }
     }
+
+    /// The machine a live (issued, not yet spent) token belongs to, without spending it.
+    pub fn check(&self, token: &str) -> Result<Mac, TokenRefused> {
+        if let Some(mac) = self.live.get(token) {
+            return Ok(*mac);
+        }
+        match self.used.get(token) {
+            Some(mac) => Err(TokenRefused::Used(*mac)),
+            None => Err(TokenRefused::Unknown),
+        }
+    }
 }
 
 /// An accepted agent report.
@@ -98,11 +138,37 @@ pub struct BootService {
     tokens: Mutex<TokenBook>,
     reports: Mutex<Vec<AgentReport>>,
     env: minijinja::Environment<'static>,
+    image: Option<OpenImage>,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A boot template does not compile.
+    #[error("boot templates: {0}")]
+    Template(#[from] minijinja::Error),
+    /// The campaign's image cannot be opened or does not verify against the store's signers.
+    #[error("campaign image: {0}")]
+    Image(#[from] crate::store::StoreError),
 }
 
 impl BootService {
     /// Prepares the service; `root` holds the kernel, initramfs and iPXE binaries.
-    pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, minijinja::Error> {
+    /// The campaign's image is verified here, once: a server never hands out an image its own store
+    /// does not trust.
+    pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, ServiceError> {
+        let image = match &config.image {
+            None => None,
+            Some(img) => {
+                let m = img.store.open_verified(&img.id)?;
+                let chunks = m.chunks.iter().filter_map(|c| c.sha256).collect();
+                Some(OpenImage {
+                    store: img.store.clone(),
+                    envelope: m.envelope(),
+                    chunks,
+                })
+            }
+        };
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.add_template("campaign.ipxe", CAMPAIGN_TEMPLATE)?;
@@ -113,6 +179,7 @@ impl BootService {
             tokens: Mutex::default(),
             reports: Mutex::default(),
             env,
+            image,
         }))
     }
 
@@ -163,6 +230,14 @@ impl BootService {
         Ok(mac)
     }
 
+    /// The machine whose live token this is, for the read-only image endpoints.
+    pub fn check_token(&self, token: &str) -> Result<Mac, TokenRefused> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(token)
+    }
+
     /// Reports received so far.
     pub fn reports(&self) -> Vec<AgentReport> {
         self.reports
@@ -178,7 +253,71 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/boot/{script}", get(boot_script))
         .route("/files/{name}", get(file))
         .route("/agent/report", post(report))
+        .route("/image/manifest", get(manifest))
+        .route("/chunks/{sha256}", get(chunk))
         .with_state(service)
+}
+
+/// The live token of the request, or the status and text refusing it.
+fn live_token(
+    s: &BootService,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<Mac, (StatusCode, String)> {
+    let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err((StatusCode::UNAUTHORIZED, "missing token\n".into()));
+    };
+    s.check_token(token).map_err(|e| {
+        tracing::warn!(%e, what, "image request refused");
+        (StatusCode::FORBIDDEN, format!("{e}\n"))
+    })
+}
+
+async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    let mac = match live_token(&s, &headers, "manifest") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    let Some(img) = &s.image else {
+        return (StatusCode::NOT_FOUND, "this campaign serves no image\n").into_response();
+    };
+    tracing::info!(%mac, "manifest");
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        img.envelope.clone(),
+    )
+        .into_response()
+}
+
+async fn chunk(
+    State(s): State<Arc<BootService>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    if let Err(r) = live_token(&s, &headers, "chunk") {
+        return r.into_response();
+    }
+    let Some(img) = &s.image else {
+        return (StatusCode::NOT_FOUND, "this campaign serves no image\n").into_response();
+    };
+    let valid = name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let Some(hash) = valid.then(|| name.parse::<ChunkHash>().ok()).flatten() else {
+        return (StatusCode::NOT_FOUND, "want /chunks/<64 lowercase hex>\n").into_response();
+    };
+    if !img.chunks.contains(&hash) {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{name}: not a chunk of the campaign's image\n"),
+        )
+            .into_response();
+    }
+    match tokio::fs::read(img.store.chunk_path(&hash)).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/zstd")], bytes).into_response(),
+        Err(e) => {
+            tracing::error!(chunk = %name, %e, "chunk unreadable");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}\n")).into_response()
+        }
+    }
 }
 
 async fn boot_script(
@@ -264,6 +403,7 @@ mod tests {
             initrd: "initrd.gz".into(),
             cmdline: "console=ttyS0".into(),
             reports_dir: dir.path().to_path_buf(),
+            image: None,
         };
         let service = BootService::new(config, BootRoot::new(dir.path()).unwrap()).unwrap();
         let agent = service.boot_script(mac(1)).unwrap();

@@ -1,8 +1,9 @@
 #!/bin/busybox sh
 # roomcast boot environment: PID 1 of the initramfs a PC of the campaign PXE-boots into.
 # Brings the network up, reads roomcast.server / roomcast.token from the kernel command line, then
-# runs `roomcast agent` if this roomcast has one; otherwise (until the agent lands) it reports the
-# hardware facts to the server over HTTP and powers off.
+# with roomcast.image=1 (set by `roomcast serve --image`) runs `roomcast agent`, which restores the
+# image onto the disk (roomcast.disk=, default the first virtio/SATA/NVMe disk) and reports; without
+# it, reports the hardware facts. Either way the PC powers off afterwards.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run
@@ -21,6 +22,8 @@ for k in $(cat /proc/cmdline); do
         roomcast.server=*) server=${k#roomcast.server=} ;;
         roomcast.token=*) token=${k#roomcast.token=} ;;
         roomcast.mac=*) bootmac=${k#roomcast.mac=} ;;
+        roomcast.image=*) image=${k#roomcast.image=} ;;
+        roomcast.disk=*) disk=${k#roomcast.disk=} ;;
     esac
 done
 # The interface that PXE-booted, by MAC; else the first Ethernet one.
@@ -34,8 +37,20 @@ done
 ip link set lo up
 ip link set "$iface" up
 udhcpc -i "$iface" -s /etc/udhcpc.script -q -n -t 10 -T 1 || echo "roomcast: DHCP failed on $iface"
-if roomcast agent --help >/dev/null 2>&1; then
-    exec roomcast agent --server "$server" --token "$token"
+if [ "$image" = 1 ]; then
+    if [ -z "$disk" ]; then
+        for b in /sys/block/vd? /sys/block/sd? /sys/block/nvme?n?; do
+            [ -e "$b" ] && { disk=/dev/${b##*/}; break; }
+        done
+    fi
+    echo "roomcast: agent restoring onto $disk"
+    if roomcast agent --server "$server" --token "$token" --disk "$disk"; then
+        echo "roomcast: image written"
+    else
+        echo "roomcast: agent failed (exit $?)"
+    fi
+    sync
+    poweroff -f
 fi
 val() { [ -r "$1" ] && tr -d '"\\\n' < "$1"; }
 macs=""

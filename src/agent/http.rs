@@ -1,0 +1,133 @@
+//! The agent's HTTP side (ureq, blocking): GETs with the token header and a size limit, the report
+//! POST, and [`HttpChunks`], the restore's chunk source over `GET /chunks/<sha256>`.
+
+use super::AgentError;
+use crate::disk::restore::ChunkSource;
+use crate::net::http::TOKEN_HEADER;
+use crate::store::StoreError;
+use crate::store::chunk::ChunkRef;
+use crate::store::manifest::VerifiedManifest;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A server base URL and this boot's token.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Client {
+    // The token is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    /// A client of `base` (`http://host:port`) presenting `token`.
+    pub fn new(base: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_body(Some(Duration::from_secs(120)))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            agent: config.into(),
+        }
+    }
+
+    /// The full URL of `path` on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GETs `url`, refusing a body over `limit` bytes.
+    pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
+        let http = |reason: String| AgentError::Http {
+            url: url.to_string(),
+            reason,
+        };
+        let mut resp = self
+            .agent
+            .get(url)
+            .header(TOKEN_HEADER, &self.token)
+            .call()
+            .map_err(|e| http(e.to_string()))?;
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| http(e.to_string()))
+    }
+
+    /// POSTs `body` (JSON) to `url`.
+    pub fn post(&self, url: &str, body: &[u8]) -> Result<(), AgentError> {
+        self.agent
+            .post(url)
+            .header(TOKEN_HEADER, &self.token)
+            .header("content-type", "application/json")
+            .send(body)
+            .map(|_| ())
+            .map_err(|e| AgentError::Http {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Chunks of one image fetched from the server, read up to the size the signed manifest gives.
+pub struct HttpChunks {
+    client: Client,
+    compressed_len: Vec<Option<u32>>,
+}
+
+impl HttpChunks {
+    /// The chunk source of `manifest` on the server of `client`.
+    pub fn new(client: Client, manifest: &VerifiedManifest) -> Self {
+        HttpChunks {
+            client,
+            compressed_len: manifest.chunks.iter().map(|c| c.compressed_len).collect(),
+        }
+    }
+}
+
+impl ChunkSource for HttpChunks {
+    fn compressed(&self, chunk: &ChunkRef) -> Result<Vec<u8>, StoreError> {
+        let url = self
+            .client
+            .url(&format!("/chunks/{}", chunk.sha256.to_hex()));
+        let want = self
+            .compressed_len
+            .get(chunk.index as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(0);
+        let refused = |reason: String| StoreError::Io {
+            path: PathBuf::from(&url),
+            op: format!("fetching {chunk}"),
+            source: std::io::Error::other(reason),
+        };
+        // A server sending more than the signed size is refused before it can fill the memory.
+        let bytes = self
+            .client
+            .get(&url, u64::from(want))
+            .map_err(|e| refused(e.to_string()))?;
+        if bytes.len() != want as usize {
+            return Err(refused(format!(
+                "{} bytes received, the manifest says {want}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn location(&self, chunk: &ChunkRef) -> PathBuf {
+        PathBuf::from(
+            self.client
+                .url(&format!("/chunks/{}", chunk.sha256.to_hex())),
+        )
+    }
+}

@@ -1,0 +1,198 @@
+//! The agent: what runs on a PC booted into the boot environment. It fetches the campaign's signed
+//! manifest from the server, verifies it against the signer key baked into its initramfs (trust comes
+//! from the boot environment, never from the wire), restores the image onto the local disk with the
+//! store's delta restore (every chunk is checked against the signed manifest before it is written), and
+//! reports the outcome with its one-time token.
+
+mod http;
+
+pub use http::HttpChunks;
+
+use crate::disk::restore::{RestoreError, RestoreOptions, RestoreReport, restore_with};
+use crate::disk::{Disk, DiskError};
+use crate::store::keys::{KeyError, TrustedSigners};
+use crate::store::manifest::{ManifestError, UnverifiedManifest, VerifiedManifest};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Default place of the trusted signer key inside the initramfs (`roomcast bootenv build --trusted-key`).
+pub const TRUSTED_KEY: &str = "/etc/roomcast/trusted.pub";
+
+/// Biggest manifest the agent accepts: a 2 TiB disk in 4 MiB chunks is ~100 MB of JSON at most.
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// Why the agent stopped; each names the URL, the chunk or the disk concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// An HTTP exchange with the server failed.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The trusted key cannot be read.
+    #[error("trusted key: {0}")]
+    Key(#[from] KeyError),
+    /// The manifest does not parse or is not signed by the trusted key.
+    #[error("manifest from {url}: {source}")]
+    Manifest {
+        /// Where it came from.
+        url: String,
+        /// What is wrong.
+        source: ManifestError,
+    },
+    /// The target disk does not exist (the agent never creates one: a typo must not fill the RAM).
+    #[error("{0}: no such disk")]
+    NoDisk(PathBuf),
+    /// The target disk cannot be opened.
+    #[error("{0}")]
+    Disk(#[from] DiskError),
+    /// The restore stopped (a chunk refused, a write failed).
+    #[error("{0}")]
+    Restore(#[from] RestoreError),
+}
+
+/// What the agent sends to `/agent/report` (JSON).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Report {
+    /// `"ok"` or `"failed"`.
+    pub result: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Image id (hex), when the manifest verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The disk restored.
+    pub disk: PathBuf,
+    /// Chunks in the image.
+    pub chunks: u64,
+    /// Data chunks fetched and written.
+    pub written_chunks: u64,
+    /// Chunks already right on the disk (skipped).
+    pub unchanged_chunks: u64,
+    /// Zero chunks zeroed.
+    pub zeroed_chunks: u64,
+    /// Bytes written from fetched chunks.
+    pub written_bytes: u64,
+    /// Bytes zeroed.
+    pub zeroed_bytes: u64,
+}
+
+impl Report {
+    fn new(
+        disk: &Path,
+        image: Option<String>,
+        outcome: &Result<RestoreReport, AgentError>,
+    ) -> Self {
+        let (r, result, error) = match outcome {
+            Ok(r) => (r.clone(), "ok", None),
+            Err(e) => (RestoreReport::default(), "failed", Some(e.to_string())),
+        };
+        Report {
+            result: result.into(),
+            error,
+            image,
+            disk: disk.to_path_buf(),
+            chunks: r.chunks,
+            written_chunks: r.written_chunks,
+            unchanged_chunks: r.unchanged_chunks,
+            zeroed_chunks: r.zeroed_chunks,
+            written_bytes: r.written_bytes,
+            zeroed_bytes: r.zeroed_bytes,
+        }
+    }
+}
+
+/// What the agent is told to do (from the kernel command line or flags).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Base URL of `roomcast serve`, e.g. `http://198.18.0.1:8080`.
+    pub server: String,
+    /// The one-time token of this boot.
+    pub token: String,
+    /// The disk to restore onto.
+    pub disk: PathBuf,
+    /// The signers the manifest must be signed by.
+    pub trusted: TrustedSigners,
+    /// Restore worker threads (0 = one per CPU).
+    pub workers: usize,
+}
+
+/// The outcome of a run: what was reported, and the restore error if it failed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The report as sent.
+    pub report: Report,
+    /// `Err` when the restore failed (the failure was still reported).
+    pub result: Result<RestoreReport, AgentError>,
+}
+
+/// Fetches and verifies the campaign's manifest.
+pub fn fetch_manifest(
+    client: &http::Client,
+    trusted: &TrustedSigners,
+) -> Result<VerifiedManifest, AgentError> {
+    let url = client.url("/image/manifest");
+    let envelope = client.get(&url, MAX_MANIFEST)?;
+    UnverifiedManifest::from_envelope(&envelope)
+        .and_then(|m| m.verify(trusted))
+        .map_err(|source| AgentError::Manifest { url, source })
+}
+
+/// Restores the campaign's image onto the disk and reports. An `Err` means even the report could not
+/// be delivered; a failed restore that was reported is in [`Outcome::result`].
+pub fn run(opts: &AgentOptions) -> Result<Outcome, AgentError> {
+    let client = http::Client::new(&opts.server, &opts.token);
+    let mut image = None;
+    let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
+        image = Some(m.id().to_hex());
+        restore(&client, &m, opts)
+    });
+    let report = Report::new(&opts.disk, image, &result);
+    let body = serde_json::to_vec(&report).expect("report serialises");
+    client.post(&client.url("/agent/report"), &body)?;
+    Ok(Outcome { report, result })
+}
+
+fn restore(
+    client: &http::Client,
+    m: &VerifiedManifest,
+    opts: &AgentOptions,
+) -> Result<RestoreReport, AgentError> {
+    if !opts.disk.exists() {
+        return Err(AgentError::NoDisk(opts.disk.clone()));
+    }
+    let disk = Disk::open_write(&opts.disk, m.disk_size)?;
+    if disk.size() < m.disk_size {
+        return Err(RestoreError::TargetTooSmall {
+            path: opts.disk.clone(),
+            size: disk.size(),
+            need: m.disk_size,
+        }
+        .into());
+    }
+    let source = HttpChunks::new(client.clone(), m);
+    let ropts = RestoreOptions {
+        workers: opts.workers,
+    };
+    // No progress file: the PC has no store; a rerun is cheap anyway thanks to the delta check.
+    Ok(restore_with(
+        &source,
+        m,
+        &disk,
+        &ropts,
+        &|_| {},
+        |_| Ok(()),
+        0,
+    )?)
+}
+
+/// Reads the trusted signer key file (`roomcast key generate`'s `.pub`).
+pub fn load_trusted(path: &Path) -> Result<TrustedSigners, AgentError> {
+    Ok(TrustedSigners::from_keys(vec![
+        crate::store::keys::load_public(path)?,
+    ]))
+}

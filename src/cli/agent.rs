@@ -1,0 +1,66 @@
+//! `roomcast agent`: restore the campaign's image from the server onto this PC's disk and report.
+//! Run by the boot environment's init; prints the report (JSON) on stdout.
+
+use super::exit;
+use crate::agent::{self, AgentOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `roomcast agent` flags.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Base URL of `roomcast serve` (`roomcast.server=` on the kernel command line).
+    #[arg(long)]
+    server: String,
+    /// This boot's one-time token (`roomcast.token=`).
+    #[arg(long, env = "ROOMCAST_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The disk to restore onto (a block device, or an image file for tests).
+    #[arg(long)]
+    disk: PathBuf,
+    /// The signer key the manifest must be signed with (baked in by `bootenv build --trusted-key`).
+    #[arg(long, default_value = agent::TRUSTED_KEY)]
+    trusted_key: PathBuf,
+    /// Restore worker threads (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// Exit 0 when the image is written and reported, 1 when the restore failed (and that was reported),
+/// 2 when the key is unreadable or the report could not be delivered.
+pub fn run(a: AgentArgs) -> ExitCode {
+    let trusted = match agent::load_trusted(&a.trusted_key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("roomcast agent: {e}");
+            return exit::code(exit::USAGE_OR_IO);
+        }
+    };
+    let opts = AgentOptions {
+        server: a.server,
+        token: a.token,
+        disk: a.disk,
+        trusted,
+        workers: a.workers,
+    };
+    match agent::run(&opts) {
+        Ok(out) => {
+            println!(
+                "{}",
+                serde_json::to_string(&out.report).expect("report serialises")
+            );
+            match out.result {
+                Ok(_) => exit::code(exit::OK),
+                Err(e) => {
+                    eprintln!("roomcast agent: {e}");
+                    exit::code(exit::FAILURE)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("roomcast agent: report not delivered: {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}
