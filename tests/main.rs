@@ -1,9 +1,9 @@
 //! One integration-test binary (link time on 2 cores): each area is a module.
+mod agent;
 mod boot;
 mod campaign;
 mod inventory;
 mod lab;
 mod mcast;
-mod agent;
 mod model;
 mod store;
