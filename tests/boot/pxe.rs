@@ -474,7 +474,7 @@ fn authoritative_mode_boots_without_a_school_dhcp_server() {
     pxe_room(1, true, false, true, false);
 }
 
-/// The 3-PC measurement of docs/parts/boot-performance.md (slow under TCG on a shared machine):
+/// The 3-PC measurement of docs/PERFORMANCE.md (slow under TCG on a shared machine):
 /// `cargo test --test main boot::pxe::three -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -482,7 +482,7 @@ fn three_campaign_pcs() {
     pxe_room(3, false, false, false, false);
 }
 
-/// Measurement: 3 campaign PCs restoring the 32 MiB image at once (docs/parts/boot-performance.md):
+/// Measurement: 3 campaign PCs restoring the 32 MiB image at once (docs/PERFORMANCE.md):
 /// `cargo test --test main boot::pxe::three_campaign_pcs_restore -- --ignored --nocapture`.
 #[test]
 #[ignore]

@@ -32,7 +32,7 @@ fn udpcast_delivers_a_bit_identical_image_to_three_pcs() {
 
 // No udpcast-under-loss test here: at 5 % loss on this loaded 2-core machine udpcast itself
 // sometimes drops a receiver ("Dropped by server") or never completes its rendezvous, which is
-// what the benchmark measures and reports (docs/parts/lab-performance.md), not a lab property.
+// what the benchmark measures and reports (docs/PERFORMANCE.md), not a lab property.
 // The loss rule itself is tested with counters in `lab::loss`.
 #[test]
 fn a_copy_that_differs_from_the_image_is_reported() {

@@ -245,7 +245,7 @@ fn row(sc: &Scenario, o: &Outcome, base: Option<&Outcome>) {
     );
 }
 
-/// Figures for docs/parts/mcast-performance.md:
+/// Figures for docs/PERFORMANCE.md:
 /// `cargo test --release --test main sim_report -- --ignored --nocapture`
 #[test]
 #[ignore = "prints the simulation figures; run in release"]
