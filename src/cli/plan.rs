@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::exit;
+use super::image::bytes;
 use super::validate::{human_finding, today_utc};
 use crate::model::plan::{self, RoomPlan};
 use crate::model::{self, Date, Severity};
@@ -91,22 +92,6 @@ pub fn run(args: PlanArgs) -> u8 {
             eprintln!("error: {e}");
             exit::FAILURE
         }
-    }
-}
-
-/// Bytes in binary units, e.g. `340.3 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

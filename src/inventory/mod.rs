@@ -25,16 +25,12 @@ impl Timestamp {
     fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
         let days = self.0.div_euclid(86_400);
         let secs = self.0.rem_euclid(86_400) as u32;
-        // Days since 1970-01-01 to a proleptic Gregorian date, counting in 400-year eras.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let date = crate::model::date::Date::from_days_since_epoch(days);
+        let (year, month, day) = (
+            i64::from(date.year()),
+            u32::from(date.month()),
+            u32::from(date.day()),
+        );
         (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
     }
 

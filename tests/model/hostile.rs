@@ -14,6 +14,8 @@ const PEAK_LIMIT_KIB: i64 = 200 * 1024;
 /// Runs `roomcast validate FILE` and returns (exit code, stdout, the child's peak RSS in KiB).
 fn validate_in_child(file: &Path) -> (i32, String, i64) {
     let out = tempfile::NamedTempFile::new().unwrap();
+    // Reaped below by wait4, which also gives its rusage; `Child::wait` cannot.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["validate", "--format", "json"])
         .arg(file)
