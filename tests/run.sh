@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
+#   time       GNU time: peak memory of the real binary on hostile YAML (tests/model/hostile.rs)
 #   tcpdump, dnsmasq, busybox-static, ipxe, ipxe-qemu, seabios, qemu-system-data, ovmf, cpio and the
 #              qemu libraries below: the boot tests (PXE capture, Wake-on-LAN capture, qemu end to end:
 #              dnsmasq plays the school's DHCP server, qemu's iPXE ROM / OVMF are the real PXE firmware,
@@ -29,7 +30,7 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #              a real Samba AD DC in a namespace takes the step-h joins (`net ads join` on the PCs);
 #              samba-dsdb-modules is only a Recommends of samba but provisioning fails without it;
 #              ldb-tools' ldbsearch tells when the DC answers
-packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd "${boot_packages[@]}"
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
 missing=()
