@@ -1,9 +1,7 @@
-//! A small minijinja renderer for the command templates of steps c and h (strict undefined: a
-//! template naming a variable that is not given is an error, never an empty string).
-//!
-//! Local to the campaign until the shared `render` module lands; it takes the same templates.
+//! Template rendering for steps c and h: the shared strict renderer (`crate::render`), with the
+//! name of the template (catalog entry and field, or template file) added to its errors.
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::Value;
 
 /// A template failed to render; names which template.
 #[derive(Debug, thiserror::Error)]
@@ -17,17 +15,12 @@ pub struct RenderError {
 
 /// Renders `source` with `context` (a serde value), strict about undefined variables.
 pub fn render(name: &str, source: &str, context: &Value) -> Result<String, RenderError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    // Shell commands and scripts are not HTML.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.render_str(source, context).map_err(|e| RenderError {
-        name: name.to_string(),
-        message: match e.line() {
-            Some(line) => format!("line {line}: {e}"),
-            None => e.to_string(),
-        },
-    })
+    crate::render::Renderer::new()
+        .render(source, context.clone())
+        .map_err(|e| RenderError {
+            name: name.to_string(),
+            message: e.message,
+        })
 }
 
 #[cfg(test)]

@@ -63,6 +63,9 @@ fn to_render_error(e: minijinja::Error) -> RenderError {
         message.push_str(": ");
         message.push_str(d);
     }
+    if let Some(line) = e.line() {
+        message.push_str(&format!(" (template line {line})"));
+    }
     RenderError { message }
 }
 
