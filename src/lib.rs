@@ -10,6 +10,7 @@ pub mod cli;
 pub mod disk;
 pub mod inventory;
 pub mod lab;
+pub mod lockfile;
 pub mod model;
 pub mod net;
 pub mod procedure;

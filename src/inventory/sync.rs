@@ -68,11 +68,6 @@ pub enum SyncError {
     },
 }
 
-/// How long a sync pass waits for the sync lock before reporting another pass as running:
-/// `LOCK_TRIES` x `LOCK_RETRY` (2 s).
-const LOCK_TRIES: u32 = 20;
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// The lock file beside the database that keeps two sync passes from running at once.
 pub fn lock_path(db: &InventoryDb) -> std::path::PathBuf {
     let mut p = db.path().as_os_str().to_owned();
@@ -115,22 +110,11 @@ pub fn sync(
             path: path.clone(),
             source,
         })?;
-    // Held until `lock` is dropped at the end of the pass (or the process dies). A flock also
-    // stays held, for a moment, by a child another thread of this process is forking (the lock
-    // file's descriptor is only closed at its exec): wait that moment out before saying busy.
-    let mut tries = 0;
-    loop {
-        match lock.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
-                tries += 1;
-                std::thread::sleep(LOCK_RETRY);
-            }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SyncError::Busy { path }),
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(SyncError::Lock { path, source });
-            }
-        }
+    // Held until `lock` is dropped at the end of the pass (or the process dies).
+    match crate::lockfile::try_lock_exclusive(&lock) {
+        Ok(true) => {}
+        Ok(false) => return Err(SyncError::Busy { path }),
+        Err(source) => return Err(SyncError::Lock { path, source }),
     }
     let due = db.outbox_due(now)?;
     let mut report = SyncReport::default();

@@ -200,15 +200,14 @@ impl Store {
         Ok(StoreLock { _file: f })
     }
 
-    /// Exclusive lock for gc; fails at once with [`StoreError::Busy`] if anyone holds the store.
+    /// Exclusive lock for gc; fails with [`StoreError::Busy`] if anyone still holds the store after
+    /// the short wait of [`crate::lockfile::try_lock_exclusive`].
     pub fn try_lock_exclusive(&self) -> Result<StoreLock, StoreError> {
         let f = self.lock_file()?;
-        match f.try_lock() {
-            Ok(()) => Ok(StoreLock { _file: f }),
-            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Busy(self.root.clone())),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(io_err(&self.root.join("store.lock"), "locking")(e))
-            }
+        match crate::lockfile::try_lock_exclusive(&f) {
+            Ok(true) => Ok(StoreLock { _file: f }),
+            Ok(false) => Err(StoreError::Busy(self.root.clone())),
+            Err(e) => Err(io_err(&self.root.join("store.lock"), "locking")(e)),
         }
     }
 
