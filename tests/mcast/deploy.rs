@@ -228,15 +228,18 @@ impl Deploy {
             .args(["--interface", lab.server().ifname()])
             .args(["--expect", &pcs.to_string()])
             .args(["--reports".as_ref(), reports.as_os_str()])
-            .args(["--group", "239.255.77.3:9000", "--rate", "190M"])
-            .args(["--catch-up-wait", "60"])
+            .args(["--group", "239.255.77.3:9000", "--catch-up-wait", "60"])
             .args(extra);
-        let server = Proc::spawn("deploy", cmd, dir.path());
+        if !extra.contains(&"--rate") {
+            // Just under the 200 Mbit/s links.
+            cmd.args(["--rate", "190M"]);
+        }
+        let mut server = Proc::spawn("deploy", cmd, dir.path());
         let tokens_file = reports.join("tokens");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !tokens_file.exists() {
             assert!(
-                Instant::now() < deadline,
+                Instant::now() < deadline && server.running(),
                 "no tokens file; log:\n{}",
                 server.log()
             );
@@ -346,8 +349,8 @@ fn delta_deploy_sends_only_what_changed() {
     let (_, v1_source) = images.v1();
     // v2: two MiB of the random region changed, everything else as v1.
     let mut w = v1_writes();
-    w.push((4 << 20, random(99, 1 << 20)));
-    w.push((9 << 20, random(98, 1 << 20)));
+    w.push((4 << 20, random(97, 1 << 20)));
+    w.push((9 << 20, random(95, 1 << 20)));
     let (v2, v2_source) = images.capture("2", &w);
     let m = images.store.open_verified(&v2).unwrap();
     let full: u64 = m
@@ -398,7 +401,8 @@ fn a_pc_killed_mid_stream_restarts_and_finishes() {
         })
         .collect();
     d.server.wait_for("joined", 3, Duration::from_secs(30));
-    d.server.wait_for("blocks read", 3, Duration::from_secs(30));
+    // About 40 % of the first pass is out.
+    d.server.wait_for("blocks read", 5, Duration::from_secs(30));
     agents[1].signal(libc::SIGKILL);
     agents[1].wait(Duration::from_secs(5));
     let mut again = d.agent(&images, 1, &d.tokens[1].clone(), "agent1-again");
