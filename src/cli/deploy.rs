@@ -296,14 +296,9 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
         ),
         Progress::Joined(m) => format!("{} joined", name(m, names)),
         Progress::Rejected(r) => format!("refused: {r}"),
-        Progress::Streaming {
-            blocks: b,
-            of,
-            wire_bytes,
-        } => format!(
-            "stream: {b}/{of} blocks read, {} on the wire",
-            bytes(*wire_bytes)
-        ),
+        Progress::Streaming { blocks: b, of } => {
+            format!("stream: {b}/{of} blocks read for the first pass")
+        }
         Progress::Done(m) => format!("{} has every block", name(m, names)),
         Progress::Dead(m) => format!("{} silent: declared dead, left behind", name(m, names)),
         Progress::Failed(m, r) => format!("{} gave up the stream: {r}", name(m, names)),
