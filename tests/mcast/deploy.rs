@@ -508,3 +508,52 @@ fn an_agent_with_a_wrong_token_is_refused() {
         d.server.log()
     );
 }
+
+/// Refused before anything is bound or sent: a group outside 239.255.0.0/16, an interface that
+/// does not exist, an `--expect` beyond the machines given.
+#[test]
+fn deploy_refuses_a_bad_group_a_missing_interface_and_too_many_expected() {
+    let images = Images::new();
+    let (id, _) = images.v1();
+    let run = |extra: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("deploy")
+            .args(["--store".as_ref(), images.store.root().as_os_str()])
+            .args(["--image", &id.to_hex()[..12]])
+            .args([
+                "--reports".as_ref(),
+                images.dir.path().join("r").as_os_str(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "--interface",
+        "lo",
+        "--expect",
+        "1",
+        "--group",
+        "224.0.0.251",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("239.255.0.0/16"), "{err}");
+    let (code, err) = run(&["--interface", "rcnosuch0", "--expect", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("rcnosuch0"), "{err}");
+    let (code, err) = run(&[
+        "--interface",
+        "lo",
+        "--expect",
+        "2",
+        "--machine",
+        "52:54:00:18:09:01",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--expect 2"), "{err}");
+    assert!(!images.dir.path().join("r").join("tokens").exists());
+}
