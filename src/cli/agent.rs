@@ -30,7 +30,6 @@ pub struct AgentArgs {
 /// Exit 0 when the image is written and reported, 1 when the restore failed (and that was reported),
 /// 2 when the key is unreadable or the report could not be delivered.
 pub fn run(a: AgentArgs) -> ExitCode {
-    super::serve::init_tracing();
     let trusted = match agent::load_trusted(&a.trusted_key) {
         Ok(t) => t,
         Err(e) => {
@@ -45,6 +44,8 @@ pub fn run(a: AgentArgs) -> ExitCode {
         trusted,
         workers: a.workers,
     };
+    // The multicast path says on stderr why it left the stream (the report says it too).
+    super::serve::init_tracing();
     match agent::run(&opts) {
         Ok(out) => {
             println!(
