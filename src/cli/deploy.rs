@@ -321,7 +321,7 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
 /// The per-machine table and the stream's figures.
 pub(super) fn print_summary(r: &DeployReport, names: &std::collections::BTreeMap<Mac, String>) {
     println!(
-        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams ({} repair), stream {:.1} s, total {:.1} s",
+        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams ({} repair), first join to end of stream {:.1} s, total {:.1} s",
         &r.image[..12],
         r.blocks,
         bytes(r.image_bytes),

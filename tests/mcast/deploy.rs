@@ -325,6 +325,10 @@ fn full_deploy(loss: u8) {
     assert!(status.success(), "deploy failed:\n{log}");
     assert!(log.contains("3 of 3 machine(s) hold the image"), "{log}");
     assert_eq!(log.matches(" done ").count(), 3, "{log}");
+    // The figures, for whoever reads the test log (not asserted: timing depends on the machine).
+    for l in log.lines().filter(|l| l.starts_with("summary:")) {
+        eprintln!("{loss} % loss: {l}");
+    }
     // Reports are on the server's disk too, one per PC.
     let stored = std::fs::read_dir(d.dir.path().join("reports"))
         .unwrap()
