@@ -364,7 +364,7 @@ fn delta_deploy_sends_only_what_changed() {
         .map(u64::from)
         .sum();
     let changed = 2 * u64::from(1u32 << 20); // 8 chunks of 256 KiB, incompressible
-    let mut d = Deploy::start(&images, &v2, 3, 0, &[]);
+    let mut d = Deploy::start(&images, &v2, 3, 0, &["--json"]);
     let before = d.server_tx_bytes();
     let mut agents: Vec<Proc> = (0..3)
         .map(|i| {
@@ -390,6 +390,28 @@ fn delta_deploy_sends_only_what_changed() {
         "delta: {sent} bytes sent, the full image is {full} compressed"
     );
     assert!(sent >= changed, "{sent} bytes cannot carry {changed}");
+    // The server's own count agrees: the stream carried the changed blocks, little more.
+    let log = d.server.log();
+    let summary: serde_json::Value =
+        serde_json::from_str(log.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let wire = summary["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire >= changed && wire <= changed * 11 / 10 + 64 * 1024,
+        "stream: {wire} bytes on the wire for {changed} changed: {summary}"
+    );
+    assert!(
+        sent >= wire,
+        "the interface counted {sent}, the stream {wire}"
+    );
+    eprintln!(
+        "delta: stream {wire} bytes ({:.3} x the {changed} changed), interface {sent}, full image {full}",
+        wire as f64 / changed as f64
+    );
+    assert_eq!(summary["succeeded"], 3);
+    for m in summary["machines"].as_array().unwrap() {
+        assert_eq!(m["outcome"], "done", "{m}");
+        assert_eq!(m["bytes_written"], changed, "{m}");
+    }
 }
 
 #[test]
