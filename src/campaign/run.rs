@@ -621,6 +621,14 @@ impl Worker for RunWorker<'_> {
         event
     }
 
+    fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
+        self.ssh.begin_batch(step, machines, state);
+    }
+
+    fn end_batch(&mut self, step: Step) {
+        self.ssh.end_batch(step);
+    }
+
     fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event {
         (self.observe)(&Progress::MachineStarted {
             step: step.letter(),
