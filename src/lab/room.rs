@@ -76,44 +76,39 @@ impl RoomPc {
             .to_owned())
     }
 
-    /// Where [`RoomPc::mount_disk`] mounts the disk, as seen by commands run over SSH.
-    pub fn mount_point(&self) -> PathBuf {
-        self.dir.join("root")
-    }
-
-    /// Mounts the disk's filesystem (loop device, auto-cleared) at [`RoomPc::mount_point`] inside
-    /// the PC's own mount namespace: what "booting the PC from its disk" means in the lab, so that
-    /// installers run over SSH write onto the disk. Only commands on this PC see the mount, and it
-    /// disappears with the PC.
-    pub fn mount_disk(&self) -> Result<PathBuf, LabError> {
-        let mp = self.mount_point();
-        std::fs::create_dir_all(&mp).map_err(|source| LabError::Io {
-            step: format!("creating {}", mp.display()),
-            source,
-        })?;
-        let (disk, m) = (self.disk.to_string_lossy(), mp.to_string_lossy());
-        self.sshd
-            .exec("mounting its disk", "mount", &["-o", "loop", &disk, &m])?;
-        Ok(mp)
+    /// Mounts the disk's filesystem (loop device, auto-cleared) at [`DISK_MOUNT`] inside the PC's
+    /// own mount namespace: what "booting the PC from its disk" means in the lab, so that installers
+    /// run over SSH write onto the disk. Only commands on this PC see the mount, and it disappears
+    /// with the PC.
+    pub fn mount_disk(&self) -> Result<(), LabError> {
+        let disk = self.disk.to_string_lossy();
+        self.sshd.exec(
+            "mounting its disk",
+            "mount",
+            &["-o", "loop", &disk, DISK_MOUNT],
+        )?;
+        Ok(())
     }
 
     /// Syncs and unmounts the disk ("shutting the PC down" before a capture or a re-image).
     pub fn unmount_disk(&self) -> Result<(), LabError> {
-        let m = self.mount_point();
         self.sshd
-            .exec("unmounting its disk", "umount", &[&m.to_string_lossy()])
+            .exec("unmounting its disk", "umount", &[DISK_MOUNT])
             .map(drop)
     }
 
     /// Whether the disk is mounted in the PC's namespace now.
     pub fn disk_mounted(&self) -> Result<bool, LabError> {
-        let m = self.mount_point().to_string_lossy().into_owned();
         let out = self
             .sshd
             .exec("listing its mounts", "cat", &["/proc/self/mounts"])?;
-        Ok(out.lines().any(|l| l.split(' ').nth(1) == Some(m.as_str())))
+        Ok(out.lines().any(|l| l.split(' ').nth(1) == Some(DISK_MOUNT)))
     }
 }
+
+/// Where a PC's disk is mounted in its own mount namespace ([`RoomPc::mount_disk`]): `/mnt`, which
+/// exists (empty) on every Debian system; the host's `/mnt` is untouched.
+pub const DISK_MOUNT: &str = "/mnt";
 
 /// A running virtual classroom (see the module doc). Fields drop in order: daemons first, lab last.
 #[derive(Debug)]

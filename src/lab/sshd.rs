@@ -84,7 +84,9 @@ impl SshKeys {
     }
 }
 
-/// A machine's own hostname and name resolution, applied in a private UTS + mount namespace.
+/// A machine's own hostname and name resolution, applied in a private UTS + mount namespace, with
+/// private (initially empty) `/etc/samba`, `/var/lib/samba` and `/run/samba`: a join run on one
+/// "PC" writes its smb.conf, keytab and secrets there, never on the host nor on another PC.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// Hostname at start (a join may change it).
@@ -103,14 +105,16 @@ impl Identity {
             step: format!("identity of {}: {what}", self.hostname),
             source,
         };
-        std::fs::create_dir_all(self.dir.join("run-samba"))
-            .map_err(|e| io("creating its folder", e))?;
+        for d in ["run-samba", "etc-samba", "var-lib-samba"] {
+            std::fs::create_dir_all(self.dir.join(d)).map_err(|e| io("creating its folders", e))?;
+        }
         std::fs::write(self.dir.join("hostname"), format!("{}\n", self.hostname))
             .map_err(|e| io("writing hostname", e))?;
         let d = self.dir.display();
         let mut sh = format!(
             "hostname {h}; mount --bind {d}/hostname /etc/hostname; \
-             mkdir -p /run/samba; mount --bind {d}/run-samba /run/samba",
+             mkdir -p /run/samba /etc/samba /var/lib/samba; mount --bind {d}/run-samba /run/samba; \
+             mount --bind {d}/etc-samba /etc/samba; mount --bind {d}/var-lib-samba /var/lib/samba",
             h = self.hostname
         );
         if let Some(ns) = self.nameserver {
