@@ -3,8 +3,6 @@
 mod ad;
 mod cli;
 mod crash;
-mod lab;
 mod remote;
 mod software_only;
-mod sshd;
 mod steps;
