@@ -4,5 +4,6 @@ mod ad;
 mod cli;
 mod crash;
 mod remote;
+mod run;
 mod software_only;
 mod steps;
