@@ -341,6 +341,77 @@ pub fn resume(
     finish(&journal, &opts.db, id, &built, state, stop, observe)
 }
 
+/// The configuration of the imaging backend (steps b, f and image-mode g) for a campaign's setup:
+/// the room's machines (hostname + MAC, the boot allowlist), interface and subnet, the profile's
+/// base image and generalise command, SSH to the master. `store`, `signer_key` and `work_dir` are
+/// the deploy server's. The CLI and `roomcast demo` hand the result to
+/// [`super::imaging::ImagingWorker::new`] with their way of booting PCs.
+pub fn imaging_config(
+    built: &Setup,
+    store: &Path,
+    signer_key: &Path,
+    work_dir: &Path,
+) -> Result<super::imaging::ImagingConfig, String> {
+    let plan = &built.plan;
+    let mut machines = Vec::new();
+    for m in &plan.machines {
+        let mac = m
+            .mac
+            .replace('-', ":")
+            .parse()
+            .map_err(|e| format!("{}: machine {} MAC {}: {e}", plan.file, m.hostname, m.mac))?;
+        machines.push(super::imaging::Machine {
+            hostname: m.hostname.clone(),
+            mac,
+        });
+    }
+    let subnet = plan
+        .network
+        .subnet
+        .parse()
+        .map_err(|e| format!("{}: network.subnet: {e}", plan.file))?;
+    let mut config = super::imaging::ImagingConfig::new(
+        &plan.room,
+        machines,
+        &plan.master,
+        &plan.network.interface,
+        subnet,
+        store.to_path_buf(),
+        signer_key.to_path_buf(),
+        &plan.base_image,
+        work_dir.to_path_buf(),
+    );
+    config.image_name = format!("{}-{}", plan.uai, plan.room);
+    config.profile = Some(plan.profile.clone());
+    config.generalise = plan.generalize.clone();
+    config.master_ssh =
+        built
+            .spec
+            .addresses
+            .get(&plan.master)
+            .map(|address| super::imaging::MasterSsh {
+                address: address.clone(),
+                port: built.spec.port,
+                ssh: built.spec.ssh.clone(),
+            });
+    Ok(config)
+}
+
+/// The setup of a journaled campaign, rebuilt from the options saved at its start (for a caller that
+/// must build its imaging worker before [`resume`]).
+pub fn saved_setup(db: &Path, id: i64, today: Option<Date>) -> Result<Setup, RunError> {
+    rebuild(db, id, today).map(|(_, built)| built)
+}
+
+/// The setup `start` will use, built the same way (for a caller that must build its imaging worker
+/// before [`start`]).
+pub fn setup_for(opts: &StartOptions) -> Result<Setup, RunError> {
+    Ok(setup::build(
+        &opts.setup,
+        opts.today.unwrap_or_else(today_utc),
+    )?)
+}
+
 /// The saved options of campaign `id` and the setup rebuilt from them.
 fn rebuild(db: &Path, id: i64, today: Option<Date>) -> Result<(SetupOptions, Setup), RunError> {
     let file = campaign_dir(db, id).join("options.json");

@@ -3,6 +3,7 @@
 
 use super::exit;
 use crate::campaign::driver::Stop;
+use crate::campaign::imaging::{ImagingWorker, PxeBoot};
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, RunError, StartOptions};
 use crate::campaign::setup::SetupOptions;
 use crate::model::Date;
@@ -13,6 +14,24 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// The imaging backend (steps b, f and image-mode g) on the room network: PXE, multicast, capture.
+/// Without `--store` and `--signer-key`, those steps fail with a reason saying so.
+#[derive(Debug, Args)]
+pub struct ImagingArgs {
+    /// The image store (base images; captured images go there).
+    #[arg(long, requires = "signer_key")]
+    pub store: Option<PathBuf>,
+    /// The deploy server's signing key (captured images are signed with it).
+    #[arg(long, requires = "store")]
+    pub signer_key: Option<PathBuf>,
+    /// Boot root served over TFTP/HTTP (iPXE, kernel, initramfs; see `roomcast bootenv`).
+    #[arg(long)]
+    pub boot_dir: Option<PathBuf>,
+    /// Command run on the master after its generalise command to restart it into network boot.
+    #[arg(long)]
+    pub reboot: Option<String>,
+}
 
 /// Arguments of `roomcast campaign start`.
 #[derive(Debug, Args)]
@@ -80,6 +99,9 @@ pub struct StartArgs {
     /// The date licences are checked against, YYYY-MM-DD (default: today, UTC).
     #[arg(long, value_parser = super::validate::parse_date)]
     pub today: Option<Date>,
+    /// Imaging backend.
+    #[command(flatten)]
+    pub imaging: ImagingArgs,
 }
 
 /// Arguments of `roomcast campaign resume`.
@@ -99,6 +121,9 @@ pub struct ResumeArgs {
     /// The date licences are checked against, YYYY-MM-DD (default: today, UTC).
     #[arg(long, value_parser = super::validate::parse_date)]
     pub today: Option<Date>,
+    /// Imaging backend (give the same as at `start`).
+    #[command(flatten)]
+    pub imaging: ImagingArgs,
 }
 
 /// `HH:MM` (24 h).
@@ -170,8 +195,23 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
         parallel: a.parallel.max(1),
         today: a.today,
     };
+    let mut imaging = match &a.imaging.store {
+        None => None,
+        Some(_) => match run::setup_for(&opts) {
+            Ok(built) => Some(imaging_worker(&a.imaging, &built, db)),
+            Err(e) => return conclude(Err(e), a.json),
+        },
+    };
+    let imaging = match imaging.as_mut() {
+        Some(Ok(w)) => Some(w as &mut dyn crate::campaign::driver::Worker),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::USAGE_OR_IO;
+        }
+        None => None,
+    };
     let display = Display::new(a.json);
-    let result = run::start(&opts, None, &|p| display.show(p));
+    let result = run::start(&opts, imaging, &|p| display.show(p));
     display.done();
     conclude(result, a.json)
 }
@@ -188,10 +228,53 @@ pub fn resume(db: &Path, a: ResumeArgs) -> u8 {
         parallel: a.parallel.max(1),
         today: a.today,
     };
+    let mut imaging = match &a.imaging.store {
+        None => None,
+        Some(_) => {
+            let id = match opts.campaign {
+                Some(id) => Ok(id),
+                None => crate::campaign::journal::Journal::open(db)
+                    .and_then(|j| j.latest())
+                    .map_err(|e| e.to_string())
+                    .and_then(|id| id.ok_or_else(|| "no campaign in the journal".to_string())),
+            };
+            match id.and_then(|id| run::saved_setup(db, id, opts.today).map_err(|e| e.to_string()))
+            {
+                Ok(built) => Some(imaging_worker(&a.imaging, &built, db)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::USAGE_OR_IO;
+                }
+            }
+        }
+    };
+    let imaging = match imaging.as_mut() {
+        Some(Ok(w)) => Some(w as &mut dyn crate::campaign::driver::Worker),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::USAGE_OR_IO;
+        }
+        None => None,
+    };
     let display = Display::new(a.json);
-    let result = run::resume(&opts, None, &|p| display.show(p));
+    let result = run::resume(&opts, imaging, &|p| display.show(p));
     display.done();
     conclude(result, a.json)
+}
+
+/// The imaging worker of a real room: PXE boot on the room interface.
+fn imaging_worker(
+    a: &ImagingArgs,
+    built: &crate::campaign::setup::Setup,
+    db: &Path,
+) -> Result<ImagingWorker, String> {
+    let (Some(store), Some(key)) = (&a.store, &a.signer_key) else {
+        return Err("--store and --signer-key go together".into());
+    };
+    let mut config = run::imaging_config(built, store, key, &beside(db, "imaging"))?;
+    config.boot_dir = a.boot_dir.clone();
+    config.reboot = a.reboot.clone();
+    Ok(ImagingWorker::new(config, Box::new(PxeBoot::default())))
 }
 
 fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
@@ -272,6 +355,12 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
                 other => format!("{other:?}"),
             };
             eprintln!("campaign {id}: {why}");
+            if why.contains("imaging backend") {
+                eprintln!(
+                    "hint: steps b, f and image deploys need `--store DIR --signer-key FILE` \
+                     (or `--software-only` to push software to running PCs)"
+                );
+            }
             exit::FAILURE
         }
     };
@@ -417,6 +506,32 @@ fn log(p: &Progress) {
         }
         other => {
             tracing::info!(progress = %serde_json::to_string(other).unwrap_or_default(), "campaign")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_times_parse_and_fall_on_the_next_matching_local_minute() {
+        assert_eq!(parse_hhmm("22:00"), Ok((22, 0)));
+        assert_eq!(parse_hhmm("6:30"), Ok((6, 30)));
+        assert!(parse_hhmm("24:00").is_err());
+        assert!(parse_hhmm("22h").is_err());
+        let after = 1_795_874_709; // 2026-11-28 14:05:09 UTC
+        for (h, m) in [(22, 0), (6, 30), (14, 5)] {
+            let at = next_local(h, m, after);
+            assert!(at > after && at - after <= 25 * 3600, "{h}:{m} -> {at}");
+            // SAFETY: localtime_r fills the tm we own.
+            let tm = unsafe {
+                let mut tm: libc::tm = std::mem::zeroed();
+                let t = at as libc::time_t;
+                libc::localtime_r(&t, &mut tm);
+                tm
+            };
+            assert_eq!((tm.tm_hour as u32, tm.tm_min as u32, tm.tm_sec), (h, m, 0));
         }
     }
 }

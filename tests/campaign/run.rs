@@ -752,3 +752,64 @@ fn kill_9_during_c_then_resume_through_the_binary_redoes_only_what_was_cut() {
         "{out}"
     );
 }
+
+#[test]
+fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = build_room(dir.path(), 2, false);
+    let region = region(dir.path(), &addrs(&room), 2, None);
+    let db = dir.path().join("roomcast.db");
+    let mut setup = setup_options(dir.path(), &region, &room);
+    setup.software_only = true;
+    let now = run::now().0;
+    let opts = StartOptions {
+        db: db.clone(),
+        setup,
+        at: Some(roomcast::procedure::Timestamp(now + 2)),
+        // The window is already over when the start time comes: nothing may start.
+        until: Some(roomcast::procedure::Timestamp(now + 1)),
+        parallel: 2,
+        today: Some("2026-11-28".parse().unwrap()),
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let first = room
+        .server()
+        .run(|| run::start(&opts, None, &|p| seen.lock().unwrap().push(p.clone())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.stop, Stop::Deadline);
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.contains(&Progress::Scheduled { at: now + 2 }),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|p| matches!(p, Progress::StepStarted { .. })),
+        "no step may start after --until: {seen:?}"
+    );
+    assert!(
+        run::now().0 >= now + 2,
+        "start() returned before its --at time"
+    );
+    let md = std::fs::read_to_string(&first.report_md).unwrap();
+    assert!(md.contains("| a:collect | not done |"), "{md}");
+    assert!(md.contains("--until"), "{md}");
+    assert!(!region.flags.join("installs").exists(), "no PC touched");
+
+    // The next night: resume without a deadline finishes the software-only campaign.
+    let second = room
+        .server()
+        .run(|| run::resume(&ResumeOptions::latest(&db), None, &|_| {}))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second.stop,
+        Stop::Ended(Phase::Finished),
+        "{:#?}",
+        second.state
+    );
+    let installs = std::fs::read_to_string(region.flags.join("installs")).unwrap();
+    assert_eq!(installs.lines().count(), 2, "{installs}");
+}
