@@ -253,6 +253,9 @@ pub fn start(
     built.spec.logs = dir.join("logs");
     let json = serde_json::to_vec_pretty(&saved).expect("options serialise");
     write_atomic(&dir.join("options.json"), &json)?;
+    // The plan as started (no secret in it: references only), for the report's figures.
+    let json = serde_json::to_vec_pretty(&built.plan).expect("plan serialises");
+    write_atomic(&dir.join("plan.json"), &json)?;
     observe(&Progress::Journaled {
         campaign: id,
         room: built.spec.plan.room.clone(),
@@ -455,10 +458,13 @@ pub fn reports(
         stopped_at_until,
         ..Facts::default()
     };
-    // The byte figures come from the plan; without the saved options the report has none.
-    if let Ok((_, built)) = rebuild(db, id, None) {
-        facts.installer_bytes = Some(built.plan.bytes.installers);
-        facts.image_bytes = built.plan.bytes.image;
+    // The byte figures come from the plan saved at start; without it the report has none.
+    let plan = std::fs::read(campaign_dir(db, id).join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    if let Some(bytes) = plan.as_ref().map(|p| &p["bytes"]) {
+        facts.installer_bytes = bytes["installers"].as_u64();
+        facts.image_bytes = bytes["image"].as_u64();
     }
     Ok((state, facts))
 }
