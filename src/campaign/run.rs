@@ -24,7 +24,7 @@ use super::report::{self, Facts};
 use super::setup::{self, Setup, SetupError, SetupOptions};
 use super::ssh_worker::SshWorker;
 use crate::inventory::db::{DbError, InventoryDb};
-use crate::inventory::{self, CampaignTicket, Intervention, MachineRecord};
+use crate::inventory::{self, CampaignTicket, ImageDeployed, Intervention, MachineRecord};
 use crate::model::Date;
 use crate::procedure::{Action, Event, Phase, State, Status, Step, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -620,6 +620,35 @@ fn record_inventory(
                 at,
             )?;
         }
+        // The image this campaign captured (step f), on every PC it reached at g.
+        if let (crate::procedure::DeployMode::Image, Some(image)) =
+            (built.spec.plan.mode, &state.image)
+        {
+            let status = state.machine_status(&m.hostname, Step::Deploy);
+            let result = match status {
+                Status::Succeeded { .. } => Some(inventory::Outcome::Ok),
+                Status::Failed { .. } => Some(inventory::Outcome::Failed),
+                _ => None,
+            };
+            if let Some(result) = result {
+                let end = timings
+                    .machines
+                    .get(&(m.hostname.clone(), Step::Deploy))
+                    .and_then(|(_, e)| *e)
+                    .unwrap_or(Timestamp(started));
+                inv.record_image_deployed(
+                    &ImageDeployed {
+                        campaign: campaign.clone(),
+                        machine: mac.clone(),
+                        image_id: image.clone(),
+                        image_version: format!("{}-{}@{}", built.plan.uai, built.plan.room, id),
+                        at: inventory::Timestamp(end.0),
+                        result,
+                    },
+                    at,
+                )?;
+            }
+        }
         recorded += 1;
     }
     Ok(recorded)
@@ -677,7 +706,7 @@ impl Worker for RunWorker<'_> {
             _ => self.ssh.run_step(step, state),
         };
         let (result, detail) = match &event {
-            Event::StepSucceeded { .. } => ("ok", None),
+            Event::StepSucceeded { .. } | Event::ImageCaptured { .. } => ("ok", None),
             Event::StepFailed { reason, .. } => ("failed", Some(reason.clone())),
             Event::Refused(r) => (
                 "refused",

@@ -26,6 +26,8 @@ const LICENCE_KEY: &str = "KEY-7781-SECRET-LIC";
 const OU: &str = "OU=T1,OU=Salles,DC=run,DC=roomcast,DC=test";
 const SIGNER: &str = "M. Dupont";
 const UAI: &str = "0330107X";
+/// The image id the imaging stand-in reports for step f.
+const IMAGE: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
 /// The files of a test region.
 struct Region {
@@ -150,7 +152,12 @@ impl ImagingStandIn {
 impl Worker for ImagingStandIn {
     fn run_step(&mut self, step: Step, _state: &State) -> Event {
         self.note(&step.letter().to_string());
-        Event::StepSucceeded { step }
+        match step {
+            Step::Capture => Event::ImageCaptured {
+                image: IMAGE.into(),
+            },
+            _ => Event::StepSucceeded { step },
+        }
     }
 
     fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
@@ -446,6 +453,12 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
     let inv = InventoryDb::open(&db).unwrap();
     let machines = inv.machines(Some("T1")).unwrap();
     assert_eq!(machines.len(), 3, "{machines:?}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.last_image_id.as_deref() == Some(IMAGE)),
+        "{machines:?}"
+    );
     let interventions = inv.interventions(Some("T1")).unwrap();
     assert_eq!(
         interventions.len(),
@@ -464,6 +477,7 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
     let md = std::fs::read_to_string(&second.report_md).unwrap();
     assert!(md.contains("Outcome: **finished**"), "{md}");
     assert!(md.contains("| T1-PC03 | ok |"), "{md}");
+    assert!(md.contains(IMAGE), "{md}");
     let (code, html, err) = roomcast(&room, &db, &["report", "--id", &id, "--html"]);
     assert_eq!(code, 0, "{err}");
     assert!(
