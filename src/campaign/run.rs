@@ -741,7 +741,23 @@ impl Worker for RunWorker<'_> {
             machine: machine.to_string(),
             attempt,
         });
-        let event = self.ssh.run_on_machine(step, machine, attempt);
+        let event = if step == Step::Join
+            && self.built.spec.join.is_none()
+            && self.built.spec.shell == super::install::Shell::Windows
+        {
+            // Windows PCs are named and joined by the unattend.xml the image deploy writes (offline
+            // join blob, `campaign::unattend`); this run has no such deploy wired in yet.
+            Event::MachineFailed {
+                step,
+                machine: machine.to_string(),
+                reason: format!(
+                    "{machine}: Windows PCs join through the unattend.xml written at image deploy \
+                     (campaign::unattend), which this run does not provide"
+                ),
+            }
+        } else {
+            self.ssh.run_on_machine(step, machine, attempt)
+        };
         let (result, detail) = match &event {
             Event::MachineFailed { reason, .. } => ("failed", Some(reason.clone())),
             _ => ("ok", None),
