@@ -3,6 +3,7 @@
 mod ad;
 mod cli;
 mod crash;
+mod imaging;
 mod lab;
 mod remote;
 mod software_only;

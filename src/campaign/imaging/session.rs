@@ -46,13 +46,16 @@ pub struct Report {
     pub body: String,
 }
 
+/// A PC on its way into the agent, or why it could not be sent.
+type BootOutcome = Result<Box<dyn Booting>, String>;
+
 /// A running session; dropping it stops the agents it booted, its boot services and its HTTP server.
 pub struct Session {
     service: Arc<BootService>,
     image: Option<ImageId>,
     info: SessionInfo,
     started: Instant,
-    booting: Mutex<BTreeMap<Mac, Result<Box<dyn Booting>, String>>>,
+    booting: Mutex<BTreeMap<Mac, BootOutcome>>,
     // Order of drop: the PCs' agents first, then boot services, then the HTTP server.
     _services: Box<dyn BootServices>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -190,10 +193,10 @@ impl Session {
                 }
             }
             // A report posted just before the agent exited may still be in flight: short grace.
-            if let Some((at, why)) = &ended_at {
-                if at.elapsed() > Duration::from_secs(2) {
-                    return Err(format!("{host}: no report from the agent: {why}"));
-                }
+            if let Some((at, why)) = &ended_at
+                && at.elapsed() > Duration::from_secs(2)
+            {
+                return Err(format!("{host}: no report from the agent: {why}"));
             }
             if !self.service.booted(machine.mac) && elapsed > boot_timeout {
                 return Err(format!(
