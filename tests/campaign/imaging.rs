@@ -15,12 +15,14 @@ use roomcast::net::http::TOKEN_HEADER;
 use roomcast::procedure::{DeployMode, Event, Phase, Plan, State, Status, Step, Timestamp};
 use roomcast::proto::mac::Mac;
 use roomcast::remote::ssh::SshConfig;
+use roomcast::serve::DataPlane;
 use roomcast::store::Store;
 use roomcast::store::capture::{self, CaptureOptions};
 use roomcast::store::chunk::{ChunkHash, ChunkSize, Compressor};
 use roomcast::store::keys::{self, Signer, TrustedSigners};
 use roomcast::store::manifest::{ImageId, ImageLabel, UnverifiedManifest};
 use sha2::{Digest, Sha256};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +139,13 @@ fn config(srv: &Server, machines: Vec<Machine>, master: &str) -> ImagingConfig {
     c.boot_timeout = Duration::from_secs(6);
     c.agent_timeout = Duration::from_secs(120);
     c.profile = Some("lycee".into());
+    c.multicast = Some(DataPlane {
+        group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 30, 1), 9300),
+        control_port: 0,
+        // P04 never comes: the stream starts with the PCs present after this wait.
+        start_wait: Duration::from_secs(8),
+        ..DataPlane::default()
+    });
     c
 }
 
@@ -329,8 +338,20 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     assert_eq!(r["uploaded_chunks"], 1, "{r}");
     assert_eq!(r["image"], image.to_hex());
 
-    // g: the three live PCs hold exactly the captured disk; P04 failed alone, named.
+    // g: one multicast session for the room; the three live PCs hold exactly the captured disk,
+    // written from the stream after each chunk's sha256 matched the signed manifest; P04 failed
+    // alone, named.
     for (i, h) in hosts.iter().enumerate().take(3) {
+        let pc_mac = mac_of(&pc_ns[i]);
+        let file = work
+            .join("reports/g")
+            .join(format!("{}.json", pc_mac.hyphenated()));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(r["result"], "ok", "{h}: {r}");
+        assert_eq!(r["image"], image.to_hex(), "{h}: {r}");
+        assert_eq!(r["transport"], "multicast", "{h}: {r}");
+        assert_eq!(r["multicast"]["complete"], true, "{h}: {r}");
         assert_eq!(
             std::fs::read(&pc_disks[i]).unwrap(),
             expected,
@@ -436,6 +457,8 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
                         cmdline: String::new(),
                         mode: AgentMode::Capture,
                         machines: vec![master],
+                        multicast: None,
+                        catch_up_wait: Duration::from_secs(1),
                     },
                     None,
                     Some(capture),
