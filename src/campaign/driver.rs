@@ -37,6 +37,9 @@ pub enum Stop {
         /// Who may sign.
         allowed: Vec<String>,
     },
+    /// The `--until` time came: no new step or PC was started after it; what was not done stays
+    /// pending (or running, for work cut short) and [`resume`] takes it up.
+    Deadline,
 }
 
 /// Carries out `actions` (and those they lead to) until the campaign ends or waits for a sign-off.
@@ -49,15 +52,49 @@ pub fn drive(
     journal: &mut Journal,
     campaign: i64,
     run: i64,
-    mut state: State,
+    state: State,
     actions: Vec<Action>,
     worker: &mut dyn Worker,
     parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
+    drive_until(
+        journal,
+        campaign,
+        run,
+        state,
+        actions,
+        worker,
+        parallel,
+        clock,
+        &|| false,
+    )
+}
+
+/// [`drive`], but no step and no PC is started once `past_deadline` says so (the overnight window's
+/// end, `--until`): the loop then returns [`Stop::Deadline`] after journaling the work in flight.
+// Same inputs as `drive`, plus the deadline.
+#[allow(clippy::too_many_arguments)]
+pub fn drive_until(
+    journal: &mut Journal,
+    campaign: i64,
+    run: i64,
+    mut state: State,
+    actions: Vec<Action>,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+    past_deadline: &(dyn Fn() -> bool + Sync),
+) -> Result<(State, Stop), JournalError> {
     let mut queue: VecDeque<Action> = actions.into();
+    let mut deadline_hit = false;
     let mut waiting = None;
     while let Some(action) = queue.pop_front() {
+        let starts_work = matches!(action, Action::RunStep { .. } | Action::RunOnMachine { .. });
+        if starts_work && past_deadline() {
+            deadline_hit = true;
+            break;
+        }
         let event = match action {
             Action::RunStep { step } => worker.run_step(step, &state),
             Action::RunOnMachine {
@@ -90,6 +127,9 @@ pub fn drive(
                         scope.spawn(move || {
                             let (ack_tx, ack_rx) = std::sync::mpsc::channel();
                             loop {
+                                if past_deadline() {
+                                    break;
+                                }
                                 let job = jobs.lock().expect("not poisoned").next();
                                 let Some((step, machine, attempt)) = job else {
                                     break;
@@ -140,8 +180,14 @@ pub fn drive(
         state = next;
         queue.extend(more);
     }
+    let unfinished_machines = state.machines.values().any(|m| {
+        m.values()
+            .any(|s| matches!(s, crate::procedure::Status::Running { .. }))
+    });
     let stop = if state.phase.is_terminal() {
         Stop::Ended(state.phase.clone())
+    } else if deadline_hit || (waiting.is_none() && unfinished_machines && past_deadline()) {
+        Stop::Deadline
     } else {
         Stop::AwaitingSignoff {
             allowed: waiting.unwrap_or_default(),
@@ -158,9 +204,29 @@ pub fn resume(
     parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
+    resume_until(journal, campaign, worker, parallel, clock, &|| false)
+}
+
+/// [`resume`] with a deadline, as [`drive_until`].
+pub fn resume_until(
+    journal: &mut Journal,
+    campaign: i64,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+    past_deadline: &(dyn Fn() -> bool + Sync),
+) -> Result<(State, Stop), JournalError> {
     let (run, state, actions) = journal.resume(campaign, clock())?;
-    drive(
-        journal, campaign, run, state, actions, worker, parallel, clock,
+    drive_until(
+        journal,
+        campaign,
+        run,
+        state,
+        actions,
+        worker,
+        parallel,
+        clock,
+        past_deadline,
     )
 }
 

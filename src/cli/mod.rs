@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bootenv;
 pub mod campaign;
+pub mod campaign_run;
 pub mod deploy;
 pub mod exit;
 pub mod image;
@@ -32,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
-    /// Follow a campaign: status, report, sign-off (step e), abort.
+    /// Campaigns: start, resume, status, report, sign-off (step e), abort.
     Campaign(campaign::CampaignArgs),
     /// The local inventory and its delivery to GLPI.
     Inventory(inventory::InventoryArgs),

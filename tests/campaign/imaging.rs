@@ -3,13 +3,13 @@
 //! agent` binary started in each PC's namespace by the lab boot (which fetches each PC's boot script
 //! over HTTP, as iPXE does). The campaign goes through the real driver and journal.
 
-use super::lab::{Lab, in_netns, sh};
-use super::sshd::{self, Keys};
 use roomcast::campaign::driver::{Stop, Worker, drive};
 use roomcast::campaign::imaging::lab::LabBoot;
 use roomcast::campaign::imaging::session::{Session, SessionSpec};
 use roomcast::campaign::imaging::{AgentMode, ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use roomcast::campaign::journal::Journal;
+use roomcast::lab::sshd::{SshKeys, Sshd};
+use roomcast::lab::{Lab, Node};
 use roomcast::net::capture::CaptureConfig;
 use roomcast::net::http::TOKEN_HEADER;
 use roomcast::procedure::{DeployMode, Event, Phase, Plan, State, Status, Step, Timestamp};
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 const CHUNK: u32 = 256 * 1024;
 const DISK: u64 = 8 << 20;
-const SUBNET: &str = "198.18.30.0/24";
+const SUBNET: &str = "198.18.0.0/16";
 
 /// xorshift bytes: incompressible.
 fn random(seed: u64, len: usize) -> Vec<u8> {
@@ -58,9 +58,14 @@ fn disk(path: &Path, parts: &[(u64, Vec<u8>)]) {
     }
 }
 
-/// The MAC of `eth0` in namespace `ns`: the PC's real identity on the switch.
-fn mac_of(ns: &str) -> Mac {
-    let out = sh(&["ip", "-n", ns, "-o", "link", "show", "eth0"]);
+/// The MAC of the node's interface: the PC's real identity on the switch.
+fn mac_of(node: &Node) -> Mac {
+    let out = node
+        .command("ip")
+        .args(["-o", "link", "show", node.ifname()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let mac = out
         .split("link/ether ")
         .nth(1)
@@ -122,12 +127,12 @@ fn server() -> Server {
     }
 }
 
-fn config(srv: &Server, machines: Vec<Machine>, master: &str) -> ImagingConfig {
+fn config(srv: &Server, lab: &Lab, machines: Vec<Machine>, master: &str) -> ImagingConfig {
     let mut c = ImagingConfig::new(
         "B204",
         machines,
         master,
-        "eth0",
+        lab.server().ifname(),
         SUBNET.parse().unwrap(),
         srv.store.root().to_path_buf(),
         srv.key.clone(),
@@ -182,22 +187,19 @@ impl Worker for Campaign<'_> {
 #[test]
 fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     let srv = server();
-    let keys = Keys::new(srv.dir.path());
-    let mut lab = Lab::new("img");
-    let server_ns = lab.node("srv", "198.18.30.1/24");
-    let master_ns = lab.node("m", "198.18.30.2/24");
-    sshd::start(
-        &mut lab,
-        &keys,
-        &master_ns,
-        "198.18.30.2",
-        &keys.host_key("m"),
-        "",
-    );
+    let keys = SshKeys::generate(&srv.dir.path().join("ssh")).unwrap();
     let hosts = ["B204-P01", "B204-P02", "B204-P03", "B204-P04"];
-    let pc_ns: Vec<String> = (0..hosts.len())
-        .map(|i| lab.node(&format!("p{i}"), &format!("198.18.30.{}/24", 11 + i)))
-        .collect();
+    let lab = Lab::builder().pcs(1 + hosts.len()).build().unwrap();
+    let master_node = lab.pc(0).unwrap();
+    let pc_nodes: Vec<&Node> = (1..=hosts.len()).map(|i| lab.pc(i).unwrap()).collect();
+    let _sshd = Sshd::start(
+        master_node,
+        &keys,
+        &keys.host_key("m").unwrap(),
+        None,
+        &srv.dir.path().join("ssh"),
+    )
+    .unwrap();
 
     // The master's disk holds last year's system; each PC's disk holds something else again.
     let master_disk = srv.dir.path().join("master.img");
@@ -212,24 +214,24 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
 
     let mut machines = vec![Machine {
         hostname: "B204-M".into(),
-        mac: mac_of(&master_ns),
+        mac: mac_of(master_node),
     }];
     let mut boot = LabBoot::new(
         Path::new(env!("CARGO_BIN_EXE_roomcast")),
         &srv.public,
         &srv.dir.path().join("agents"),
     )
-    .pc("B204-M", &master_ns, &master_disk)
+    .pc("B204-M", master_node.netns(), &master_disk)
     // P04 is switched off at the wall: woken, it never comes.
     .powered_off("B204-P04");
     for (i, h) in hosts.iter().enumerate() {
         machines.push(Machine {
             hostname: h.to_string(),
-            mac: mac_of(&pc_ns[i]),
+            mac: mac_of(pc_nodes[i]),
         });
-        boot = boot.pc(h, &pc_ns[i], &pc_disks[i]);
+        boot = boot.pc(h, pc_nodes[i].netns(), &pc_disks[i]);
     }
-    let mut cfg = config(&srv, machines, "B204-M");
+    let mut cfg = config(&srv, &lab, machines, "B204-M");
     let marker = srv.dir.path().join("generalised");
     // The "sysprep" of this master: stamps the disk (so the capture must carry it) and leaves a trace.
     cfg.generalise = Some(format!(
@@ -239,9 +241,9 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
         marker.display()
     ));
     cfg.master_ssh = Some(MasterSsh {
-        address: "198.18.30.2".into(),
+        address: master_node.addr().to_string(),
         port: 22,
-        ssh: SshConfig::new("root", &keys.client, &keys.known_hosts),
+        ssh: SshConfig::new("root", keys.client(), keys.known_hosts()),
     });
     let plan = Plan {
         room: "B204".into(),
@@ -257,32 +259,35 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     let db = srv.dir.path().join("journal.db");
     let work = srv.dir.path().join("work");
     let base_sha = sha256(&srv.base_disk);
-    let (state, stop) = in_netns(&server_ns, move || {
-        let mut imaging = ImagingWorker::new(cfg, Box::new(boot));
-        let mut journal = Journal::open(&db).unwrap();
-        let (id, actions) = journal.start(&plan, Timestamp(1)).unwrap();
-        let state = journal.state(id).unwrap();
-        let mut t = 1;
-        let mut clock = || {
-            t += 1;
-            Timestamp(t)
-        };
-        let mut campaign = Campaign {
-            imaging: &mut imaging,
-        };
-        let (state, stop) = drive(
-            &mut journal,
-            id,
-            1,
-            state,
-            actions,
-            &mut campaign,
-            4,
-            &mut clock,
-        )
+    let (state, stop) = lab
+        .server()
+        .run(move || {
+            let mut imaging = ImagingWorker::new(cfg, Box::new(boot));
+            let mut journal = Journal::open(&db).unwrap();
+            let (id, actions) = journal.start(&plan, Timestamp(1)).unwrap();
+            let state = journal.state(id).unwrap();
+            let mut t = 1;
+            let mut clock = || {
+                t += 1;
+                Timestamp(t)
+            };
+            let mut campaign = Campaign {
+                imaging: &mut imaging,
+            };
+            let (state, stop) = drive(
+                &mut journal,
+                id,
+                1,
+                state,
+                actions,
+                &mut campaign,
+                4,
+                &mut clock,
+            )
+            .unwrap();
+            (state, stop)
+        })
         .unwrap();
-        (state, stop)
-    });
     assert_eq!(stop, Stop::Ended(Phase::Finished), "{state:#?}");
     assert!(matches!(
         state.step_status(Step::Master),
@@ -342,7 +347,7 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     // written from the stream after each chunk's sha256 matched the signed manifest; P04 failed
     // alone, named.
     for (i, h) in hosts.iter().enumerate().take(3) {
-        let pc_mac = mac_of(&pc_ns[i]);
+        let pc_mac = mac_of(pc_nodes[i]);
         let file = work
             .join("reports/g")
             .join(format!("{}.json", pc_mac.hyphenated()));
@@ -386,26 +391,28 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
 #[test]
 fn step_b_restores_the_base_image_on_the_master() {
     let srv = server();
-    let mut lab = Lab::new("imb");
-    let server_ns = lab.node("srv", "198.18.30.1/24");
-    let master_ns = lab.node("m", "198.18.30.2/24");
+    let lab = Lab::builder().pcs(1).build().unwrap();
+    let master_node = lab.pc(0).unwrap();
     let master_disk = srv.dir.path().join("master.img");
     disk(&master_disk, &[(0, random(9, 8 << 20))]);
     let machines = vec![Machine {
         hostname: "B204-M".into(),
-        mac: mac_of(&master_ns),
+        mac: mac_of(master_node),
     }];
     let boot = LabBoot::new(
         Path::new(env!("CARGO_BIN_EXE_roomcast")),
         &srv.public,
         &srv.dir.path().join("agents"),
     )
-    .pc("B204-M", &master_ns, &master_disk);
-    let cfg = config(&srv, machines, "B204-M");
-    let event = in_netns(&server_ns, move || {
-        let mut w = ImagingWorker::new(cfg, Box::new(boot));
-        w.run_step(Step::Master, &State::default())
-    });
+    .pc("B204-M", master_node.netns(), &master_disk);
+    let cfg = config(&srv, &lab, machines, "B204-M");
+    let event = lab
+        .server()
+        .run(move || {
+            let mut w = ImagingWorker::new(cfg, Box::new(boot));
+            w.run_step(Step::Master, &State::default())
+        })
+        .unwrap();
     assert_eq!(event, Event::StepSucceeded { step: Step::Master });
     assert_eq!(sha256(&master_disk), sha256(&srv.base_disk));
 }
@@ -413,61 +420,57 @@ fn step_b_restores_the_base_image_on_the_master() {
 #[test]
 fn a_chunk_corrupted_in_upload_is_refused_and_named() {
     let srv = server();
-    let mut lab = Lab::new("imc");
-    let server_ns = lab.node("srv", "198.18.30.1/24");
-    let master_ns = lab.node("m", "198.18.30.2/24");
-    let pc_ns = lab.node("p0", "198.18.30.11/24");
+    let lab = Lab::builder().pcs(2).build().unwrap();
+    let (master_node, pc_node) = (lab.pc(0).unwrap(), lab.pc(1).unwrap());
     let master = Machine {
         hostname: "B204-M".into(),
-        mac: mac_of(&master_ns),
+        mac: mac_of(master_node),
     };
-    let pc_mac = mac_of(&pc_ns);
+    let pc_mac = mac_of(pc_node);
+    let interface = lab.server().ifname().to_string();
     let store = srv.store.clone();
     let key = srv.key.clone();
     let work = srv.dir.path().join("work");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let server_thread = std::thread::spawn({
+    let server_thread = lab.server().spawn({
         let master = master.clone();
-        let server_ns = server_ns.clone();
         move || {
-            in_netns(&server_ns, move || {
-                let capture = CaptureConfig {
-                    machine: master.mac,
-                    store,
-                    signer: Arc::new(Signer::load(&key).unwrap()),
-                    label: ImageLabel {
-                        name: "b204".into(),
-                        version: "1".into(),
-                        profile: None,
-                        captured_by: "test".into(),
-                        captured_at: "2026-11-28T18:00:00Z".into(),
-                    },
-                    chunk_size: ChunkSize::new(CHUNK).unwrap(),
-                    level: 3,
-                };
-                let session = Session::start(
-                    SessionSpec {
-                        campaign: "B204".into(),
-                        interface: "eth0".into(),
-                        subnet: SUBNET.parse().unwrap(),
-                        http_port: 0,
-                        boot_dir: work.join("boot"),
-                        reports_dir: work.join("reports"),
-                        cmdline: String::new(),
-                        mode: AgentMode::Capture,
-                        machines: vec![master],
-                        multicast: None,
-                        catch_up_wait: Duration::from_secs(1),
-                    },
-                    None,
-                    Some(capture),
-                    &LabBoot::new(Path::new("/nonexistent"), Path::new("/x"), &work),
-                )
-                .unwrap();
-                tx.send(session.info().base_url.clone()).unwrap();
-                done_rx.recv().unwrap();
-            })
+            let capture = CaptureConfig {
+                machine: master.mac,
+                store,
+                signer: Arc::new(Signer::load(&key).unwrap()),
+                label: ImageLabel {
+                    name: "b204".into(),
+                    version: "1".into(),
+                    profile: None,
+                    captured_by: "test".into(),
+                    captured_at: "2026-11-28T18:00:00Z".into(),
+                },
+                chunk_size: ChunkSize::new(CHUNK).unwrap(),
+                level: 3,
+            };
+            let session = Session::start(
+                SessionSpec {
+                    campaign: "B204".into(),
+                    interface,
+                    subnet: SUBNET.parse().unwrap(),
+                    http_port: 0,
+                    boot_dir: work.join("boot"),
+                    reports_dir: work.join("reports"),
+                    cmdline: String::new(),
+                    mode: AgentMode::Capture,
+                    machines: vec![master],
+                    multicast: None,
+                    catch_up_wait: Duration::from_secs(1),
+                },
+                None,
+                Some(capture),
+                &LabBoot::new(Path::new("/nonexistent"), Path::new("/x"), &work),
+            )
+            .unwrap();
+            tx.send(session.info().base_url.clone()).unwrap();
+            done_rx.recv().unwrap();
         }
     });
     let base = rx.recv().unwrap();
@@ -485,17 +488,19 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
         .build()
         .into();
     let (master_mac, b) = (master.mac, base.clone());
-    let (script, pc_script) = in_netns(&master_ns, move || {
-        let get = |mac: Mac| {
-            ureq::get(&format!("{b}/boot/{}.ipxe", mac.hyphenated()))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_to_string()
-                .unwrap()
-        };
-        (get(master_mac), get(pc_mac))
-    });
+    let (script, pc_script) = master_node
+        .run(move || {
+            let get = |mac: Mac| {
+                ureq::get(&format!("{b}/boot/{}.ipxe", mac.hyphenated()))
+                    .call()
+                    .unwrap()
+                    .body_mut()
+                    .read_to_string()
+                    .unwrap()
+            };
+            (get(master_mac), get(pc_mac))
+        })
+        .unwrap();
     assert!(
         !pc_script.contains("roomcast.token="),
         "a PC outside the session gets no token"
@@ -506,20 +511,22 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
         "{base}/capture/chunks/{}?index=2&len={CHUNK}",
         hash.to_hex()
     );
-    let (refused, text, no_token, _) = in_netns(&master_ns, {
-        let (agent, url, token, frame) = (agent.clone(), url.clone(), cmd.token.clone(), frame);
-        move || {
-            let mut r = agent
-                .put(&url)
-                .header(TOKEN_HEADER, &token)
-                .send(&frame[..])
-                .unwrap();
-            let status = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap();
-            let anon = agent.put(&url).send(&frame[..]).unwrap().status().as_u16();
-            (status, text, anon, ())
-        }
-    });
+    let (refused, text, no_token, _) = master_node
+        .run({
+            let (agent, url, token, frame) = (agent.clone(), url.clone(), cmd.token.clone(), frame);
+            move || {
+                let mut r = agent
+                    .put(&url)
+                    .header(TOKEN_HEADER, &token)
+                    .send(&frame[..])
+                    .unwrap();
+                let status = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap();
+                let anon = agent.put(&url).send(&frame[..]).unwrap().status().as_u16();
+                (status, text, anon, ())
+            }
+        })
+        .unwrap();
     assert_eq!(refused, 422, "{text}");
     assert!(
         text.contains(&format!("chunk #2 at offset {}", 2 * CHUNK))
@@ -536,5 +543,5 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
         "no temporary file left"
     );
     done_tx.send(()).unwrap();
-    server_thread.join().unwrap();
+    server_thread.join().unwrap().unwrap();
 }
