@@ -172,18 +172,20 @@ impl Worker for SshWorker<'_> {
     }
 
     fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
-        if step == Step::Deploy && self.spec.plan.mode == DeployMode::Image {
-            if let Some(w) = self.imaging.as_deref_mut() {
-                w.begin_batch(step, machines, state);
-            }
+        if step == Step::Deploy
+            && self.spec.plan.mode == DeployMode::Image
+            && let Some(w) = self.imaging.as_deref_mut()
+        {
+            w.begin_batch(step, machines, state);
         }
     }
 
     fn end_batch(&mut self, step: Step) {
-        if step == Step::Deploy && self.spec.plan.mode == DeployMode::Image {
-            if let Some(w) = self.imaging.as_deref_mut() {
-                w.end_batch(step);
-            }
+        if step == Step::Deploy
+            && self.spec.plan.mode == DeployMode::Image
+            && let Some(w) = self.imaging.as_deref_mut()
+        {
+            w.end_batch(step);
         }
     }
 

@@ -14,6 +14,11 @@
 //! otherwise). Reading does not spend the token, so the agent can fetch many chunks and then report.
 //! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
 //! any other chunk of the store): a token opens one image, not the store.
+//!
+//! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
+//! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
+//! the group, and the machine's own control-channel token. 404 when no session is offered: the agent
+//! then restores over unicast.
 
 use crate::net::capture::{CaptureConfig, CaptureSink};
 use crate::net::files::BootRoot;
@@ -28,6 +33,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -140,15 +146,44 @@ pub struct AgentReport {
     pub body: String,
 }
 
+/// A multicast session offered to the campaign's agents (set by [`crate::serve`]).
+#[derive(Debug, Clone)]
+pub struct SessionOffer {
+    /// Where the deploy server's control channel listens (the room interface's address).
+    pub control: SocketAddrV4,
+    /// Multicast group and port of the data stream.
+    pub group: SocketAddrV4,
+    /// Control-channel token of each machine of the session (handed only to that machine).
+    pub tokens: BTreeMap<Mac, [u8; 32]>,
+    /// The session is over: late agents restore over unicast.
+    pub ended: bool,
+}
+
+/// What `GET /mcast/session` answers one agent (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// The control channel, `IP:port`.
+    pub control: SocketAddrV4,
+    /// The multicast group, `IP:port`.
+    pub group: SocketAddrV4,
+    /// The machine this token belongs to, `aa:bb:cc:dd:ee:ff` (the agent's identity in its HELLO).
+    pub machine: String,
+    /// Its control-channel token, hex (64 digits).
+    pub token: String,
+    /// True once the session is over: restore over unicast instead.
+    pub ended: bool,
+}
+
 /// Shared state of the service.
 pub struct BootService {
     config: BootConfig,
-    root: BootRoot,
+    root: Option<BootRoot>,
     tokens: Mutex<TokenBook>,
     reports: Mutex<Vec<AgentReport>>,
     env: minijinja::Environment<'static>,
     image: Option<OpenImage>,
     capture: Option<CaptureSink>,
+    session: Mutex<Option<SessionOffer>>,
 }
 
 /// Why the service cannot start.
@@ -170,7 +205,7 @@ impl BootService {
     /// The campaign's image is verified here, once: a server never hands out an image its own store
     /// does not trust.
     pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, ServiceError> {
-        Self::with_capture(config, root, None)
+        Self::build(config, Some(root), None)
     }
 
     /// Like [`BootService::new`], and also accepts the upload of the master's disk (step f) when
@@ -178,6 +213,20 @@ impl BootService {
     pub fn with_capture(
         config: BootConfig,
         root: BootRoot,
+        capture: Option<CaptureConfig>,
+    ) -> Result<Arc<BootService>, ServiceError> {
+        Self::build(config, Some(root), capture)
+    }
+
+    /// The service without boot files (`roomcast deploy` by hand): image, reports and multicast
+    /// session only; `/files/` answers 404.
+    pub fn image_only(config: BootConfig) -> Result<Arc<BootService>, ServiceError> {
+        Self::build(config, None, None)
+    }
+
+    fn build(
+        config: BootConfig,
+        root: Option<BootRoot>,
         capture: Option<CaptureConfig>,
     ) -> Result<Arc<BootService>, ServiceError> {
         let capture = match capture {
@@ -208,6 +257,7 @@ impl BootService {
             env,
             image,
             capture,
+            session: Mutex::default(),
         }))
     }
 
@@ -264,6 +314,46 @@ impl BootService {
             })
     }
 
+    /// Issues `token` to `mac` without a boot script (a deploy started by hand hands tokens to the
+    /// technician); like a boot, it revokes the machine's previous unused token.
+    pub fn issue_token(&self, mac: Mac, token: String) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issue(mac, token);
+    }
+
+    /// Offers (or, with `None`, withdraws) a multicast session to the agents.
+    pub fn set_session(&self, offer: Option<SessionOffer>) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = offer;
+    }
+
+    /// Marks the offered session as over: agents asking from now on restore over unicast.
+    pub fn end_session(&self) {
+        if let Some(o) = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            o.ended = true;
+        }
+    }
+
+    /// The session as `mac` sees it, if one is offered and `mac` is in it.
+    pub fn session_for(&self, mac: Mac) -> Option<SessionInfo> {
+        let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let o = guard.as_ref()?;
+        let token = o.tokens.get(&mac)?;
+        Some(SessionInfo {
+            control: o.control,
+            group: o.group,
+            machine: mac.to_string(),
+            token: hex::encode(token),
+            ended: o.ended,
+        })
+    }
+
     /// Accepts a report if its token is live; writes it to `<reports_dir>/<mac>.json`.
     pub fn report(&self, token: &str, body: String) -> Result<Mac, TokenRefused> {
         let mac = self
@@ -312,6 +402,7 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/agent/report", post(report))
         .route("/image/manifest", get(manifest))
         .route("/chunks/{sha256}", get(chunk))
+        .route("/mcast/session", get(session))
         .merge(crate::net::capture::routes())
         .with_state(service)
 }
@@ -345,6 +436,17 @@ async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Resp
         img.envelope.clone(),
     )
         .into_response()
+}
+
+async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    let mac = match live_token(&s, &headers, "multicast session") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    match s.session_for(mac) {
+        Some(info) => axum::Json(info).into_response(),
+        None => (StatusCode::NOT_FOUND, "no multicast session offered\n").into_response(),
+    }
 }
 
 async fn chunk(
@@ -398,7 +500,10 @@ async fn boot_script(
 }
 
 async fn file(State(s): State<Arc<BootService>>, UrlPath(name): UrlPath<String>) -> Response {
-    let path = match s.root.resolve(&name) {
+    let Some(root) = &s.root else {
+        return (StatusCode::NOT_FOUND, "this server serves no boot files\n").into_response();
+    };
+    let path = match root.resolve(&name) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(%e, "http file refused");

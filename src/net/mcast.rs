@@ -6,7 +6,7 @@
 
 use crate::proto::mcast::{
     ConnId, Down, Receiver, ReceiverEvent, ReceiverReport, Sender, SenderError, SenderEvent,
-    Timestamp, Up, WireError,
+    SenderStats, Timestamp, Up, WireError,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -58,6 +58,10 @@ fn io_err(step: &'static str) -> impl FnOnce(io::Error) -> NetError {
 pub trait BlockSource {
     /// The compressed bytes of block `index`.
     fn read_block(&mut self, index: u32) -> io::Result<Vec<u8>>;
+
+    /// Every event of the session but `NeedBlock` (joins, completions, deaths, the end), with the
+    /// sender's counters at that moment: the deploy server's progress and final figures.
+    fn event(&mut self, _event: &SenderEvent, _stats: &SenderStats) {}
 }
 
 /// Where the receiver puts rebuilt blocks.
@@ -158,6 +162,7 @@ pub async fn run_sender(
                         sender.supply_block(i, &data)?;
                     }
                     SenderEvent::Finished(reports) => {
+                        source.event(&SenderEvent::Finished(reports.clone()), sender.stats());
                         while let Some((conn, msg)) = sender.poll_control() {
                             if let Some(w) = writers.get_mut(&conn) {
                                 let _ = write_frame(w, &msg.encode()).await;
@@ -165,7 +170,10 @@ pub async fn run_sender(
                         }
                         return Ok(reports);
                     }
-                    other => tracing::info!(event = ?other, "multicast session"),
+                    other => {
+                        tracing::info!(event = ?other, "multicast session");
+                        source.event(&other, sender.stats());
+                    }
                 }
             }
             while let Some((conn, msg)) = sender.poll_control() {

@@ -48,12 +48,14 @@ if [ "$image" = 1 ] || [ "$capture" = 1 ]; then
     if [ "$capture" = 1 ]; then
         echo "roomcast: agent capturing $disk"
         set -- --capture
+        done="roomcast: image captured"
     else
         echo "roomcast: agent restoring onto $disk"
         set --
+        done="roomcast: image written"
     fi
     if roomcast agent "$@" --server "$server" --token "$token" --disk "$disk"; then
-        echo "roomcast: agent done"
+        echo "$done"
     else
         echo "roomcast: agent failed (exit $?)"
     fi

@@ -3,6 +3,7 @@
 mod ad;
 mod cli;
 mod crash;
+mod imaging;
 mod remote;
 mod run;
 mod software_only;

@@ -28,6 +28,7 @@ use crate::net::proxydhcp::Subnet;
 use crate::procedure::{Event, State, Step};
 use crate::remote::RemoteExec;
 use crate::remote::ssh::{SshClient, SshConfig};
+use crate::serve::DataPlane;
 use crate::store::Store;
 use crate::store::chunk::{ChunkSize, DEFAULT_LEVEL};
 use crate::store::keys::Signer;
@@ -99,6 +100,9 @@ pub struct ImagingConfig {
     pub boot_timeout: Duration,
     /// How long a PC may take to report after the session started.
     pub agent_timeout: Duration,
+    /// Restore sessions (b, g) stream the image over multicast with these settings (group,
+    /// rate, how long to wait for every PC before streaming); `None`: unicast HTTP only.
+    pub multicast: Option<DataPlane>,
 }
 
 impl ImagingConfig {
@@ -140,6 +144,7 @@ impl ImagingConfig {
             work_dir,
             boot_timeout: Duration::from_secs(300),
             agent_timeout: Duration::from_secs(3 * 3600),
+            multicast: Some(DataPlane::default()),
         }
     }
 }
@@ -190,6 +195,11 @@ impl ImagingWorker {
                 .unwrap_or_else(|| c.work_dir.join("boot")),
             reports_dir: c.work_dir.join("reports").join(step.letter().to_string()),
             cmdline: c.cmdline.clone(),
+            multicast: match mode {
+                AgentMode::Restore => c.multicast.clone(),
+                AgentMode::Capture => None,
+            },
+            catch_up_wait: c.agent_timeout,
             mode,
             machines,
         }
@@ -349,7 +359,13 @@ impl Worker for ImagingWorker {
     }
 
     fn end_batch(&mut self, _step: Step) {
-        self.batch = None;
+        if let Some(Batch {
+            session: Ok(session),
+            ..
+        }) = self.batch.take()
+        {
+            log_multicast(&session);
+        }
     }
 
     fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
@@ -396,6 +412,23 @@ fn session_image(session: &Session) -> Result<ImageId, String> {
     session
         .served_image()
         .ok_or_else(|| "the session serves no image".to_string())
+}
+
+/// The multicast session's account, in the log (the per-PC results are already journaled).
+fn log_multicast(session: &Session) {
+    match session.multicast_report(Duration::from_secs(5)) {
+        Some(Ok(r)) => tracing::info!(
+            image = %r.image,
+            succeeded = r.succeeded(),
+            machines = r.machines.len(),
+            wire_bytes = r.wire_bytes,
+            image_bytes = r.image_bytes,
+            stream_ms = r.stream_time.as_millis() as u64,
+            "multicast session done"
+        ),
+        Some(Err(e)) => tracing::warn!(%e, "multicast session failed; agents used unicast HTTP"),
+        None => {}
+    }
 }
 
 /// A field of a report's JSON, as text.

@@ -9,6 +9,7 @@ use crate::net::files::BootRoot;
 use crate::net::http::{self, BootConfig, BootService, ServedImage};
 use crate::net::proxydhcp::{Subnet, room_address};
 use crate::proto::mac::Mac;
+use crate::serve::{DataPlane, DeployReport, SessionPlan, run_session};
 use crate::store::manifest::ImageId;
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -37,6 +38,11 @@ pub struct SessionSpec {
     pub mode: AgentMode,
     /// Machines of the session (already checked to be in the room).
     pub machines: Vec<Machine>,
+    /// For a restore session: stream the image to every machine at once over multicast (the
+    /// agents fall back to unicast HTTP for what the stream did not deliver); `None`: unicast only.
+    pub multicast: Option<DataPlane>,
+    /// How long the multicast session waits, after the stream, for PCs catching up over HTTP.
+    pub catch_up_wait: Duration,
 }
 
 /// What a PC's session ended with.
@@ -46,13 +52,20 @@ pub struct Report {
     pub body: String,
 }
 
+/// A PC on its way into the agent, or why it could not be sent.
+type BootOutcome = Result<Box<dyn Booting>, String>;
+
+type McastTask = tokio::task::JoinHandle<Result<DeployReport, crate::serve::DeployError>>;
+
 /// A running session; dropping it stops the agents it booted, its boot services and its HTTP server.
 pub struct Session {
     service: Arc<BootService>,
+    runtime: tokio::runtime::Handle,
+    mcast: Mutex<Option<McastTask>>,
     image: Option<ImageId>,
     info: SessionInfo,
     started: Instant,
-    booting: Mutex<BTreeMap<Mac, Result<Box<dyn Booting>, String>>>,
+    booting: Mutex<BTreeMap<Mac, BootOutcome>>,
     // Order of drop: the PCs' agents first, then boot services, then the HTTP server.
     _services: Box<dyn BootServices>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -82,6 +95,7 @@ impl Session {
         let root = BootRoot::new(&spec.boot_dir)
             .map_err(|e| format!("{}: {e}", spec.boot_dir.display()))?;
         let served = image.as_ref().map(|i| i.id);
+        let served_store = image.as_ref().map(|i| i.store.clone());
         let config = BootConfig {
             campaign: spec.campaign.clone(),
             machines: spec
@@ -109,7 +123,7 @@ impl Session {
             machines: spec.machines.clone(),
             boot_dir: spec.boot_dir.clone(),
         };
-        let (stop, thread) = serve(listener, service.clone())?;
+        let (stop, thread, runtime) = serve(listener, service.clone())?;
         let services = boot.open(&info).map_err(|e| e.to_string());
         let services = match services {
             Ok(s) => s,
@@ -119,9 +133,31 @@ impl Session {
                 return Err(e);
             }
         };
+        let mcast = match (&spec.multicast, &served_store) {
+            (Some(data), Some(store)) if !spec.machines.is_empty() => {
+                let plan = SessionPlan {
+                    store: store.clone(),
+                    image: served.expect("a restore session serves an image"),
+                    interface: server,
+                    machines: spec.machines.iter().map(|m| m.mac).collect(),
+                    expect: spec.machines.len(),
+                    data: data.clone(),
+                    catch_up_wait: spec.catch_up_wait,
+                };
+                Some(offer_multicast(
+                    &runtime,
+                    &service,
+                    plan,
+                    spec.machines[0].mac,
+                ))
+            }
+            _ => None,
+        };
         tracing::info!(url = %info.base_url, mode = %spec.mode, machines = spec.machines.len(), "imaging session open");
         Ok(Session {
             service,
+            runtime,
+            mcast: Mutex::new(mcast),
             image: served,
             info,
             started: Instant::now(),
@@ -148,6 +184,24 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(m.mac, handle);
+        }
+    }
+
+    /// Waits up to `wait` for the multicast session's own account (who joined, who completed,
+    /// bytes on the wire). `None` without a multicast session or when it is still running.
+    pub fn multicast_report(&self, wait: Duration) -> Option<Result<DeployReport, String>> {
+        let task = self
+            .mcast
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let joined = self
+            .runtime
+            .block_on(async { tokio::time::timeout(wait, task).await });
+        match joined {
+            Ok(Ok(r)) => Some(r.map_err(|e| e.to_string())),
+            Ok(Err(e)) => Some(Err(e.to_string())),
+            Err(_) => None,
         }
     }
 
@@ -190,10 +244,10 @@ impl Session {
                 }
             }
             // A report posted just before the agent exited may still be in flight: short grace.
-            if let Some((at, why)) = &ended_at {
-                if at.elapsed() > Duration::from_secs(2) {
-                    return Err(format!("{host}: no report from the agent: {why}"));
-                }
+            if let Some((at, why)) = &ended_at
+                && at.elapsed() > Duration::from_secs(2)
+            {
+                return Err(format!("{host}: no report from the agent: {why}"));
             }
             if !self.service.booted(machine.mac) && elapsed > boot_timeout {
                 return Err(format!(
@@ -220,6 +274,9 @@ impl Drop for Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        if let Some(task) = self.mcast.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -246,13 +303,40 @@ fn bind_on_interface(interface: &str, addr: SocketAddrV4) -> Result<std::net::Tc
     Ok(s.into())
 }
 
+/// Starts the multicast session on the session's runtime and waits (a few seconds at most) until
+/// it is offered, so that agents booted next take the stream rather than unicast. A session that
+/// cannot start leaves the agents on unicast HTTP, which still verifies every chunk.
+fn offer_multicast(
+    runtime: &tokio::runtime::Handle,
+    service: &Arc<BootService>,
+    plan: SessionPlan,
+    probe: Mac,
+) -> McastTask {
+    let svc = service.clone();
+    let task = runtime.spawn(async move {
+        let progress = |p: &crate::serve::Progress| tracing::info!(?p, "multicast");
+        run_session(svc, plan, &progress).await
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while service.session_for(probe).is_none() && !task.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if task.is_finished() {
+        tracing::warn!(
+            "multicast session ended before it was offered: agents restore over unicast"
+        );
+    }
+    task
+}
+
 type Stop = tokio::sync::oneshot::Sender<()>;
 
-/// Runs the router on its own thread until the returned sender fires.
+/// Runs the router on its own thread until the returned sender fires; the handle runs more tasks
+/// (the multicast session) on the same runtime.
 fn serve(
     listener: std::net::TcpListener,
     service: Arc<BootService>,
-) -> Result<(Stop, std::thread::JoinHandle<()>), String> {
+) -> Result<(Stop, std::thread::JoinHandle<()>, tokio::runtime::Handle), String> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = http::router(service);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -260,6 +344,7 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| format!("HTTP runtime: {e}"))?;
+    let handle = rt.handle().clone();
     let thread = std::thread::spawn(move || {
         rt.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -280,5 +365,5 @@ fn serve(
             }
         });
     });
-    Ok((tx, thread))
+    Ok((tx, thread, handle))
 }
