@@ -2,8 +2,10 @@
 //! manifest from the server, verifies it against the signer key baked into its initramfs (trust comes
 //! from the boot environment, never from the wire), restores the image onto the local disk with the
 //! store's delta restore (every chunk is checked against the signed manifest before it is written), and
-//! reports the outcome with its one-time token.
+//! reports the outcome with its one-time token. In capture mode ([`capture`], step f) it reads the
+//! disk and uploads it to the server instead.
 
+pub mod capture;
 mod http;
 
 pub use http::HttpChunks;

@@ -17,6 +17,14 @@ pub trait Worker: Sync {
     fn run_step(&mut self, step: Step, state: &State) -> Event;
     /// Runs a per-machine step (g, h) on one PC; returns `MachineSucceeded` or `MachineFailed`.
     fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event;
+
+    /// Called once before a batch of per-machine work (every `(machine, attempt)` queued at once),
+    /// then [`Worker::run_on_machine`] runs for each of them. A worker that serves the whole batch
+    /// at once (one multicast session for the room) starts it here. Default: nothing.
+    fn begin_batch(&mut self, _step: Step, _machines: &[(String, u32)], _state: &State) {}
+
+    /// Called after every machine of the batch has answered (to stop what `begin_batch` started).
+    fn end_batch(&mut self, _step: Step) {}
 }
 
 /// Why [`drive`] returned.
@@ -106,6 +114,9 @@ pub fn drive_until(
                         batch.push((step, machine, attempt));
                     }
                 }
+                let names: Vec<(String, u32)> =
+                    batch.iter().map(|(_, m, a)| (m.clone(), *a)).collect();
+                worker.begin_batch(step, &names, &state);
                 let shared: &dyn Worker = worker;
                 let (tx, rx) = std::sync::mpsc::channel::<(Event, std::sync::mpsc::Sender<()>)>();
                 let mut outcome = Ok(());
@@ -151,6 +162,7 @@ pub fn drive_until(
                         }
                     }
                 });
+                worker.end_batch(step);
                 outcome?;
                 continue;
             }

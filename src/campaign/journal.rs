@@ -377,6 +377,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Resumed => "resumed",
         Event::StepSucceeded { .. } => "step-succeeded",
         Event::StepFailed { .. } => "step-failed",
+        Event::ImageCaptured { .. } => "image-captured",
         Event::Refused(_) => "refused",
         Event::Signoff { .. } => "signoff",
         Event::MachineSucceeded { .. } => "machine-succeeded",

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod collect;
 pub mod driver;
 pub mod fetch;
+pub mod imaging;
 pub mod install;
 pub mod join;
 pub mod journal;
