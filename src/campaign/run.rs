@@ -600,7 +600,7 @@ impl Worker for RunWorker<'_> {
             _ => self.ssh.run_step(step, state),
         };
         let (result, detail) = match &event {
-            Event::StepSucceeded { .. } => ("ok", None),
+            Event::StepSucceeded { .. } | Event::ImageCaptured { .. } => ("ok", None),
             Event::StepFailed { reason, .. } => ("failed", Some(reason.clone())),
             Event::Refused(r) => (
                 "refused",
@@ -619,6 +619,15 @@ impl Worker for RunWorker<'_> {
             detail,
         });
         event
+    }
+
+    // The imaging worker serves a whole batch of PCs with one session: it must hear of the batch.
+    fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
+        self.ssh.begin_batch(step, machines, state);
+    }
+
+    fn end_batch(&mut self, step: Step) {
+        self.ssh.end_batch(step);
     }
 
     fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event {
