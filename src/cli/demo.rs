@@ -107,13 +107,19 @@ fn show(note: &Note, t0: Instant) {
             } => writeln!(
                 err,
                 "{at}   step {step}: {result}{}",
-                detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
             ),
             Progress::MachineStarted {
                 step,
                 machine,
                 attempt,
-            } => writeln!(err, "{at}   step {step} on {machine} (attempt {attempt}) ..."),
+            } => writeln!(
+                err,
+                "{at}   step {step} on {machine} (attempt {attempt}) ..."
+            ),
             Progress::MachineEnded {
                 step,
                 machine,
@@ -122,7 +128,10 @@ fn show(note: &Note, t0: Instant) {
             } => writeln!(
                 err,
                 "{at}   step {step} on {machine}: {result}{}",
-                detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
             ),
             Progress::Stopped { why, .. } => writeln!(err, "{at} campaign run stopped: {why}"),
         },
@@ -164,10 +173,16 @@ pub fn run(args: DemoArgs) -> ExitCode {
     );
     match demo::run(&opts, &|n| show(n, t0)) {
         Ok(o) => {
-            println!("\nroomcast demo: campaign finished in {:.1} s", o.elapsed.as_secs_f64());
+            println!(
+                "\nroomcast demo: campaign finished in {:.1} s",
+                o.elapsed.as_secs_f64()
+            );
             println!("  base image (step b): {}", &o.base_image[..16]);
             if let Some(image) = &o.campaign.state.image {
-                println!("  captured image (step f): {}", &image[..16.min(image.len())]);
+                println!(
+                    "  captured image (step f): {}",
+                    &image[..16.min(image.len())]
+                );
             }
             println!("  PCs (disk sha256 after step g, hostname after step h):");
             for pc in &o.pcs {
@@ -190,7 +205,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
                 o.journal.display(),
                 o.campaign.campaign
             );
-            println!("  the virtual room is removed; the workspace is kept: {}", o.workspace.display());
+            println!(
+                "  the virtual room is removed; the workspace is kept: {}",
+                o.workspace.display()
+            );
             exit::code(exit::OK)
         }
         Err(e) => {

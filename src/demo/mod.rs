@@ -501,43 +501,41 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
         db.display()
     )));
     let observe = |p: &Progress| note(&Note::Campaign(p.clone()));
-    let outcome = room
-        .server()
-        .run(|| -> Result<Outcome, DemoError> {
-            let first = run::start(&start, Some(&mut imaging), &observe)?;
-            let allowed = match &first.stop {
-                Stop::AwaitingSignoff { allowed } => allowed.clone(),
-                Stop::Ended(_) => return Ok(first),
-                other => return Err(DemoError::Stopped(format!("{other:?}"))),
-            };
-            let by = allowed
-                .first()
-                .cloned()
-                .unwrap_or_else(|| region::SIGNER.to_string());
-            let mut journal = Journal::open(&db)?;
-            driver::signoff(
-                &mut journal,
-                first.campaign,
-                &by,
-                Verdict::Ok,
-                Some(
-                    "DEMO: signed off automatically by `roomcast demo`; a real campaign waits \
+    let outcome = room.server().run(|| -> Result<Outcome, DemoError> {
+        let first = run::start(&start, Some(&mut imaging), &observe)?;
+        let allowed = match &first.stop {
+            Stop::AwaitingSignoff { allowed } => allowed.clone(),
+            Stop::Ended(_) => return Ok(first),
+            other => return Err(DemoError::Stopped(format!("{other:?}"))),
+        };
+        let by = allowed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| region::SIGNER.to_string());
+        let mut journal = Journal::open(&db)?;
+        driver::signoff(
+            &mut journal,
+            first.campaign,
+            &by,
+            Verdict::Ok,
+            Some(
+                "DEMO: signed off automatically by `roomcast demo`; a real campaign waits \
                      for a teacher's sign-off"
-                        .into(),
-                ),
-                run::now(),
-            )?;
-            drop(journal);
-            note(&Note::SignedOff { by });
-            let resume = ResumeOptions {
-                db: db.clone(),
-                campaign: Some(first.campaign),
-                until: None,
-                parallel: 8,
-                today: None,
-            };
-            Ok(run::resume(&resume, Some(&mut imaging), &observe)?)
-        })??;
+                    .into(),
+            ),
+            run::now(),
+        )?;
+        drop(journal);
+        note(&Note::SignedOff { by });
+        let resume = ResumeOptions {
+            db: db.clone(),
+            campaign: Some(first.campaign),
+            until: None,
+            parallel: 8,
+            today: None,
+        };
+        Ok(run::resume(&resume, Some(&mut imaging), &observe)?)
+    })??;
 
     note(&Note::Stage("checking the PCs and the directory".into()));
     let mut pcs = Vec::new();

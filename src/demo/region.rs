@@ -221,7 +221,10 @@ pub fn base_tree(dir: &Path) -> std::io::Result<()> {
         "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm) - roomcast demo base image\"\n\
          NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
     )?;
-    std::fs::write(dir.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n")?;
+    std::fs::write(
+        dir.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )?;
     std::fs::write(dir.join("etc/hostname"), "demo-base\n")?;
     Ok(())
 }
