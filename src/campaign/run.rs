@@ -727,6 +727,7 @@ impl Worker for RunWorker<'_> {
         event
     }
 
+    // The imaging worker serves a whole batch of PCs with one session: it must hear of the batch.
     fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
         self.ssh.begin_batch(step, machines, state);
     }
