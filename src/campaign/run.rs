@@ -179,6 +179,17 @@ pub enum RunError {
     /// The journal holds no such campaign, or it was not started by `roomcast campaign start`.
     #[error("{0}")]
     NoCampaign(String),
+    /// The room already has a campaign that has not ended.
+    #[error(
+        "room {room} has campaign {campaign} still open: `roomcast campaign resume {campaign}` \
+         or `roomcast campaign abort --id {campaign} --by NAME` first"
+    )]
+    Unfinished {
+        /// The room.
+        room: String,
+        /// The open campaign.
+        campaign: i64,
+    },
     /// The room file changed since `start` in a way the journaled plan cannot follow.
     #[error("{file}: the room changed since the campaign started ({what}); start a new campaign")]
     PlanChanged {
@@ -243,6 +254,15 @@ pub fn start(
     let today = opts.today.unwrap_or_else(today_utc);
     let mut built = setup::build(&opts.setup, today)?;
     let mut journal = Journal::open(&opts.db)?;
+    // Two campaigns driving the same PCs would fight over them.
+    if let Some(previous) = journal.latest_for_room(&built.spec.plan.room)?
+        && !journal.state(previous)?.phase.is_terminal()
+    {
+        return Err(RunError::Unfinished {
+            room: built.spec.plan.room.clone(),
+            campaign: previous,
+        });
+    }
     let (id, actions) = journal.start(&built.spec.plan, now())?;
     if let Some(Action::Rejected { reason }) = actions.first() {
         return Err(RunError::Rejected(reason.clone()));

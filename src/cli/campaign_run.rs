@@ -290,7 +290,8 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
                 RunError::Setup(crate::campaign::setup::SetupError::Invalid(_))
                 | RunError::Setup(crate::campaign::setup::SetupError::Field { .. })
                 | RunError::Rejected(_)
-                | RunError::PlanChanged { .. } => exit::FAILURE,
+                | RunError::PlanChanged { .. }
+                | RunError::Unfinished { .. } => exit::FAILURE,
                 _ => exit::USAGE_OR_IO,
             };
         }

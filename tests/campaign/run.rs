@@ -812,6 +812,18 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     assert!(md.contains("--until"), "{md}");
     assert!(!region.flags.join("installs").exists(), "no PC touched");
 
+    // A second start for the same room while this one is open is refused.
+    let again = StartOptions {
+        at: None,
+        until: None,
+        ..opts.clone()
+    };
+    let err = run::start(&again, None, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("campaign {} still open", first.campaign)),
+        "{err}"
+    );
+
     // The next night: resume without a deadline finishes the software-only campaign.
     let second = room
         .server()
