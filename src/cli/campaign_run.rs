@@ -429,9 +429,13 @@ impl Display {
                 machines,
                 total,
             } => match p {
-                Progress::Journaled { machines: n, .. } => {
+                Progress::Journaled {
+                    campaign,
+                    room,
+                    machines: n,
+                } => {
                     *total.lock().expect("not poisoned") = *n;
-                    steps.set_message(format!("{p:?}"));
+                    steps.set_message(format!("campaign {campaign}, room {room}, {n} PC(s)"));
                 }
                 Progress::StepStarted { step } => steps.set_message(format!("{step} running")),
                 Progress::StepEnded { step, result, .. } => {
