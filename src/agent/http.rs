@@ -16,6 +16,8 @@ pub struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
+    // Same settings, but a 4xx/5xx is an answer to read: the server's refusal text names the chunk.
+    answers: ureq::Agent,
 }
 
 impl std::fmt::Debug for Client {
@@ -28,14 +30,16 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client of `base` (`http://host:port`) presenting `token`.
     pub fn new(base: &str, token: &str) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_body(Some(Duration::from_secs(120)))
-            .build();
+        let config = || {
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_secs(10)))
+                .timeout_recv_body(Some(Duration::from_secs(120)))
+        };
         Client {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            agent: config.into(),
+            agent: config().build().into(),
+            answers: config().http_status_as_error(false).build().into(),
         }
     }
 
@@ -61,6 +65,52 @@ impl Client {
             .limit(limit)
             .read_to_vec()
             .map_err(|e| http(e.to_string()))
+    }
+
+    /// One request whose status the caller interprets: `method` is `HEAD`, `PUT` or `POST` (with
+    /// `body`); returns the status and at most `limit` bytes of the answer.
+    pub fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        limit: u64,
+    ) -> Result<(u16, Vec<u8>), AgentError> {
+        let http = |reason: String| AgentError::Http {
+            url: url.to_string(),
+            reason,
+        };
+        let resp = match method {
+            "HEAD" => self
+                .answers
+                .head(url)
+                .header(TOKEN_HEADER, &self.token)
+                .call(),
+            "PUT" => self
+                .answers
+                .put(url)
+                .header(TOKEN_HEADER, &self.token)
+                .header("content-type", "application/zstd")
+                .send(body),
+            _ => self
+                .answers
+                .post(url)
+                .header(TOKEN_HEADER, &self.token)
+                .header("content-type", "application/json")
+                .send(body),
+        };
+        let mut resp = resp.map_err(|e| http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if method == "HEAD" {
+            return Ok((status, Vec::new()));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| http(e.to_string()))?;
+        Ok((status, text))
     }
 
     /// GETs `url` like [`Client::get`], but a 404 is `None` (the thing is not offered).

@@ -2,13 +2,15 @@
 //! manifest from the server, verifies it against the signer key baked into its initramfs (trust comes
 //! from the boot environment, never from the wire), restores the image onto the local disk with the
 //! store's delta restore (every chunk is checked against the signed manifest before it is written), and
-//! reports the outcome with its one-time token.
+//! reports the outcome with its one-time token. In capture mode ([`capture`], step f) it reads the
+//! disk and uploads it to the server instead.
 //!
 //! When the server offers a multicast session (`GET /mcast/session`), the agent takes the stream
 //! ([`mcast`]): it says what its disk already holds, writes each block only after its sha256
 //! matched the signed manifest, and fetches over HTTP whatever the stream did not deliver. Without
 //! a session it restores over unicast HTTP.
 
+pub mod capture;
 mod http;
 pub mod mcast;
 

@@ -17,6 +17,14 @@ pub trait Worker: Sync {
     fn run_step(&mut self, step: Step, state: &State) -> Event;
     /// Runs a per-machine step (g, h) on one PC; returns `MachineSucceeded` or `MachineFailed`.
     fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event;
+
+    /// Called once before a batch of per-machine work (every `(machine, attempt)` queued at once),
+    /// then [`Worker::run_on_machine`] runs for each of them. A worker that serves the whole batch
+    /// at once (one multicast session for the room) starts it here. Default: nothing.
+    fn begin_batch(&mut self, _step: Step, _machines: &[(String, u32)], _state: &State) {}
+
+    /// Called after every machine of the batch has answered (to stop what `begin_batch` started).
+    fn end_batch(&mut self, _step: Step) {}
 }
 
 /// Why [`drive`] returned.
@@ -29,6 +37,9 @@ pub enum Stop {
         /// Who may sign.
         allowed: Vec<String>,
     },
+    /// The `--until` time came: no new step or PC was started after it; what was not done stays
+    /// pending (or running, for work cut short) and [`resume`] takes it up.
+    Deadline,
 }
 
 /// Carries out `actions` (and those they lead to) until the campaign ends or waits for a sign-off.
@@ -41,15 +52,49 @@ pub fn drive(
     journal: &mut Journal,
     campaign: i64,
     run: i64,
-    mut state: State,
+    state: State,
     actions: Vec<Action>,
     worker: &mut dyn Worker,
     parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
+    drive_until(
+        journal,
+        campaign,
+        run,
+        state,
+        actions,
+        worker,
+        parallel,
+        clock,
+        &|| false,
+    )
+}
+
+/// [`drive`], but no step and no PC is started once `past_deadline` says so (the overnight window's
+/// end, `--until`): the loop then returns [`Stop::Deadline`] after journaling the work in flight.
+// Same inputs as `drive`, plus the deadline.
+#[allow(clippy::too_many_arguments)]
+pub fn drive_until(
+    journal: &mut Journal,
+    campaign: i64,
+    run: i64,
+    mut state: State,
+    actions: Vec<Action>,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+    past_deadline: &(dyn Fn() -> bool + Sync),
+) -> Result<(State, Stop), JournalError> {
     let mut queue: VecDeque<Action> = actions.into();
+    let mut deadline_hit = false;
     let mut waiting = None;
     while let Some(action) = queue.pop_front() {
+        let starts_work = matches!(action, Action::RunStep { .. } | Action::RunOnMachine { .. });
+        if starts_work && past_deadline() {
+            deadline_hit = true;
+            break;
+        }
         let event = match action {
             Action::RunStep { step } => worker.run_step(step, &state),
             Action::RunOnMachine {
@@ -69,6 +114,9 @@ pub fn drive(
                         batch.push((step, machine, attempt));
                     }
                 }
+                let names: Vec<(String, u32)> =
+                    batch.iter().map(|(_, m, a)| (m.clone(), *a)).collect();
+                worker.begin_batch(step, &names, &state);
                 let shared: &dyn Worker = worker;
                 let (tx, rx) = std::sync::mpsc::channel::<(Event, std::sync::mpsc::Sender<()>)>();
                 let mut outcome = Ok(());
@@ -79,6 +127,9 @@ pub fn drive(
                         scope.spawn(move || {
                             let (ack_tx, ack_rx) = std::sync::mpsc::channel();
                             loop {
+                                if past_deadline() {
+                                    break;
+                                }
                                 let job = jobs.lock().expect("not poisoned").next();
                                 let Some((step, machine, attempt)) = job else {
                                     break;
@@ -111,6 +162,7 @@ pub fn drive(
                         }
                     }
                 });
+                worker.end_batch(step);
                 outcome?;
                 continue;
             }
@@ -128,8 +180,14 @@ pub fn drive(
         state = next;
         queue.extend(more);
     }
+    let unfinished_machines = state.machines.values().any(|m| {
+        m.values()
+            .any(|s| matches!(s, crate::procedure::Status::Running { .. }))
+    });
     let stop = if state.phase.is_terminal() {
         Stop::Ended(state.phase.clone())
+    } else if deadline_hit || (waiting.is_none() && unfinished_machines && past_deadline()) {
+        Stop::Deadline
     } else {
         Stop::AwaitingSignoff {
             allowed: waiting.unwrap_or_default(),
@@ -146,9 +204,29 @@ pub fn resume(
     parallel: usize,
     clock: &mut dyn FnMut() -> Timestamp,
 ) -> Result<(State, Stop), JournalError> {
+    resume_until(journal, campaign, worker, parallel, clock, &|| false)
+}
+
+/// [`resume`] with a deadline, as [`drive_until`].
+pub fn resume_until(
+    journal: &mut Journal,
+    campaign: i64,
+    worker: &mut dyn Worker,
+    parallel: usize,
+    clock: &mut dyn FnMut() -> Timestamp,
+    past_deadline: &(dyn Fn() -> bool + Sync),
+) -> Result<(State, Stop), JournalError> {
     let (run, state, actions) = journal.resume(campaign, clock())?;
-    drive(
-        journal, campaign, run, state, actions, worker, parallel, clock,
+    drive_until(
+        journal,
+        campaign,
+        run,
+        state,
+        actions,
+        worker,
+        parallel,
+        clock,
+        past_deadline,
     )
 }
 
@@ -176,4 +254,93 @@ pub fn signoff(
         },
         now,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedure::{DeployMode, Plan, Status};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Succeeds everything and notes each piece of work; flips `late` after its first PC.
+    struct Scripted<'a> {
+        done: Mutex<Vec<String>>,
+        late: &'a AtomicBool,
+    }
+
+    impl Worker for Scripted<'_> {
+        fn run_step(&mut self, step: Step, _state: &State) -> Event {
+            self.done.lock().unwrap().push(step.letter().to_string());
+            Event::StepSucceeded { step }
+        }
+
+        fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
+            self.done
+                .lock()
+                .unwrap()
+                .push(format!("{} {machine}", step.letter()));
+            self.late.store(true, Ordering::SeqCst);
+            Event::MachineSucceeded {
+                step,
+                machine: machine.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_deadline_no_new_pc_starts_and_resume_does_only_the_rest() {
+        let plan = Plan {
+            room: "B204".into(),
+            machines: vec!["PC01".into(), "PC02".into(), "PC03".into()],
+            master: "PC01".into(),
+            mode: DeployMode::SoftwareOnly,
+            retries: 0,
+            signoff_required: false,
+            signoff_allowed: vec![],
+        };
+        let mut journal = Journal::open_in_memory().unwrap();
+        let mut t = 0;
+        let mut clock = move || {
+            t += 1;
+            Timestamp(t)
+        };
+        let (id, actions) = journal.start(&plan, clock()).unwrap();
+        let state = journal.state(id).unwrap();
+        let late = AtomicBool::new(false);
+        let mut worker = Scripted {
+            done: Mutex::new(Vec::new()),
+            late: &late,
+        };
+        let past = || late.load(Ordering::SeqCst);
+        let (state, stop) = drive_until(
+            &mut journal,
+            id,
+            1,
+            state,
+            actions,
+            &mut worker,
+            1,
+            &mut clock,
+            &past,
+        )
+        .unwrap();
+        assert_eq!(stop, Stop::Deadline);
+        assert_eq!(*worker.done.lock().unwrap(), ["a", "g PC01"]);
+        assert!(matches!(
+            state.machine_status("PC02", Step::Deploy),
+            Status::Running { .. }
+        ));
+        // The next night, without a deadline: only PC02 and PC03.
+        let (state, stop) = resume(&mut journal, id, &mut worker, 1, &mut clock).unwrap();
+        assert_eq!(stop, Stop::Ended(Phase::Finished));
+        assert_eq!(
+            *worker.done.lock().unwrap(),
+            ["a", "g PC01", "g PC02", "g PC03"]
+        );
+        assert!(matches!(
+            state.machine_status("PC03", Step::Deploy),
+            Status::Succeeded { .. }
+        ));
+    }
 }

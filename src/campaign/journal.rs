@@ -329,6 +329,17 @@ impl Journal {
         Ok(procedure::replay(events.iter().map(|r| (&r.event, r.at))))
     }
 
+    /// The most recent campaign of any room, if any.
+    pub fn latest(&self) -> Result<Option<i64>, JournalError> {
+        let r = self
+            .conn
+            .query_row("SELECT MAX(id) FROM campaign_campaigns", [], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .optional();
+        Ok(self.sql(r)?.flatten())
+    }
+
     /// The most recent campaign of a room, if any.
     pub fn latest_for_room(&self, room: &str) -> Result<Option<i64>, JournalError> {
         let r = self
@@ -366,6 +377,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Resumed => "resumed",
         Event::StepSucceeded { .. } => "step-succeeded",
         Event::StepFailed { .. } => "step-failed",
+        Event::ImageCaptured { .. } => "image-captured",
         Event::Refused(_) => "refused",
         Event::Signoff { .. } => "signoff",
         Event::MachineSucceeded { .. } => "machine-succeeded",

@@ -6,11 +6,15 @@
 pub mod checks;
 pub mod collect;
 pub mod driver;
+pub mod fetch;
+pub mod imaging;
 pub mod install;
 pub mod join;
 pub mod journal;
 pub mod render;
 pub mod report;
+pub mod run;
 pub mod secret;
+pub mod setup;
 pub mod ssh_worker;
 pub mod unattend;

@@ -171,6 +171,24 @@ impl Worker for SshWorker<'_> {
         }
     }
 
+    fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
+        if step == Step::Deploy
+            && self.spec.plan.mode == DeployMode::Image
+            && let Some(w) = self.imaging.as_deref_mut()
+        {
+            w.begin_batch(step, machines, state);
+        }
+    }
+
+    fn end_batch(&mut self, step: Step) {
+        if step == Step::Deploy
+            && self.spec.plan.mode == DeployMode::Image
+            && let Some(w) = self.imaging.as_deref_mut()
+        {
+            w.end_batch(step);
+        }
+    }
+
     fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event {
         let result = match (step, self.spec.plan.mode) {
             (Step::Deploy, DeployMode::SoftwareOnly) => self.install_on(step, machine),

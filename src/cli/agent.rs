@@ -1,4 +1,5 @@
-//! `roomcast agent`: restore the campaign's image from the server onto this PC's disk and report.
+//! `roomcast agent`: restore the campaign's image from the server onto this PC's disk and report;
+//! with `--capture`, upload this PC's disk to the server as a new image (step f).
 //! Run by the boot environment's init; prints the report (JSON) on stdout.
 
 use super::exit;
@@ -25,11 +26,18 @@ pub struct AgentArgs {
     /// Restore worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Capture instead of restore (step f, `roomcast.capture=1`): read the disk and upload it to the
+    /// server, which verifies every chunk and signs the image. Needs no trusted key.
+    #[arg(long)]
+    capture: bool,
 }
 
 /// Exit 0 when the image is written and reported, 1 when the restore failed (and that was reported),
 /// 2 when the key is unreadable or the report could not be delivered.
 pub fn run(a: AgentArgs) -> ExitCode {
+    if a.capture {
+        return capture(a);
+    }
     let trusted = match agent::load_trusted(&a.trusted_key) {
         Ok(t) => t,
         Err(e) => {
@@ -62,6 +70,34 @@ pub fn run(a: AgentArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("roomcast agent: report not delivered: {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}
+
+/// `--capture`: same exit codes, the report names the signed image.
+fn capture(a: AgentArgs) -> ExitCode {
+    let opts = agent::capture::CaptureAgentOptions {
+        server: a.server,
+        token: a.token,
+        disk: a.disk,
+    };
+    match agent::capture::run_capture(&opts) {
+        Ok(out) => {
+            println!(
+                "{}",
+                serde_json::to_string(&out.report).expect("report serialises")
+            );
+            match out.result {
+                Ok(_) => exit::code(exit::OK),
+                Err(e) => {
+                    eprintln!("roomcast agent --capture: {e}");
+                    exit::code(exit::FAILURE)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("roomcast agent --capture: report not delivered: {e}");
             exit::code(exit::USAGE_OR_IO)
         }
     }

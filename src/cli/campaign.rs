@@ -1,9 +1,9 @@
-//! `roomcast campaign ...`: the journal-side subcommands (status, report, signoff, abort).
-//! `start` and `resume` join them once the model (room/profile -> plan) is merged.
+//! `roomcast campaign ...`: start a campaign from a room file, resume it, follow it (status, report),
+//! sign step e off, abort it. `start` and `resume` are thin over [`crate::campaign::run`].
 
 use super::exit;
 use crate::campaign::journal::Journal;
-use crate::campaign::{driver, report};
+use crate::campaign::{driver, report, run};
 use crate::procedure::{Action, Event, Timestamp, Verdict};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -42,10 +42,21 @@ pub enum VerdictArg {
 /// `roomcast campaign` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
+    /// Start a campaign for a room: a, b, c, d, then wait for the sign-off (step e).
+    Start(Box<super::campaign_run::StartArgs>),
+    /// Go on with a campaign after its sign-off, its --until time or a crash.
+    Resume(super::campaign_run::ResumeArgs),
     /// Where a campaign stands (the report, as Markdown).
     Status(Which),
-    /// Print the morning report (Markdown).
-    Report(Which),
+    /// Print the morning report (Markdown, or --html).
+    Report {
+        /// Which campaign.
+        #[command(flatten)]
+        which: Which,
+        /// The HTML page instead of Markdown.
+        #[arg(long)]
+        html: bool,
+    },
     /// Record the teachers' sign-off of step e.
     Signoff {
         /// Which campaign.
@@ -103,23 +114,21 @@ fn pick(journal: &Journal, which: &Which) -> Result<i64, String> {
 }
 
 fn execute(args: CampaignArgs) -> Result<u8, String> {
+    let action = match args.action {
+        CampaignCommand::Start(start) => return Ok(super::campaign_run::start(&args.db, *start)),
+        CampaignCommand::Resume(resume) => {
+            return Ok(super::campaign_run::resume(&args.db, resume));
+        }
+        other => other,
+    };
     if !args.db.exists() {
         return Err(format!("{}: no such journal", args.db.display()));
     }
     let mut journal = Journal::open(&args.db).map_err(|e| e.to_string())?;
-    match args.action {
-        CampaignCommand::Status(which) | CampaignCommand::Report(which) => {
-            let id = pick(&journal, &which)?;
-            let state = journal.state(id).map_err(|e| e.to_string())?;
-            print!("{}", report::markdown(&state));
-            let failed = matches!(
-                state.phase,
-                crate::procedure::Phase::Failed { .. }
-                    | crate::procedure::Phase::Refused(_)
-                    | crate::procedure::Phase::Aborted { .. }
-            );
-            Ok(if failed { exit::FAILURE } else { exit::OK })
-        }
+    match action {
+        CampaignCommand::Start(_) | CampaignCommand::Resume(_) => Ok(exit::USAGE_OR_IO),
+        CampaignCommand::Status(which) => print_report(&journal, &args.db, &which, false),
+        CampaignCommand::Report { which, html } => print_report(&journal, &args.db, &which, html),
         CampaignCommand::Signoff {
             which,
             by,
@@ -148,6 +157,28 @@ fn execute(args: CampaignArgs) -> Result<u8, String> {
             Ok(report_actions(&actions, "campaign aborted"))
         }
     }
+}
+
+fn print_report(
+    journal: &Journal,
+    db: &std::path::Path,
+    which: &Which,
+    html: bool,
+) -> Result<u8, String> {
+    let id = pick(journal, which)?;
+    let (state, facts) = run::reports(journal, db, id, false).map_err(|e| e.to_string())?;
+    if html {
+        print!("{}", report::html(&state, &facts));
+    } else {
+        print!("{}", report::markdown_with(&state, &facts));
+    }
+    let failed = matches!(
+        state.phase,
+        crate::procedure::Phase::Failed { .. }
+            | crate::procedure::Phase::Refused(_)
+            | crate::procedure::Phase::Aborted { .. }
+    );
+    Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
 fn report_actions(actions: &[Action], ok: &str) -> u8 {

@@ -26,15 +26,20 @@ pub mod addr;
 pub mod bench;
 pub mod cleanup;
 mod cmd;
+pub mod daemon;
 mod error;
 pub mod loss;
 pub mod netns;
+pub mod room;
+pub mod samba;
 pub mod shaping;
+pub mod sshd;
 
 pub use addr::{LabGroup, LabIpv4};
 pub use cleanup::LabPrefix;
 pub use error::LabError;
 pub use loss::LossCounters;
+pub use room::{RoomConfig, RoomPc, VirtualRoom};
 pub use shaping::Tbf;
 
 use std::io::Write;

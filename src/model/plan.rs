@@ -103,6 +103,8 @@ pub struct MachinePlan {
     pub hostname: String,
     /// Whether the hostname came from the template.
     pub hostname_from_template: bool,
+    /// SSH address from the room file; `None`: the hostname, through the resolver.
+    pub address: Option<String>,
     /// MAC address as written.
     pub mac: String,
     /// Serial number.
@@ -212,6 +214,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             index: i + 1,
             hostname,
             hostname_from_template: m.hostname.is_none(),
+            address: m.address.as_ref().map(|a| a.value.clone()),
             mac: m.mac.value.clone(),
             serial: m.serial.value.clone(),
             glpi_id: m.glpi_id,

@@ -75,6 +75,12 @@ pub struct Machine {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub hostname: Option<Spanned<String>>,
+    /// Optional IPv4 address the running PC answers SSH on (steps c, d, g `--software-only`, h),
+    /// inside `network.subnet`, e.g. a DHCP reservation of the school. Without it, roomcast
+    /// connects to the final hostname through the resolver (the school's DNS).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub address: Option<Spanned<String>>,
     /// MAC address `xx:xx:xx:xx:xx:xx` (`-` separators accepted). Unique in the school.
     #[schemars(with = "String")]
     pub mac: Spanned<String>,

@@ -20,6 +20,7 @@
 //! the group, and the machine's own control-channel token. 404 when no session is offered: the agent
 //! then restores over unicast.
 
+use crate::net::capture::{CaptureConfig, CaptureSink};
 use crate::net::files::BootRoot;
 use crate::proto::mac::Mac;
 use crate::store::Store;
@@ -116,6 +117,14 @@ impl TokenBook {
         }
     }
 
+    /// Whether `mac` was ever given a token (its boot script was served: it reached the agent's boot).
+    pub fn issued_to(&self, mac: Mac) -> bool {
+        self.live
+            .values()
+            .chain(self.used.values())
+            .any(|m| *m == mac)
+    }
+
     /// The machine a live (issued, not yet spent) token belongs to, without spending it.
     pub fn check(&self, token: &str) -> Result<Mac, TokenRefused> {
         if let Some(mac) = self.live.get(token) {
@@ -173,6 +182,7 @@ pub struct BootService {
     reports: Mutex<Vec<AgentReport>>,
     env: minijinja::Environment<'static>,
     image: Option<OpenImage>,
+    capture: Option<CaptureSink>,
     session: Mutex<Option<SessionOffer>>,
 }
 
@@ -185,6 +195,9 @@ pub enum ServiceError {
     /// The campaign's image cannot be opened or does not verify against the store's signers.
     #[error("campaign image: {0}")]
     Image(#[from] crate::store::StoreError),
+    /// The capture session cannot be opened (store missing, signing key not trusted).
+    #[error("capture session: {0}")]
+    Capture(crate::store::StoreError),
 }
 
 impl BootService {
@@ -192,16 +205,34 @@ impl BootService {
     /// The campaign's image is verified here, once: a server never hands out an image its own store
     /// does not trust.
     pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, ServiceError> {
-        Self::build(config, Some(root))
+        Self::build(config, Some(root), None)
+    }
+
+    /// Like [`BootService::new`], and also accepts the upload of the master's disk (step f) when
+    /// `capture` is given: see [`crate::net::capture`].
+    pub fn with_capture(
+        config: BootConfig,
+        root: BootRoot,
+        capture: Option<CaptureConfig>,
+    ) -> Result<Arc<BootService>, ServiceError> {
+        Self::build(config, Some(root), capture)
     }
 
     /// The service without boot files (`roomcast deploy` by hand): image, reports and multicast
     /// session only; `/files/` answers 404.
     pub fn image_only(config: BootConfig) -> Result<Arc<BootService>, ServiceError> {
-        Self::build(config, None)
+        Self::build(config, None, None)
     }
 
-    fn build(config: BootConfig, root: Option<BootRoot>) -> Result<Arc<BootService>, ServiceError> {
+    fn build(
+        config: BootConfig,
+        root: Option<BootRoot>,
+        capture: Option<CaptureConfig>,
+    ) -> Result<Arc<BootService>, ServiceError> {
+        let capture = match capture {
+            None => None,
+            Some(c) => Some(CaptureSink::new(c).map_err(ServiceError::Capture)?),
+        };
         let image = match &config.image {
             None => None,
             Some(img) => {
@@ -225,8 +256,38 @@ impl BootService {
             reports: Mutex::default(),
             env,
             image,
+            capture,
             session: Mutex::default(),
         }))
+    }
+
+    /// Whether `mac` was handed the agent's boot script (with a token) in this session.
+    pub fn booted(&self, mac: Mac) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issued_to(mac)
+    }
+
+    /// The latest report of `mac`, if it sent one.
+    pub fn report_of(&self, mac: Mac) -> Option<AgentReport> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|r| r.mac == mac)
+            .cloned()
+    }
+
+    /// The image the capture session signed, once its agent finished uploading.
+    pub fn captured(&self) -> Option<ImageId> {
+        self.capture.as_ref().and_then(CaptureSink::captured)
+    }
+
+    /// The capture session, if this service accepts one.
+    pub(crate) fn capture_sink(&self) -> Option<&CaptureSink> {
+        self.capture.as_ref()
     }
 
     /// The boot script for `mac`, issuing a new token when it is in the campaign.
@@ -342,11 +403,12 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/image/manifest", get(manifest))
         .route("/chunks/{sha256}", get(chunk))
         .route("/mcast/session", get(session))
+        .merge(crate::net::capture::routes())
         .with_state(service)
 }
 
 /// The live token of the request, or the status and text refusing it.
-fn live_token(
+pub(crate) fn live_token(
     s: &BootService,
     headers: &HeaderMap,
     what: &str,

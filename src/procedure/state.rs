@@ -320,6 +320,9 @@ pub struct State {
     pub started_at: Option<Timestamp>,
     /// When it reached a terminal phase.
     pub ended_at: Option<Timestamp>,
+    /// The image step f captured (hex image id): what image-mode g deploys, and nothing else.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl Default for State {
@@ -333,6 +336,7 @@ impl Default for State {
             install_rounds: 0,
             started_at: None,
             ended_at: None,
+            image: None,
         }
     }
 }
@@ -371,6 +375,12 @@ pub enum Event {
         step: Step,
         /// Why (names the machine/file/software).
         reason: String,
+    },
+    /// Step f succeeded and produced this image (hex image id): journaled so that g deploys exactly
+    /// the image this campaign captured, also after a resume.
+    ImageCaptured {
+        /// The signed image's id (sha256 of its manifest), hex.
+        image: String,
     },
     /// Step a found reasons to refuse the campaign.
     Refused(Vec<Refusal>),

@@ -590,6 +590,76 @@ fn bad_plans_are_rejected_at_start() {
     assert!(matches!(&a[..], [Action::Rejected { reason }] if reason.contains("already started")));
 }
 
+const IMAGE: &str = "5e1f0c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+#[test]
+fn capture_journals_its_image_and_g_follows() {
+    let mut events = up_to_deploy(plan(&["PC01", "PC02"], 0));
+    events.pop();
+    events.push(Event::ImageCaptured {
+        image: IMAGE.to_uppercase(),
+    });
+    check(
+        &events,
+        "phase at g:deploy
+         a ok#1
+         b ok#1
+         c ok#1
+         d ok#1
+         e ok#1
+         f ok#1
+         PC01: g=running#1
+         PC02: g=running#1
+         -> run g:deploy on PC01 #1
+         -> run g:deploy on PC02 #1",
+    );
+    let (state, _) = run(&events);
+    assert_eq!(state.image.as_deref(), Some(IMAGE), "stored lowercase");
+    // A replay from the journal's JSON keeps the image for a resumed g.
+    let json: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    let loaded: Vec<Event> = json
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    let replayed = replay(loaded.iter().map(|e| (e, Timestamp(0))));
+    assert_eq!(replayed.image.as_deref(), Some(IMAGE));
+}
+
+#[test]
+fn an_image_outside_step_f_or_not_an_id_is_refused() {
+    let mut events = up_to_deploy(plan(&["PC01"], 0));
+    events.pop();
+    let (state, _) = run(&events);
+    let (same, actions) = transition(
+        state.clone(),
+        &Event::ImageCaptured {
+            image: "not-an-id".into(),
+        },
+        Timestamp(50),
+    );
+    assert_eq!(same, state);
+    assert!(
+        matches!(&actions[..], [Action::Rejected { reason }] if reason.contains("not an image id")),
+        "{actions:?}"
+    );
+    let (state, _) = run(&[Event::Started(plan(&["PC01"], 0))]);
+    let (same, actions) = transition(
+        state.clone(),
+        &Event::ImageCaptured {
+            image: IMAGE.into(),
+        },
+        Timestamp(50),
+    );
+    assert_eq!(same, state);
+    assert!(
+        matches!(&actions[..], [Action::Rejected { reason }] if reason.contains("ignored")),
+        "{actions:?}"
+    );
+}
+
 // ---- properties -------------------------------------------------------------------------------
 
 const HOSTS: [&str; 3] = ["PC01", "PC02", "PC03"];
@@ -605,6 +675,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         3 => (step, host).prop_map(|(s, h)| m_fail(s, h)),
         2 => (who, any::<bool>()).prop_map(|(w, ok)| sign(w, if ok { Verdict::Ok } else { Verdict::Rejected })),
         1 => Just(Event::Resumed),
+        1 => Just(Event::ImageCaptured { image: IMAGE.into() }),
         1 => Just(Event::Refused(vec![Refusal::NoLicence { software: "x".into() }])),
     ]
 }

@@ -130,6 +130,26 @@ impl Engine {
                 });
                 Ok(())
             }
+            Event::ImageCaptured { image } => {
+                self.expect_room_step(Step::Capture)?;
+                if image.len() != 64 || !image.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "step {} produced {image:?}, which is not an image id (64 hex digits)",
+                        Step::Capture
+                    ));
+                }
+                let attempts = self.running_attempt(Step::Capture);
+                self.state.image = Some(image.to_ascii_lowercase());
+                self.state.steps.insert(
+                    Step::Capture,
+                    Status::Succeeded {
+                        at: self.now,
+                        attempts,
+                    },
+                );
+                self.advance(Step::Capture);
+                Ok(())
+            }
             Event::Refused(refusals) => self.refuse(refusals),
             Event::Signoff {
                 by,

@@ -260,6 +260,38 @@ impl Store {
             .map_err(|source| StoreError::BadChunk { path: p, source })
     }
 
+    /// Adds the zstd frame of chunk `hash` that the caller has already verified (decompressed and
+    /// hashed): synced temporary file, rename into `chunks/ab/`, folder sync. A chunk the store holds
+    /// already is left as it is. Returns whether the file was new.
+    pub fn insert_chunk(&self, hash: &ChunkHash, compressed: &[u8]) -> Result<bool, StoreError> {
+        let dest = self.chunk_path(hash);
+        if dest.exists() {
+            return Ok(false);
+        }
+        let dir = dest.parent().expect("chunks/ab");
+        fs::create_dir_all(dir).map_err(io_err(dir, "creating chunk folder"))?;
+        // Unique per writer: two uploads of the same chunk at once must not share a temporary file.
+        let tmp = self.tmp_dir().join(format!(
+            "upload-{}-{}-{}.tmp",
+            hash.to_hex(),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(compressed).and_then(|()| f.sync_data()))
+            .map_err(io_err(&tmp, format!("writing chunk {hash}")));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&dest, "renaming chunk into place")(e));
+        }
+        sync_dir(dir)?;
+        Ok(true)
+    }
+
     /// Writes `bytes` to `dest` via a synced temporary file and a rename, then syncs the folder.
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.tmp_dir().join(format!(

@@ -2,8 +2,9 @@
 # roomcast boot environment: PID 1 of the initramfs a PC of the campaign PXE-boots into.
 # Brings the network up, reads roomcast.server / roomcast.token from the kernel command line, then
 # with roomcast.image=1 (set by `roomcast serve --image`) runs `roomcast agent`, which restores the
-# image onto the disk (roomcast.disk=, default the first virtio/SATA/NVMe disk) and reports; without
-# it, reports the hardware facts. Either way the PC powers off afterwards.
+# image onto the disk (roomcast.disk=, default the first virtio/SATA/NVMe disk) and reports; with
+# roomcast.capture=1 (step f of a campaign) runs `roomcast agent --capture`, which uploads the disk;
+# without either, reports the hardware facts. Either way the PC powers off afterwards.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run
@@ -23,6 +24,7 @@ for k in $(cat /proc/cmdline); do
         roomcast.token=*) token=${k#roomcast.token=} ;;
         roomcast.mac=*) bootmac=${k#roomcast.mac=} ;;
         roomcast.image=*) image=${k#roomcast.image=} ;;
+        roomcast.capture=*) capture=${k#roomcast.capture=} ;;
         roomcast.disk=*) disk=${k#roomcast.disk=} ;;
     esac
 done
@@ -37,15 +39,23 @@ done
 ip link set lo up
 ip link set "$iface" up
 udhcpc -i "$iface" -s /etc/udhcpc.script -q -n -t 10 -T 1 || echo "roomcast: DHCP failed on $iface"
-if [ "$image" = 1 ]; then
+if [ "$image" = 1 ] || [ "$capture" = 1 ]; then
     if [ -z "$disk" ]; then
         for b in /sys/block/vd? /sys/block/sd? /sys/block/nvme?n?; do
             [ -e "$b" ] && { disk=/dev/${b##*/}; break; }
         done
     fi
-    echo "roomcast: agent restoring onto $disk"
-    if roomcast agent --server "$server" --token "$token" --disk "$disk"; then
-        echo "roomcast: image written"
+    if [ "$capture" = 1 ]; then
+        echo "roomcast: agent capturing $disk"
+        set -- --capture
+        done="roomcast: image captured"
+    else
+        echo "roomcast: agent restoring onto $disk"
+        set --
+        done="roomcast: image written"
+    fi
+    if roomcast agent "$@" --server "$server" --token "$token" --disk "$disk"; then
+        echo "$done"
     else
         echo "roomcast: agent failed (exit $?)"
     fi

@@ -2,11 +2,11 @@
 //! UTS and mount namespace, with a real sshd); roomcast joins them over SSH into the profile's OU, and
 //! the test checks the DC's directory, the process list during the joins, the logs and the files.
 
-use super::lab::{Lab, in_netns, sh};
-use super::sshd::{self, Keys};
 use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
 use roomcast::campaign::secret::Secret;
 use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
+use roomcast::lab::samba::DomainConfig;
+use roomcast::lab::{RoomConfig, VirtualRoom};
 use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use std::path::Path;
@@ -16,90 +16,34 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const ADMIN_PASSWORD: &str = "Rc-J0in!Pw-7341";
-const DC_IP: &str = "198.18.30.1";
 const OU: &str = "OU=B204,OU=Salles,DC=eiffel,DC=test";
-
-/// Private copies of what Samba and the resolver read from /etc and /run, bind-mounted in a
-/// namespace so nothing global is touched.
-fn private_files(dir: &Path, hostname: &str) -> String {
-    std::fs::create_dir_all(dir.join("run-samba")).unwrap();
-    std::fs::write(dir.join("resolv.conf"), format!("nameserver {DC_IP}\n")).unwrap();
-    std::fs::write(dir.join("hostname"), format!("{hostname}\n")).unwrap();
-    format!(
-        "hostname {hostname}; mount --bind {d}/resolv.conf /etc/resolv.conf; \
-         mount --bind {d}/run-samba /run/samba; mount --bind {d}/hostname /etc/hostname",
-        d = dir.display()
-    )
-}
-
-fn start_dc(lab: &mut Lab, ns: &str, dir: &Path) {
-    let prelude = private_files(dir, "dc1");
-    let target = dir.join("dc");
-    let conf = target.join("etc/smb.conf");
-    // Provision (the test's own setup, not roomcast) then run the DC in the foreground.
-    let script = format!(
-        "set -e; {prelude}; samba-tool domain provision --realm=EIFFEL.TEST --domain=EIFFEL \
-         --server-role=dc --dns-backend=SAMBA_INTERNAL --adminpass='{ADMIN_PASSWORD}' \
-         --targetdir={t} --host-ip={DC_IP} --host-name=dc1 -s /dev/null \
-         --option='dns forwarder = {DC_IP}' > {d}/provision.log 2>&1; \
-         samba-tool ou create 'OU=Salles,DC=eiffel,DC=test' -H {t}/private/sam.ldb -s {c} >/dev/null; \
-         samba-tool ou create '{OU}' -H {t}/private/sam.ldb -s {c} >/dev/null; \
-         exec samba -F -s {c}",
-        t = target.display(),
-        c = conf.display(),
-        d = dir.display()
-    );
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns", "exec", ns, "unshare", "--uts", "--mount", "sh", "-c", &script,
-    ]);
-    lab.spawn(&mut cmd);
-    // Ready when the directory answers an anonymous rootDSE query over LDAP.
-    for _ in 0..600 {
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "ldbsearch",
-                "-H",
-                &format!("ldap://{DC_IP}"),
-                "-s",
-                "base",
-                "-b",
-                "",
-            ])
-            .args(["defaultNamingContext"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("DC=eiffel,DC=test"))
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!(
-        "the DC never answered; provision log:\n{}",
-        std::fs::read_to_string(dir.join("provision.log")).unwrap_or_default()
-    );
-}
 
 #[test]
 fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
-    let mut lab = Lab::new("ad");
-    let srv = lab.node("srv", "198.18.30.2/24");
-    let dc = lab.node("dc", &format!("{DC_IP}/24"));
-    start_dc(&mut lab, &dc, &dir.path().join("dcfiles"));
-
-    let pcs = [("B204-PC01", "198.18.30.11"), ("B204-PC02", "198.18.30.12")];
-    for (i, (_, addr)) in pcs.iter().enumerate() {
-        let ns = lab.node(&format!("pc{i}"), &format!("{addr}/24"));
-        // A PC that is not yet named: the join gives it its room-file hostname.
-        let prelude = private_files(&dir.path().join(format!("pc{i}")), "localhost-new");
-        sshd::start(&mut lab, &keys, &ns, addr, &keys.host_key("pc"), &prelude);
-    }
+    // A virtual room: a DC (198.18.0.10) and two not-yet-named PCs with sshd in their own UTS and
+    // mount namespaces, resolving through the DC.
+    let room = VirtualRoom::build(
+        &RoomConfig {
+            pcs: 2,
+            disk_bytes: 1 << 20,
+            domain: Some(DomainConfig {
+                realm: "EIFFEL.TEST".into(),
+                workgroup: "EIFFEL".into(),
+                admin_password: ADMIN_PASSWORD.into(),
+                dc_hostname: "dc1".into(),
+                ous: vec![OU.into()],
+            }),
+            rate: None,
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let dc_ip = room.dc().unwrap().addr().to_string();
+    let pcs: Vec<(&str, String)> = ["B204-PC01", "B204-PC02"]
+        .into_iter()
+        .zip(room.pcs().iter().map(|pc| pc.node().addr().to_string()))
+        .collect();
 
     // Watch the whole process list while the joins run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -140,14 +84,18 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
     };
 
     let state_root = dir.path().join("pcstate");
-    let mut cfg = SshConfig::new("root", &keys.client, &keys.known_hosts);
+    let mut cfg = SshConfig::new("root", room.keys().client(), room.keys().known_hosts());
     cfg.command_timeout = Duration::from_secs(180);
-    let results = in_netns(&srv, move || {
+    let pcs_in = pcs.clone();
+    let dc_in = dc_ip.clone();
+    let results = room
+        .server()
+        .run(move || {
         let domain = Domain {
             realm: "EIFFEL.TEST".into(),
             workgroup: "EIFFEL".into(),
             ou: OU.into(),
-            server: Some(DC_IP.into()),
+            server: Some(dc_in.clone()),
             user: "Administrator".into(),
             password: Secret::new("AD_JOIN_EIFFEL", ADMIN_PASSWORD),
         };
@@ -170,7 +118,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
         .unwrap();
         // The deploy server resolves the domain through the DC, like a school server would.
         let resolv = state_root.join("srv-resolv.conf");
-        std::fs::write(&resolv, format!("nameserver {DC_IP}\n")).unwrap();
+        std::fs::write(&resolv, format!("nameserver {dc_in}\n")).unwrap();
         let wrapper = format!(
             "mount --bind {} /etc/resolv.conf && exec net \"$@\"",
             resolv.display()
@@ -184,7 +132,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
         let unattend = render_unattend(WINDOWS_UNATTEND, "B204-PC03", &blob).unwrap();
         assert!(unattend.contains("<ComputerName>B204-PC03</ComputerName>"));
         let mut results = Vec::new();
-        for (hostname, addr) in pcs {
+        for (hostname, addr) in pcs_in {
             let paths = Paths {
                 smb_conf: state_root
                     .join(format!("{hostname}.conf"))
@@ -192,7 +140,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
                     .into(),
                 state_dir: state_root.join(hostname).to_string_lossy().into(),
             };
-            let mut c = SshClient::connect(addr, 22, &cfg).unwrap();
+            let mut c = SshClient::connect(&addr, 22, &cfg).unwrap();
             // The state machine retries a failed PC; a freshly started DC may refuse the first bind.
             let mut attempt = join_linux(&mut c, LINUX_NET_ADS, &domain, &paths, hostname);
             for _ in 0..2 {
@@ -209,7 +157,8 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
             results.push((hostname, first, again.0, name));
         }
         results
-    });
+    })
+        .unwrap();
     stop.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
 
@@ -234,18 +183,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
     );
 
     // The DC has both computers, in the profile's OU.
-    let conf = dir.path().join("dcfiles/dc/etc/smb.conf");
-    let sam = dir.path().join("dcfiles/dc/private/sam.ldb");
-    let listed = sh(&[
-        "samba-tool",
-        "computer",
-        "list",
-        "--full-dn",
-        "-H",
-        sam.to_str().unwrap(),
-        "-s",
-        conf.to_str().unwrap(),
-    ]);
+    let listed = room.dc().unwrap().computers().unwrap().join("\n");
     for hostname in ["B204-PC01", "B204-PC02", "B204-PC03"] {
         assert!(
             listed.contains(&format!("CN={hostname},{OU}")),
@@ -256,8 +194,8 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
     let grep = Command::new("grep")
         .args(["-rl", ADMIN_PASSWORD])
         .arg(dir.path().join("pcstate"))
-        .arg(dir.path().join("pc0"))
-        .arg(dir.path().join("pc1"))
+        .arg(room.pcs()[0].dir())
+        .arg(room.pcs()[1].dir())
         .output()
         .unwrap();
     assert_eq!(
@@ -265,7 +203,7 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
         "",
         "files holding the password"
     );
-    for (hostname, _) in pcs {
+    for (hostname, _) in &pcs {
         assert!(!Path::new(&format!("/tmp/roomcast-join-{hostname}.sh")).exists());
     }
 }

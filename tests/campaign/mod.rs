@@ -3,8 +3,8 @@
 mod ad;
 mod cli;
 mod crash;
-mod lab;
+mod imaging;
 mod remote;
+mod run;
 mod software_only;
-mod sshd;
 mod steps;

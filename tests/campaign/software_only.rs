@@ -2,12 +2,12 @@
 //! "PCs": one PC that never answers fails alone after its retries; a bad installer hash refuses the
 //! campaign before any PC is contacted.
 
-use super::lab::{Lab, in_netns};
-use super::sshd::{self, Keys};
 use roomcast::campaign::driver::{Stop, drive};
 use roomcast::campaign::install::{Detect, Shell, Software};
 use roomcast::campaign::journal::Journal;
 use roomcast::campaign::ssh_worker::{Installer, RoomSpec, SshWorker};
+use roomcast::lab::sshd::{Identity, SshKeys, Sshd};
+use roomcast::lab::{Lab, addr};
 use roomcast::procedure::licences::{CatalogLicence, Grant};
 use roomcast::procedure::{DeployMode, Phase, Plan, Refusal, Status, Step, Timestamp};
 use roomcast::remote::ssh::SshConfig;
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-fn spec(dir: &Path, keys: &Keys, root: &Path, sha_override: Option<&str>) -> RoomSpec {
+fn spec(dir: &Path, keys: &SshKeys, root: &Path, sha_override: Option<&str>) -> RoomSpec {
     let installer = dir.join("geo-setup.sh");
     std::fs::write(
         &installer,
@@ -27,7 +27,7 @@ fn spec(dir: &Path, keys: &Keys, root: &Path, sha_override: Option<&str>) -> Roo
     )
     .unwrap();
     let bytes = std::fs::read(&installer).unwrap();
-    let mut ssh = SshConfig::new("root", &keys.client, &keys.known_hosts);
+    let mut ssh = SshConfig::new("root", keys.client(), keys.known_hosts());
     // Generous: the live PCs must answer even on a loaded CI machine (the AD test runs alongside).
     ssh.connect_timeout = Duration::from_secs(5);
     let machines = ["PC01", "PC02", "PC03"];
@@ -44,7 +44,7 @@ fn spec(dir: &Path, keys: &Keys, root: &Path, sha_override: Option<&str>) -> Roo
         addresses: machines
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.to_string(), format!("198.18.40.{}", 11 + i)))
+            .map(|(i, m)| (m.to_string(), addr::pc_addr(i).unwrap().to_string()))
             .collect::<BTreeMap<_, _>>(),
         port: 22,
         ssh,
@@ -85,41 +85,49 @@ fn spec(dir: &Path, keys: &Keys, root: &Path, sha_override: Option<&str>) -> Roo
 fn software_only_campaign_pushes_to_running_pcs_and_one_dead_pc_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
-    let mut lab = Lab::new("so");
-    let srv = lab.node("srv", "198.18.40.1/24");
-    for (i, addr) in ["198.18.40.11", "198.18.40.12"].iter().enumerate() {
-        let ns = lab.node(&format!("pc{i}"), &format!("{addr}/24"));
+    let keys = SshKeys::generate(dir.path()).unwrap();
+    // PC03 (pc2's address) is switched off: the lab has only two PCs, nobody answers there.
+    let lab = Lab::builder().pcs(2).build().unwrap();
+    let srv = lab.server();
+    let mut servers = Vec::new();
+    for (i, pc) in lab.pcs().iter().enumerate() {
         // Each PC has its own hostname (UTS namespace), which the detection rule uses.
-        let prelude = format!("hostname PC0{}", i + 1);
-        sshd::start(&mut lab, &keys, &ns, addr, &keys.host_key("pc"), &prelude);
+        let identity = Identity {
+            hostname: format!("PC0{}", i + 1),
+            nameserver: None,
+            dir: dir.path().join(pc.role()),
+        };
+        let host_key = keys.host_key("pc").unwrap();
+        servers.push(Sshd::start(pc, &keys, &host_key, Some(&identity), dir.path()).unwrap());
     }
-    // PC03 (198.18.40.13) is switched off: nobody answers.
+    let pc03 = addr::pc_addr(2).unwrap();
     let spec = spec(dir.path(), &keys, root.path(), None);
     let db = dir.path().join("roomcast.db");
-    let (state, stop, events) = in_netns(&srv, move || {
-        let mut journal = Journal::open(&db).unwrap();
-        let mut t = 0;
-        let mut clock = move || {
-            t += 1;
-            Timestamp(t)
-        };
-        let (id, actions) = journal.start(&spec.plan, clock()).unwrap();
-        let state = journal.state(id).unwrap();
-        let mut worker = SshWorker::new(&spec, None);
-        let (state, stop) = drive(
-            &mut journal,
-            id,
-            1,
-            state,
-            actions,
-            &mut worker,
-            3,
-            &mut clock,
-        )
+    let (state, stop, events) = srv
+        .run(move || {
+            let mut journal = Journal::open(&db).unwrap();
+            let mut t = 0;
+            let mut clock = move || {
+                t += 1;
+                Timestamp(t)
+            };
+            let (id, actions) = journal.start(&spec.plan, clock()).unwrap();
+            let state = journal.state(id).unwrap();
+            let mut worker = SshWorker::new(&spec, None);
+            let (state, stop) = drive(
+                &mut journal,
+                id,
+                1,
+                state,
+                actions,
+                &mut worker,
+                3,
+                &mut clock,
+            )
+            .unwrap();
+            (state, stop, journal.events(id).unwrap())
+        })
         .unwrap();
-        (state, stop, journal.events(id).unwrap())
-    });
     assert_eq!(stop, Stop::Ended(Phase::Finished));
     for pc in ["PC01", "PC02"] {
         let status = state.machine_status(pc, Step::Deploy);
@@ -143,7 +151,10 @@ fn software_only_campaign_pushes_to_running_pcs_and_one_dead_pc_fails_alone() {
             assert_eq!(attempts, 2, "first try + one retry");
             // Either the connect timeout, or the kernel's failed ARP resolution (EHOSTUNREACH),
             // whichever comes first.
-            assert!(reason.starts_with("PC03: 198.18.40.13:22: "), "{reason}");
+            assert!(
+                reason.starts_with(&format!("PC03: {pc03}:22: ")),
+                "{reason}"
+            );
             assert!(
                 reason.contains("no answer within 5 s") || reason.contains("No route to host"),
                 "{reason}"
@@ -157,28 +168,30 @@ fn software_only_campaign_pushes_to_running_pcs_and_one_dead_pc_fails_alone() {
 fn a_bad_installer_hash_refuses_before_any_pc_is_contacted() {
     let dir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
-    let mut lab = Lab::new("rf");
-    let srv = lab.node("srv", "198.18.41.1/24");
+    let keys = SshKeys::generate(dir.path()).unwrap();
+    let lab = Lab::builder().pcs(0).build().unwrap();
+    let srv = lab.server();
     let spec = spec(dir.path(), &keys, root.path(), Some(&"0".repeat(64)));
-    let known_hosts = keys.known_hosts.clone();
-    let (state, stop) = in_netns(&srv, move || {
-        let mut journal = Journal::open_in_memory().unwrap();
-        let (id, actions) = journal.start(&spec.plan, Timestamp(1)).unwrap();
-        let state = journal.state(id).unwrap();
-        let mut worker = SshWorker::new(&spec, None);
-        drive(
-            &mut journal,
-            id,
-            1,
-            state,
-            actions,
-            &mut worker,
-            3,
-            &mut || Timestamp(2),
-        )
-        .unwrap()
-    });
+    let known_hosts = keys.known_hosts().to_path_buf();
+    let (state, stop) = srv
+        .run(move || {
+            let mut journal = Journal::open_in_memory().unwrap();
+            let (id, actions) = journal.start(&spec.plan, Timestamp(1)).unwrap();
+            let state = journal.state(id).unwrap();
+            let mut worker = SshWorker::new(&spec, None);
+            drive(
+                &mut journal,
+                id,
+                1,
+                state,
+                actions,
+                &mut worker,
+                3,
+                &mut || Timestamp(2),
+            )
+            .unwrap()
+        })
+        .unwrap();
     match stop {
         Stop::Ended(Phase::Refused(r)) => {
             assert!(

@@ -1,12 +1,12 @@
 //! Steps c and d on a "master" that is a real OpenSSH server in a namespace, with tiny shell-script
 //! installers.
 
-use super::lab::{Lab, in_netns};
-use super::sshd::{self, Keys};
 use roomcast::campaign::checks::{Check, failure_summary, run_checks};
 use roomcast::campaign::install::{
     Detect, Outcome, Shell, Software, Target, install_all, write_logs,
 };
+use roomcast::lab::Lab;
+use roomcast::lab::sshd::{SshKeys, Sshd};
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use std::path::Path;
 
@@ -36,12 +36,19 @@ fn installer(dir: &Path, id: &str, root: &Path, exit: i32) -> Software {
 #[test]
 fn install_is_idempotent_and_tests_check_code_and_output_on_a_real_master() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
+    let keys = SshKeys::generate(dir.path()).unwrap();
     let master_root = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new("cd");
-    let srv = lab.node("srv", "198.18.20.1/24");
-    let pc = lab.node("master", "198.18.20.2/24");
-    sshd::start(&mut lab, &keys, &pc, "198.18.20.2", &keys.host_key("a"), "");
+    let lab = Lab::builder().pcs(1).build().unwrap();
+    let (srv, master) = (lab.server(), lab.pc(0).unwrap());
+    let master_addr = master.addr().to_string();
+    let _sshd = Sshd::start(
+        master,
+        &keys,
+        &keys.host_key("a").unwrap(),
+        None,
+        dir.path(),
+    )
+    .unwrap();
 
     let root = master_root.path().to_path_buf();
     let software = vec![
@@ -53,7 +60,7 @@ fn install_is_idempotent_and_tests_check_code_and_output_on_a_real_master() {
         shell: Shell::Posix,
         staging_dir: root.join("staging").to_string_lossy().into_owned(),
     };
-    let cfg = SshConfig::new("root", &keys.client, &keys.known_hosts);
+    let cfg = SshConfig::new("root", keys.client(), keys.known_hosts());
     let checks = vec![
         Check {
             name: "gimp installed".into(),
@@ -68,13 +75,15 @@ fn install_is_idempotent_and_tests_check_code_and_output_on_a_real_master() {
             expect_output: Some("installed".into()),
         },
     ];
-    let (first, second, results) = in_netns(&srv, move || {
-        let mut c = SshClient::connect("198.18.20.2", 22, &cfg).unwrap();
-        let first = install_all(&mut c, &target, &software).unwrap();
-        let second = install_all(&mut c, &target, &software).unwrap();
-        let results = run_checks(&mut c, &checks).unwrap();
-        (first, second, results)
-    });
+    let (first, second, results) = srv
+        .run(move || {
+            let mut c = SshClient::connect(&master_addr, 22, &cfg).unwrap();
+            let first = install_all(&mut c, &target, &software).unwrap();
+            let second = install_all(&mut c, &target, &software).unwrap();
+            let results = run_checks(&mut c, &checks).unwrap();
+            (first, second, results)
+        })
+        .unwrap();
     assert_eq!(first[0].outcome, Outcome::Installed);
     assert_eq!(
         first[1].outcome,

@@ -836,6 +836,31 @@ impl Cx {
                         .with_hint("write it as 3c:ec:ef:12:34:01"),
                 );
             }
+            if let Some(a) = &m.address {
+                let subnet = fields::cidr(&n.subnet.value).ok();
+                match a.value.parse::<std::net::Ipv4Addr>() {
+                    Err(_) => self.push(src.finding(
+                        Code::InvalidValue,
+                        Pos::of(a),
+                        format!("address `{}` is not an IPv4 address", a.value),
+                    )),
+                    Ok(ip) => {
+                        if let Some((net, len)) = subnet {
+                            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                            if u32::from(ip) & mask != u32::from(net) {
+                                self.push(src.finding(
+                                    Code::InvalidValue,
+                                    Pos::of(a),
+                                    format!(
+                                        "address {ip} is outside the room subnet {}",
+                                        n.subnet.value
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(p) = profile
                 && m.model.value != p.pc_model.model.value
             {

@@ -1,0 +1,293 @@
+//! How a PC gets into the agent: the [`AgentBoot`] trait, the real Wake-on-LAN + PXE way
+//! ([`PxeBoot`]), and the reading of a boot script's kernel command line, which carries the mode and
+//! the one-time token (the lab boot plays iPXE with it).
+
+use crate::net::files::BootRoot;
+use crate::net::proxydhcp::{ProxyDhcp, Subnet};
+use crate::proto::dhcp::ProxyConfig;
+use crate::proto::mac::Mac;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A PC of the room, as the room file lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Hostname (the campaign's name for it).
+    pub hostname: String,
+    /// Its MAC: the key of the boot allowlist.
+    pub mac: Mac,
+}
+
+/// What the agent does once booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// Write the served image onto the disk (steps b and g).
+    Restore,
+    /// Upload the disk to the server (step f).
+    Capture,
+}
+
+impl AgentMode {
+    /// The kernel command-line switch the boot environment's init reads.
+    pub fn cmdline_flag(self) -> &'static str {
+        match self {
+            AgentMode::Restore => "roomcast.image=1",
+            AgentMode::Capture => "roomcast.capture=1",
+        }
+    }
+}
+
+impl fmt::Display for AgentMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AgentMode::Restore => "restore",
+            AgentMode::Capture => "capture",
+        })
+    }
+}
+
+/// The server side of one imaging session, as a boot implementation needs it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Base URL of the session's HTTP service (boot scripts, image, uploads, reports).
+    pub base_url: String,
+    /// The server's address on the room interface.
+    pub server: Ipv4Addr,
+    /// The room interface (the only one anything is bound to).
+    pub interface: String,
+    /// The room subnet.
+    pub subnet: Subnet,
+    /// What the agents do in this session.
+    pub mode: AgentMode,
+    /// The machines of the session (the allowlist): only they get the agent's boot script.
+    pub machines: Vec<Machine>,
+    /// The boot root (kernel, initramfs, iPXE binaries).
+    pub boot_dir: PathBuf,
+}
+
+/// Why a PC could not be sent into the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The boot services or the wake-up failed; names the machine or interface.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A PC on its way into the agent.
+pub trait Booting: Send {
+    /// `Some(why)` once it is known that no report will come (the agent process ended, the PC
+    /// booted its local disk); `None` while it may still report. Dropping it stops what it started.
+    fn ended(&mut self) -> Option<String>;
+}
+
+/// Something a session keeps alive while it runs (boot services); dropping it stops them.
+pub trait BootServices: Send + Sync {}
+impl<T: Send + Sync> BootServices for T {}
+
+/// Brings a machine of the room into the agent. The real one is [`PxeBoot`]; the lab one
+/// ([`super::lab::LabBoot`]) runs the real agent inside the PC's network namespace.
+pub trait AgentBoot: Send + Sync {
+    /// Starts what PCs need to reach `session`'s HTTP service (PXE: proxyDHCP and TFTP on the room
+    /// interface). Called once per session, before any [`AgentBoot::boot`].
+    fn open(&self, session: &SessionInfo) -> Result<Box<dyn BootServices>, BootError>;
+
+    /// Sends `machine` into the agent for `session.mode`. Returns once the PC is on its way; the
+    /// session then waits for its report.
+    fn boot(&self, machine: &Machine, session: &SessionInfo)
+    -> Result<Box<dyn Booting>, BootError>;
+}
+
+/// What a boot script tells a PC: kernel command-line parameters of `roomcast.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCmdline {
+    /// `roomcast.server=`.
+    pub server: String,
+    /// `roomcast.token=`.
+    pub token: String,
+    /// `roomcast.capture=1` or `roomcast.image=1`.
+    pub mode: AgentMode,
+}
+
+/// Reads the agent's parameters from a boot script; `None` for a script that boots the local disk
+/// (a machine outside the session) or one without a mode.
+pub fn parse_boot_script(script: &str) -> Option<AgentCmdline> {
+    let kernel = script.lines().find(|l| l.starts_with("kernel "))?;
+    let (mut server, mut token, mut mode) = (None, None, None);
+    for word in kernel.split_whitespace() {
+        if let Some(v) = word.strip_prefix("roomcast.server=") {
+            server = Some(v.to_string());
+        } else if let Some(v) = word.strip_prefix("roomcast.token=") {
+            token = Some(v.to_string());
+        } else if word == AgentMode::Capture.cmdline_flag() {
+            mode = Some(AgentMode::Capture);
+        } else if word == AgentMode::Restore.cmdline_flag() {
+            mode = mode.or(Some(AgentMode::Restore));
+        }
+    }
+    Some(AgentCmdline {
+        server: server?,
+        token: token?,
+        mode: mode?,
+    })
+}
+
+/// The real way: proxyDHCP + TFTP on the room interface while the session runs, and Wake-on-LAN.
+/// A PC whose firmware boots from the network first gets iPXE, then the session's boot script (with
+/// its mode and one-time token) over HTTP; a PC that is already running (the master after its
+/// generalise command) is rebooted by that command instead.
+#[derive(Debug, Clone)]
+pub struct PxeBoot {
+    /// BIOS boot file in the boot root.
+    pub bios_boot_file: String,
+    /// UEFI x64 boot file in the boot root.
+    pub uefi_boot_file: String,
+    /// Magic packets sent per machine.
+    pub wake_packets: u32,
+    /// Pause between two of them.
+    pub wake_gap: Duration,
+}
+
+impl Default for PxeBoot {
+    fn default() -> Self {
+        PxeBoot {
+            bios_boot_file: "undionly.kpxe".into(),
+            uefi_boot_file: "snponly.efi".into(),
+            wake_packets: 3,
+            wake_gap: Duration::from_millis(500),
+        }
+    }
+}
+
+/// proxyDHCP and TFTP running on their own thread; stopped on drop.
+struct PxeServices {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PxeServices {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A woken PC: nothing to watch but the report.
+struct Woken;
+
+impl Booting for Woken {
+    fn ended(&mut self) -> Option<String> {
+        None
+    }
+}
+
+impl AgentBoot for PxeBoot {
+    fn open(&self, session: &SessionInfo) -> Result<Box<dyn BootServices>, BootError> {
+        let failed = |what: String| BootError::Failed(format!("{}: {what}", session.interface));
+        let config = ProxyConfig {
+            server: session.server,
+            bios_boot_file: self.bios_boot_file.clone(),
+            uefi_boot_file: self.uefi_boot_file.clone(),
+            http_base: session.base_url.clone(),
+            allowlist: session.machines.iter().map(|m| m.mac).collect(),
+        };
+        let root = BootRoot::new(&session.boot_dir)
+            .map_err(|e| failed(format!("{}: {e}", session.boot_dir.display())))?;
+        let tftp = std::net::UdpSocket::bind(SocketAddrV4::new(session.server, 69))
+            .map_err(|e| failed(format!("TFTP {}:69: {e}", session.server)))?;
+        let (interface, subnet) = (session.interface.clone(), session.subnet);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let proxy = match ProxyDhcp::bind(&interface, subnet, config) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let tftp = tokio::spawn(crate::net::tftp::serve(root, tftp));
+                tokio::select! {
+                    r = proxy.run() => tracing::error!(?r, "proxyDHCP stopped"),
+                    _ = rx => {}
+                }
+                tftp.abort();
+            });
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Box::new(PxeServices {
+                stop: Some(tx),
+                thread: Some(thread),
+            })),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed("boot services thread stopped".into())),
+        }
+    }
+
+    fn boot(
+        &self,
+        machine: &Machine,
+        session: &SessionInfo,
+    ) -> Result<Box<dyn Booting>, BootError> {
+        let mut waker = crate::net::wol::Waker::open(&session.interface)
+            .map_err(|e| BootError::Failed(format!("{}: Wake-on-LAN: {e}", machine.hostname)))?;
+        for i in 0..self.wake_packets.max(1) {
+            if i > 0 {
+                std::thread::sleep(self.wake_gap);
+            }
+            waker.wake(machine.mac, None).map_err(|e| {
+                BootError::Failed(format!("{}: Wake-on-LAN: {e}", machine.hostname))
+            })?;
+        }
+        Ok(Box::new(Woken))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_scripts_give_mode_server_and_token_or_nothing() {
+        let script = "#!ipxe\necho x\nkernel http://198.18.0.1:8080/files/vmlinuz initrd=initrd.gz \
+                      console=ttyS0 roomcast.capture=1 roomcast.server=http://198.18.0.1:8080 \
+                      roomcast.token=abc123 roomcast.mac=52:54:00:00:00:01\ninitrd x\nboot\n";
+        assert_eq!(
+            parse_boot_script(script),
+            Some(AgentCmdline {
+                server: "http://198.18.0.1:8080".into(),
+                token: "abc123".into(),
+                mode: AgentMode::Capture,
+            })
+        );
+        let restore = script.replace("roomcast.capture=1", "roomcast.image=1");
+        assert_eq!(
+            parse_boot_script(&restore).map(|c| c.mode),
+            Some(AgentMode::Restore)
+        );
+        // Facts-only boot (no mode), and the local-disk script of a machine outside the session.
+        let facts = script.replace("roomcast.capture=1 ", "");
+        assert_eq!(parse_boot_script(&facts), None);
+        assert_eq!(
+            parse_boot_script("#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n"),
+            None
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! The imaging [`Worker`]: steps b (restore the base image on the master), f (generalise over SSH,
+//! boot the master into the agent in capture mode, verify and store its upload, sign) and image-mode
+//! g (one session for the whole batch of PCs, each PC's result on its own).
+//!
+//! How a PC reaches the agent is an [`AgentBoot`]: [`PxeBoot`] (Wake-on-LAN + proxyDHCP/TFTP/HTTP on
+//! the room interface) on a real network, [`lab::LabBoot`] (the real agent started inside the PC's
+//! network namespace) in the lab. Only machines of the campaign's room are ever served, and only on
+//! the room interface; the served image is the one step f journaled (`State::image`).
+//!
+//! ```no_run
+//! # use roomcast::campaign::imaging::*;
+//! # fn f(config: ImagingConfig) {
+//! let mut imaging = ImagingWorker::new(config, Box::new(PxeBoot::default()));
+//! // SshWorker::new(&spec, Some(&mut imaging)) then driver::drive(...)
+//! # }
+//! ```
+
+pub mod boot;
+pub mod lab;
+pub mod session;
+
+pub use boot::{AgentBoot, AgentMode, BootError, Booting, Machine, PxeBoot, SessionInfo};
+
+use super::driver::Worker;
+use crate::net::capture::CaptureConfig;
+use crate::net::http::ServedImage;
+use crate::net::proxydhcp::Subnet;
+use crate::procedure::{Event, State, Step};
+use crate::remote::RemoteExec;
+use crate::remote::ssh::{SshClient, SshConfig};
+use crate::serve::DataPlane;
+use crate::store::Store;
+use crate::store::chunk::{ChunkSize, DEFAULT_LEVEL};
+use crate::store::keys::Signer;
+use crate::store::manifest::{ImageId, ImageLabel};
+use session::{Session, SessionSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach the master over SSH for its generalise command (step f).
+#[derive(Debug, Clone)]
+pub struct MasterSsh {
+    /// Address (or name) of the master.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Key, user, pinned host keys, timeouts.
+    pub ssh: SshConfig,
+}
+
+/// Everything the imaging worker needs; built by the orchestrator from the validated room and
+/// profile. [`ImagingConfig::new`] fills the tunables with their defaults.
+#[derive(Debug, Clone)]
+pub struct ImagingConfig {
+    /// Room id, shown on the PCs and in messages.
+    pub room: String,
+    /// Every machine of the room file (hostname + MAC): nothing outside this list is ever imaged.
+    pub machines: Vec<Machine>,
+    /// Hostname of the master (steps b and f).
+    pub master: String,
+    /// The room interface: the only one anything is served on.
+    pub interface: String,
+    /// The room subnet (the interface must have an address inside it).
+    pub subnet: Subnet,
+    /// HTTP port of the sessions (0: any free port; default 8080).
+    pub http_port: u16,
+    /// The image store.
+    pub store: PathBuf,
+    /// The server's signing key (step f signs with it; the store must trust it).
+    pub signer_key: PathBuf,
+    /// The profile's base image (id or unique prefix), restored at step b.
+    pub base_image: String,
+    /// Name, version and profile written into the captured image's manifest.
+    pub image_name: String,
+    /// Image version.
+    pub image_version: String,
+    /// The profile the image is built from.
+    pub profile: Option<String>,
+    /// Who captures (for the manifest), e.g. `roomcast@deploy-server`.
+    pub captured_by: String,
+    /// SSH to the master for step f; without it, no generalise command can run.
+    pub master_ssh: Option<MasterSsh>,
+    /// The profile's generalise command (sysprep on Windows), run on the master over SSH at f.
+    pub generalise: Option<String>,
+    /// Run over SSH after the generalise command to restart the master into network boot (a
+    /// dropped connection is expected); `None` when the generalise command shuts it down itself.
+    pub reboot: Option<String>,
+    /// Chunk size of captured images.
+    pub chunk_size: ChunkSize,
+    /// zstd level of captured images.
+    pub level: i32,
+    /// Kernel command line for the agent (before the `roomcast.*` parameters).
+    pub cmdline: String,
+    /// Boot root (kernel, initramfs, iPXE); `None`: an empty folder under `work_dir` (lab).
+    pub boot_dir: Option<PathBuf>,
+    /// Reports of each session go to `<work_dir>/reports/<step>/`.
+    pub work_dir: PathBuf,
+    /// How long a PC may take to fetch its boot script after the session started.
+    pub boot_timeout: Duration,
+    /// How long a PC may take to report after the session started.
+    pub agent_timeout: Duration,
+    /// Restore sessions (b, g) stream the image over multicast with these settings (group,
+    /// rate, how long to wait for every PC before streaming); `None`: unicast HTTP only.
+    pub multicast: Option<DataPlane>,
+}
+
+impl ImagingConfig {
+    /// A configuration with the default tunables: port 8080, 1 MiB chunks, zstd 3, 5 minutes to
+    /// boot, 3 hours to report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        room: &str,
+        machines: Vec<Machine>,
+        master: &str,
+        interface: &str,
+        subnet: Subnet,
+        store: PathBuf,
+        signer_key: PathBuf,
+        base_image: &str,
+        work_dir: PathBuf,
+    ) -> ImagingConfig {
+        ImagingConfig {
+            room: room.to_string(),
+            machines,
+            master: master.to_string(),
+            interface: interface.to_string(),
+            subnet,
+            http_port: 8080,
+            store,
+            signer_key,
+            base_image: base_image.to_string(),
+            image_name: room.to_string(),
+            image_version: "1".into(),
+            profile: None,
+            captured_by: "roomcast".into(),
+            master_ssh: None,
+            generalise: None,
+            reboot: None,
+            chunk_size: ChunkSize::default(),
+            level: DEFAULT_LEVEL,
+            cmdline: "console=ttyS0 quiet".into(),
+            boot_dir: None,
+            work_dir,
+            boot_timeout: Duration::from_secs(300),
+            agent_timeout: Duration::from_secs(3 * 3600),
+            multicast: Some(DataPlane::default()),
+        }
+    }
+}
+
+/// The batch of image-mode g in progress: its session and the image it serves.
+struct Batch {
+    session: Result<Session, String>,
+    machines: Vec<String>,
+}
+
+/// Does steps b, f and image-mode g (see the module doc).
+pub struct ImagingWorker {
+    config: ImagingConfig,
+    boot: Box<dyn AgentBoot>,
+    batch: Option<Batch>,
+}
+
+impl ImagingWorker {
+    /// A worker over `config`, bringing PCs into the agent with `boot`.
+    pub fn new(config: ImagingConfig, boot: Box<dyn AgentBoot>) -> ImagingWorker {
+        ImagingWorker {
+            config,
+            boot,
+            batch: None,
+        }
+    }
+
+    /// The room's machine called `hostname`, or why it may not be imaged.
+    fn room_machine(&self, hostname: &str) -> Result<Machine, String> {
+        self.config
+            .machines
+            .iter()
+            .find(|m| m.hostname == hostname)
+            .cloned()
+            .ok_or_else(|| format!("{hostname} is not a machine of room {}", self.config.room))
+    }
+
+    fn spec(&self, step: Step, mode: AgentMode, machines: Vec<Machine>) -> SessionSpec {
+        let c = &self.config;
+        SessionSpec {
+            campaign: c.room.clone(),
+            interface: c.interface.clone(),
+            subnet: c.subnet,
+            http_port: c.http_port,
+            boot_dir: c
+                .boot_dir
+                .clone()
+                .unwrap_or_else(|| c.work_dir.join("boot")),
+            reports_dir: c.work_dir.join("reports").join(step.letter().to_string()),
+            cmdline: c.cmdline.clone(),
+            multicast: match mode {
+                AgentMode::Restore => c.multicast.clone(),
+                AgentMode::Capture => None,
+            },
+            catch_up_wait: c.agent_timeout,
+            mode,
+            machines,
+        }
+    }
+
+    fn store(&self) -> Result<Store, String> {
+        Store::open(&self.config.store).map_err(|e| e.to_string())
+    }
+
+    /// A session serving `image` to `machines`.
+    fn restore_session(
+        &self,
+        step: Step,
+        machines: Vec<Machine>,
+        image: &str,
+    ) -> Result<(Session, ImageId), String> {
+        let store = self.store()?;
+        let id = store
+            .resolve(image)
+            .map_err(|e| format!("image {image}: {e}"))?;
+        let served = ServedImage { store, id };
+        let session = Session::start(
+            self.spec(step, AgentMode::Restore, machines),
+            Some(served),
+            None,
+            self.boot.as_ref(),
+        )?;
+        Ok((session, id))
+    }
+
+    /// Step b: the base image onto the master, as a deploy to one machine.
+    fn restore_master(&self) -> Result<(), String> {
+        let master = self.room_machine(&self.config.master)?;
+        let (session, id) =
+            self.restore_session(Step::Master, vec![master.clone()], &self.config.base_image)?;
+        session.boot_all(self.boot.as_ref());
+        let report =
+            session.wait_report(&master, self.config.boot_timeout, self.config.agent_timeout)?;
+        judge_restore(&master.hostname, &report.body, &id)
+    }
+
+    /// Step f: generalise, capture through the agent, and the signed image's id.
+    fn capture_master(&self) -> Result<ImageId, String> {
+        let c = &self.config;
+        let master = self.room_machine(&c.master)?;
+        if let Some(command) = &c.generalise {
+            let ssh = c.master_ssh.as_ref().ok_or_else(|| {
+                format!(
+                    "{}: the profile has a generalise command but the master has no SSH address",
+                    master.hostname
+                )
+            })?;
+            let mut remote = SshClient::connect(&ssh.address, ssh.port, &ssh.ssh)
+                .map_err(|e| format!("{}: {e}", master.hostname))?;
+            let out = remote
+                .run(command)
+                .map_err(|e| format!("{}: generalise: {e}", master.hostname))?;
+            if out.code != 0 {
+                return Err(format!(
+                    "{}: generalise command exited with {}: {}",
+                    master.hostname,
+                    out.code,
+                    last_line(&out.stderr_text(), &out.stdout_text())
+                ));
+            }
+            if let Some(reboot) = &c.reboot {
+                // The connection dies with the reboot: an error here is the expected outcome.
+                let _ = remote.run(reboot);
+            }
+        }
+        let store = self.store()?;
+        let signer =
+            Signer::load(&c.signer_key).map_err(|e| format!("{}: {e}", c.signer_key.display()))?;
+        let capture = CaptureConfig {
+            machine: master.mac,
+            store,
+            signer: Arc::new(signer),
+            label: ImageLabel {
+                name: c.image_name.clone(),
+                version: c.image_version.clone(),
+                profile: c.profile.clone(),
+                captured_by: c.captured_by.clone(),
+                captured_at: rfc3339_now(),
+            },
+            chunk_size: c.chunk_size,
+            level: c.level,
+        };
+        let session = Session::start(
+            self.spec(Step::Capture, AgentMode::Capture, vec![master.clone()]),
+            None,
+            Some(capture),
+            self.boot.as_ref(),
+        )?;
+        session.boot_all(self.boot.as_ref());
+        let report = session.wait_report(&master, c.boot_timeout, c.agent_timeout)?;
+        let agent_said = report_field(&report.body, "image");
+        match (
+            session.captured(),
+            report_field(&report.body, "result").as_deref(),
+        ) {
+            (Some(id), Some("ok")) if agent_said.as_deref() == Some(id.to_hex().as_str()) => Ok(id),
+            (Some(id), _) => Err(format!(
+                "{}: the server signed image {id} but the agent reported {}",
+                master.hostname, report.body
+            )),
+            (None, _) => Err(format!(
+                "{}: capture failed: {}",
+                master.hostname,
+                report_field(&report.body, "error").unwrap_or(report.body)
+            )),
+        }
+    }
+}
+
+impl Worker for ImagingWorker {
+    fn run_step(&mut self, step: Step, _state: &State) -> Event {
+        let result = match step {
+            Step::Master => self.restore_master(),
+            Step::Capture => match self.capture_master() {
+                Ok(id) => return Event::ImageCaptured { image: id.to_hex() },
+                Err(e) => Err(e),
+            },
+            _ => Err(format!("step {step} is not an imaging step")),
+        };
+        match result {
+            Ok(()) => Event::StepSucceeded { step },
+            Err(reason) => Event::StepFailed {
+                step,
+                reason: format!("step {step}: {reason}"),
+            },
+        }
+    }
+
+    fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
+        if step != Step::Deploy {
+            return;
+        }
+        let names: Vec<String> = machines.iter().map(|(m, _)| m.clone()).collect();
+        // Machines outside the room are left out of the session (and fail on their own below).
+        let allowed: Vec<Machine> = names
+            .iter()
+            .filter_map(|n| self.room_machine(n).ok())
+            .collect();
+        let session = match &state.image {
+            None => Err("no image was captured at step f of this campaign".to_string()),
+            Some(image) => self
+                .restore_session(Step::Deploy, allowed, image)
+                .map(|(s, _)| s),
+        };
+        if let Ok(s) = &session {
+            s.boot_all(self.boot.as_ref());
+        }
+        self.batch = Some(Batch {
+            session,
+            machines: names,
+        });
+    }
+
+    fn end_batch(&mut self, _step: Step) {
+        if let Some(Batch {
+            session: Ok(session),
+            ..
+        }) = self.batch.take()
+        {
+            log_multicast(&session);
+        }
+    }
+
+    fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
+        let result = if step != Step::Deploy {
+            Err(format!("step {step} is not an imaging step"))
+        } else {
+            self.deploy_result(machine)
+        };
+        match result {
+            Ok(()) => Event::MachineSucceeded {
+                step,
+                machine: machine.to_string(),
+            },
+            Err(reason) => Event::MachineFailed {
+                step,
+                machine: machine.to_string(),
+                reason: format!("step {step}: {reason}"),
+            },
+        }
+    }
+}
+
+impl ImagingWorker {
+    fn deploy_result(&self, machine: &str) -> Result<(), String> {
+        let m = self.room_machine(machine)?;
+        let batch = self
+            .batch
+            .as_ref()
+            .filter(|b| b.machines.iter().any(|n| n == machine))
+            .ok_or_else(|| format!("{machine}: no deploy session was started for it"))?;
+        let session = batch
+            .session
+            .as_ref()
+            .map_err(|e| format!("{machine}: {e}"))?;
+        let report =
+            session.wait_report(&m, self.config.boot_timeout, self.config.agent_timeout)?;
+        let expected = session_image(session)?;
+        judge_restore(machine, &report.body, &expected)
+    }
+}
+
+/// The image a restore session serves (from the boot script's point of view: its manifest).
+fn session_image(session: &Session) -> Result<ImageId, String> {
+    session
+        .served_image()
+        .ok_or_else(|| "the session serves no image".to_string())
+}
+
+/// The multicast session's account, in the log (the per-PC results are already journaled).
+fn log_multicast(session: &Session) {
+    match session.multicast_report(Duration::from_secs(5)) {
+        Some(Ok(r)) => tracing::info!(
+            image = %r.image,
+            succeeded = r.succeeded(),
+            machines = r.machines.len(),
+            wire_bytes = r.wire_bytes,
+            image_bytes = r.image_bytes,
+            stream_ms = r.stream_time.as_millis() as u64,
+            "multicast session done"
+        ),
+        Some(Err(e)) => tracing::warn!(%e, "multicast session failed; agents used unicast HTTP"),
+        None => {}
+    }
+}
+
+/// A field of a report's JSON, as text.
+fn report_field(body: &str, field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    match &v[field] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A restore report is a success only if the agent says ok for the image the session served.
+pub fn judge_restore(machine: &str, body: &str, expected: &ImageId) -> Result<(), String> {
+    let result = report_field(body, "result");
+    let image = report_field(body, "image");
+    match (result.as_deref(), image) {
+        (Some("ok"), Some(image)) if image == expected.to_hex() => Ok(()),
+        (Some("ok"), Some(image)) => Err(format!(
+            "{machine}: the agent restored image {image}, not {expected}"
+        )),
+        (Some("failed"), _) => Err(format!(
+            "{machine}: the agent failed: {}",
+            report_field(body, "error").unwrap_or_else(|| "no reason given".into())
+        )),
+        _ => Err(format!("{machine}: unreadable agent report: {body}")),
+    }
+}
+
+fn last_line(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    text.lines().last().unwrap_or("").trim().to_string()
+}
+
+/// Now as RFC 3339 UTC (the manifest's capture time).
+fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let date = crate::model::date::Date::from_days_since_epoch((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        date.year(),
+        date.month(),
+        date.day(),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::chunk::ChunkHash;
+
+    #[test]
+    fn a_restore_counts_only_when_the_agent_wrote_the_served_image() {
+        let id = ImageId(ChunkHash([0xab; 32]));
+        let other = ImageId(ChunkHash([0xcd; 32]));
+        let ok = format!(r#"{{"result":"ok","image":"{}","chunks":4}}"#, id.to_hex());
+        assert_eq!(judge_restore("PC01", &ok, &id), Ok(()));
+        let err = judge_restore("PC01", &ok, &other).unwrap_err();
+        assert!(
+            err.starts_with("PC01: the agent restored image abab"),
+            "{err}"
+        );
+        let failed = r#"{"result":"failed","error":"chunk #3 at offset 3145728 (sha256 ab…): content hashes to cd…"}"#;
+        let err = judge_restore("PC02", failed, &id).unwrap_err();
+        assert!(err.contains("PC02: the agent failed: chunk #3"), "{err}");
+        assert!(judge_restore("PC03", "garbage", &id).is_err());
+    }
+
+    #[test]
+    fn capture_time_is_rfc3339_utc() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    }
+}

@@ -1,0 +1,369 @@
+//! One imaging session on the deploy server: the boot HTTP service bound to the room interface's
+//! address (boot scripts with the mode and one-time tokens, the image for restoring agents, the
+//! upload endpoints for a capturing one, reports), the boot services of an [`AgentBoot`], the PCs
+//! on their way, and the wait for each PC's report.
+
+use super::boot::{AgentBoot, AgentMode, BootServices, Booting, Machine, SessionInfo};
+use crate::net::capture::CaptureConfig;
+use crate::net::files::BootRoot;
+use crate::net::http::{self, BootConfig, BootService, ServedImage};
+use crate::net::proxydhcp::{Subnet, room_address};
+use crate::proto::mac::Mac;
+use crate::serve::{DataPlane, DeployReport, SessionPlan, run_session};
+use crate::store::manifest::ImageId;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where and how a session serves.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// Campaign name shown on the PCs.
+    pub campaign: String,
+    /// The room interface.
+    pub interface: String,
+    /// The room subnet (the interface must have an address inside it).
+    pub subnet: Subnet,
+    /// HTTP port (0: any free port).
+    pub http_port: u16,
+    /// Boot root (kernel, initramfs, iPXE).
+    pub boot_dir: PathBuf,
+    /// Where agent reports are written.
+    pub reports_dir: PathBuf,
+    /// Kernel command line before the `roomcast.*` parameters.
+    pub cmdline: String,
+    /// Agent mode.
+    pub mode: AgentMode,
+    /// Machines of the session (already checked to be in the room).
+    pub machines: Vec<Machine>,
+    /// For a restore session: stream the image to every machine at once over multicast (the
+    /// agents fall back to unicast HTTP for what the stream did not deliver); `None`: unicast only.
+    pub multicast: Option<DataPlane>,
+    /// How long the multicast session waits, after the stream, for PCs catching up over HTTP.
+    pub catch_up_wait: Duration,
+}
+
+/// What a PC's session ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The report's JSON body, as the agent sent it.
+    pub body: String,
+}
+
+/// A PC on its way into the agent, or why it could not be sent.
+type BootOutcome = Result<Box<dyn Booting>, String>;
+
+type McastTask = tokio::task::JoinHandle<Result<DeployReport, crate::serve::DeployError>>;
+
+/// A running session; dropping it stops the agents it booted, its boot services and its HTTP server.
+pub struct Session {
+    service: Arc<BootService>,
+    runtime: tokio::runtime::Handle,
+    mcast: Mutex<Option<McastTask>>,
+    image: Option<ImageId>,
+    info: SessionInfo,
+    started: Instant,
+    booting: Mutex<BTreeMap<Mac, BootOutcome>>,
+    // Order of drop: the PCs' agents first, then boot services, then the HTTP server.
+    _services: Box<dyn BootServices>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Session {
+    /// Binds the HTTP service on the room interface's address and opens the boot services.
+    pub fn start(
+        spec: SessionSpec,
+        image: Option<ServedImage>,
+        capture: Option<CaptureConfig>,
+        boot: &dyn AgentBoot,
+    ) -> Result<Session, String> {
+        let server = room_address(&spec.interface, spec.subnet).map_err(|e| e.to_string())?;
+        let listener =
+            bind_on_interface(&spec.interface, SocketAddrV4::new(server, spec.http_port))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("HTTP on {}: {e}", spec.interface))?
+            .port();
+        let base_url = format!("http://{server}:{port}");
+        std::fs::create_dir_all(&spec.reports_dir)
+            .map_err(|e| format!("{}: {e}", spec.reports_dir.display()))?;
+        std::fs::create_dir_all(&spec.boot_dir)
+            .map_err(|e| format!("{}: {e}", spec.boot_dir.display()))?;
+        let root = BootRoot::new(&spec.boot_dir)
+            .map_err(|e| format!("{}: {e}", spec.boot_dir.display()))?;
+        let served = image.as_ref().map(|i| i.id);
+        let served_store = image.as_ref().map(|i| i.store.clone());
+        let config = BootConfig {
+            campaign: spec.campaign.clone(),
+            machines: spec
+                .machines
+                .iter()
+                .map(|m| (m.mac, m.hostname.clone()))
+                .collect(),
+            base_url: base_url.clone(),
+            kernel: crate::bootenv::KERNEL.into(),
+            initrd: crate::bootenv::INITRD.into(),
+            cmdline: format!("{} {}", spec.cmdline, spec.mode.cmdline_flag())
+                .trim()
+                .to_string(),
+            reports_dir: spec.reports_dir.clone(),
+            image,
+        };
+        let service =
+            BootService::with_capture(config, root, capture).map_err(|e| e.to_string())?;
+        let info = SessionInfo {
+            base_url,
+            server,
+            interface: spec.interface.clone(),
+            subnet: spec.subnet,
+            mode: spec.mode,
+            machines: spec.machines.clone(),
+            boot_dir: spec.boot_dir.clone(),
+        };
+        let (stop, thread, runtime) = serve(listener, service.clone())?;
+        let services = boot.open(&info).map_err(|e| e.to_string());
+        let services = match services {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = stop.send(());
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
+        let mcast = match (&spec.multicast, &served_store) {
+            (Some(data), Some(store)) if !spec.machines.is_empty() => {
+                let plan = SessionPlan {
+                    store: store.clone(),
+                    image: served.expect("a restore session serves an image"),
+                    interface: server,
+                    machines: spec.machines.iter().map(|m| m.mac).collect(),
+                    expect: spec.machines.len(),
+                    data: data.clone(),
+                    catch_up_wait: spec.catch_up_wait,
+                };
+                Some(offer_multicast(
+                    &runtime,
+                    &service,
+                    plan,
+                    spec.machines[0].mac,
+                ))
+            }
+            _ => None,
+        };
+        tracing::info!(url = %info.base_url, mode = %spec.mode, machines = spec.machines.len(), "imaging session open");
+        Ok(Session {
+            service,
+            runtime,
+            mcast: Mutex::new(mcast),
+            image: served,
+            info,
+            started: Instant::now(),
+            booting: Mutex::new(BTreeMap::new()),
+            _services: services,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// What boot implementations see of this session.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Sends every machine of the session into the agent (a failure is kept for that machine).
+    pub fn boot_all(&self, boot: &dyn AgentBoot) {
+        for m in &self.info.machines {
+            let handle = boot.boot(m, &self.info).map_err(|e| e.to_string());
+            if let Err(e) = &handle {
+                tracing::warn!(machine = %m.hostname, %e, "boot failed");
+            }
+            self.booting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(m.mac, handle);
+        }
+    }
+
+    /// Waits up to `wait` for the multicast session's own account (who joined, who completed,
+    /// bytes on the wire). `None` without a multicast session or when it is still running.
+    pub fn multicast_report(&self, wait: Duration) -> Option<Result<DeployReport, String>> {
+        let task = self
+            .mcast
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let joined = self
+            .runtime
+            .block_on(async { tokio::time::timeout(wait, task).await });
+        match joined {
+            Ok(Ok(r)) => Some(r.map_err(|e| e.to_string())),
+            Ok(Err(e)) => Some(Err(e.to_string())),
+            Err(_) => None,
+        }
+    }
+
+    /// The image a restore session serves.
+    pub fn served_image(&self) -> Option<ImageId> {
+        self.image
+    }
+
+    /// The image a capture session signed.
+    pub fn captured(&self) -> Option<ImageId> {
+        self.service.captured()
+    }
+
+    /// Waits for `machine`'s report. `Err` says why none will come, naming the machine:
+    /// it never fetched its boot script within `boot_timeout`, its agent stopped without
+    /// reporting, or no report came within `agent_timeout`.
+    pub fn wait_report(
+        &self,
+        machine: &Machine,
+        boot_timeout: Duration,
+        agent_timeout: Duration,
+    ) -> Result<Report, String> {
+        let host = &machine.hostname;
+        let mut ended_at: Option<(Instant, String)> = None;
+        loop {
+            if let Some(r) = self.service.report_of(machine.mac) {
+                return Ok(Report { body: r.body });
+            }
+            let elapsed = self.started.elapsed();
+            if ended_at.is_none() {
+                let mut booting = self.booting.lock().unwrap_or_else(|p| p.into_inner());
+                match booting.get_mut(&machine.mac) {
+                    None => return Err(format!("{host}: was never sent into the agent")),
+                    Some(Err(e)) => return Err(format!("{host}: could not be booted: {e}")),
+                    Some(Ok(b)) => {
+                        if let Some(why) = b.ended() {
+                            ended_at = Some((Instant::now(), why));
+                        }
+                    }
+                }
+            }
+            // A report posted just before the agent exited may still be in flight: short grace.
+            if let Some((at, why)) = &ended_at
+                && at.elapsed() > Duration::from_secs(2)
+            {
+                return Err(format!("{host}: no report from the agent: {why}"));
+            }
+            if !self.service.booted(machine.mac) && elapsed > boot_timeout {
+                return Err(format!(
+                    "{host} ({}): never booted into the agent within {} s (powered off, no \
+                     Wake-on-LAN, or not booting from the network?)",
+                    machine.mac,
+                    boot_timeout.as_secs()
+                ));
+            }
+            if elapsed > agent_timeout {
+                return Err(format!(
+                    "{host}: booted but sent no report within {} s",
+                    agent_timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.booting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(task) = self.mcast.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP listener on `addr`, held to the room interface (SO_BINDTODEVICE): the session answers
+/// nothing that arrives on another interface.
+fn bind_on_interface(interface: &str, addr: SocketAddrV4) -> Result<std::net::TcpListener, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |step: &str, e: std::io::Error| format!("HTTP {addr} on {interface}: {step}: {e}");
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| err("socket", e))?;
+    s.set_reuse_address(true)
+        .map_err(|e| err("SO_REUSEADDR", e))?;
+    s.bind_device(Some(interface.as_bytes()))
+        .map_err(|e| err("SO_BINDTODEVICE", e))?;
+    s.bind(&addr.into()).map_err(|e| err("bind", e))?;
+    s.listen(128).map_err(|e| err("listen", e))?;
+    s.set_nonblocking(true).map_err(|e| err("O_NONBLOCK", e))?;
+    Ok(s.into())
+}
+
+/// Starts the multicast session on the session's runtime and waits (a few seconds at most) until
+/// it is offered, so that agents booted next take the stream rather than unicast. A session that
+/// cannot start leaves the agents on unicast HTTP, which still verifies every chunk.
+fn offer_multicast(
+    runtime: &tokio::runtime::Handle,
+    service: &Arc<BootService>,
+    plan: SessionPlan,
+    probe: Mac,
+) -> McastTask {
+    let svc = service.clone();
+    let task = runtime.spawn(async move {
+        let progress = |p: &crate::serve::Progress| tracing::info!(?p, "multicast");
+        run_session(svc, plan, &progress).await
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while service.session_for(probe).is_none() && !task.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if task.is_finished() {
+        tracing::warn!(
+            "multicast session ended before it was offered: agents restore over unicast"
+        );
+    }
+    task
+}
+
+type Stop = tokio::sync::oneshot::Sender<()>;
+
+/// Runs the router on its own thread until the returned sender fires; the handle runs more tasks
+/// (the multicast session) on the same runtime.
+fn serve(
+    listener: std::net::TcpListener,
+    service: Arc<BootService>,
+) -> Result<(Stop, std::thread::JoinHandle<()>, tokio::runtime::Handle), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let router = http::router(service);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("HTTP runtime: {e}"))?;
+    let handle = rt.handle().clone();
+    let thread = std::thread::spawn(move || {
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(%e, "HTTP listener");
+                    return;
+                }
+            };
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%e, "HTTP service stopped");
+            }
+        });
+    });
+    Ok((tx, thread, handle))
+}

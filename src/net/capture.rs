@@ -1,0 +1,602 @@
+//! Capture over the network (step f): the agent on the master PC reads its disk and uploads it to the
+//! deploy server, which checks every chunk before it enters the store and signs the manifest itself.
+//!
+//! Endpoints (all behind the live one-time token of the campaign's capture machine):
+//! - `GET /capture/plan`: chunk size and zstd level, so the agent cuts the disk as the store does.
+//! - `HEAD /capture/chunks/<sha256>`: 200 when the store already holds the chunk (a master restored
+//!   from the base image at step b shares most of its chunks with it: they are not sent again), 404
+//!   when it must be uploaded.
+//! - `PUT /capture/chunks/<sha256>?index=I&len=L`: one zstd frame. The server decompresses it (never
+//!   beyond `len` bytes), checks its sha256 against the name, and only then writes it into the store
+//!   (synced temporary file, rename). A chunk that does not match is refused (422) with a message
+//!   naming its index, offset and sha256; nothing of it is kept.
+//! - `POST /capture/finish` (JSON [`CaptureFinish`]): the chunk list. The server checks that every
+//!   named chunk is in the store, builds the manifest (offsets, lengths, compressed sizes and the
+//!   partition-table copies come from the store, not from the agent), signs it with its own key and
+//!   commits it. The answer is the image id; the server keeps it as the session's result, so what
+//!   the campaign journals is what the server signed, whatever the agent reports afterwards.
+//!
+//! The agent never holds a signing key: trust in an image comes from the server having verified each
+//! chunk it was given.
+
+use crate::proto::mac::Mac;
+use crate::store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
+use crate::store::keys::Signer;
+use crate::store::manifest::{
+    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, ManifestError,
+    PRIMARY_TABLE_LEN, PartitionTable, sign,
+};
+use crate::store::{Store, StoreError, StoreLock};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// What a capture session accepts, and from whom.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// The only machine allowed to upload (the campaign's master).
+    pub machine: Mac,
+    /// Where the chunks and the manifest go.
+    pub store: Store,
+    /// The server's signing key (must be trusted by the store).
+    pub signer: Arc<Signer>,
+    /// Name, version, profile, who and when, for the manifest.
+    pub label: ImageLabel,
+    /// Chunk size the agent must cut the disk into.
+    pub chunk_size: ChunkSize,
+    /// zstd level the agent compresses with.
+    pub level: i32,
+}
+
+/// `GET /capture/plan`: how to cut and compress the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePlan {
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// zstd level.
+    pub level: i32,
+}
+
+/// `POST /capture/finish`: the disk as the agent read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureFinish {
+    /// Disk size in bytes.
+    pub disk_size: u64,
+    /// Chunk size the agent used (must be the plan's).
+    pub chunk_size: u32,
+    /// Every chunk in disk order: its sha256, or `None` for an all-zero chunk.
+    pub chunks: Vec<Option<ChunkHash>>,
+}
+
+/// `POST /capture/finish` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureDone {
+    /// The signed image's id, hex.
+    pub image: String,
+}
+
+/// Why an upload or the finish was refused; each names the chunk or field.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureRefused {
+    /// The uploaded bytes are not the chunk they claim to be.
+    #[error("upload refused: {0}")]
+    Chunk(#[from] ChunkError),
+    /// A chunk length outside 1..=chunk size.
+    #[error("upload refused: chunk #{index}: length {len} is not within 1..={max}")]
+    Length {
+        /// Chunk index.
+        index: u64,
+        /// Length claimed.
+        len: u64,
+        /// The session's chunk size.
+        max: u32,
+    },
+    /// The finish names a chunk the store does not hold.
+    #[error("capture refused: {chunk} was never uploaded")]
+    Missing {
+        /// The chunk.
+        chunk: ChunkRef,
+    },
+    /// The chunk list does not fit the disk size or the plan.
+    #[error("capture refused: {0}")]
+    Layout(String),
+    /// This session already produced an image.
+    #[error("capture refused: this session already captured image {0}")]
+    AlreadyDone(ImageId),
+    /// The built manifest is inconsistent (a bug, not the agent's fault).
+    #[error("capture refused: manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The store failed (disk full...).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl CaptureRefused {
+    /// Whether the server, not the agent, is at fault (HTTP 500 rather than 422).
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, CaptureRefused::Store(_) | CaptureRefused::Manifest(_))
+    }
+}
+
+/// The server side of one capture: checks uploads, then builds and signs the manifest.
+#[derive(Debug)]
+pub struct CaptureSink {
+    config: CaptureConfig,
+    result: Mutex<Option<(Mac, ImageId)>>,
+    // Held for the whole session: a gc must not delete chunks uploaded before the manifest names them.
+    _lock: StoreLock,
+}
+
+impl CaptureSink {
+    /// Opens a session on `config.store`; refuses a signing key the store does not trust (its
+    /// images could never be deployed).
+    pub fn new(config: CaptureConfig) -> Result<CaptureSink, StoreError> {
+        let key = config.signer.verifying_key();
+        if !config.store.trusted()?.contains(&key) {
+            return Err(StoreError::Io {
+                path: config.store.trusted_dir(),
+                op: format!(
+                    "capture: the signing key {} is not trusted by this store",
+                    crate::store::keys::fingerprint(&key)
+                ),
+                source: std::io::Error::other("untrusted signing key"),
+            });
+        }
+        let lock = config.store.lock_shared()?;
+        Ok(CaptureSink {
+            config,
+            result: Mutex::new(None),
+            _lock: lock,
+        })
+    }
+
+    /// The machine allowed to upload.
+    pub fn machine(&self) -> Mac {
+        self.config.machine
+    }
+
+    /// The plan handed to the agent.
+    pub fn plan(&self) -> CapturePlan {
+        CapturePlan {
+            chunk_size: self.config.chunk_size.get(),
+            level: self.config.level,
+        }
+    }
+
+    /// Whether the store already holds `hash`.
+    pub fn has(&self, hash: &ChunkHash) -> bool {
+        self.config.store.chunk_len(hash).is_some()
+    }
+
+    /// The largest frame accepted for one chunk: zstd's bound for an incompressible chunk.
+    pub fn max_upload(&self) -> usize {
+        zstd::zstd_safe::compress_bound(self.config.chunk_size.get() as usize)
+    }
+
+    /// Checks one uploaded frame against its name and stores it. Returns whether it was new.
+    pub fn accept_chunk(
+        &self,
+        index: u64,
+        len: u64,
+        hash: ChunkHash,
+        frame: &[u8],
+    ) -> Result<bool, CaptureRefused> {
+        let cs = self.config.chunk_size.get();
+        if len == 0 || len > u64::from(cs) {
+            return Err(CaptureRefused::Length {
+                index,
+                len,
+                max: cs,
+            });
+        }
+        let chunk = ChunkRef {
+            index,
+            offset: index.saturating_mul(u64::from(cs)),
+            sha256: hash,
+        };
+        decode_verified(chunk, len, frame)?;
+        Ok(self.config.store.insert_chunk(&hash, frame)?)
+    }
+
+    /// Builds, signs and commits the manifest of the uploaded disk; the session's result.
+    pub fn finish(&self, f: &CaptureFinish) -> Result<ImageId, CaptureRefused> {
+        let mut result = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, id)) = *result {
+            return Err(CaptureRefused::AlreadyDone(id));
+        }
+        let cs = self.config.chunk_size;
+        if f.chunk_size != cs.get() {
+            return Err(CaptureRefused::Layout(format!(
+                "chunk_size {} differs from the plan's {}",
+                f.chunk_size,
+                cs.get()
+            )));
+        }
+        if f.disk_size == 0 {
+            return Err(CaptureRefused::Layout("disk_size is 0".into()));
+        }
+        let count = cs.count(f.disk_size);
+        if f.chunks.len() as u64 != count {
+            return Err(CaptureRefused::Layout(format!(
+                "{} chunks listed, a disk of {} bytes in chunks of {} has {count}",
+                f.chunks.len(),
+                f.disk_size,
+                cs.get()
+            )));
+        }
+        let store = &self.config.store;
+        let mut entries = Vec::with_capacity(f.chunks.len());
+        for (i, hash) in f.chunks.iter().enumerate() {
+            let offset = i as u64 * u64::from(cs.get());
+            let len = (f.disk_size - offset).min(u64::from(cs.get())) as u32;
+            let compressed_len = match hash {
+                None => None,
+                Some(h) => match store.chunk_len(h) {
+                    Some(n) => Some(n as u32),
+                    None => {
+                        return Err(CaptureRefused::Missing {
+                            chunk: ChunkRef {
+                                index: i as u64,
+                                offset,
+                                sha256: *h,
+                            },
+                        });
+                    }
+                },
+            };
+            entries.push(ChunkEntry {
+                offset,
+                len,
+                sha256: *hash,
+                compressed_len,
+            });
+        }
+        let head_len = PRIMARY_TABLE_LEN.min(f.disk_size);
+        let tail_len = BACKUP_TABLE_LEN.min(f.disk_size);
+        let head = read_range(store, &entries, 0, head_len)?;
+        let tail = read_range(store, &entries, f.disk_size - tail_len, tail_len)?;
+        let manifest = Manifest {
+            format: FORMAT,
+            label: self.config.label.clone(),
+            disk_size: f.disk_size,
+            chunk_size: cs.get(),
+            zstd_level: self.config.level,
+            partition_table: PartitionTable::from_regions(f.disk_size, &head, &tail),
+            chunks: entries,
+        };
+        manifest.validate()?;
+        let (id, envelope) = sign(&manifest, &self.config.signer);
+        store.commit_manifest(&id, &envelope)?;
+        *result = Some((self.config.machine, id));
+        Ok(id)
+    }
+
+    /// The image this session captured, once finished.
+    pub fn captured(&self) -> Option<ImageId> {
+        self.result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(_, id)| id)
+    }
+}
+
+/// Bytes `offset..offset+len` of the disk described by `entries`, from the store's verified chunks.
+fn read_range(
+    store: &Store,
+    entries: &[ChunkEntry],
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, CaptureRefused> {
+    let mut out = Vec::with_capacity(len as usize);
+    let end = offset + len;
+    for (i, e) in entries.iter().enumerate() {
+        let (start, stop) = (e.offset, e.offset + u64::from(e.len));
+        if stop <= offset || start >= end {
+            continue;
+        }
+        let from = offset.max(start) - start;
+        let to = end.min(stop) - start;
+        match e.chunk_ref(i as u64) {
+            None => out.extend(std::iter::repeat_n(0u8, (to - from) as usize)),
+            Some(r) => {
+                let p = store.chunk_path(&r.sha256);
+                let z = std::fs::read(&p).map_err(|source| StoreError::Io {
+                    path: p.clone(),
+                    op: format!("reading {r}"),
+                    source,
+                })?;
+                let data = decode_verified(r, u64::from(e.len), &z)
+                    .map_err(|source| StoreError::BadChunk { path: p, source })?;
+                out.extend_from_slice(&data[from as usize..to as usize]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---- HTTP ---------------------------------------------------------------------------------------
+
+use crate::net::http::{BootService, live_token};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, head, post};
+
+/// Largest `POST /capture/finish` body: ~70 bytes per chunk of a 2 TiB disk in 1 MiB chunks.
+const MAX_FINISH: usize = 256 << 20;
+
+/// The capture routes, merged into [`crate::net::http::router`].
+pub(crate) fn routes() -> Router<Arc<BootService>> {
+    let max_frame = zstd::zstd_safe::compress_bound(crate::store::chunk::MAX_CHUNK_SIZE as usize);
+    Router::new()
+        .route("/capture/plan", get(plan))
+        .route(
+            "/capture/chunks/{sha256}",
+            head(has_chunk)
+                .put(put_chunk)
+                .layer(DefaultBodyLimit::max(max_frame)),
+        )
+        .route(
+            "/capture/finish",
+            post(finish).layer(DefaultBodyLimit::max(MAX_FINISH)),
+        )
+}
+
+/// The session's sink, if the request carries the live token of its machine.
+fn sink<'a>(
+    s: &'a BootService,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<&'a CaptureSink, (StatusCode, String)> {
+    let mac = live_token(s, headers, what)?;
+    let Some(sink) = s.capture_sink() else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "this session accepts no capture\n".into(),
+        ));
+    };
+    if sink.machine() != mac {
+        tracing::warn!(%mac, what, "capture request from a machine that is not the master");
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("{mac} is not the machine this session captures\n"),
+        ));
+    }
+    Ok(sink)
+}
+
+fn chunk_name(name: &str) -> Option<ChunkHash> {
+    let valid = name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    valid.then(|| name.parse().ok()).flatten()
+}
+
+async fn plan(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    match sink(&s, &headers, "capture plan") {
+        Ok(sink) => axum::Json(sink.plan()).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn has_chunk(
+    State(s): State<Arc<BootService>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let sink = match sink(&s, &headers, "capture chunk") {
+        Ok(sink) => sink,
+        Err(r) => return r.into_response(),
+    };
+    match chunk_name(&name) {
+        Some(h) if sink.has(&h) => StatusCode::OK.into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `?index=I&len=L` of an upload.
+#[derive(Debug, Deserialize)]
+struct Placement {
+    index: u64,
+    len: u64,
+}
+
+async fn put_chunk(
+    State(s): State<Arc<BootService>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    Query(at): Query<Placement>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = sink(&s, &headers, "capture upload") {
+        return r.into_response();
+    }
+    let Some(hash) = chunk_name(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "want /capture/chunks/<64 lowercase hex>\n",
+        )
+            .into_response();
+    };
+    let service = s.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let sink = service.capture_sink().expect("checked above");
+        sink.accept_chunk(at.index, at.len, hash, &body)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(new)) => {
+            tracing::debug!(chunk = %hash, index = at.index, new, "capture chunk stored");
+            (StatusCode::CREATED, "stored\n").into_response()
+        }
+        Ok(Err(e)) => refused(&e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn finish(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = sink(&s, &headers, "capture finish") {
+        return r.into_response();
+    }
+    let request: CaptureFinish = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("capture refused: finish body: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let service = s.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        service
+            .capture_sink()
+            .expect("checked above")
+            .finish(&request)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(id)) => {
+            tracing::info!(image = %id, "capture signed");
+            axum::Json(CaptureDone { image: id.to_hex() }).into_response()
+        }
+        Ok(Err(e)) => refused(&e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+fn refused(e: &CaptureRefused) -> Response {
+    tracing::warn!(%e, "capture request refused");
+    let status = if e.is_server_side() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::chunk::Compressor;
+    use crate::store::keys;
+
+    const CS: u32 = 64 * 1024;
+
+    fn sink(dir: &std::path::Path) -> CaptureSink {
+        let (key, public, _) = keys::generate_files(&dir.join("keys")).unwrap();
+        let store = Store::open_or_create(&dir.join("store")).unwrap();
+        store.trust(&public).unwrap();
+        CaptureSink::new(CaptureConfig {
+            machine: Mac([2, 0, 0, 0, 0, 1]),
+            store,
+            signer: Arc::new(Signer::load(&key).unwrap()),
+            label: ImageLabel {
+                name: "b204".into(),
+                version: "1".into(),
+                profile: Some("lycee".into()),
+                captured_by: "roomcast@srv".into(),
+                captured_at: "2026-11-28T17:00:00Z".into(),
+            },
+            chunk_size: ChunkSize::new(CS).unwrap(),
+            level: 3,
+        })
+        .unwrap()
+    }
+
+    fn frame(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Compressor::new(3)
+            .unwrap()
+            .compress(data, &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_frame_that_does_not_match_its_name_is_refused_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path());
+        let good = vec![7u8; CS as usize];
+        let hash = ChunkHash::of(&good);
+        let mut bad = good.clone();
+        bad[100] ^= 1;
+        let err = s
+            .accept_chunk(3, u64::from(CS), hash, &frame(&bad))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("chunk #3 at offset 196608") && text.contains(&hash.to_hex()),
+            "{text}"
+        );
+        assert!(!s.has(&hash));
+        let err = s
+            .accept_chunk(3, u64::from(CS), hash, b"not zstd")
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CaptureRefused::Chunk(ChunkError::Decompress { .. })
+        ));
+        let err = s
+            .accept_chunk(3, u64::from(CS) + 1, hash, &frame(&good))
+            .unwrap_err();
+        assert!(matches!(err, CaptureRefused::Length { .. }), "{err}");
+        assert!(
+            s.accept_chunk(3, u64::from(CS), hash, &frame(&good))
+                .unwrap()
+        );
+        assert!(
+            !s.accept_chunk(9, u64::from(CS), hash, &frame(&good))
+                .unwrap()
+        );
+        assert!(s.has(&hash));
+    }
+
+    #[test]
+    fn finish_builds_a_signed_manifest_from_the_store_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path());
+        // 2.5 chunks: data, zeros, a short data chunk at the end.
+        let disk_size = u64::from(CS) * 2 + 1000;
+        let a = vec![1u8; CS as usize];
+        let c = vec![3u8; 1000];
+        let (ha, hc) = (ChunkHash::of(&a), ChunkHash::of(&c));
+        let missing = CaptureFinish {
+            disk_size,
+            chunk_size: CS,
+            chunks: vec![Some(ha), None, Some(hc)],
+        };
+        s.accept_chunk(0, u64::from(CS), ha, &frame(&a)).unwrap();
+        let err = s.finish(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("chunk #2") && err.contains("never uploaded"),
+            "{err}"
+        );
+        s.accept_chunk(2, 1000, hc, &frame(&c)).unwrap();
+        let short = CaptureFinish {
+            chunks: vec![Some(ha), None],
+            ..missing.clone()
+        };
+        assert!(matches!(
+            s.finish(&short).unwrap_err(),
+            CaptureRefused::Layout(_)
+        ));
+        let id = s.finish(&missing).unwrap();
+        assert_eq!(s.captured(), Some(id));
+        let m = s.config.store.open_verified(&id).unwrap();
+        assert_eq!(m.disk_size, disk_size);
+        assert_eq!(m.chunks[2].len, 1000);
+        assert!(m.chunks[1].is_zero());
+        assert_eq!(m.label.profile.as_deref(), Some("lycee"));
+        // The partition-table copies come from the stored bytes.
+        let head = hex::decode(&m.partition_table.primary).unwrap();
+        assert_eq!(head, vec![1u8; PRIMARY_TABLE_LEN as usize]);
+        let tail = hex::decode(&m.partition_table.backup).unwrap();
+        assert_eq!(&tail[tail.len() - 1000..], &c[..]);
+        assert!(tail[..tail.len() - 1000].iter().all(|b| *b == 0));
+        assert!(matches!(
+            s.finish(&missing).unwrap_err(),
+            CaptureRefused::AlreadyDone(_)
+        ));
+    }
+}
