@@ -7,6 +7,7 @@ pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod cli;
+pub mod demo;
 pub mod disk;
 pub mod inventory;
 pub mod lab;

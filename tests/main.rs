@@ -2,6 +2,7 @@
 mod agent;
 mod boot;
 mod campaign;
+mod demo;
 mod inventory;
 mod lab;
 mod mcast;

@@ -255,3 +255,92 @@ pub fn signoff(
         now,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedure::{DeployMode, Plan, Status};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Succeeds everything and notes each piece of work; flips `late` after its first PC.
+    struct Scripted<'a> {
+        done: Mutex<Vec<String>>,
+        late: &'a AtomicBool,
+    }
+
+    impl Worker for Scripted<'_> {
+        fn run_step(&mut self, step: Step, _state: &State) -> Event {
+            self.done.lock().unwrap().push(step.letter().to_string());
+            Event::StepSucceeded { step }
+        }
+
+        fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
+            self.done
+                .lock()
+                .unwrap()
+                .push(format!("{} {machine}", step.letter()));
+            self.late.store(true, Ordering::SeqCst);
+            Event::MachineSucceeded {
+                step,
+                machine: machine.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_deadline_no_new_pc_starts_and_resume_does_only_the_rest() {
+        let plan = Plan {
+            room: "B204".into(),
+            machines: vec!["PC01".into(), "PC02".into(), "PC03".into()],
+            master: "PC01".into(),
+            mode: DeployMode::SoftwareOnly,
+            retries: 0,
+            signoff_required: false,
+            signoff_allowed: vec![],
+        };
+        let mut journal = Journal::open_in_memory().unwrap();
+        let mut t = 0;
+        let mut clock = move || {
+            t += 1;
+            Timestamp(t)
+        };
+        let (id, actions) = journal.start(&plan, clock()).unwrap();
+        let state = journal.state(id).unwrap();
+        let late = AtomicBool::new(false);
+        let mut worker = Scripted {
+            done: Mutex::new(Vec::new()),
+            late: &late,
+        };
+        let past = || late.load(Ordering::SeqCst);
+        let (state, stop) = drive_until(
+            &mut journal,
+            id,
+            1,
+            state,
+            actions,
+            &mut worker,
+            1,
+            &mut clock,
+            &past,
+        )
+        .unwrap();
+        assert_eq!(stop, Stop::Deadline);
+        assert_eq!(*worker.done.lock().unwrap(), ["a", "g PC01"]);
+        assert!(matches!(
+            state.machine_status("PC02", Step::Deploy),
+            Status::Running { .. }
+        ));
+        // The next night, without a deadline: only PC02 and PC03.
+        let (state, stop) = resume(&mut journal, id, &mut worker, 1, &mut clock).unwrap();
+        assert_eq!(stop, Stop::Ended(Phase::Finished));
+        assert_eq!(
+            *worker.done.lock().unwrap(),
+            ["a", "g PC01", "g PC02", "g PC03"]
+        );
+        assert!(matches!(
+            state.machine_status("PC03", Step::Deploy),
+            Status::Succeeded { .. }
+        ));
+    }
+}

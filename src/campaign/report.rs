@@ -85,6 +85,7 @@ struct Doc {
     room: String,
     outcome: String,
     duration: Option<String>,
+    image: Option<String>,
     note: Option<String>,
     /// step, result, duration, bytes, detail
     steps: Vec<[String; 5]>,
@@ -194,6 +195,7 @@ fn doc(state: &State, facts: &Facts) -> Doc {
             (Some(s), Some(e)) => Some(duration(e.0 - s.0)),
             _ => None,
         },
+        image: state.image.clone(),
         note: facts.stopped_at_until.then(|| {
             "The run stopped at its --until time: steps and PCs marked \"not done\" were not \
              started (or were cut short); `roomcast campaign resume` takes them up."
@@ -241,6 +243,9 @@ pub fn markdown_with(state: &State, facts: &Facts) -> String {
     let _ = writeln!(out, "Outcome: **{}**\n", md(&d.outcome));
     if let Some(t) = &d.duration {
         let _ = writeln!(out, "Duration: {t}\n");
+    }
+    if let Some(i) = &d.image {
+        let _ = writeln!(out, "Image captured at f: `{}`\n", md(i));
     }
     if let Some(n) = &d.note {
         let _ = writeln!(out, "> {}\n", md(n));
@@ -305,6 +310,9 @@ pub fn html(state: &State, facts: &Facts) -> String {
     let _ = writeln!(out, "<p>Outcome: <strong>{}</strong></p>", e(&d.outcome));
     if let Some(t) = &d.duration {
         let _ = writeln!(out, "<p>Duration: {}</p>", e(t));
+    }
+    if let Some(i) = &d.image {
+        let _ = writeln!(out, "<p>Image captured at f: <code>{}</code></p>", e(i));
     }
     if let Some(n) = &d.note {
         let _ = writeln!(out, "<p><em>{}</em></p>", e(n));

@@ -24,7 +24,7 @@ use super::report::{self, Facts};
 use super::setup::{self, Setup, SetupError, SetupOptions};
 use super::ssh_worker::SshWorker;
 use crate::inventory::db::{DbError, InventoryDb};
-use crate::inventory::{self, CampaignTicket, Intervention, MachineRecord};
+use crate::inventory::{self, CampaignTicket, ImageDeployed, Intervention, MachineRecord};
 use crate::model::Date;
 use crate::procedure::{Action, Event, Phase, State, Status, Step, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,17 @@ pub enum RunError {
     /// The journal holds no such campaign, or it was not started by `roomcast campaign start`.
     #[error("{0}")]
     NoCampaign(String),
+    /// The room already has a campaign that has not ended.
+    #[error(
+        "room {room} has campaign {campaign} still open: `roomcast campaign resume {campaign}` \
+         or `roomcast campaign abort --id {campaign} --by NAME` first"
+    )]
+    Unfinished {
+        /// The room.
+        room: String,
+        /// The open campaign.
+        campaign: i64,
+    },
     /// The room file changed since `start` in a way the journaled plan cannot follow.
     #[error("{file}: the room changed since the campaign started ({what}); start a new campaign")]
     PlanChanged {
@@ -243,6 +254,15 @@ pub fn start(
     let today = opts.today.unwrap_or_else(today_utc);
     let mut built = setup::build(&opts.setup, today)?;
     let mut journal = Journal::open(&opts.db)?;
+    // Two campaigns driving the same PCs would fight over them.
+    if let Some(previous) = journal.latest_for_room(&built.spec.plan.room)?
+        && !journal.state(previous)?.phase.is_terminal()
+    {
+        return Err(RunError::Unfinished {
+            room: built.spec.plan.room.clone(),
+            campaign: previous,
+        });
+    }
     let (id, actions) = journal.start(&built.spec.plan, now())?;
     if let Some(Action::Rejected { reason }) = actions.first() {
         return Err(RunError::Rejected(reason.clone()));
@@ -620,6 +640,35 @@ fn record_inventory(
                 at,
             )?;
         }
+        // The image this campaign captured (step f), on every PC it reached at g.
+        if let (crate::procedure::DeployMode::Image, Some(image)) =
+            (built.spec.plan.mode, &state.image)
+        {
+            let status = state.machine_status(&m.hostname, Step::Deploy);
+            let result = match status {
+                Status::Succeeded { .. } => Some(inventory::Outcome::Ok),
+                Status::Failed { .. } => Some(inventory::Outcome::Failed),
+                _ => None,
+            };
+            if let Some(result) = result {
+                let end = timings
+                    .machines
+                    .get(&(m.hostname.clone(), Step::Deploy))
+                    .and_then(|(_, e)| *e)
+                    .unwrap_or(Timestamp(started));
+                inv.record_image_deployed(
+                    &ImageDeployed {
+                        campaign: campaign.clone(),
+                        machine: mac.clone(),
+                        image_id: image.clone(),
+                        image_version: format!("{}-{}@{}", built.plan.uai, built.plan.room, id),
+                        at: inventory::Timestamp(end.0),
+                        result,
+                    },
+                    at,
+                )?;
+            }
+        }
         recorded += 1;
     }
     Ok(recorded)
@@ -677,7 +726,7 @@ impl Worker for RunWorker<'_> {
             _ => self.ssh.run_step(step, state),
         };
         let (result, detail) = match &event {
-            Event::StepSucceeded { .. } => ("ok", None),
+            Event::StepSucceeded { .. } | Event::ImageCaptured { .. } => ("ok", None),
             Event::StepFailed { reason, .. } => ("failed", Some(reason.clone())),
             Event::Refused(r) => (
                 "refused",
@@ -698,6 +747,7 @@ impl Worker for RunWorker<'_> {
         event
     }
 
+    // The imaging worker serves a whole batch of PCs with one session: it must hear of the batch.
     fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
         self.ssh.begin_batch(step, machines, state);
     }
@@ -712,7 +762,23 @@ impl Worker for RunWorker<'_> {
             machine: machine.to_string(),
             attempt,
         });
-        let event = self.ssh.run_on_machine(step, machine, attempt);
+        let event = if step == Step::Join
+            && self.built.spec.join.is_none()
+            && self.built.spec.shell == super::install::Shell::Windows
+        {
+            // Windows PCs are named and joined by the unattend.xml the image deploy writes (offline
+            // join blob, `campaign::unattend`); this run has no such deploy wired in yet.
+            Event::MachineFailed {
+                step,
+                machine: machine.to_string(),
+                reason: format!(
+                    "{machine}: Windows PCs join through the unattend.xml written at image deploy \
+                     (campaign::unattend), which this run does not provide"
+                ),
+            }
+        } else {
+            self.ssh.run_on_machine(step, machine, attempt)
+        };
         let (result, detail) = match &event {
             Event::MachineFailed { reason, .. } => ("failed", Some(reason.clone())),
             _ => ("ok", None),

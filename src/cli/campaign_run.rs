@@ -290,7 +290,8 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
                 RunError::Setup(crate::campaign::setup::SetupError::Invalid(_))
                 | RunError::Setup(crate::campaign::setup::SetupError::Field { .. })
                 | RunError::Rejected(_)
-                | RunError::PlanChanged { .. } => exit::FAILURE,
+                | RunError::PlanChanged { .. }
+                | RunError::Unfinished { .. } => exit::FAILURE,
                 _ => exit::USAGE_OR_IO,
             };
         }
@@ -428,9 +429,13 @@ impl Display {
                 machines,
                 total,
             } => match p {
-                Progress::Journaled { machines: n, .. } => {
+                Progress::Journaled {
+                    campaign,
+                    room,
+                    machines: n,
+                } => {
                     *total.lock().expect("not poisoned") = *n;
-                    steps.set_message(format!("{p:?}"));
+                    steps.set_message(format!("campaign {campaign}, room {room}, {n} PC(s)"));
                 }
                 Progress::StepStarted { step } => steps.set_message(format!("{step} running")),
                 Progress::StepEnded { step, result, .. } => {

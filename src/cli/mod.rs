@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod campaign_run;
+pub mod demo;
 pub mod deploy;
 pub mod exit;
 pub mod image;
@@ -33,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build facts.
     Version,
+    /// The main job on built-in defaults: build a virtual room (namespaces, OpenSSH PCs, a Samba
+    /// AD DC) and run a whole campaign a-h on it (root; a few minutes).
+    Demo(demo::DemoArgs),
     /// Campaigns: start, resume, status, report, sign-off (step e), abort.
     Campaign(campaign::CampaignArgs),
     /// The local inventory and its delivery to GLPI.
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
             exit::code(exit::OK)
         }
+        Command::Demo(args) => demo::run(args),
         Command::Campaign(args) => exit::code(campaign::run(args)),
         Command::Inventory(args) => exit::code(inventory::run(args)),
         Command::Validate(args) => exit::code(validate::run(args)),

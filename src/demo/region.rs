@@ -168,7 +168,7 @@ fn room(addresses: &[String], interface: &str) -> String {
          \x20 city: Bordeaux\n\
          room: {ROOM}\n\
          description: 'virtual room of roomcast demo'\n\
-         vlan: DEMO\n\
+         vlan: PEDA\n\
          network:\n\
          \x20 interface: {interface}\n\
          \x20 subnet: 198.18.0.0/16\n\
@@ -221,7 +221,10 @@ pub fn base_tree(dir: &Path) -> std::io::Result<()> {
         "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm) - roomcast demo base image\"\n\
          NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
     )?;
-    std::fs::write(dir.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n")?;
+    std::fs::write(
+        dir.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )?;
     std::fs::write(dir.join("etc/hostname"), "demo-base\n")?;
     Ok(())
 }
@@ -237,6 +240,8 @@ mod tests {
         let region = write(dir.path(), &addrs, "vsrv").unwrap();
         let secrets = dir.path().join("secrets");
         std::fs::write(&secrets, format!("{JOIN_SECRET}=Administrator%pw\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
         let opts = crate::campaign::setup::SetupOptions {
             room_file: region.room_file.clone(),
             installers: dir.path().join("installers"),

@@ -26,6 +26,8 @@ const LICENCE_KEY: &str = "KEY-7781-SECRET-LIC";
 const OU: &str = "OU=T1,OU=Salles,DC=run,DC=roomcast,DC=test";
 const SIGNER: &str = "M. Dupont";
 const UAI: &str = "0330107X";
+/// The image id the imaging stand-in reports for step f.
+const IMAGE: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
 /// The files of a test region.
 struct Region {
@@ -150,7 +152,12 @@ impl ImagingStandIn {
 impl Worker for ImagingStandIn {
     fn run_step(&mut self, step: Step, _state: &State) -> Event {
         self.note(&step.letter().to_string());
-        Event::StepSucceeded { step }
+        match step {
+            Step::Capture => Event::ImageCaptured {
+                image: IMAGE.into(),
+            },
+            _ => Event::StepSucceeded { step },
+        }
     }
 
     fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
@@ -446,6 +453,12 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
     let inv = InventoryDb::open(&db).unwrap();
     let machines = inv.machines(Some("T1")).unwrap();
     assert_eq!(machines.len(), 3, "{machines:?}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.last_image_id.as_deref() == Some(IMAGE)),
+        "{machines:?}"
+    );
     let interventions = inv.interventions(Some("T1")).unwrap();
     assert_eq!(
         interventions.len(),
@@ -464,6 +477,7 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
     let md = std::fs::read_to_string(&second.report_md).unwrap();
     assert!(md.contains("Outcome: **finished**"), "{md}");
     assert!(md.contains("| T1-PC03 | ok |"), "{md}");
+    assert!(md.contains(IMAGE), "{md}");
     let (code, html, err) = roomcast(&room, &db, &["report", "--id", &id, "--html"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -798,6 +812,18 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     assert!(md.contains("--until"), "{md}");
     assert!(!region.flags.join("installs").exists(), "no PC touched");
 
+    // A second start for the same room while this one is open is refused.
+    let again = StartOptions {
+        at: None,
+        until: None,
+        ..opts.clone()
+    };
+    let err = run::start(&again, None, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("campaign {} still open", first.campaign)),
+        "{err}"
+    );
+
     // The next night: resume without a deadline finishes the software-only campaign.
     let second = room
         .server()
@@ -812,4 +838,139 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     );
     let installs = std::fs::read_to_string(region.flags.join("installs")).unwrap();
     assert_eq!(installs.lines().count(), 2, "{installs}");
+}
+
+#[test]
+fn a_missing_or_malformed_secret_names_the_profile_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = vec!["198.18.1.1".to_string()];
+    let region = region(dir.path(), &addrs, 1, None);
+    let mut opts = SetupOptions {
+        room_file: region.room_file.clone(),
+        installers: dir.path().join("installers"),
+        shares: dir.path().join("shares"),
+        dir: PathBuf::new(),
+        ssh_user: "root".into(),
+        ssh_key: dir.path().join("key"),
+        known_hosts: dir.path().join("known_hosts"),
+        port: 22,
+        connect_timeout_secs: 1,
+        software_only: false,
+        retries: None,
+        staging_dir: None,
+        join_paths: None,
+        domain_controller: None,
+        secrets: Some(region.secrets.clone()),
+    };
+    let today = "2026-11-28".parse().unwrap();
+    let ok = roomcast::campaign::setup::build(&opts, today).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.spec.plan.retries,
+        roomcast::campaign::setup::DEFAULT_RETRIES
+    );
+    assert_eq!(ok.spec.addresses["T1-PC01"], "198.18.1.1");
+    let join = ok.spec.join.unwrap();
+    assert_eq!(
+        (join.domain.user.as_str(), join.domain.realm.as_str()),
+        ("Administrator", "RUN.ROOMCAST.TEST")
+    );
+    assert_eq!(format!("{:?}", join.domain.password), "secret:AD_JOIN_RUN");
+
+    std::fs::write(
+        &region.secrets,
+        format!("TOOL_KEY={LICENCE_KEY}\nAD_JOIN_RUN=no-percent-here\n"),
+    )
+    .unwrap();
+    let err = roomcast::campaign::setup::build(&opts, today)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("labo.yaml:")
+            && err.contains("domain.join_account")
+            && err.contains("user%password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("no-percent-here"),
+        "the secret's value is not echoed: {err}"
+    );
+
+    opts.secrets = Some(dir.path().join("empty"));
+    std::fs::write(dir.path().join("empty"), "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("empty"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let err = roomcast::campaign::setup::build(&opts, today)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("labo.yaml:") && err.contains("licences[].key") && err.contains("TOOL_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn step_a_fetches_installers_over_http_and_from_a_mounted_share() {
+    use roomcast::campaign::fetch::{Fetch, fetch};
+    let dir = tempfile::tempdir().unwrap();
+    let lab = roomcast::lab::Lab::builder().pcs(1).build().unwrap();
+    let web = dir.path().join("web");
+    std::fs::create_dir_all(web.join("pub")).unwrap();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(web.join("pub/setup.msi"), &body).unwrap();
+    let pc = lab.pc(0).unwrap().clone();
+    let addr = pc.addr().to_string();
+    let mut server = pc
+        .command("python3")
+        .args(["-m", "http.server", "8000", "--bind", &addr, "--directory"])
+        .arg(&web)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sha = hex::encode(Sha256::digest(&body));
+    let http = Fetch {
+        file: "setup.msi".into(),
+        source: format!("http://{addr}:8000/pub/setup.msi"),
+        dest: dir.path().join("store/http/setup.msi"),
+        size: body.len() as u64,
+        sha256: sha.clone(),
+    };
+    let got = lab
+        .server()
+        .run(|| {
+            let mut last = None;
+            for _ in 0..100 {
+                match fetch(&http, Path::new("/nonexistent"), Duration::from_secs(5)) {
+                    Ok(n) => return Ok(n),
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(last.unwrap())
+        })
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(got, Ok(body.len() as u64));
+    assert_eq!(std::fs::read(&http.dest).unwrap(), body);
+
+    // smb://nas/installers/... is read where the technician mounted the share.
+    let shares = dir.path().join("shares");
+    std::fs::create_dir_all(shares.join("nas/installers")).unwrap();
+    std::fs::write(shares.join("nas/installers/setup.msi"), &body).unwrap();
+    let smb = Fetch {
+        source: "smb://nas/installers/setup.msi".into(),
+        dest: dir.path().join("store/smb/setup.msi"),
+        ..http.clone()
+    };
+    assert_eq!(
+        fetch(&smb, &shares, Duration::from_secs(1)),
+        Ok(body.len() as u64)
+    );
+    // Twice: already in the store, nothing transferred.
+    assert_eq!(fetch(&smb, &shares, Duration::from_secs(1)), Ok(0));
 }

@@ -1,0 +1,575 @@
+//! `roomcast demo`: the main job on built-in defaults. It builds a virtual room on this machine
+//! (network namespaces: a deploy server, a Samba AD DC, N PCs running OpenSSH, each with a sparse
+//! disk file; see [`crate::lab::room`]), writes a small region (two local installers, their catalog
+//! entries, a Debian 12 profile, a room file; see [`region`]) and a base image into a workspace, and
+//! runs a whole real campaign on it with [`crate::campaign::run`]: a → b → c → d → e → f → g → h.
+//!
+//! Step e is the one difference from a real night: the demo signs it off itself, as the person the
+//! profile allows, with a comment saying so, and tells its caller ([`Note::SignedOff`]) so the
+//! command line can print it visibly. A real campaign waits at e for `roomcast campaign signoff`.
+//!
+//! Everything the room creates is removed when [`run`] returns (also on error); the workspace
+//! (journal, reports, logs, store, the PCs' disks, the DC's database) is kept for inspection.
+
+pub mod region;
+
+use crate::campaign::driver::{self, Stop, Worker};
+use crate::campaign::imaging::lab::LabBoot;
+use crate::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
+use crate::campaign::journal::Journal;
+use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, StartOptions};
+use crate::campaign::setup::SetupOptions;
+use crate::lab::samba::DomainConfig;
+use crate::lab::{LabPrefix, RoomConfig, RoomPc, VirtualRoom};
+use crate::procedure::{Event, Phase, State, Step, Verdict};
+use crate::remote::ssh::SshConfig;
+use crate::store::Store;
+use crate::store::capture::{CaptureOptions, capture};
+use crate::store::keys::{self, Signer};
+use crate::store::manifest::ImageLabel;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of PCs (the first is the master). Default 3.
+    pub pcs: usize,
+    /// Disk size of every PC, MiB. Default 64.
+    pub disk_mib: u64,
+    /// The workspace (created; must be empty or absent).
+    pub workspace: PathBuf,
+    /// The `roomcast` executable the PCs' agents run (normally this one).
+    pub binary: PathBuf,
+}
+
+/// What the demo tells its caller while it runs (only `cli/` prints).
+#[derive(Debug, Clone)]
+pub enum Note {
+    /// A stage of the set-up began.
+    Stage(String),
+    /// The virtual room is up (its prefix: every namespace and link is named after it).
+    RoomUp {
+        /// Lab prefix.
+        prefix: LabPrefix,
+        /// `role address` of every machine.
+        machines: Vec<String>,
+    },
+    /// Campaign progress.
+    Campaign(Progress),
+    /// Step e was signed off by the demo itself.
+    SignedOff {
+        /// The name it signed as.
+        by: String,
+    },
+}
+
+/// One PC after the campaign.
+#[derive(Debug, Clone)]
+pub struct PcResult {
+    /// The hostname the room file gives it.
+    pub hostname: String,
+    /// The hostname the PC reports after the campaign.
+    pub reported_hostname: String,
+    /// Its disk file.
+    pub disk: PathBuf,
+    /// sha256 of the whole disk.
+    pub disk_sha256: String,
+}
+
+/// What a finished demo leaves.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// The workspace.
+    pub workspace: PathBuf,
+    /// The journal (SQLite).
+    pub journal: PathBuf,
+    /// The campaign's last run.
+    pub campaign: Outcome,
+    /// The base image's id (step b).
+    pub base_image: String,
+    /// Every PC.
+    pub pcs: Vec<PcResult>,
+    /// Computer accounts found in the profile's OU on the DC (full DNs).
+    pub in_ou: Vec<String>,
+    /// The DC's directory database, for `samba-tool ... -H`.
+    pub sam_ldb: PathBuf,
+    /// Wall time of the whole demo.
+    pub elapsed: Duration,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Not root: namespaces, mounts and loop devices need it.
+    #[error("roomcast demo needs root (network namespaces, loop mounts); run it with sudo")]
+    NotRoot,
+    /// Programs the virtual room needs are missing.
+    #[error(
+        "missing programs: {}. On Debian 12 install them with:\n  \
+         sudo apt-get install -y --no-install-recommends {}\n\
+         (or `sudo bash tests/run.sh demo::`, which installs them without starting the packaged \
+         daemons, then runs the demo's test)",
+        .programs.join(", "),
+        PACKAGES.join(" ")
+    )]
+    Missing {
+        /// The programs not found.
+        programs: Vec<String>,
+    },
+    /// The workspace is not empty.
+    #[error("{0}: the workspace must be empty or absent")]
+    Workspace(PathBuf),
+    /// Building or using the virtual room failed.
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
+    /// A file could not be written or read.
+    #[error("{what}: {path}: {source}")]
+    Io {
+        /// What the demo was doing.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The base image could not be made.
+    #[error("base image: {0}")]
+    Image(String),
+    /// The campaign could not run.
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    /// The journal failed while signing off.
+    #[error(transparent)]
+    Journal(#[from] crate::campaign::journal::JournalError),
+    /// The campaign stopped somewhere other than expected.
+    #[error("the campaign stopped unexpectedly: {0}")]
+    Stopped(String),
+}
+
+/// Debian packages the demo's programs come from (what the missing-programs error suggests).
+pub const PACKAGES: [&str; 13] = [
+    "iproute2",
+    "util-linux",
+    "mount",
+    "e2fsprogs",
+    "openssh-server",
+    "openssh-client",
+    "samba",
+    "samba-ad-provision",
+    "samba-dsdb-modules",
+    "samba-vfs-modules",
+    "winbind",
+    "krb5-user",
+    "ldb-tools",
+];
+
+/// Programs the demo runs, each with the package that ships it.
+const PROGRAMS: [(&str, &str); 11] = [
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("mount", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("ssh-keygen", "openssh-client"),
+    ("samba-tool", "samba"),
+    ("net", "samba-common-bin"),
+    ("ldbsearch", "ldb-tools"),
+];
+
+fn found(program: &str) -> bool {
+    if program.starts_with('/') {
+        return Path::new(program).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(program).is_file())
+}
+
+/// Checks root and the programs the virtual room needs, naming what is missing.
+pub fn check_prerequisites() -> Result<(), DemoError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DemoError::NotRoot);
+    }
+    let missing: Vec<String> = PROGRAMS
+        .iter()
+        .filter(|(p, _)| !found(p))
+        .map(|(p, pkg)| format!("{p} ({pkg})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DemoError::Missing { programs: missing })
+    }
+}
+
+fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> DemoError {
+    let (what, path) = (what.to_string(), path.to_path_buf());
+    move |source| DemoError::Io {
+        what: what.clone(),
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The demo domain's Administrator password: random per run, kept in the workspace's 0600 secrets
+/// file only (the campaign reads it as `secret:AD_JOIN_DEMO`).
+fn admin_password() -> String {
+    let bytes: [u8; 9] = rand::random();
+    format!("Rc-{}-9a!", hex::encode(bytes))
+}
+
+fn write_secret(path: &Path, line: &str) -> Result<(), DemoError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("writing the secrets file", path))?;
+    f.write_all(line.as_bytes())
+        .map_err(io("writing the secrets file", path))
+}
+
+/// Builds the base image (an ext4 filesystem made with `mkfs.ext4 -d`, the size of a PC's disk),
+/// captures it into the store signed by the demo's key, and returns its id.
+fn base_image(ws: &Path, store: &Store, signer: &Signer, bytes: u64) -> Result<String, DemoError> {
+    let tree = ws.join("base/tree");
+    region::base_tree(&tree).map_err(io("writing the base image's files", &tree))?;
+    let file = ws.join("base/demo-base.img");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(bytes))
+        .map_err(io("creating the base image", &file))?;
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "demo-base", "-d"])
+        .arg(&tree)
+        .arg(&file)
+        .output()
+        .map_err(io("running mkfs.ext4", &file))?;
+    if !out.status.success() {
+        return Err(DemoError::Image(format!(
+            "mkfs.ext4 {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let label = ImageLabel {
+        name: "demo-base".into(),
+        version: "1".into(),
+        profile: None,
+        captured_by: "roomcast demo".into(),
+        captured_at: "2026-01-01T00:00:00Z".into(),
+    };
+    let report = capture(
+        store,
+        &file,
+        label,
+        signer,
+        &CaptureOptions::default(),
+        &|_| {},
+    )
+    .map_err(|e| DemoError::Image(e.to_string()))?;
+    Ok(report.id.to_hex())
+}
+
+/// The imaging worker with the lab's twist: after step b the master "boots from its disk" (the
+/// disk is mounted at `/mnt` in its namespace, where the installers of step c write); the profile's
+/// generalise command and the reboot of step f (`umount /mnt`) run over SSH as on a real master.
+struct DemoImaging<'a> {
+    inner: ImagingWorker,
+    master: &'a RoomPc,
+}
+
+impl Worker for DemoImaging<'_> {
+    fn run_step(&mut self, step: Step, state: &State) -> Event {
+        if step == Step::Master {
+            // A restore never writes under a mounted filesystem.
+            if self.master.disk_mounted().unwrap_or(false)
+                && let Err(e) = self.master.unmount_disk()
+            {
+                return Event::StepFailed {
+                    step,
+                    reason: e.to_string(),
+                };
+            }
+        }
+        let event = self.inner.run_step(step, state);
+        let result = match (step, &event) {
+            (Step::Master, Event::StepSucceeded { .. }) => self.master.mount_disk(),
+            (Step::Capture, _) if self.master.disk_mounted().unwrap_or(false) => {
+                self.master.unmount_disk()
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => event,
+            Err(e) => Event::StepFailed {
+                step,
+                reason: format!("{}: {e}", region::hostname(0)),
+            },
+        }
+    }
+
+    fn run_on_machine(&self, step: Step, machine: &str, attempt: u32) -> Event {
+        self.inner.run_on_machine(step, machine, attempt)
+    }
+
+    fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
+        self.inner.begin_batch(step, machines, state);
+    }
+
+    fn end_batch(&mut self, step: Step) {
+        self.inner.end_batch(step);
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, DemoError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io("hashing a disk", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io("hashing a disk", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Runs the demo; see the module doc. `note` hears of every stage and campaign event.
+pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutcome, DemoError> {
+    let started = Instant::now();
+    check_prerequisites()?;
+    let ws = &opts.workspace;
+    if std::fs::read_dir(ws).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(DemoError::Workspace(ws.clone()));
+    }
+    std::fs::create_dir_all(ws).map_err(io("creating the workspace", ws))?;
+    let password = admin_password();
+    let disk_bytes = opts.disk_mib.max(8) << 20;
+
+    note(&Note::Stage(format!(
+        "building the virtual room: deploy server, Samba AD DC ({}), {} PCs with OpenSSH",
+        region::REALM,
+        opts.pcs
+    )));
+    let room = VirtualRoom::build(
+        &RoomConfig {
+            pcs: opts.pcs.max(1),
+            disk_bytes,
+            domain: Some(DomainConfig {
+                realm: region::REALM.into(),
+                workgroup: region::WORKGROUP.into(),
+                admin_password: password.clone(),
+                dc_hostname: "dc1".into(),
+                ous: vec![region::OU.into()],
+            }),
+            rate: None,
+        },
+        &ws.join("room"),
+    )?;
+    let dc = room.dc().expect("built with a domain");
+    let mut machines = vec![format!(
+        "srv {} ({})",
+        room.server().addr(),
+        room.server().ifname()
+    )];
+    machines.push(format!("dc  {} ({})", dc.addr(), region::REALM));
+    for (i, pc) in room.pcs().iter().enumerate() {
+        machines.push(format!(
+            "{} {} -> {}{}",
+            pc.node().role(),
+            pc.node().addr(),
+            region::hostname(i),
+            if i == 0 { " (master)" } else { "" }
+        ));
+    }
+    note(&Note::RoomUp {
+        prefix: room.lab().prefix().clone(),
+        machines,
+    });
+
+    note(&Note::Stage(
+        "writing the region (catalog, profile, room file) and the base image".into(),
+    ));
+    let addresses: Vec<String> = room
+        .pcs()
+        .iter()
+        .map(|pc| pc.node().addr().to_string())
+        .collect();
+    let reg = region::write(ws, &addresses, room.server().ifname())
+        .map_err(io("writing the region", ws))?;
+    let secrets = ws.join("secrets");
+    write_secret(
+        &secrets,
+        &format!("{}=Administrator%{password}\n", region::JOIN_SECRET),
+    )?;
+    let store_dir = ws.join("store");
+    let store = Store::open_or_create(&store_dir).map_err(|e| DemoError::Image(e.to_string()))?;
+    let (key, public, _) =
+        keys::generate_files(&ws.join("keys")).map_err(|e| DemoError::Image(e.to_string()))?;
+    store
+        .trust(&public)
+        .map_err(|e| DemoError::Image(e.to_string()))?;
+    let signer = Signer::load(&key).map_err(|e| DemoError::Image(e.to_string()))?;
+    let base = base_image(ws, &store, &signer, disk_bytes)?;
+
+    let db = ws.join("roomcast.db");
+    let keys = room.keys();
+    let setup = SetupOptions {
+        room_file: reg.room_file.clone(),
+        installers: ws.join("installers"),
+        shares: ws.join("shares"),
+        dir: PathBuf::new(),
+        ssh_user: "root".into(),
+        ssh_key: keys.client().to_path_buf(),
+        known_hosts: keys.known_hosts().to_path_buf(),
+        port: 22,
+        connect_timeout_secs: 10,
+        software_only: false,
+        retries: Some(1),
+        // On the master's disk, not on the host: the installers travel with the image.
+        staging_dir: Some("/mnt/var/cache/roomcast".into()),
+        join_paths: None,
+        domain_controller: Some(dc.addr().to_string()),
+        secrets: Some(secrets),
+    };
+    let start = StartOptions {
+        db: db.clone(),
+        setup,
+        at: None,
+        until: None,
+        parallel: 8,
+        today: None,
+    };
+
+    let mut boot = LabBoot::new(&opts.binary, &public, &ws.join("agents"));
+    let mut room_machines = Vec::new();
+    for (i, pc) in room.pcs().iter().enumerate() {
+        let host = region::hostname(i);
+        boot = boot.pc(&host, pc.node().netns(), pc.disk());
+        let mac = format!("52:54:00:de:00:{:02x}", i + 1)
+            .parse()
+            .expect("a well-formed MAC");
+        room_machines.push(Machine {
+            hostname: host,
+            mac,
+        });
+    }
+    let mut config = ImagingConfig::new(
+        region::ROOM,
+        room_machines,
+        &region::hostname(0),
+        room.server().ifname(),
+        "198.18.0.0/16".parse().expect("a well-formed subnet"),
+        store_dir.clone(),
+        key.clone(),
+        &base,
+        ws.join("imaging"),
+    );
+    let mut master_ssh = SshConfig::new("root", keys.client(), keys.known_hosts());
+    master_ssh.connect_timeout = Duration::from_secs(10);
+    config.master_ssh = Some(MasterSsh {
+        address: room.master().node().addr().to_string(),
+        port: 22,
+        ssh: master_ssh,
+    });
+    config.generalise = Some("rm -f /mnt/etc/machine-id && touch /mnt/etc/machine-id".into());
+    config.reboot = Some("sync && umount /mnt".into());
+    config.image_name = "demo-debian12".into();
+    config.profile = Some("demo-debian12@1".into());
+    config.captured_by = "roomcast demo".into();
+    config.boot_timeout = Duration::from_secs(60);
+    config.agent_timeout = Duration::from_secs(600);
+    let mut imaging = DemoImaging {
+        inner: ImagingWorker::new(config, Box::new(boot)),
+        master: room.master(),
+    };
+
+    note(&Note::Stage(format!(
+        "running the campaign for room {} (journal {})",
+        region::ROOM,
+        db.display()
+    )));
+    let observe = |p: &Progress| note(&Note::Campaign(p.clone()));
+    let outcome = room.server().run(|| -> Result<Outcome, DemoError> {
+        let first = run::start(&start, Some(&mut imaging), &observe)?;
+        let allowed = match &first.stop {
+            Stop::AwaitingSignoff { allowed } => allowed.clone(),
+            Stop::Ended(_) => return Ok(first),
+            other => return Err(DemoError::Stopped(format!("{other:?}"))),
+        };
+        let by = allowed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| region::SIGNER.to_string());
+        let mut journal = Journal::open(&db)?;
+        driver::signoff(
+            &mut journal,
+            first.campaign,
+            &by,
+            Verdict::Ok,
+            Some(
+                "DEMO: signed off automatically by `roomcast demo`; a real campaign waits \
+                     for a teacher's sign-off"
+                    .into(),
+            ),
+            run::now(),
+        )?;
+        drop(journal);
+        note(&Note::SignedOff { by });
+        let resume = ResumeOptions {
+            db: db.clone(),
+            campaign: Some(first.campaign),
+            until: None,
+            parallel: 8,
+            today: None,
+        };
+        Ok(run::resume(&resume, Some(&mut imaging), &observe)?)
+    })??;
+
+    note(&Note::Stage("checking the PCs and the directory".into()));
+    let mut pcs = Vec::new();
+    for (i, pc) in room.pcs().iter().enumerate() {
+        pcs.push(PcResult {
+            hostname: region::hostname(i),
+            reported_hostname: pc.hostname()?,
+            disk: pc.disk().to_path_buf(),
+            disk_sha256: sha256_file(pc.disk())?,
+        });
+    }
+    let in_ou: Vec<String> = dc
+        .computers()?
+        .into_iter()
+        .filter(|dn| dn.ends_with(&format!(",{}", region::OU)))
+        .collect();
+    let sam_ldb = dc.sam_ldb();
+    drop(imaging);
+    room.teardown()?;
+    if !matches!(outcome.stop, Stop::Ended(Phase::Finished)) {
+        return Err(DemoError::Stopped(format!(
+            "{:?}; see {}",
+            outcome.stop,
+            outcome.report_md.display()
+        )));
+    }
+    Ok(DemoOutcome {
+        workspace: ws.clone(),
+        journal: db,
+        campaign: outcome,
+        base_image: base,
+        pcs,
+        in_ou,
+        sam_ldb,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,3 @@
+//! `roomcast demo`, the README's main-job command, run as the real binary.
+
+mod run;
