@@ -247,6 +247,9 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
         5 << 20,
         marker.display()
     ));
+    // The master's "reboot into network boot": leaves one line per call (b and f).
+    let reboots = srv.dir.path().join("reboots");
+    cfg.reboot = Some(format!("echo reboot >> {}", reboots.display()));
     cfg.master_ssh = Some(MasterSsh {
         address: master_node.addr().to_string(),
         port: 22,
@@ -303,6 +306,11 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
 
     // f ran the generalise command over SSH, then captured through the agent's upload.
     assert!(marker.exists(), "the generalise command ran on the master");
+    assert_eq!(
+        std::fs::read_to_string(&reboots).unwrap(),
+        "reboot\nreboot\n",
+        "the master was sent into network boot at b and after the generalise command at f"
+    );
     let image: ImageId = state.image.as_deref().unwrap().parse().unwrap();
     let envelope = std::fs::read(srv.store.manifest_path(&image)).unwrap();
     let trusted = TrustedSigners::from_keys(vec![keys::load_public(&srv.public).unwrap()]);

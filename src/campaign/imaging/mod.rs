@@ -83,8 +83,10 @@ pub struct ImagingConfig {
     pub master_ssh: Option<MasterSsh>,
     /// The profile's generalise command (sysprep on Windows), run on the master over SSH at f.
     pub generalise: Option<String>,
-    /// Run over SSH after the generalise command to restart the master into network boot (a
-    /// dropped connection is expected); `None` when the generalise command shuts it down itself.
+    /// Run over SSH to restart the master into network boot (a dropped connection is expected):
+    /// after the generalise command at f, and at b when the master answers SSH (a master still
+    /// running last year's system ignores Wake-on-LAN). `None` when the generalise command shuts
+    /// it down itself and the master is off at b.
     pub reboot: Option<String>,
     /// Chunk size of captured images.
     pub chunk_size: ChunkSize,
@@ -235,6 +237,17 @@ impl ImagingWorker {
         let master = self.room_machine(&self.config.master)?;
         let (session, id) =
             self.restore_session(Step::Master, vec![master.clone()], &self.config.base_image)?;
+        // The session is open before the reboot, so the master's network boot finds it.
+        if let (Some(ssh), Some(reboot)) = (&self.config.master_ssh, &self.config.reboot) {
+            match SshClient::connect(&ssh.address, ssh.port, &ssh.ssh) {
+                Ok(mut remote) => {
+                    // The connection dies with the reboot: an error here is the expected outcome.
+                    let _ = remote.run(reboot);
+                }
+                Err(e) => tracing::info!(machine = %master.hostname, %e,
+                    "master not reachable over SSH at b: relying on Wake-on-LAN"),
+            }
+        }
         session.boot_all(self.boot.as_ref());
         let report =
             session.wait_report(&master, self.config.boot_timeout, self.config.agent_timeout)?;
