@@ -520,6 +520,60 @@ mod tests {
         assert!(judge_restore("PC03", "garbage", &id).is_err());
     }
 
+    fn worker() -> ImagingWorker {
+        let config = ImagingConfig::new(
+            "B204",
+            vec![Machine {
+                hostname: "B204-P01".into(),
+                mac: crate::proto::mac::Mac([2, 0, 0, 0, 0, 1]),
+            }],
+            "B204-P01",
+            "lo",
+            "198.18.0.0/16".parse().unwrap(),
+            PathBuf::from("/nonexistent/store"),
+            PathBuf::from("/nonexistent/key"),
+            "abc",
+            PathBuf::from("/nonexistent/work"),
+        );
+        let boot = lab::LabBoot::new(
+            std::path::Path::new("/nonexistent/roomcast"),
+            std::path::Path::new("/nonexistent/key.pub"),
+            std::path::Path::new("/nonexistent/logs"),
+        );
+        ImagingWorker::new(config, Box::new(boot))
+    }
+
+    #[test]
+    fn g_without_a_captured_image_or_outside_the_room_fails_each_pc_by_name() {
+        let mut w = worker();
+        let batch = [("B204-P01".to_string(), 1), ("B999-X".to_string(), 1)];
+        w.begin_batch(Step::Deploy, &batch, &State::default());
+        let reason = |e: Event| match e {
+            Event::MachineFailed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        let r = reason(w.run_on_machine(Step::Deploy, "B204-P01", 1));
+        assert_eq!(
+            r,
+            "step g:deploy: B204-P01: no image was captured at step f of this campaign"
+        );
+        let r = reason(w.run_on_machine(Step::Deploy, "B999-X", 1));
+        assert_eq!(r, "step g:deploy: B999-X is not a machine of room B204");
+        w.end_batch(Step::Deploy);
+        let r = reason(w.run_on_machine(Step::Deploy, "B204-P01", 2));
+        assert!(r.contains("no deploy session was started"), "{r}");
+        match w.run_step(Step::Master, &State::default()) {
+            Event::StepFailed { step, reason } => {
+                assert_eq!(step, Step::Master);
+                assert!(
+                    reason.starts_with("step b:master: /nonexistent/store"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn capture_time_is_rfc3339_utc() {
         let t = rfc3339_now();
