@@ -133,6 +133,9 @@ pub struct DeployArgs {
     /// Default: `<reports>/tokens`.
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// Also print the summary as one JSON object, last line of stdout (for benchmarks and scripts).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     data: DataPlaneArgs,
 }
@@ -217,6 +220,9 @@ fn deploy(a: DeployArgs) -> Result<u8, String> {
     let _ = std::io::stdout().flush();
     let report = d.wait().map_err(|e| e.to_string())?;
     print_summary(&report, &hostnames);
+    if a.json {
+        println!("{}", summary_json(&report, &hostnames));
+    }
     Ok(verdict(&report, a.expect))
 }
 
@@ -296,14 +302,9 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
         ),
         Progress::Joined(m) => format!("{} joined", name(m, names)),
         Progress::Rejected(r) => format!("refused: {r}"),
-        Progress::Streaming {
-            blocks: b,
-            of,
-            wire_bytes,
-        } => format!(
-            "stream: {b}/{of} blocks read, {} on the wire",
-            bytes(*wire_bytes)
-        ),
+        Progress::Streaming { blocks: b, of } => {
+            format!("stream: {b}/{of} blocks read for the first pass")
+        }
         Progress::Done(m) => format!("{} has every block", name(m, names)),
         Progress::Dead(m) => format!("{} silent: declared dead, left behind", name(m, names)),
         Progress::Failed(m, r) => format!("{} gave up the stream: {r}", name(m, names)),
@@ -323,10 +324,47 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
     let _ = std::io::stdout().flush();
 }
 
+/// The summary as JSON: the stream's figures and one object per machine.
+pub(super) fn summary_json(
+    r: &DeployReport,
+    names: &std::collections::BTreeMap<Mac, String>,
+) -> serde_json::Value {
+    let machines: Vec<serde_json::Value> = r
+        .machines
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "mac": m.mac.to_string(),
+                "hostname": names.get(&m.mac),
+                "outcome": m.outcome.word(),
+                "failure": match &m.outcome { Outcome::Failed(e) => Some(e), _ => None },
+                "joined": m.joined,
+                "multicast_complete": m.multicast_complete,
+                "blocks_written": m.blocks_written,
+                "bytes_written": m.bytes_written,
+                "catch_up_bytes": m.catch_up_bytes,
+                "report": m.report,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "image": r.image,
+        "blocks": r.blocks,
+        "image_bytes": r.image_bytes,
+        "wire_bytes": r.wire_bytes,
+        "packets": r.packets,
+        "repair_symbols": r.repair_symbols,
+        "stream_secs": r.stream_time.as_secs_f64(),
+        "total_secs": r.total_time.as_secs_f64(),
+        "succeeded": r.succeeded(),
+        "machines": machines,
+    })
+}
+
 /// The per-machine table and the stream's figures.
 pub(super) fn print_summary(r: &DeployReport, names: &std::collections::BTreeMap<Mac, String>) {
     println!(
-        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams ({} repair), stream {:.1} s, total {:.1} s",
+        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams ({} repair), first join to end of stream {:.1} s, total {:.1} s",
         &r.image[..12],
         r.blocks,
         bytes(r.image_bytes),

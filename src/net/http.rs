@@ -592,4 +592,44 @@ mod tests {
         assert!(local.contains("sanboot --no-describe --drive 0x80 || exit"));
         assert!(!local.contains("kernel"));
     }
+
+    #[test]
+    fn a_session_is_told_only_to_its_machines_with_their_own_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [
+                (mac(1), "S12-P01".to_string()),
+                (mac(2), "S12-P02".to_string()),
+            ]
+            .into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            reports_dir: dir.path().to_path_buf(),
+            image: None,
+        };
+        let service = BootService::image_only(config).unwrap();
+        assert_eq!(service.session_for(mac(1)), None, "nothing offered yet");
+        let control = "198.18.0.1:9500".parse().unwrap();
+        let group = "239.255.12.1:9000".parse().unwrap();
+        service.set_session(Some(SessionOffer {
+            control,
+            group,
+            tokens: [(mac(1), [7u8; 32]), (mac(2), [9u8; 32])].into(),
+            ended: false,
+        }));
+        let one = service.session_for(mac(1)).unwrap();
+        assert_eq!(one.machine, "52:54:00:18:03:01");
+        assert_eq!(one.token, "07".repeat(32));
+        assert_eq!((one.control, one.group, one.ended), (control, group, false));
+        assert_eq!(service.session_for(mac(2)).unwrap().token, "09".repeat(32));
+        assert_eq!(service.session_for(mac(3)), None, "not in the session");
+        service.end_session();
+        assert!(service.session_for(mac(1)).unwrap().ended);
+        // Tokens issued by hand work like boot-script tokens.
+        service.issue_token(mac(2), "t2".into());
+        assert_eq!(service.check_token("t2"), Ok(mac(2)));
+    }
 }

@@ -196,8 +196,6 @@ pub enum Progress {
         blocks: u32,
         /// Of.
         of: u32,
-        /// Bytes on the wire so far.
-        wire_bytes: u64,
     },
     /// A PC wrote every block.
     Done(Mac),

@@ -70,11 +70,9 @@ impl BlockSource for StoreBlocks<'_> {
         if self.read.insert(index) && self.read.len() >= self.next_tick {
             let of = self.map.len();
             self.next_tick = self.read.len() + of.div_ceil(10);
-            let wire_bytes = self.seen.lock().map_or(0, |s| s.stats.wire_bytes);
             (self.progress)(&Progress::Streaming {
                 blocks: self.read.len() as u32,
                 of: of as u32,
-                wire_bytes,
             });
         }
         Ok(data)

@@ -325,6 +325,10 @@ fn full_deploy(loss: u8) {
     assert!(status.success(), "deploy failed:\n{log}");
     assert!(log.contains("3 of 3 machine(s) hold the image"), "{log}");
     assert_eq!(log.matches(" done ").count(), 3, "{log}");
+    // The figures, for whoever reads the test log (not asserted: timing depends on the machine).
+    for l in log.lines().filter(|l| l.starts_with("summary:")) {
+        eprintln!("{loss} % loss: {l}");
+    }
     // Reports are on the server's disk too, one per PC.
     let stored = std::fs::read_dir(d.dir.path().join("reports"))
         .unwrap()
@@ -360,7 +364,7 @@ fn delta_deploy_sends_only_what_changed() {
         .map(u64::from)
         .sum();
     let changed = 2 * u64::from(1u32 << 20); // 8 chunks of 256 KiB, incompressible
-    let mut d = Deploy::start(&images, &v2, 3, 0, &[]);
+    let mut d = Deploy::start(&images, &v2, 3, 0, &["--json"]);
     let before = d.server_tx_bytes();
     let mut agents: Vec<Proc> = (0..3)
         .map(|i| {
@@ -386,6 +390,28 @@ fn delta_deploy_sends_only_what_changed() {
         "delta: {sent} bytes sent, the full image is {full} compressed"
     );
     assert!(sent >= changed, "{sent} bytes cannot carry {changed}");
+    // The server's own count agrees: the stream carried the changed blocks, little more.
+    let log = d.server.log();
+    let summary: serde_json::Value =
+        serde_json::from_str(log.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let wire = summary["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire >= changed && wire <= changed * 11 / 10 + 64 * 1024,
+        "stream: {wire} bytes on the wire for {changed} changed: {summary}"
+    );
+    assert!(
+        sent >= wire,
+        "the interface counted {sent}, the stream {wire}"
+    );
+    eprintln!(
+        "delta: stream {wire} bytes ({:.3} x the {changed} changed), interface {sent}, full image {full}",
+        wire as f64 / changed as f64
+    );
+    assert_eq!(summary["succeeded"], 3);
+    for m in summary["machines"].as_array().unwrap() {
+        assert_eq!(m["outcome"], "done", "{m}");
+        assert_eq!(m["bytes_written"], changed, "{m}");
+    }
 }
 
 #[test]
@@ -507,4 +533,53 @@ fn an_agent_with_a_wrong_token_is_refused() {
         "{}",
         d.server.log()
     );
+}
+
+/// Refused before anything is bound or sent: a group outside 239.255.0.0/16, an interface that
+/// does not exist, an `--expect` beyond the machines given.
+#[test]
+fn deploy_refuses_a_bad_group_a_missing_interface_and_too_many_expected() {
+    let images = Images::new();
+    let (id, _) = images.v1();
+    let run = |extra: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("deploy")
+            .args(["--store".as_ref(), images.store.root().as_os_str()])
+            .args(["--image", &id.to_hex()[..12]])
+            .args([
+                "--reports".as_ref(),
+                images.dir.path().join("r").as_os_str(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "--interface",
+        "lo",
+        "--expect",
+        "1",
+        "--group",
+        "224.0.0.251",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("239.255.0.0/16"), "{err}");
+    let (code, err) = run(&["--interface", "rcnosuch0", "--expect", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("rcnosuch0"), "{err}");
+    let (code, err) = run(&[
+        "--interface",
+        "lo",
+        "--expect",
+        "2",
+        "--machine",
+        "52:54:00:18:09:01",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--expect 2"), "{err}");
+    assert!(!images.dir.path().join("r").join("tokens").exists());
 }
