@@ -188,7 +188,7 @@ impl Worker for Campaign<'_> {
 fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     let srv = server();
     let keys = SshKeys::generate(&srv.dir.path().join("ssh")).unwrap();
-    let hosts = ["B204-P01", "B204-P02", "B204-P03", "B204-P04"];
+    let hosts = ["B204-P01", "B204-P02", "B204-P03", "B204-P04", "B204-P05"];
     let lab = Lab::builder().pcs(1 + hosts.len()).build().unwrap();
     let master_node = lab.pc(0).unwrap();
     let pc_nodes: Vec<&Node> = (1..=hosts.len()).map(|i| lab.pc(i).unwrap()).collect();
@@ -211,6 +211,13 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
             p
         })
         .collect();
+    // P05's disk is smaller than the image: its agent refuses it and says so.
+    std::fs::File::options()
+        .write(true)
+        .open(&pc_disks[4])
+        .unwrap()
+        .set_len(DISK / 2)
+        .unwrap();
 
     let mut machines = vec![Machine {
         hostname: "B204-M".into(),
@@ -240,6 +247,9 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
         5 << 20,
         marker.display()
     ));
+    // The master's "reboot into network boot": leaves one line per call (b and f).
+    let reboots = srv.dir.path().join("reboots");
+    cfg.reboot = Some(format!("echo reboot >> {}", reboots.display()));
     cfg.master_ssh = Some(MasterSsh {
         address: master_node.addr().to_string(),
         port: 22,
@@ -296,6 +306,11 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
 
     // f ran the generalise command over SSH, then captured through the agent's upload.
     assert!(marker.exists(), "the generalise command ran on the master");
+    assert_eq!(
+        std::fs::read_to_string(&reboots).unwrap(),
+        "reboot\nreboot\n",
+        "the master was sent into network boot at b and after the generalise command at f"
+    );
     let image: ImageId = state.image.as_deref().unwrap().parse().unwrap();
     let envelope = std::fs::read(srv.store.manifest_path(&image)).unwrap();
     let trusted = TrustedSigners::from_keys(vec![keys::load_public(&srv.public).unwrap()]);
@@ -386,6 +401,15 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
         random(23, 64)[..],
         "P04's disk untouched"
     );
+    match state.machine_status("B204-P05", Step::Deploy) {
+        Status::Failed { reason, .. } => assert!(
+            reason.contains("step g:deploy")
+                && reason.contains("B204-P05: the agent failed")
+                && reason.contains("smaller than the image"),
+            "{reason}"
+        ),
+        other => panic!("P05: {other:?}"),
+    }
 }
 
 #[test]

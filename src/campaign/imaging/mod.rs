@@ -83,8 +83,10 @@ pub struct ImagingConfig {
     pub master_ssh: Option<MasterSsh>,
     /// The profile's generalise command (sysprep on Windows), run on the master over SSH at f.
     pub generalise: Option<String>,
-    /// Run over SSH after the generalise command to restart the master into network boot (a
-    /// dropped connection is expected); `None` when the generalise command shuts it down itself.
+    /// Run over SSH to restart the master into network boot (a dropped connection is expected):
+    /// after the generalise command at f, and at b when the master answers SSH (a master still
+    /// running last year's system ignores Wake-on-LAN). `None` when the generalise command shuts
+    /// it down itself and the master is off at b.
     pub reboot: Option<String>,
     /// Chunk size of captured images.
     pub chunk_size: ChunkSize,
@@ -235,6 +237,17 @@ impl ImagingWorker {
         let master = self.room_machine(&self.config.master)?;
         let (session, id) =
             self.restore_session(Step::Master, vec![master.clone()], &self.config.base_image)?;
+        // The session is open before the reboot, so the master's network boot finds it.
+        if let (Some(ssh), Some(reboot)) = (&self.config.master_ssh, &self.config.reboot) {
+            match SshClient::connect(&ssh.address, ssh.port, &ssh.ssh) {
+                Ok(mut remote) => {
+                    // The connection dies with the reboot: an error here is the expected outcome.
+                    let _ = remote.run(reboot);
+                }
+                Err(e) => tracing::info!(machine = %master.hostname, %e,
+                    "master not reachable over SSH at b: relying on Wake-on-LAN"),
+            }
+        }
         session.boot_all(self.boot.as_ref());
         let report =
             session.wait_report(&master, self.config.boot_timeout, self.config.agent_timeout)?;
@@ -505,6 +518,60 @@ mod tests {
         let err = judge_restore("PC02", failed, &id).unwrap_err();
         assert!(err.contains("PC02: the agent failed: chunk #3"), "{err}");
         assert!(judge_restore("PC03", "garbage", &id).is_err());
+    }
+
+    fn worker() -> ImagingWorker {
+        let config = ImagingConfig::new(
+            "B204",
+            vec![Machine {
+                hostname: "B204-P01".into(),
+                mac: crate::proto::mac::Mac([2, 0, 0, 0, 0, 1]),
+            }],
+            "B204-P01",
+            "lo",
+            "198.18.0.0/16".parse().unwrap(),
+            PathBuf::from("/nonexistent/store"),
+            PathBuf::from("/nonexistent/key"),
+            "abc",
+            PathBuf::from("/nonexistent/work"),
+        );
+        let boot = lab::LabBoot::new(
+            std::path::Path::new("/nonexistent/roomcast"),
+            std::path::Path::new("/nonexistent/key.pub"),
+            std::path::Path::new("/nonexistent/logs"),
+        );
+        ImagingWorker::new(config, Box::new(boot))
+    }
+
+    #[test]
+    fn g_without_a_captured_image_or_outside_the_room_fails_each_pc_by_name() {
+        let mut w = worker();
+        let batch = [("B204-P01".to_string(), 1), ("B999-X".to_string(), 1)];
+        w.begin_batch(Step::Deploy, &batch, &State::default());
+        let reason = |e: Event| match e {
+            Event::MachineFailed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        let r = reason(w.run_on_machine(Step::Deploy, "B204-P01", 1));
+        assert_eq!(
+            r,
+            "step g:deploy: B204-P01: no image was captured at step f of this campaign"
+        );
+        let r = reason(w.run_on_machine(Step::Deploy, "B999-X", 1));
+        assert_eq!(r, "step g:deploy: B999-X is not a machine of room B204");
+        w.end_batch(Step::Deploy);
+        let r = reason(w.run_on_machine(Step::Deploy, "B204-P01", 2));
+        assert!(r.contains("no deploy session was started"), "{r}");
+        match w.run_step(Step::Master, &State::default()) {
+            Event::StepFailed { step, reason } => {
+                assert_eq!(step, Step::Master);
+                assert!(
+                    reason.starts_with("step b:master: /nonexistent/store"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
