@@ -1,7 +1,7 @@
 //! The boot chain with real namespaces, real sockets and real PXE firmware (qemu). Root only; every
 //! test builds its own `roomcast::lab::Lab`, which removes everything on drop.
 
-mod pxe;
+pub(crate) mod pxe;
 mod services;
 mod wol;
 

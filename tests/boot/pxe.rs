@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// qemu-system-x86_64 unpacked by tests/run.sh (see docs/BOOT.md for why not apt-get install).
-fn qemu() -> PathBuf {
+pub(crate) fn qemu() -> PathBuf {
     let p = std::env::var_os("ROOMCAST_QEMU")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -26,14 +26,14 @@ fn qemu() -> PathBuf {
     p
 }
 
-fn kernel_dir() -> PathBuf {
+pub(crate) fn kernel_dir() -> PathBuf {
     std::env::var_os("ROOMCAST_KERNEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/roomcast-test/kernel"))
 }
 
 /// A child process killed on drop (qemu, dnsmasq, roomcast serve).
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -44,7 +44,7 @@ impl Drop for Guard {
 
 /// A 512-byte boot sector that prints `LOCAL-DISK-BOOTED` on COM1 and halts: what "boots its local
 /// disk" looks like on the serial log.
-fn local_disk_boot_sector() -> Vec<u8> {
+pub(crate) fn local_disk_boot_sector() -> Vec<u8> {
     let msg_at: u16 = 0x7c00 + 23;
     let [lo, hi] = msg_at.to_le_bytes();
     #[rustfmt::skip]
@@ -73,13 +73,13 @@ fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-struct VmSpec {
-    mac: String,
-    disk: PathBuf,
-    serial: PathBuf,
-    boot_order: &'static str,
+pub(crate) struct VmSpec {
+    pub(crate) mac: String,
+    pub(crate) disk: PathBuf,
+    pub(crate) serial: PathBuf,
+    pub(crate) boot_order: &'static str,
     /// OVMF firmware PXE (TFTP of snponly.efi, port 4011) instead of SeaBIOS + qemu's iPXE ROM.
-    uefi: bool,
+    pub(crate) uefi: bool,
 }
 
 fn uefi_args(vm: &VmSpec, work: &Path) -> Vec<String> {
@@ -96,7 +96,7 @@ fn uefi_args(vm: &VmSpec, work: &Path) -> Vec<String> {
     ]
 }
 
-fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
+pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
     let sercon = work.join("sercon");
     std::fs::write(&sercon, [0xf8, 0x03]).unwrap();
     let child = Command::new(qemu())

@@ -188,7 +188,7 @@ impl Worker for Campaign<'_> {
 fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
     let srv = server();
     let keys = SshKeys::generate(&srv.dir.path().join("ssh")).unwrap();
-    let hosts = ["B204-P01", "B204-P02", "B204-P03", "B204-P04"];
+    let hosts = ["B204-P01", "B204-P02", "B204-P03", "B204-P04", "B204-P05"];
     let lab = Lab::builder().pcs(1 + hosts.len()).build().unwrap();
     let master_node = lab.pc(0).unwrap();
     let pc_nodes: Vec<&Node> = (1..=hosts.len()).map(|i| lab.pc(i).unwrap()).collect();
@@ -211,6 +211,13 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
             p
         })
         .collect();
+    // P05's disk is smaller than the image: its agent refuses it and says so.
+    std::fs::File::options()
+        .write(true)
+        .open(&pc_disks[4])
+        .unwrap()
+        .set_len(DISK / 2)
+        .unwrap();
 
     let mut machines = vec![Machine {
         hostname: "B204-M".into(),
@@ -386,6 +393,15 @@ fn b_f_g_restore_the_base_generalise_capture_sign_and_deploy_to_the_room() {
         random(23, 64)[..],
         "P04's disk untouched"
     );
+    match state.machine_status("B204-P05", Step::Deploy) {
+        Status::Failed { reason, .. } => assert!(
+            reason.contains("step g:deploy")
+                && reason.contains("B204-P05: the agent failed")
+                && reason.contains("smaller than the image"),
+            "{reason}"
+        ),
+        other => panic!("P05: {other:?}"),
+    }
 }
 
 #[test]

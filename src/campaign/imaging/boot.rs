@@ -147,6 +147,9 @@ pub struct PxeBoot {
     pub wake_packets: u32,
     /// Pause between two of them.
     pub wake_gap: Duration,
+    /// Send "no router here" IPv6 router advertisements on the room interface while the session
+    /// runs: saves iPXE a 13-16 s wait on networks without IPv6 routers (`serve --announce-ra`).
+    pub announce_ra: bool,
 }
 
 impl Default for PxeBoot {
@@ -156,6 +159,7 @@ impl Default for PxeBoot {
             uefi_boot_file: "snponly.efi".into(),
             wake_packets: 3,
             wake_gap: Duration::from_millis(500),
+            announce_ra: false,
         }
     }
 }
@@ -201,6 +205,7 @@ impl AgentBoot for PxeBoot {
         let tftp = std::net::UdpSocket::bind(SocketAddrV4::new(session.server, 69))
             .map_err(|e| failed(format!("TFTP {}:69: {e}", session.server)))?;
         let (interface, subnet) = (session.interface.clone(), session.subnet);
+        let announce_ra = self.announce_ra;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -224,6 +229,12 @@ impl AgentBoot for PxeBoot {
                 };
                 let _ = ready_tx.send(Ok(()));
                 let tftp = tokio::spawn(crate::net::tftp::serve(root, tftp));
+                if announce_ra {
+                    tokio::spawn(crate::net::ra::announce(
+                        interface.clone(),
+                        Duration::from_secs(1),
+                    ));
+                }
                 tokio::select! {
                     r = proxy.run() => tracing::error!(?r, "proxyDHCP stopped"),
                     _ = rx => {}
