@@ -14,15 +14,14 @@
 pub mod region;
 
 use crate::campaign::driver::{self, Stop, Worker};
+use crate::campaign::imaging::ImagingWorker;
 use crate::campaign::imaging::lab::LabBoot;
-use crate::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use crate::campaign::journal::Journal;
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, StartOptions};
 use crate::campaign::setup::SetupOptions;
 use crate::lab::samba::DomainConfig;
 use crate::lab::{LabPrefix, RoomConfig, RoomPc, VirtualRoom};
 use crate::procedure::{Event, Phase, State, Step, Verdict};
-use crate::remote::ssh::SshConfig;
 use crate::store::Store;
 use crate::store::capture::{CaptureOptions, capture};
 use crate::store::keys::{self, Signer};
@@ -138,6 +137,9 @@ pub enum DemoError {
     /// The base image could not be made.
     #[error("base image: {0}")]
     Image(String),
+    /// The imaging backend could not be configured from the room.
+    #[error("imaging backend: {0}")]
+    Imaging(String),
     /// The campaign could not run.
     #[error(transparent)]
     Run(#[from] run::RunError),
@@ -452,44 +454,22 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
         today: None,
     };
 
-    let mut boot = LabBoot::new(&opts.binary, &public, &ws.join("agents"));
-    let mut room_machines = Vec::new();
-    for (i, pc) in room.pcs().iter().enumerate() {
-        let host = region::hostname(i);
-        boot = boot.pc(&host, pc.node().netns(), pc.disk());
-        let mac = format!("52:54:00:de:00:{:02x}", i + 1)
-            .parse()
-            .expect("a well-formed MAC");
-        room_machines.push(Machine {
-            hostname: host,
-            mac,
-        });
-    }
-    let mut config = ImagingConfig::new(
-        region::ROOM,
-        room_machines,
-        &region::hostname(0),
-        room.server().ifname(),
-        "198.18.0.0/16".parse().expect("a well-formed subnet"),
-        store_dir.clone(),
-        key.clone(),
-        &base,
-        ws.join("imaging"),
-    );
-    let mut master_ssh = SshConfig::new("root", keys.client(), keys.known_hosts());
-    master_ssh.connect_timeout = Duration::from_secs(10);
-    config.master_ssh = Some(MasterSsh {
-        address: room.master().node().addr().to_string(),
-        port: 22,
-        ssh: master_ssh,
-    });
-    config.generalise = Some("rm -f /mnt/etc/machine-id && touch /mnt/etc/machine-id".into());
+    // The imaging backend is configured from the same setup the campaign will use (machines and
+    // MACs from the room file, generalise command and master's SSH from the profile); only the way
+    // PCs boot (`LabBoot`: the real agent in the PC's namespace) is the lab's.
+    let built = run::setup_for(&start)?;
+    let mut config = run::imaging_config(&built, &store_dir, &key, &ws.join("imaging"))
+        .map_err(DemoError::Imaging)?;
+    // The profile names the base image `demo-base@1`; the store knows it by id.
+    config.base_image = base.clone();
     config.reboot = Some("sync && umount /mnt".into());
-    config.image_name = "demo-debian12".into();
-    config.profile = Some("demo-debian12@1".into());
     config.captured_by = "roomcast demo".into();
     config.boot_timeout = Duration::from_secs(60);
     config.agent_timeout = Duration::from_secs(600);
+    let mut boot = LabBoot::new(&opts.binary, &public, &ws.join("agents"));
+    for (i, pc) in room.pcs().iter().enumerate() {
+        boot = boot.pc(&region::hostname(i), pc.node().netns(), pc.disk());
+    }
     let mut imaging = DemoImaging {
         inner: ImagingWorker::new(config, Box::new(boot)),
         master: room.master(),

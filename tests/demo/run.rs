@@ -103,6 +103,16 @@ fn roomcast_demo_runs_a_whole_campaign_and_leaves_nothing_behind() {
             "{host} not renamed:\n{stdout}"
         );
     }
+    // Step g reached every PC through one multicast stream (the agents' own reports).
+    for i in 1..=HOSTS.len() {
+        let path = ws.join(format!("imaging/reports/g/52-54-00-de-00-{i:02x}.json"));
+        let report =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            report.contains(r#""result":"ok""#) && report.contains(r#""transport":"multicast""#),
+            "{report}"
+        );
+    }
     // The image holds what step c installed on the master: the installers' files on its ext4.
     let listing = Command::new("debugfs")
         .args(["-R", "ls -p /opt"])
