@@ -106,10 +106,9 @@ pub enum DemoError {
     NotRoot,
     /// Programs the virtual room needs are missing.
     #[error(
-        "missing programs: {}. On Debian 12 install them with:\n  \
-         sudo apt-get install -y --no-install-recommends {}\n\
-         (or `sudo bash tests/run.sh demo::`, which installs them without starting the packaged \
-         daemons, then runs the demo's test)",
+        "missing programs: {}. On Debian 12, from the source tree: `sudo bash tests/setup.sh` \
+         (installs them without letting the packaged daemons start on the real interface), or \
+         install the packages {} with the daemons' start disabled",
         .programs.join(", "),
         PACKAGES.join(" ")
     )]
