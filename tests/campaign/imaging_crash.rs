@@ -287,7 +287,7 @@ fn kill_9_during_the_multicast_of_g_then_resume_finishes_bit_identical_without_r
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .write(true)
             .mode(0o600)
             .open(&secrets)
