@@ -327,7 +327,12 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
             .join("logs/c/T1-PC01/tool.log"),
     )
     .unwrap();
-    assert!(log.contains("secret:TOOL_KEY"), "{log}");
+    // The key went through a 0600 file on the master, removed after the install; never logged.
+    assert!(
+        log.contains("/.roomcast-tool.key (0600, the licence key)") && log.contains("removed "),
+        "{log}"
+    );
+    assert!(!log.contains(LICENCE_KEY), "{log}");
     assert!(first.report_md.exists() && first.report_html.exists());
     assert!(
         events
