@@ -193,15 +193,21 @@ pub fn install_all(
             "uploaded {} -> {remote_path}\n",
             sw.installer.display()
         ));
-        let command = render_install(sw, target, &remote_path, false)?;
-        let shown = render_install(sw, target, &remote_path, true)?;
-        let out = remote.run(&command)?;
+        let out = match &sw.licence_key {
+            None => {
+                let command = render_install(sw, target, &remote_path, None, false)?;
+                let out = remote.run(&command)?;
+                log.push_str(&format!("$ {command}\n"));
+                out
+            }
+            Some(key) => run_with_secret(remote, sw, target, &remote_path, key, &mut log)?,
+        };
         let redact = |t: &str| match &sw.licence_key {
             Some(k) => k.redact(t),
             None => t.to_string(),
         };
         log.push_str(&format!(
-            "$ {shown}\n  exit {}\n{}{}",
+            "  exit {}\n{}{}",
             out.code,
             indent("stdout", &redact(&out.stdout_text())),
             indent("stderr", &redact(&out.stderr_text()))
@@ -230,11 +236,85 @@ pub fn install_all(
     Ok(reports)
 }
 
-/// Renders the install command; with `redacted`, the licence key is shown as `secret:NAME`.
+/// Runs the install command of a software that has a licence key without the key ever being on a
+/// command line roomcast starts: the key goes into a 0600 file (`licence.key_file`), the rendered
+/// command into a 0600 script, both over SFTP; the script is run by path, and both files are removed
+/// afterwards, whatever the outcome. (A template that puts `licence.key` itself on the installer's
+/// command line still exposes it there: `roomcast validate` warns, RC038.)
+fn run_with_secret(
+    remote: &mut dyn RemoteExec,
+    sw: &Software,
+    target: &Target,
+    remote_path: &str,
+    key: &Secret,
+    log: &mut String,
+) -> Result<crate::remote::Output, InstallError> {
+    let (key_file, script, run, remove) = secret_paths(sw, target);
+    let command = render_install(sw, target, remote_path, Some(&key_file), false)?;
+    let shown = render_install(sw, target, remote_path, Some(&key_file), true)?;
+    let result = (|| {
+        remote.upload_secret(key.expose().as_bytes(), &key_file)?;
+        let body = match target.shell {
+            Shell::Posix => format!("{command}\n"),
+            Shell::Windows => format!("@echo off\r\n{command}\r\n"),
+        };
+        remote.upload_secret(body.as_bytes(), &script)?;
+        remote.run(&run)
+    })();
+    // Removed also when the install failed or the transport broke mid-way (best effort then: a
+    // file left by a lost connection is replaced, not reused, by the next run's upload_secret).
+    let removed = remote.run(&remove);
+    log.push_str(&format!(
+        "wrote {key_file} (0600, the licence key) and {script} (0600)\n$ {run}   # {shown}\n"
+    ));
+    let out = result?;
+    let removed = removed?;
+    if removed.code != 0 {
+        return Err(RemoteError::Protocol {
+            host: remote.target().to_string(),
+            message: format!(
+                "cannot remove {key_file} and {script}: {}",
+                removed.stderr_text().trim()
+            ),
+        }
+        .into());
+    }
+    log.push_str(&format!("removed {key_file} and {script}\n"));
+    Ok(out)
+}
+
+/// The key file, the script, the command running it and the one removing both, per shell.
+fn secret_paths(sw: &Software, target: &Target) -> (String, String, String, String) {
+    let sep = if target.shell == Shell::Windows {
+        '\\'
+    } else {
+        '/'
+    };
+    let dir = target.staging_dir.trim_end_matches(sep);
+    let key_file = format!("{dir}{sep}.roomcast-{}.key", sw.id);
+    match target.shell {
+        Shell::Posix => {
+            let script = format!("{dir}{sep}.roomcast-{}-install.sh", sw.id);
+            let run = format!("sh {}", shell_quote(&script));
+            let remove = format!("rm -f {} {}", shell_quote(&key_file), shell_quote(&script));
+            (key_file, script, run, remove)
+        }
+        Shell::Windows => {
+            let script = format!("{dir}{sep}.roomcast-{}-install.cmd", sw.id);
+            let run = format!("cmd /c \"{script}\"");
+            let remove = format!("del /f /q \"{key_file}\" \"{script}\"");
+            (key_file, script, run, remove)
+        }
+    }
+}
+
+/// Renders the install command. `key_file`: where the licence key file is (for software with a
+/// key); with `redacted`, `licence.key` is shown as `secret:NAME`.
 fn render_install(
     sw: &Software,
     target: &Target,
     remote_path: &str,
+    key_file: Option<&str>,
     redacted: bool,
 ) -> Result<String, RenderError> {
     let installer = minijinja::context! { path => remote_path, file => &sw.installer_file };
@@ -248,7 +328,7 @@ fn render_install(
             } else {
                 key.expose().to_string()
             };
-            let licence = minijinja::context! { key => shown };
+            let licence = minijinja::context! { key => shown, key_file => key_file };
             minijinja::context! { installer, software, machine, licence }
         }
         None => minijinja::context! { installer, software, machine },
@@ -358,7 +438,47 @@ mod tests {
     }
 
     #[test]
-    fn licence_key_reaches_the_command_but_never_the_log() {
+    fn licence_key_reaches_the_installer_through_0600_files_never_a_command_line_or_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sw(
+            dir.path(),
+            "cad",
+            "sh {{ installer.path }} --key-file {{ licence.key_file }}",
+        );
+        s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
+        let mut remote = FakeRemote::new("pc")
+            .on("test -e", vec![(1, ""), (0, "")])
+            .on("sh '/var", vec![(0, "licence AAAA-BBBB-CCCC accepted")]);
+        let reports = install_all(&mut remote, &target(), &[s]).unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Installed);
+        assert!(remote.calls.iter().all(|c| {
+            !c.command.contains("AAAA-BBBB-CCCC")
+                && !String::from_utf8_lossy(&c.stdin).contains("AAAA")
+        }));
+        let key_file = "/var/tmp/roomcast/.roomcast-cad.key";
+        let script = "/var/tmp/roomcast/.roomcast-cad-install.sh";
+        assert_eq!(remote.secret_uploads[key_file], b"AAAA-BBBB-CCCC");
+        assert_eq!(
+            String::from_utf8_lossy(&remote.secret_uploads[script]),
+            format!("sh /var/tmp/roomcast/cad.sh --key-file {key_file}\n")
+        );
+        assert_eq!(remote.ran(&format!("sh '{script}'")), 1);
+        assert_eq!(remote.ran(&format!("rm -f '{key_file}' '{script}'")), 1);
+        assert!(
+            !reports[0].log.contains("AAAA-BBBB-CCCC"),
+            "{}",
+            reports[0].log
+        );
+        assert!(reports[0].log.contains("licence secret:CAD_KEY accepted"));
+        let logs = dir.path().join("logs");
+        write_logs(&logs, &reports).unwrap();
+        let text = std::fs::read_to_string(logs.join("cad.log")).unwrap();
+        assert!(text.starts_with("cad@1.0: Installed"));
+        assert!(!text.contains("AAAA-BBBB-CCCC"));
+    }
+
+    #[test]
+    fn a_raw_licence_key_goes_into_the_script_only_and_both_files_go_after_a_failure() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = sw(
             dir.path(),
@@ -367,22 +487,27 @@ mod tests {
         );
         s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
         let mut remote = FakeRemote::new("pc")
-            .on("test -e", vec![(1, ""), (0, "")])
-            .on("KEY=", vec![(0, "licence AAAA-BBBB-CCCC accepted")]);
+            .on("test -e", vec![(1, "")])
+            .on("sh '/var", vec![(5, "")]);
         let reports = install_all(&mut remote, &target(), &[s]).unwrap();
-        assert_eq!(remote.ran("KEY=AAAA-BBBB-CCCC"), 1);
+        assert_eq!(
+            reports[0].outcome,
+            Outcome::Failed("install command exited with 5".into())
+        );
+        assert_eq!(remote.ran("AAAA"), 0);
         assert!(
-            !reports[0].log.contains("AAAA-BBBB-CCCC"),
+            String::from_utf8_lossy(
+                &remote.secret_uploads["/var/tmp/roomcast/.roomcast-cad-install.sh"]
+            )
+            .contains("KEY=AAAA-BBBB-CCCC")
+        );
+        assert_eq!(remote.ran("rm -f '/var/tmp/roomcast/.roomcast-cad.key'"), 1);
+        assert!(
+            reports[0].log.contains("KEY=secret:CAD_KEY"),
             "{}",
             reports[0].log
         );
-        assert!(reports[0].log.contains("KEY=secret:CAD_KEY"));
-        assert!(reports[0].log.contains("licence secret:CAD_KEY accepted"));
-        let logs = dir.path().join("logs");
-        write_logs(&logs, &reports).unwrap();
-        let text = std::fs::read_to_string(logs.join("cad.log")).unwrap();
-        assert!(text.starts_with("cad@1.0: Installed"));
-        assert!(!text.contains("AAAA-BBBB-CCCC"));
+        assert!(!reports[0].log.contains("AAAA"));
     }
 
     #[test]

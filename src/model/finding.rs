@@ -115,6 +115,8 @@ codes! {
     UnknownProfile = "RC036", Error, "unknown profile";
     /// A reference that is not `name@version`.
     MalformedReference = "RC037", Error, "malformed name@version reference";
+    /// An install command puts the raw licence key on a command line (visible in the process list).
+    SecretOnCommandLine = "RC038", Warning, "licence key on a command line";
     /// A value of the right type but the wrong shape (UAI, CIDR, sha256, date, identifier...).
     InvalidValue = "RC040", Error, "invalid value";
     /// The same catalog id, profile name@version or room defined twice.

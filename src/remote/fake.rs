@@ -28,6 +28,8 @@ pub struct FakeRemote {
     pub calls: Vec<Call>,
     /// Uploaded files by remote path.
     pub uploads: BTreeMap<String, Vec<u8>>,
+    /// Files written with [`RemoteExec::upload_secret`] (mode 0600), by remote path.
+    pub secret_uploads: BTreeMap<String, Vec<u8>>,
 }
 
 impl FakeRemote {
@@ -38,6 +40,7 @@ impl FakeRemote {
             rules: Vec::new(),
             calls: Vec::new(),
             uploads: BTreeMap::new(),
+            secret_uploads: BTreeMap::new(),
         }
     }
 
@@ -100,6 +103,12 @@ impl RemoteExec for FakeRemote {
             source,
         })?;
         self.uploads.insert(remote_path.to_string(), data);
+        Ok(())
+    }
+
+    fn upload_secret(&mut self, data: &[u8], remote_path: &str) -> Result<(), RemoteError> {
+        self.secret_uploads
+            .insert(remote_path.to_string(), data.to_vec());
         Ok(())
     }
 }

@@ -107,6 +107,11 @@ pub trait RemoteExec {
 
     /// Copies the local file to `remote_path`; the file appears there complete or not at all.
     fn upload(&mut self, local: &Path, remote_path: &str) -> Result<(), RemoteError>;
+
+    /// Writes `data` (a secret, or a script holding one) to `remote_path`, created afresh with mode
+    /// 0600 so no other account can read it and nothing of it goes through a command line. An old
+    /// file of that name is removed first rather than reused (its mode could be looser).
+    fn upload_secret(&mut self, data: &[u8], remote_path: &str) -> Result<(), RemoteError>;
 }
 
 /// Quotes `s` for a POSIX shell (single quotes), for paths put into remote command lines.

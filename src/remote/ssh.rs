@@ -278,4 +278,59 @@ impl RemoteExec for SshClient {
             Ok(Ok(())) => Ok(()),
         }
     }
+
+    fn upload_secret(&mut self, data: &[u8], remote_path: &str) -> Result<(), RemoteError> {
+        use russh_sftp::protocol::{FileAttributes, OpenFlags};
+        let work = async {
+            let channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| e.to_string())?;
+            channel
+                .request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| e.to_string())?;
+            let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
+                .await
+                .map_err(|e| e.to_string())?;
+            if sftp
+                .try_exists(remote_path)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                sftp.remove_file(remote_path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            // EXCLUDE: if someone recreated the name in between, fail rather than write into
+            // their file; the mode is set at creation, so there is no moment with a looser one.
+            let attrs = FileAttributes {
+                permissions: Some(0o600),
+                ..FileAttributes::empty()
+            };
+            let mut file = sftp
+                .open_with_flags_and_attributes(
+                    remote_path,
+                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                    attrs,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            file.write_all(data).await.map_err(|e| e.to_string())?;
+            file.shutdown().await.map_err(|e| e.to_string())?;
+            drop(file);
+            sftp.close().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        let limit = self.config.command_timeout;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, work).await })
+        {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(e)) => Err(self.protocol(&format!("writing {remote_path} (mode 0600)"), e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
 }

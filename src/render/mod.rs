@@ -94,6 +94,12 @@ pub fn installer_path(os: Os, file: &str) -> String {
     }
 }
 
+/// Where step c puts the licence key file (mode 0600, removed after the install) next to the
+/// installers; the campaign's staging folder replaces the folder at run time.
+pub fn licence_key_file(os: Os, id: &str) -> String {
+    installer_path(os, &format!(".roomcast-{id}.key"))
+}
+
 /// What an install command may use. `licence_key` is the `secret:NAME` reference, never the
 /// secret: it is resolved at run time, after rendering, by the step that runs the command.
 pub struct InstallVars<'a> {
@@ -120,7 +126,10 @@ pub fn install_context(v: &InstallVars<'_>) -> Value {
         machine => context! { hostname => v.hostname },
     };
     match v.licence_key {
-        Some(k) => context! { licence => context! { key => k }, ..base },
+        Some(k) => context! {
+            licence => context! { key => k, key_file => licence_key_file(v.os, v.id) },
+            ..base
+        },
         None => base,
     }
 }
@@ -170,6 +179,14 @@ mod tests {
         assert_eq!(
             r.render(t, install_context(&v)).unwrap(),
             "setup.exe /key secret:KEY"
+        );
+        assert_eq!(
+            r.render(
+                "setup.exe /keyfile {{ licence.key_file }}",
+                install_context(&v)
+            )
+            .unwrap(),
+            r"setup.exe /keyfile C:\roomcast\installers\.roomcast-x.key"
         );
     }
 }

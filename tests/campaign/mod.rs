@@ -4,6 +4,7 @@ mod ad;
 mod cli;
 mod crash;
 mod imaging;
+mod imaging_crash;
 mod imaging_pxe;
 mod remote;
 mod run;

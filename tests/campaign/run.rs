@@ -38,8 +38,8 @@ struct Region {
 }
 
 /// An installer that writes onto the PC's disk (mounted at /mnt in the PC's own namespace) and notes
-/// each install in a file the test reads. It gets the licence key as its argument (the catalog's
-/// template says so), which roomcast resolves at run time and keeps out of its own logs.
+/// each install in a file the test reads. It gets the path of the licence key file as its argument
+/// (`licence.key_file`: a 0600 file step c writes and removes; the key is on no command line).
 fn installer(flags: &Path) -> String {
     format!(
         "#!/bin/sh\n\
@@ -76,7 +76,7 @@ fn region(dir: &Path, addrs: &[String], seats: u32, sha: Option<&str>) -> Region
             "id: tool\nname: 'Tool'\npublisher: 'Test'\nlicence: per-seat\nversions:\n\
              \x20 - version: '1.0'\n    os: debian-12\n    installer:\n      file: 'tool-1.0.sh'\n\
              \x20     size: {size}\n      sha256: {sha}\n      source: 'file://{src}'\n\
-             \x20   install: 'sh \"{{{{ installer.path }}}}\" {{{{ licence.key }}}}'\n\
+             \x20   install: 'sh \"{{{{ installer.path }}}}\" \"{{{{ licence.key_file }}}}\"'\n\
              \x20   detect:\n      file: '/mnt/opt/tool/VERSION'\n\
              \x20   qualification:\n      status: qualified\n      by: 'SNE - test'\n      date: 2026-01-01\n",
             size = script.len(),
@@ -327,7 +327,12 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
             .join("logs/c/T1-PC01/tool.log"),
     )
     .unwrap();
-    assert!(log.contains("secret:TOOL_KEY"), "{log}");
+    // The key went through a 0600 file on the master, removed after the install; never logged.
+    assert!(
+        log.contains("/.roomcast-tool.key (0600, the licence key)") && log.contains("removed "),
+        "{log}"
+    );
+    assert!(!log.contains(LICENCE_KEY), "{log}");
     assert!(first.report_md.exists() && first.report_html.exists());
     assert!(
         events

@@ -120,3 +120,113 @@ fn install_is_idempotent_and_tests_check_code_and_output_on_a_real_master() {
             .contains("exit 7")
     );
 }
+
+/// Samples `ps -eo args` (every process of the machine, the namespaced sshd and its children
+/// included) until `stop` is set; returns every line seen.
+fn sample_process_list(stop: &std::sync::atomic::AtomicBool) -> Vec<String> {
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let out = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        seen.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    seen
+}
+
+#[test]
+fn a_licence_key_reaches_the_installer_but_never_the_process_list_of_a_real_master() {
+    use roomcast::campaign::secret::Secret;
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const KEY: &str = "K3Y-7f3a9c-SECRET-51ab";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = SshKeys::generate(dir.path()).unwrap();
+    let master_root = tempfile::tempdir().unwrap();
+    let root = master_root.path().to_path_buf();
+    let lab = Lab::builder().pcs(1).build().unwrap();
+    let (srv, master) = (lab.server(), lab.pc(0).unwrap());
+    let master_addr = master.addr().to_string();
+    let _sshd = Sshd::start(
+        master,
+        &keys,
+        &keys.host_key("a").unwrap(),
+        None,
+        dir.path(),
+    )
+    .unwrap();
+    // The installer takes the key file's path, notes its mode and a hash of what it read, and
+    // stays ~1 s so the sampler sees it running.
+    let script = dir.path().join("cad-setup.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nstat -c %a \"$2\" > {r}/mode\nsha256sum < \"$2\" | cut -d' ' -f1 > {r}/received\n\
+             sleep 1\nmkdir -p {r}/opt/cad && touch {r}/opt/cad/installed\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let software = vec![Software {
+        id: "cad".into(),
+        version: "1.0".into(),
+        installer: script,
+        installer_file: "cad-setup.sh".into(),
+        install: "sh {{ installer.path }} --key-file {{ licence.key_file }}".into(),
+        detect: Detect::File(format!("{}/opt/cad/installed", root.display())),
+        licence_key: Some(Secret::new("CAD_KEY", KEY)),
+    }];
+    let staging = root.join("staging");
+    let target = Target {
+        hostname: "B204-PC01".into(),
+        shell: Shell::Posix,
+        staging_dir: staging.to_string_lossy().into_owned(),
+    };
+    let cfg = SshConfig::new("root", keys.client(), keys.known_hosts());
+    let stop = AtomicBool::new(false);
+    let (reports, seen) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_process_list(&stop));
+        let reports = srv.run(move || {
+            let mut c = SshClient::connect(&master_addr, 22, &cfg).unwrap();
+            install_all(&mut c, &target, &software).unwrap()
+        });
+        stop.store(true, Ordering::SeqCst);
+        (reports.unwrap(), sampler.join().unwrap())
+    });
+    assert_eq!(reports[0].outcome, Outcome::Installed, "{}", reports[0].log);
+    // The sampler did overlap the install (else "never seen" would prove nothing)...
+    assert!(
+        seen.iter().any(|l| l.contains("cad-setup.sh --key-file")),
+        "the installer was never sampled"
+    );
+    // ...and never saw the key, in any process.
+    assert!(
+        seen.iter().all(|l| !l.contains(KEY)),
+        "key on the process list: {:?}",
+        seen.iter().find(|l| l.contains(KEY))
+    );
+    // The installer got the key, from a file only root could read; nothing is left behind.
+    assert_eq!(
+        std::fs::read_to_string(root.join("received"))
+            .unwrap()
+            .trim(),
+        hex::encode(Sha256::digest(KEY.as_bytes()))
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("mode")).unwrap().trim(),
+        "600"
+    );
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["cad-setup.sh".to_string()]);
+    assert!(!reports[0].log.contains(KEY));
+}

@@ -80,6 +80,7 @@ cases! {
     file_name_mismatch: "RC035-file-name-mismatch" => [("RC035", B204, 5, 7)];
     unknown_profile: "RC036-unknown-profile" => [("RC036", B204, 13, 10)];
     malformed_reference: "RC037-malformed-reference" => [("RC037", B204, 13, 10)];
+    secret_on_command_line: "RC038-secret-on-command-line" => [("RC038", "profiles/catalog/solidworks-edu.yaml", 13, 14)];
     invalid_value: "RC040-invalid-value" => [("RC040", B204, 10, 11)];
     duplicate_definition: "RC041-duplicate-definition" => [("RC041", PROFILE, 10, 5)];
 }

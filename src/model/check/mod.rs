@@ -364,18 +364,32 @@ impl Cx {
             licence_key: Some("secret:LICENCE_KEY"),
             hostname: "MASTER-PC01",
         };
-        if let Err(e) = self
+        match self
             .renderer
             .render(&v.install.value, render::install_context(&vars))
         {
-            self.push(
+            Err(e) => self.push(
                 src.finding(
                     Code::TemplateError,
                     Pos::of(&v.install),
                     format!("install command: {}", e.message),
                 )
-                .with_hint("variables: installer.path, installer.file, software.id, software.version, licence.key, machine.hostname"),
-            );
+                .with_hint("variables: installer.path, installer.file, software.id, software.version, licence.key, licence.key_file, machine.hostname"),
+            ),
+            // Step c hides the command itself (a 0600 script run by path), but whatever the
+            // script starts with the key as an argument shows it in the master's process list.
+            Ok(out) if out.contains("secret:LICENCE_KEY") => self.push(
+                src.finding(
+                    Code::SecretOnCommandLine,
+                    Pos::of(&v.install),
+                    format!(
+                        "`install` of `{id}@{}` puts `licence.key` on the installer's command line, where the process list shows it",
+                        v.version.value
+                    ),
+                )
+                .with_hint("give the installer `licence.key_file` (a 0600 file holding the key, removed after the install) instead"),
+            ),
+            Ok(_) => {}
         }
         let d = &v.detect.value;
         let set = [&d.file, &d.registry, &d.package, &d.command]
@@ -582,7 +596,7 @@ impl Cx {
                         Pos::of(s),
                         format!("the install command of `{id}@{version}` does not render for this profile: {}", e.message),
                     )
-                    .with_hint("does it use `licence.key`? give the licence a `key: secret:NAME`"),
+                    .with_hint("does it use `licence.key` or `licence.key_file`? give the licence a `key: secret:NAME`"),
                 );
             }
         }
