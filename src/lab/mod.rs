@@ -28,6 +28,7 @@ pub mod cleanup;
 mod cmd;
 mod error;
 pub mod loss;
+pub mod mcast_contender;
 pub mod netns;
 pub mod shaping;
 
