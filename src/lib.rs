@@ -18,4 +18,5 @@ pub mod proto;
 pub mod remote;
 pub mod render;
 pub mod secrets;
+pub mod serve;
 pub mod store;

@@ -63,6 +63,25 @@ impl Client {
             .map_err(|e| http(e.to_string()))
     }
 
+    /// GETs `url` like [`Client::get`], but a 404 is `None` (the thing is not offered).
+    pub fn get_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, AgentError> {
+        let http = |reason: String| AgentError::Http {
+            url: url.to_string(),
+            reason,
+        };
+        let mut resp = match self.agent.get(url).header(TOKEN_HEADER, &self.token).call() {
+            Ok(r) => r,
+            Err(ureq::Error::StatusCode(404)) => return Ok(None),
+            Err(e) => return Err(http(e.to_string())),
+        };
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map(Some)
+            .map_err(|e| http(e.to_string()))
+    }
+
     /// POSTs `body` (JSON) to `url`.
     pub fn post(&self, url: &str, body: &[u8]) -> Result<(), AgentError> {
         self.agent

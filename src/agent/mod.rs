@@ -3,13 +3,21 @@
 //! from the boot environment, never from the wire), restores the image onto the local disk with the
 //! store's delta restore (every chunk is checked against the signed manifest before it is written), and
 //! reports the outcome with its one-time token.
+//!
+//! When the server offers a multicast session (`GET /mcast/session`), the agent takes the stream
+//! ([`mcast`]): it says what its disk already holds, writes each block only after its sha256
+//! matched the signed manifest, and fetches over HTTP whatever the stream did not deliver. Without
+//! a session it restores over unicast HTTP.
 
 mod http;
+pub mod mcast;
 
 pub use http::HttpChunks;
+pub use mcast::McastFigures;
 
 use crate::disk::restore::{RestoreError, RestoreOptions, RestoreReport, restore_with};
 use crate::disk::{Disk, DiskError};
+use crate::net::http::SessionInfo;
 use crate::store::keys::{KeyError, TrustedSigners};
 use crate::store::manifest::{ManifestError, UnverifiedManifest, VerifiedManifest};
 use serde::Serialize;
@@ -52,6 +60,9 @@ pub enum AgentError {
     /// The restore stopped (a chunk refused, a write failed).
     #[error("{0}")]
     Restore(#[from] RestoreError),
+    /// The multicast path could not start or its catch-up failed.
+    #[error("multicast: {0}")]
+    Multicast(String),
 }
 
 /// What the agent sends to `/agent/report` (JSON).
@@ -79,6 +90,13 @@ pub struct Report {
     pub written_bytes: u64,
     /// Bytes zeroed.
     pub zeroed_bytes: u64,
+    /// `"multicast"` when a session was offered and taken, `"unicast"` otherwise.
+    pub transport: String,
+    /// Compressed bytes fetched over unicast HTTP after leaving the stream (0 on the unicast path).
+    pub catch_up_bytes: u64,
+    /// What the multicast path did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast: Option<McastFigures>,
 }
 
 impl Report {
@@ -86,6 +104,7 @@ impl Report {
         disk: &Path,
         image: Option<String>,
         outcome: &Result<RestoreReport, AgentError>,
+        multicast: Option<McastFigures>,
     ) -> Self {
         let (r, result, error) = match outcome {
             Ok(r) => (r.clone(), "ok", None),
@@ -102,6 +121,14 @@ impl Report {
             zeroed_chunks: r.zeroed_chunks,
             written_bytes: r.written_bytes,
             zeroed_bytes: r.zeroed_bytes,
+            transport: if multicast.is_some() {
+                "multicast"
+            } else {
+                "unicast"
+            }
+            .into(),
+            catch_up_bytes: multicast.as_ref().map_or(0, |m| m.catch_up_bytes),
+            multicast,
         }
     }
 }
@@ -147,14 +174,59 @@ pub fn fetch_manifest(
 pub fn run(opts: &AgentOptions) -> Result<Outcome, AgentError> {
     let client = http::Client::new(&opts.server, &opts.token);
     let mut image = None;
+    let mut multicast = None;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
         image = Some(m.id().to_hex());
-        restore(&client, &m, opts)
+        match session(&client)? {
+            Some(info) if !info.ended => {
+                let disk = open_disk(&m, opts)?;
+                let mut figures = None;
+                let r = mcast::restore(&client, &m, &info, &disk, opts).map(|(r, f)| {
+                    figures = Some(f);
+                    r
+                });
+                // A failure after joining is still a multicast attempt: say so in the report.
+                multicast = Some(figures.unwrap_or_default());
+                r
+            }
+            _ => restore(&client, &m, opts),
+        }
     });
-    let report = Report::new(&opts.disk, image, &result);
+    let report = Report::new(&opts.disk, image, &result, multicast);
     let body = serde_json::to_vec(&report).expect("report serialises");
     client.post(&client.url("/agent/report"), &body)?;
     Ok(Outcome { report, result })
+}
+
+/// The multicast session the server offers this machine, if any (404: none, restore over unicast).
+pub fn session(client: &http::Client) -> Result<Option<SessionInfo>, AgentError> {
+    let url = client.url("/mcast/session");
+    let Some(body) = client.get_optional(&url, 64 * 1024)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| AgentError::Http {
+            url,
+            reason: format!("session info: {e}"),
+        })
+}
+
+/// The target disk, opened for writing, refused when missing or smaller than the image.
+fn open_disk(m: &VerifiedManifest, opts: &AgentOptions) -> Result<Disk, AgentError> {
+    if !opts.disk.exists() {
+        return Err(AgentError::NoDisk(opts.disk.clone()));
+    }
+    let disk = Disk::open_write(&opts.disk, m.disk_size)?;
+    if disk.size() < m.disk_size {
+        return Err(RestoreError::TargetTooSmall {
+            path: opts.disk.clone(),
+            size: disk.size(),
+            need: m.disk_size,
+        }
+        .into());
+    }
+    Ok(disk)
 }
 
 fn restore(

@@ -44,6 +44,8 @@ pub fn run(a: AgentArgs) -> ExitCode {
         trusted,
         workers: a.workers,
     };
+    // The multicast path says on stderr why it left the stream (the report says it too).
+    super::serve::init_tracing();
     match agent::run(&opts) {
         Ok(out) => {
             println!(

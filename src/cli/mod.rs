@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bootenv;
 pub mod campaign;
+pub mod deploy;
 pub mod exit;
 pub mod image;
 pub mod inventory;
@@ -55,6 +56,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Wake the machines of a room (Wake-on-LAN, staggered) on the room interface.
     Wake(wake::WakeArgs),
+    /// Stream an image to a room's PCs by multicast (with HTTP catch-up), then summarise per PC.
+    Deploy(deploy::DeployArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(agent::AgentArgs),
 }
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Bootenv(cmd) => bootenv::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Agent(args) => agent::run(args),
     }
 }

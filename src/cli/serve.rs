@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// The campaign's image id (or a unique prefix): agents restore it onto their disk.
     #[arg(long, requires = "store")]
     image: Option<String>,
+    /// Also offer a multicast session of the image: the PXE-booted agents take the stream and
+    /// catch up over HTTP (needs --image).
+    #[arg(long, requires = "image")]
+    multicast: bool,
+    /// With --multicast: PCs to wait for before streaming.
+    #[arg(long, default_value_t = 1)]
+    expect: usize,
+    #[command(flatten)]
+    data: super::deploy::DataPlaneArgs,
 }
 
 /// Runs `roomcast serve` until killed.
@@ -90,10 +99,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 /// Interface, subnet and machines (MAC, hostname) of the campaign: the room file's, then the flags'.
-struct Campaign {
-    interface: String,
-    subnet: Subnet,
-    machines: Vec<(Mac, String)>,
+pub(super) struct Campaign {
+    pub(super) interface: String,
+    pub(super) subnet: Subnet,
+    pub(super) machines: Vec<(Mac, String)>,
+    /// The room's multicast group (`network.multicast_group`), when from a room file.
+    pub(super) group: Option<String>,
+    /// The room's link speed in Mbit/s, when from a room file.
+    pub(super) link_mbps: Option<u32>,
 }
 
 fn campaign(a: &ServeArgs) -> Result<Campaign, String> {
@@ -106,6 +119,8 @@ fn campaign(a: &ServeArgs) -> Result<Campaign, String> {
                 prefix: 0,
             },
             machines: Vec::new(),
+            group: None,
+            link_mbps: None,
         },
     };
     if let Some(i) = &a.interface {
@@ -134,7 +149,7 @@ fn campaign(a: &ServeArgs) -> Result<Campaign, String> {
 }
 
 /// The campaign of a validated room file; refused when the room file has errors.
-fn from_room(path: &std::path::Path) -> Result<Campaign, String> {
+pub(super) fn from_room(path: &std::path::Path) -> Result<Campaign, String> {
     use crate::model::{self, finding::Severity};
     let mut files =
         model::load::load(std::slice::from_ref(&path.to_path_buf())).map_err(|e| e.to_string())?;
@@ -185,10 +200,13 @@ fn from_room(path: &std::path::Path) -> Result<Campaign, String> {
         interface: net.interface.clone(),
         subnet,
         machines,
+        group: Some(net.multicast_group.value.clone()),
+        link_mbps: Some(net.link_speed_mbps.value),
     })
 }
 
-fn serve(a: ServeArgs) -> Result<(), String> {
+/// Log lines (tracing) on stderr, `RUST_LOG` or `roomcast=info`.
+pub(super) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -196,9 +214,32 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    init_tracing();
     let c = campaign(&a)?;
+    let data = if a.multicast {
+        Some(a.data.data_plane(c.group.as_deref(), c.link_mbps)?)
+    } else {
+        None
+    };
     let mut machines = BTreeMap::new();
     let mut wake_order = Vec::new();
+    let served = served_image(a.store.as_deref(), a.image.as_deref())?;
+    let session = match (&data, &served) {
+        (Some(d), Some(img)) => Some(crate::serve::SessionPlan {
+            store: img.store.clone(),
+            image: img.id,
+            interface: std::net::Ipv4Addr::UNSPECIFIED,
+            machines: c.machines.iter().map(|(m, _)| *m).collect(),
+            expect: a.expect,
+            data: d.clone(),
+            catch_up_wait: a.data.catch_up_wait(),
+        }),
+        _ => None,
+    };
+    let names: BTreeMap<Mac, String> = c.machines.iter().cloned().collect();
     for (mac, host) in c.machines {
         machines.insert(mac, host);
         wake_order.push(mac);
@@ -229,7 +270,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
                 a.cmdline.clone()
             },
             reports_dir: a.reports.clone(),
-            image: served_image(a.store.as_deref(), a.image.as_deref())?,
+            image: served,
         },
         root.clone(),
     )
@@ -290,6 +331,17 @@ fn serve(a: ServeArgs) -> Result<(), String> {
                 interface.clone(),
                 std::time::Duration::from_secs(1),
             ));
+        }
+        if let Some(mut plan) = session {
+            plan.interface = server;
+            let service = service.clone();
+            tokio::spawn(async move {
+                let progress = |p: &crate::serve::Progress| super::deploy::print_progress(p, &names);
+                match crate::serve::run_session(service, plan, &progress).await {
+                    Ok(r) => super::deploy::print_summary(&r, &names),
+                    Err(e) => eprintln!("roomcast serve: multicast session: {e}"),
+                }
+            });
         }
         let http = tokio::spawn(async move { axum::serve(listener, http::router(service)).await });
         tokio::select! {

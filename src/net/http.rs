@@ -14,6 +14,11 @@
 //! otherwise). Reading does not spend the token, so the agent can fetch many chunks and then report.
 //! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
 //! any other chunk of the store): a token opens one image, not the store.
+//!
+//! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
+//! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
+//! the group, and the machine's own control-channel token. 404 when no session is offered: the agent
+//! then restores over unicast.
 
 use crate::net::files::BootRoot;
 use crate::proto::mac::Mac;
@@ -27,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -131,14 +137,43 @@ pub struct AgentReport {
     pub body: String,
 }
 
+/// A multicast session offered to the campaign's agents (set by [`crate::serve`]).
+#[derive(Debug, Clone)]
+pub struct SessionOffer {
+    /// Where the deploy server's control channel listens (the room interface's address).
+    pub control: SocketAddrV4,
+    /// Multicast group and port of the data stream.
+    pub group: SocketAddrV4,
+    /// Control-channel token of each machine of the session (handed only to that machine).
+    pub tokens: BTreeMap<Mac, [u8; 32]>,
+    /// The session is over: late agents restore over unicast.
+    pub ended: bool,
+}
+
+/// What `GET /mcast/session` answers one agent (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// The control channel, `IP:port`.
+    pub control: SocketAddrV4,
+    /// The multicast group, `IP:port`.
+    pub group: SocketAddrV4,
+    /// The machine this token belongs to, `aa:bb:cc:dd:ee:ff` (the agent's identity in its HELLO).
+    pub machine: String,
+    /// Its control-channel token, hex (64 digits).
+    pub token: String,
+    /// True once the session is over: restore over unicast instead.
+    pub ended: bool,
+}
+
 /// Shared state of the service.
 pub struct BootService {
     config: BootConfig,
-    root: BootRoot,
+    root: Option<BootRoot>,
     tokens: Mutex<TokenBook>,
     reports: Mutex<Vec<AgentReport>>,
     env: minijinja::Environment<'static>,
     image: Option<OpenImage>,
+    session: Mutex<Option<SessionOffer>>,
 }
 
 /// Why the service cannot start.
@@ -157,6 +192,16 @@ impl BootService {
     /// The campaign's image is verified here, once: a server never hands out an image its own store
     /// does not trust.
     pub fn new(config: BootConfig, root: BootRoot) -> Result<Arc<BootService>, ServiceError> {
+        Self::build(config, Some(root))
+    }
+
+    /// The service without boot files (`roomcast deploy` by hand): image, reports and multicast
+    /// session only; `/files/` answers 404.
+    pub fn image_only(config: BootConfig) -> Result<Arc<BootService>, ServiceError> {
+        Self::build(config, None)
+    }
+
+    fn build(config: BootConfig, root: Option<BootRoot>) -> Result<Arc<BootService>, ServiceError> {
         let image = match &config.image {
             None => None,
             Some(img) => {
@@ -180,6 +225,7 @@ impl BootService {
             reports: Mutex::default(),
             env,
             image,
+            session: Mutex::default(),
         }))
     }
 
@@ -205,6 +251,46 @@ impl BootService {
                 mac => mac.to_string(), hostname, campaign => &c.campaign, base => &c.base_url,
                 kernel => &c.kernel, initrd => &c.initrd, cmdline => &c.cmdline, token,
             })
+    }
+
+    /// Issues `token` to `mac` without a boot script (a deploy started by hand hands tokens to the
+    /// technician); like a boot, it revokes the machine's previous unused token.
+    pub fn issue_token(&self, mac: Mac, token: String) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issue(mac, token);
+    }
+
+    /// Offers (or, with `None`, withdraws) a multicast session to the agents.
+    pub fn set_session(&self, offer: Option<SessionOffer>) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = offer;
+    }
+
+    /// Marks the offered session as over: agents asking from now on restore over unicast.
+    pub fn end_session(&self) {
+        if let Some(o) = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            o.ended = true;
+        }
+    }
+
+    /// The session as `mac` sees it, if one is offered and `mac` is in it.
+    pub fn session_for(&self, mac: Mac) -> Option<SessionInfo> {
+        let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let o = guard.as_ref()?;
+        let token = o.tokens.get(&mac)?;
+        Some(SessionInfo {
+            control: o.control,
+            group: o.group,
+            machine: mac.to_string(),
+            token: hex::encode(token),
+            ended: o.ended,
+        })
     }
 
     /// Accepts a report if its token is live; writes it to `<reports_dir>/<mac>.json`.
@@ -255,6 +341,7 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/agent/report", post(report))
         .route("/image/manifest", get(manifest))
         .route("/chunks/{sha256}", get(chunk))
+        .route("/mcast/session", get(session))
         .with_state(service)
 }
 
@@ -287,6 +374,17 @@ async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Resp
         img.envelope.clone(),
     )
         .into_response()
+}
+
+async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    let mac = match live_token(&s, &headers, "multicast session") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    match s.session_for(mac) {
+        Some(info) => axum::Json(info).into_response(),
+        None => (StatusCode::NOT_FOUND, "no multicast session offered\n").into_response(),
+    }
 }
 
 async fn chunk(
@@ -340,7 +438,10 @@ async fn boot_script(
 }
 
 async fn file(State(s): State<Arc<BootService>>, UrlPath(name): UrlPath<String>) -> Response {
-    let path = match s.root.resolve(&name) {
+    let Some(root) = &s.root else {
+        return (StatusCode::NOT_FOUND, "this server serves no boot files\n").into_response();
+    };
+    let path = match root.resolve(&name) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(%e, "http file refused");
@@ -428,5 +529,45 @@ mod tests {
         let local = service.boot_script(mac(9)).unwrap();
         assert!(local.contains("sanboot --no-describe --drive 0x80 || exit"));
         assert!(!local.contains("kernel"));
+    }
+
+    #[test]
+    fn a_session_is_told_only_to_its_machines_with_their_own_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [
+                (mac(1), "S12-P01".to_string()),
+                (mac(2), "S12-P02".to_string()),
+            ]
+            .into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            reports_dir: dir.path().to_path_buf(),
+            image: None,
+        };
+        let service = BootService::image_only(config).unwrap();
+        assert_eq!(service.session_for(mac(1)), None, "nothing offered yet");
+        let control = "198.18.0.1:9500".parse().unwrap();
+        let group = "239.255.12.1:9000".parse().unwrap();
+        service.set_session(Some(SessionOffer {
+            control,
+            group,
+            tokens: [(mac(1), [7u8; 32]), (mac(2), [9u8; 32])].into(),
+            ended: false,
+        }));
+        let one = service.session_for(mac(1)).unwrap();
+        assert_eq!(one.machine, "52:54:00:18:03:01");
+        assert_eq!(one.token, "07".repeat(32));
+        assert_eq!((one.control, one.group, one.ended), (control, group, false));
+        assert_eq!(service.session_for(mac(2)).unwrap().token, "09".repeat(32));
+        assert_eq!(service.session_for(mac(3)), None, "not in the session");
+        service.end_session();
+        assert!(service.session_for(mac(1)).unwrap().ended);
+        // Tokens issued by hand work like boot-script tokens.
+        service.issue_token(mac(2), "t2".into());
+        assert_eq!(service.check_token("t2"), Ok(mac(2)));
     }
 }

@@ -61,6 +61,10 @@ fn io_err(step: &'static str) -> impl FnOnce(io::Error) -> NetError {
 pub trait BlockSource {
     /// The compressed bytes of block `index`.
     fn read_block(&mut self, index: u32) -> io::Result<Vec<u8>>;
+
+    /// Every event of the session but `NeedBlock` (joins, completions, deaths, the end), with the
+    /// sender's counters at that moment: the deploy server's progress and final figures.
+    fn event(&mut self, _event: &SenderEvent, _stats: &SenderStats) {}
 }
 
 /// Where the receiver puts rebuilt blocks.
@@ -152,8 +156,14 @@ fn serve_events(sender: &mut Sender, source: &mut impl BlockSource) -> Result<Se
                     .map_err(io_err("reading a block for the stream"))?;
                 sender.supply_block(i, &data)?;
             }
-            SenderEvent::Finished(reports) => return Ok(Served::Finished(reports)),
-            other => tracing::info!(event = ?other, "multicast session"),
+            SenderEvent::Finished(reports) => {
+                source.event(&SenderEvent::Finished(reports.clone()), sender.stats());
+                return Ok(Served::Finished(reports));
+            }
+            other => {
+                tracing::info!(event = ?other, "multicast session");
+                source.event(&other, sender.stats());
+            }
         }
     }
     Ok(served)

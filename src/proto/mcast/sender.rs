@@ -171,6 +171,10 @@ struct BlockState {
     k: u32,
     next_repair: u32,
     last_seq: u64,
+    /// When its last symbol left: a STATUS long enough after that (`STALE_GRACE_SETTLES` x
+    /// `settle`) is news, even from a receiver that lost the tail of the round (and so never saw
+    /// `last_seq`); without this, such a receiver's deficits would wait forever.
+    last_sent_at: Timestamp,
     ever_sent: bool,
     lacking: u32,
 }
@@ -274,6 +278,7 @@ impl Sender {
                 k: source_symbols(len, cfg.symbol_size),
                 next_repair: 0,
                 last_seq: 0,
+                last_sent_at: now,
                 ever_sent: false,
                 lacking: 0,
             });
@@ -611,10 +616,15 @@ impl Sender {
     }
 
     /// Symbols that receiver `p` still needs of block `b`, inflated by its loss so that one round
-    /// is likely to be enough; `None` if its last STATUS predates symbols already sent of `b`.
+    /// is likely to be enough; `None` if its last STATUS may not account for symbols already sent
+    /// of `b` (it saw neither the block's last sequence number nor the grace pass since it left).
     fn need(&self, p: &Peer, b: u32) -> Option<u32> {
         let blk = &self.blocks[b as usize];
-        if !p.lacks(b) || p.highest_seq < blk.last_seq {
+        // The grace is several settle times: a receiver still working through its socket buffer
+        // has not lost the tail yet, and repairing it now would be wasted.
+        let grace = self.cfg.settle * STALE_GRACE_SETTLES;
+        let stale = p.highest_seq < blk.last_seq && p.last_heard < blk.last_sent_at + grace;
+        if !p.lacks(b) || stale {
             return None;
         }
         let d = p.partial.get(&b).copied().unwrap_or(blk.k);
@@ -771,6 +781,7 @@ impl Sender {
         };
         self.seq += 1;
         blk.last_seq = self.seq;
+        blk.last_sent_at = now;
         blk.ever_sent = true;
         let mut out = Vec::with_capacity(wire - IP_UDP_OVERHEAD);
         let mut symbol = Vec::with_capacity(usize::from(self.cfg.symbol_size));
@@ -907,3 +918,7 @@ impl Sender {
 }
 
 const DATA_LEN_FIXED: usize = super::wire::DATA_HEADER_LEN;
+
+/// A receiver that never saw a block's last sequence number is taken at its word about that block
+/// once this many `settle` delays passed since the block's last symbol left.
+const STALE_GRACE_SETTLES: u32 = 4;

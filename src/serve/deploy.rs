@@ -1,0 +1,172 @@
+//! [`Deployment`]: a whole deploy on one interface — HTTP (manifest, chunks, reports, session info)
+//! and the multicast session — on a thread of its own, with the per-machine HTTP tokens issued here.
+
+use super::{DataPlane, DeployError, DeployReport, Progress, SessionPlan, run_session};
+use crate::net::http::{self, BootConfig, BootService, ServedImage};
+use crate::net::proxydhcp::Subnet;
+use crate::proto::mac::Mac;
+use crate::store::Store;
+use crate::store::manifest::ImageId;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to deploy, where, to whom.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// The store holding the image.
+    pub store: Store,
+    /// The image.
+    pub image: ImageId,
+    /// The room interface: HTTP, the control channel and the stream use only its address.
+    pub interface: String,
+    /// When given, the interface must have an address in it (the room file's subnet).
+    pub subnet: Option<Subnet>,
+    /// The machines (MAC, hostname): each gets a token; no other machine is served.
+    pub machines: Vec<(Mac, String)>,
+    /// PCs to wait for before streaming.
+    pub expect: usize,
+    /// Group, ports, rate, timeouts.
+    pub data: DataPlane,
+    /// HTTP port on the interface's address (0: any free port).
+    pub http_port: u16,
+    /// Where agent reports are written, one `<mac>.json` each.
+    pub reports_dir: PathBuf,
+    /// After the stream, how long to wait for PCs catching up over HTTP.
+    pub catch_up_wait: Duration,
+}
+
+/// A machine's HTTP token, to hand to its agent (`roomcast agent --token`). A credential: the
+/// `Debug` output hides it.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The machine.
+    pub mac: Mac,
+    /// Its hostname.
+    pub hostname: String,
+    /// The token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("mac", &self.mac)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running deploy.
+pub struct Deployment {
+    base_url: String,
+    tokens: Vec<IssuedToken>,
+    thread: std::thread::JoinHandle<Result<DeployReport, DeployError>>,
+}
+
+impl Deployment {
+    /// Binds HTTP on the interface, issues one token per machine and starts the session on a
+    /// thread of its own. Agents may connect as soon as this returns (`base_url`, `tokens`).
+    pub fn start(
+        opts: DeployOptions,
+        progress: Box<dyn Fn(&Progress) + Send + Sync>,
+    ) -> Result<Deployment, DeployError> {
+        opts.data.check()?;
+        if opts.machines.is_empty() {
+            return Err(DeployError::Config("no machine to deploy to".into()));
+        }
+        let addr = super::interface_addr(&opts.interface, opts.subnet)?;
+        let io = |step: String| move |source| DeployError::Io { step, source };
+        std::fs::create_dir_all(&opts.reports_dir)
+            .map_err(io(format!("creating {}", opts.reports_dir.display())))?;
+        let bind = SocketAddrV4::new(addr, opts.http_port);
+        let listener = std::net::TcpListener::bind(bind).map_err(io(format!("HTTP on {bind}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io(format!("HTTP on {bind}")))?;
+        let local = match listener.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => bind,
+        };
+        let base_url = format!("http://{local}");
+        let service = BootService::image_only(BootConfig {
+            campaign: "deploy".into(),
+            machines: opts.machines.iter().cloned().collect(),
+            base_url: base_url.clone(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            reports_dir: opts.reports_dir.clone(),
+            image: Some(ServedImage {
+                store: opts.store.clone(),
+                id: opts.image,
+            }),
+        })?;
+        let tokens: Vec<IssuedToken> = opts
+            .machines
+            .iter()
+            .map(|(mac, hostname)| {
+                let token = hex::encode(rand::random::<[u8; 16]>());
+                service.issue_token(*mac, token.clone());
+                IssuedToken {
+                    mac: *mac,
+                    hostname: hostname.clone(),
+                    token,
+                }
+            })
+            .collect();
+        let plan = SessionPlan {
+            store: opts.store,
+            image: opts.image,
+            interface: addr,
+            machines: opts.machines.iter().map(|(m, _)| *m).collect(),
+            expect: opts.expect,
+            data: opts.data,
+            catch_up_wait: opts.catch_up_wait,
+        };
+        let thread = std::thread::Builder::new()
+            .name("deploy".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(io("starting the runtime".into()))?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(io(format!("HTTP on {local}")))?;
+                    let router = http::router(service.clone());
+                    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+                    let report = run_session(service, plan, &*progress).await;
+                    server.abort();
+                    report
+                })
+            })
+            .map_err(io("starting the deploy thread".into()))?;
+        Ok(Deployment {
+            base_url,
+            tokens,
+            thread,
+        })
+    }
+
+    /// The URL agents are given (`roomcast agent --server`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The token of each machine.
+    pub fn tokens(&self) -> &[IssuedToken] {
+        &self.tokens
+    }
+
+    /// Waits for the end: the stream is over and every PC that joined reported (or the catch-up
+    /// wait passed).
+    pub fn wait(self) -> Result<DeployReport, DeployError> {
+        self.thread.join().unwrap_or_else(|_| {
+            Err(DeployError::Config(
+                "the deploy thread panicked (see the log)".into(),
+            ))
+        })
+    }
+}
