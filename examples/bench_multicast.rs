@@ -19,7 +19,7 @@
 
 use clap::Parser;
 use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast};
-use roomcast::lab::mcast_contender::{self, LinkMeter, RoomcastLib};
+use roomcast::lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
 use roomcast::lab::{Lab, Tbf};
 use roomcast::proto::mcast::DEFAULT_SYMBOL_SIZE;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,9 @@ struct Args {
     /// Link rate of every veth, both ends, in Mbit/s.
     #[arg(long, default_value_t = 200)]
     mbit: u64,
-    /// Contenders, comma-separated: udpcast, roomcast-lib.
-    #[arg(long, value_delimiter = ',', default_value = "udpcast,roomcast-lib")]
+    /// Contenders, comma-separated: udpcast (the reference), roomcast (the real binaries: deploy
+    /// and agent, from a store), roomcast-lib (the library's drivers in process, no store).
+    #[arg(long, value_delimiter = ',', default_value = "udpcast,roomcast")]
     with: Vec<String>,
     /// Token bucket depth of roomcast's pacing, KiB (default: `RateConfig::for_link`, 256).
     #[arg(long)]
@@ -73,10 +74,34 @@ fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
                             args.mbit * 10_000 * p * 1464 / 1478
                         })),
                 )),
+                "roomcast" => {
+                    let bin = roomcast_bin()?;
+                    let mut c = RoomcastCli::new(bin);
+                    c.rate_bps = args.pace_pct.map(|p| args.mbit * 10_000 * p * 1464 / 1478);
+                    Ok(Box::new(c))
+                }
                 other => Err(format!("unknown contender {other}")),
             }
         })
         .collect()
+}
+
+/// The `roomcast` binary built with this example (`target/<profile>/roomcast`).
+fn roomcast_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("roomcast"))
+        .ok_or("no target folder")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo build --release --bin roomcast` first",
+            bin.display()
+        ))
+    }
 }
 
 fn main() -> ExitCode {

@@ -513,3 +513,219 @@ mod meter_tests {
         assert_eq!(link_use(&s[..1]), None);
     }
 }
+
+/// roomcast end to end with its real binaries: the image is captured into a store first (not
+/// timed), then `roomcast deploy` runs in the server's namespace and `roomcast agent` in each PC's,
+/// onto a blank disk file of the image's size. The agent surveys its disk, takes the stream,
+/// verifies every chunk against the signed manifest and writes it.
+#[derive(Debug)]
+pub struct RoomcastCli {
+    bin: std::path::PathBuf,
+    /// `--rate` given to deploy, bits per second; `None`: [`RateConfig::for_link`] of the lab.
+    pub rate_bps: Option<u64>,
+    prepared: Mutex<Option<Prepared>>,
+}
+
+#[derive(Debug)]
+struct Prepared {
+    image: std::path::PathBuf,
+    store: std::path::PathBuf,
+    pub_file: std::path::PathBuf,
+    id: String,
+    /// Compressed bytes of all chunks (what the stream must carry at least).
+    compressed: u64,
+}
+
+impl RoomcastCli {
+    /// The contender running the `roomcast` binary at `bin`.
+    pub fn new(bin: std::path::PathBuf) -> Self {
+        Self {
+            bin,
+            rate_bps: None,
+            prepared: Mutex::new(None),
+        }
+    }
+
+    /// Captures `image` into a new store under `dir` (1 MiB chunks, zstd 3) and returns the store,
+    /// the trusted public key, the image id and the compressed size.
+    fn capture(image: &Path, dir: &Path) -> Result<Prepared, String> {
+        use crate::store::Store;
+        use crate::store::capture::{self, CaptureOptions};
+        use crate::store::chunk::ChunkSize;
+        use crate::store::keys::{self, Signer};
+        use crate::store::manifest::ImageLabel;
+        let root = dir.join(format!("roomcast-store-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&root)
+            .map_err(|e| format!("store folder {}: {e}", root.display()))?;
+        let (key_file, pub_file, _) =
+            keys::generate_files(&root.join("keys")).map_err(|e| e.to_string())?;
+        let store = Store::open_or_create(&root.join("store")).map_err(|e| e.to_string())?;
+        store.trust(&pub_file).map_err(|e| e.to_string())?;
+        let report = capture::capture(
+            &store,
+            image,
+            ImageLabel {
+                name: "bench".into(),
+                version: "1".into(),
+                profile: None,
+                captured_by: "bench@lab".into(),
+                captured_at: "2026-11-28T00:00:00Z".into(),
+            },
+            &Signer::load(&key_file).map_err(|e| e.to_string())?,
+            &CaptureOptions {
+                chunk_size: ChunkSize::new(1 << 20).map_err(|e| e.to_string())?,
+                level: 3,
+                workers: 2,
+            },
+            &|_| {},
+        )
+        .map_err(|e| format!("capturing {}: {e}", image.display()))?;
+        let compressed = report.compressed_bytes;
+        Ok(Prepared {
+            image: image.to_owned(),
+            store: root.join("store"),
+            pub_file,
+            id: report.id.to_hex(),
+            compressed,
+        })
+    }
+
+    /// Compressed size of the image prepared last, bytes.
+    pub fn compressed_bytes(&self) -> Option<u64> {
+        self.prepared
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.compressed))
+    }
+}
+
+impl Contender for RoomcastCli {
+    fn name(&self) -> &str {
+        "roomcast"
+    }
+
+    fn prepare(&self, image: &Path, work_dir: &Path) -> Result<(), BenchError> {
+        let mut p = self.prepared.lock().map_err(|_| BenchError::Failed {
+            contender: "roomcast".into(),
+            node: "bench".into(),
+            detail: "poisoned".into(),
+        })?;
+        if p.as_ref().is_some_and(|p| p.image == image) {
+            return Ok(());
+        }
+        *p = Some(
+            Self::capture(image, work_dir).map_err(|detail| BenchError::Failed {
+                contender: "roomcast".into(),
+                node: "bench".into(),
+                detail,
+            })?,
+        );
+        Ok(())
+    }
+
+    fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
+        let (store, pub_file, id) = {
+            let p = self.prepared.lock().ok();
+            let p = p
+                .as_ref()
+                .and_then(|p| p.as_ref())
+                .ok_or_else(|| BenchError::Failed {
+                    contender: "roomcast".into(),
+                    node: "bench".into(),
+                    detail: "deliver before prepare".into(),
+                })?;
+            (p.store.clone(), p.pub_file.clone(), p.id.clone())
+        };
+        let size = std::fs::metadata(d.image)
+            .map_err(|source| BenchError::Io {
+                step: "reading the image size".into(),
+                path: d.image.to_owned(),
+                source,
+            })?
+            .len();
+        // Each PC's disk: keep what is there (the delta case), else a blank disk of the image's size.
+        for out in d.outputs {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(out)
+                .and_then(|f| {
+                    if f.metadata()?.len() < size {
+                        f.set_len(size)?;
+                    }
+                    Ok(f)
+                });
+            f.map_err(|source| BenchError::Io {
+                step: "making the PC's disk".into(),
+                path: out.clone(),
+                source,
+            })?;
+        }
+        let reports = d
+            .log_dir
+            .join(format!("deploy-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&reports).map_err(|source| BenchError::Io {
+            step: "reports folder".into(),
+            path: reports.clone(),
+            source,
+        })?;
+        let srv = d.lab.server();
+        let rate = self
+            .rate_bps
+            .or_else(|| {
+                d.lab
+                    .rate()
+                    .map(|t| RateConfig::for_link(t.rate_bit).max_bps)
+            })
+            .unwrap_or(RateConfig::default().max_bps);
+        let http_port = d.portbase + 51;
+        let mut procs = super::bench::Processes::new(self.name());
+        let mut c = srv.command(&self.bin.to_string_lossy());
+        c.arg("deploy")
+            .arg("--store")
+            .arg(&store)
+            .args(["--image", &id, "--interface", srv.ifname()])
+            .args(["--expect", &d.lab.pcs().len().to_string()])
+            .arg("--reports")
+            .arg(&reports)
+            .args(["--group", &format!("{}:{}", d.groups.0, d.portbase)])
+            .args(["--control-port", &(d.portbase + 50).to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--rate", &rate.to_string(), "--catch-up-wait", "30"]);
+        procs.spawn(srv, c, d.log_dir)?;
+        let tokens_file = reports.join("tokens");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let tokens: Vec<String> = loop {
+            if let Ok(text) = std::fs::read_to_string(&tokens_file) {
+                let t: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+                    .collect();
+                if t.len() >= d.lab.pcs().len() {
+                    break t;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(BenchError::Failed {
+                    contender: "roomcast".into(),
+                    node: "srv".into(),
+                    detail: format!("no tokens in {} after 30 s", tokens_file.display()),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let url = format!("http://{}:{http_port}", srv.addr().addr());
+        for ((pc, out), token) in d.lab.pcs().iter().zip(d.outputs).zip(&tokens) {
+            let mut c = pc.command(&self.bin.to_string_lossy());
+            c.args(["agent", "--server", &url, "--token", token])
+                .arg("--disk")
+                .arg(out)
+                .arg("--trusted-key")
+                .arg(&pub_file)
+                .args(["--workers", "2"]);
+            procs.spawn(pc, c, d.log_dir)?;
+        }
+        procs.wait_all(d.timeout)
+    }
+}

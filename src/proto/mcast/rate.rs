@@ -46,7 +46,7 @@ impl Default for RateConfig {
 impl RateConfig {
     /// Pacing for a sender whose own link carries `link_bps` (bits per second of Ethernet frames,
     /// 14-byte header included, as a switch port or Linux `tbf` counts them): 5 % above the rate
-    /// that fills the link with full-size datagrams, and a bucket of 256 KiB. The sender's link
+    /// that fills the link with full-size datagrams, and a bucket of 10 ms. The sender's link
     /// queue then does the fine pacing through the socket's backpressure, and the bucket lets
     /// the sender catch up after the scheduler kept it off the CPU (at the link rate exactly and
     /// with a 64 KiB bucket, every wake-up later than 2.6 ms at 200 Mbit/s was link time lost for
@@ -60,9 +60,15 @@ impl RateConfig {
         RateConfig {
             max_bps,
             min_bps: max_bps / 10,
-            burst_bytes: 256 * 1024,
+            burst_bytes: Self::burst_for(max_bps),
             ..RateConfig::default()
         }
+    }
+
+    /// A bucket of 10 ms at `max_bps` (at least 64 KiB, at most 4 MiB): what the sender may send
+    /// back to back after the scheduler kept it away that long.
+    pub fn burst_for(max_bps: u64) -> u32 {
+        (max_bps / 8 / 100).clamp(64 << 10, 4 << 20) as u32
     }
 }
 
@@ -216,7 +222,9 @@ mod tests {
         // 1464-byte datagrams in 1478-byte frames fill 200 Mbit/s at 198.1 Mbit/s of IP.
         let filling = 200_000_000u64 * 1464 / 1478;
         assert_eq!(c.max_bps, filling + filling / 20);
-        assert_eq!(c.burst_bytes, 256 * 1024);
+        // 10 ms at 208 Mbit/s.
+        assert_eq!(c.burst_bytes, (c.max_bps / 800) as u32);
+        assert_eq!(RateConfig::burst_for(1_000_000), 64 << 10);
     }
 
     #[test]
