@@ -51,6 +51,9 @@ struct Args {
     /// `RateConfig::for_link`, 105).
     #[arg(long)]
     pace_pct: Option<u64>,
+    /// Write PC 0's link counter (seconds, bytes) every 20 ms to DIR/<contender>-<pcs>-<loss>.txt.
+    #[arg(long, value_name = "DIR")]
+    samples: Option<PathBuf>,
     /// Only the delta case: each PC holds an older image where 1 block in 8 differs.
     #[arg(long)]
     delta: bool,
@@ -129,6 +132,7 @@ fn load() -> String {
 
 /// One delivery, metered on PC 0's link.
 fn measured(
+    samples_dir: Option<&Path>,
     c: &dyn Contender,
     lab: &Lab,
     image: &Path,
@@ -139,7 +143,8 @@ fn measured(
     let meter = LinkMeter::start(lab.pcs()[0].host_if(), Duration::from_millis(20));
     let r = bench::run_case(c, lab, image, sha, work, loss);
     let samples = meter.finish();
-    if let Ok(dir) = std::env::var("RC_SAMPLES") {
+    if let Some(dir) = samples_dir {
+        let dir = dir.display();
         let text: String = samples
             .iter()
             .map(|(t, v)| format!("{t:.3} {v}\n"))
@@ -193,7 +198,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             let mut reference: Option<CaseResult> = None;
             for c in &contenders {
-                let (r, link) = match measured(c.as_ref(), &lab, &image, &sha, work.path(), loss) {
+                let (r, link) = match measured(
+                    args.samples.as_deref(),
+                    c.as_ref(),
+                    &lab,
+                    &image,
+                    &sha,
+                    work.path(),
+                    loss,
+                ) {
                     Ok(r) => r,
                     Err(e) => {
                         println!("| {} | {n} | {loss} | failed: {e} | | | | | |", c.name());
@@ -239,13 +252,65 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The delta case: every PC already holds an older image in which one block in eight differs;
-/// the figure is the bytes the switch delivered to PC 0 over the bytes of the changed blocks.
+/// the figure is the bytes the switch delivered to PC 0 over the zstd-compressed size (level 3,
+/// as the store) of the changed 1 MiB chunks.
 fn delta(
     args: &Args,
     image: &Path,
     work: &Path,
     tbf: Tbf,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let _ = (args, image, work, tbf);
-    Err("delta: not yet".into())
+    const CHUNK: usize = 1 << 20;
+    let new = std::fs::read(image)?;
+    let mut old = new.clone();
+    let mut changed = 0u64;
+    let mut changed_compressed = 0u64;
+    for (i, chunk) in old.chunks_mut(CHUNK).enumerate() {
+        if i % 8 == 3 {
+            // The old version of this chunk: other bytes.
+            for b in chunk.iter_mut().step_by(4096) {
+                *b ^= 0x5a;
+            }
+            let fresh = &new[i * CHUNK..(i * CHUNK + CHUNK).min(new.len())];
+            changed += 1;
+            changed_compressed += zstd::bulk::compress(fresh, 3)?.len() as u64;
+        }
+    }
+    let sha = bench::sha256_file(image)?;
+    println!(
+        "delta: {changed} of {} chunks changed, {:.1} MiB compressed",
+        new.len().div_ceil(CHUNK),
+        changed_compressed as f64 / f64::from(1 << 20)
+    );
+    println!("| contender | PCs | end to end s | bytes to PC 0 / compressed changed chunks |");
+    println!("|---|---|---|---|");
+    let lab = Lab::builder().pcs(args.pcs[0]).rate(tbf).build()?;
+    for c in contenders(args)? {
+        if c.name() == "udpcast" {
+            continue; // udpcast always sends the whole image
+        }
+        for pc in lab.pcs() {
+            std::fs::write(work.join(format!("{}-{}.out", c.name(), pc.role())), &old)?;
+        }
+        match measured(
+            args.samples.as_deref(),
+            c.as_ref(),
+            &lab,
+            image,
+            &sha,
+            work,
+            0,
+        ) {
+            Ok((r, link)) => println!(
+                "| {} | {} | {:.2} | {:.3} |",
+                r.contender,
+                r.pcs,
+                r.elapsed.as_secs_f64(),
+                link.map_or(f64::NAN, |u| u.bytes as f64 / changed_compressed as f64)
+            ),
+            Err(e) => println!("| {} | {} | failed: {e} | |", c.name(), lab.pcs().len()),
+        }
+    }
+    lab.teardown()?;
+    Ok(())
 }
