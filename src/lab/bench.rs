@@ -87,6 +87,12 @@ pub trait Contender {
     /// Copies `d.image` to every `d.outputs[i]` on PC `i` and returns once every PC has it (or an
     /// error). The caller times this call and verifies the copies.
     fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError>;
+
+    /// Work done once per image before any timed delivery (capturing it into a store, say), in
+    /// `work_dir`. Nothing by default.
+    fn prepare(&self, _image: &Path, _work_dir: &Path) -> Result<(), BenchError> {
+        Ok(())
+    }
 }
 
 /// Debian's udpcast (`udp-sender` / `udp-receiver`), what FOG and Clonezilla use.
@@ -421,6 +427,7 @@ pub fn run_case(
         // The time at 20 Mbit/s plus a minute: only a hang reaches it.
         timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
     };
+    contender.prepare(image, work_dir)?;
     let start = Instant::now();
     contender.deliver(&d)?;
     let elapsed = start.elapsed();

@@ -29,6 +29,7 @@ mod cmd;
 pub mod daemon;
 mod error;
 pub mod loss;
+pub mod mcast_contender;
 pub mod netns;
 pub mod room;
 pub mod samba;

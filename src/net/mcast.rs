@@ -18,6 +18,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+/// SO_SNDBUF of the multicast socket, bytes.
+const SEND_BUFFER: usize = 256 << 10;
+
 /// Largest control frame: a HELLO of 16 Mi blocks carries a 2 MiB bitmap.
 const MAX_FRAME: usize = 4 << 20;
 
@@ -89,6 +92,10 @@ fn sender_socket(addr: McastAddr) -> io::Result<UdpSocket> {
     s.set_multicast_ttl_v4(1)?;
     s.set_multicast_if_v4(&addr.interface)?;
     s.set_multicast_loop_v4(false)?;
+    // The socket's backlog keeps the link busy while the scheduler keeps the sender off the CPU;
+    // Linux doubles this and counts whole buffers, so about 230 datagrams (330 kB) may wait in the
+    // queues below, within a switch port's or `tbf`'s buffer (564 kB in the lab: no tail drop).
+    s.set_send_buffer_size(SEND_BUFFER)?;
     s.bind(&SocketAddr::V4(SocketAddrV4::new(addr.interface, 0)).into())?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
@@ -130,6 +137,38 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Option<Ve
     Ok(Some(buf))
 }
 
+/// What [`serve_events`] did.
+enum Served {
+    None,
+    Some,
+    Finished(Vec<ReceiverReport>),
+}
+
+/// Handles every pending sender event: reads the blocks it asks for, logs the rest.
+fn serve_events(sender: &mut Sender, source: &mut impl BlockSource) -> Result<Served, NetError> {
+    let mut served = Served::None;
+    while let Some(ev) = sender.poll_event() {
+        served = Served::Some;
+        match ev {
+            SenderEvent::NeedBlock(i) => {
+                let data = source
+                    .read_block(i)
+                    .map_err(io_err("reading a block for the stream"))?;
+                sender.supply_block(i, &data)?;
+            }
+            SenderEvent::Finished(reports) => {
+                source.event(&SenderEvent::Finished(reports.clone()), sender.stats());
+                return Ok(Served::Finished(reports));
+            }
+            other => {
+                tracing::info!(event = ?other, "multicast session");
+                source.event(&other, sender.stats());
+            }
+        }
+    }
+    Ok(served)
+}
+
 enum CtlIn {
     Msg(ConnId, Up),
     Closed(ConnId),
@@ -138,43 +177,48 @@ enum CtlIn {
 /// Runs the deploy server's side of a session to its end: accepts control connections on
 /// `control`, multicasts to `addr`. Returns the report per receiver.
 pub async fn run_sender(
-    mut sender: Sender,
+    sender: Sender,
     control: TcpListener,
     addr: McastAddr,
     source: &mut impl BlockSource,
 ) -> Result<Vec<ReceiverReport>, NetError> {
+    run_sender_with_stats(sender, control, addr, source)
+        .await
+        .map(|(reports, _)| reports)
+}
+
+/// [`run_sender`], also returning the sender's counters (packets, bytes on the wire, repair).
+pub async fn run_sender_with_stats(
+    mut sender: Sender,
+    control: TcpListener,
+    addr: McastAddr,
+    source: &mut impl BlockSource,
+) -> Result<(Vec<ReceiverReport>, SenderStats), NetError> {
     let start = Instant::now();
     let udp = sender_socket(addr).map_err(io_err("opening the multicast socket"))?;
     let (tx, mut rx) = mpsc::channel::<CtlIn>(1024);
     let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
     let mut next_conn = 1u64;
+    let mut last_rate = sender.rate_bps();
     loop {
-        // Drain everything the state machine has to say before sleeping.
+        // Drain everything the state machine has to say before sleeping. One datagram per round:
+        // blocks the sender asks for ahead of its cursor are read as soon as asked, not when the
+        // pacing next pauses (which, with the socket's backpressure pacing, may be many blocks
+        // later: the link then idled while nine blocks were read at once).
+        let mut settled = false;
         loop {
             let mut busy = false;
-            while let Some(ev) = sender.poll_event() {
-                busy = true;
-                match ev {
-                    SenderEvent::NeedBlock(i) => {
-                        let data = source
-                            .read_block(i)
-                            .map_err(io_err("reading a block for the stream"))?;
-                        sender.supply_block(i, &data)?;
-                    }
-                    SenderEvent::Finished(reports) => {
-                        source.event(&SenderEvent::Finished(reports.clone()), sender.stats());
-                        while let Some((conn, msg)) = sender.poll_control() {
-                            if let Some(w) = writers.get_mut(&conn) {
-                                let _ = write_frame(w, &msg.encode()).await;
-                            }
+            match serve_events(&mut sender, source)? {
+                Served::Finished(reports) => {
+                    while let Some((conn, msg)) = sender.poll_control() {
+                        if let Some(w) = writers.get_mut(&conn) {
+                            let _ = write_frame(w, &msg.encode()).await;
                         }
-                        return Ok(reports);
                     }
-                    other => {
-                        tracing::info!(event = ?other, "multicast session");
-                        source.event(&other, sender.stats());
-                    }
+                    return Ok((reports, sender.stats().clone()));
                 }
+                Served::Some => busy = true,
+                Served::None => {}
             }
             while let Some((conn, msg)) = sender.poll_control() {
                 busy = true;
@@ -185,14 +229,19 @@ pub async fn run_sender(
                     sender.handle_disconnect(conn, now(start));
                 }
             }
-            while let Some(d) = sender.poll_transmit(now(start)) {
+            if let Some(d) = sender.poll_transmit(now(start)) {
                 busy = true;
                 udp.send_to(&d, SocketAddr::V4(addr.group))
                     .await
                     .map_err(io_err("sending to the multicast group"))?;
             }
-            if !busy {
+            if busy {
+                settled = false;
+            } else if settled {
                 break;
+            } else {
+                // One more look: `poll_transmit` may just have asked for the block it waits for.
+                settled = true;
             }
         }
         let wake = sender.poll_timeout().map(|t| {
@@ -239,6 +288,10 @@ pub async fn run_sender(
                 }
             },
             _ = sleep => sender.handle_timeout(now(start)),
+        }
+        if sender.rate_bps() != last_rate {
+            last_rate = sender.rate_bps();
+            tracing::debug!(rate_bps = last_rate, stats = ?sender.stats(), at = ?start.elapsed(), "pacing");
         }
     }
 }

@@ -140,6 +140,7 @@ pub async fn run_session(
         rate: RateConfig {
             max_bps: plan.data.rate_bps,
             min_bps: plan.data.min_rate_bps,
+            burst_bytes: RateConfig::burst_for(plan.data.rate_bps),
             ..RateConfig::default()
         },
         dead_after: plan.data.dead_after,

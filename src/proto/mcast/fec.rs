@@ -6,6 +6,7 @@ use raptorq::{
     SourceBlockEncoder,
 };
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 /// Most source symbols RaptorQ allows in one source block (RFC 6330, K'max).
 pub(crate) const MAX_SOURCE_SYMBOLS: u32 = 56403;
@@ -26,9 +27,12 @@ fn config(k: u32, symbol_size: u16) -> ObjectTransmissionInformation {
 /// Produces the source and repair symbols of one block.
 pub(crate) struct BlockEncoder {
     k: u32,
-    symbol_size: usize,
+    symbol_size: u16,
     padded: Vec<u8>,
-    encoder: SourceBlockEncoder,
+    /// Built at the first repair symbol: source symbols are the block itself, and computing
+    /// RaptorQ's intermediate symbols costs milliseconds per block that a loss-free room never
+    /// needs (inline in the sending loop, they starved the link).
+    encoder: OnceLock<SourceBlockEncoder>,
 }
 
 impl BlockEncoder {
@@ -37,24 +41,33 @@ impl BlockEncoder {
         let k = source_symbols(data.len() as u32, symbol_size);
         let mut padded = data.to_vec();
         padded.resize(k as usize * usize::from(symbol_size), 0);
-        let encoder = SourceBlockEncoder::new(0, &config(k, symbol_size), &padded);
         BlockEncoder {
             k,
-            symbol_size: usize::from(symbol_size),
+            symbol_size,
             padded,
-            encoder,
+            encoder: OnceLock::new(),
         }
     }
 
     /// Writes encoding symbol `id` into `out` (source symbols are the block itself, zero-padded).
     pub(crate) fn symbol(&self, id: u32, out: &mut Vec<u8>) {
+        let size = usize::from(self.symbol_size);
         if id < self.k {
-            let at = id as usize * self.symbol_size;
-            out.extend_from_slice(&self.padded[at..at + self.symbol_size]);
+            let at = id as usize * size;
+            out.extend_from_slice(&self.padded[at..at + size]);
         } else {
-            let p = self.encoder.repair_packets(id - self.k, 1);
+            let encoder = self.encoder.get_or_init(|| {
+                SourceBlockEncoder::new(0, &config(self.k, self.symbol_size), &self.padded)
+            });
+            let p = encoder.repair_packets(id - self.k, 1);
             out.extend_from_slice(p[0].data());
         }
+    }
+
+    /// Whether the RaptorQ encoder has been built (only repair symbols need it).
+    #[cfg(test)]
+    pub(crate) fn encoder_built(&self) -> bool {
+        self.encoder.get().is_some()
     }
 }
 
@@ -134,6 +147,12 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let enc = BlockEncoder::new(&data, 1000);
         assert_eq!(enc.k, 10);
+        let mut s = Vec::new();
+        enc.symbol(4, &mut s);
+        assert!(
+            !enc.encoder_built(),
+            "source symbols need no RaptorQ encoding"
+        );
         let mut dec = BlockDecoder::new(data.len() as u32, 1000);
         // Drop the first three source symbols, use repair symbols instead.
         let mut out = None;

@@ -24,7 +24,7 @@ mod time;
 pub mod wire;
 
 pub use bitmap::BlockSet;
-pub use rate::{RateConfig, RateController};
+pub use rate::{ETHERNET_HEADER, RateConfig, RateController};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity, ReceiverStats};
 pub use sender::{
     ConnId, ReceiverReport, Sender, SenderConfig, SenderError, SenderEvent, SenderStats,

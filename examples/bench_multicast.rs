@@ -1,0 +1,316 @@
+//! roomcast's multicast against Debian's udpcast in the virtual room, in one run: every contender
+//! delivers the same random image from the server to N PCs over tbf-shaped links, with independent
+//! nftables loss per PC, and every copy is checked bit for bit. Ratios are taken within the run
+//! (the machine is shared and noisy).
+//!
+//! ```text
+//! sudo cargo run --release --example bench_multicast                       # N = 1,3,10 x loss 0,1,5
+//! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --mib 64   # quick look
+//! sudo cargo run --release --example bench_multicast -- --pcs 1 --loss 0 --delta  # delta only
+//! ```
+//!
+//! Columns: end to end (first process started to last PC done), image Mbit/s (image bytes over
+//! that time), x line (over the time the image bytes take at the link rate), steady (image bytes
+//! per second between 10 % and 90 % of PC 0's link traffic) over the payload limit (image bytes
+//! the link can carry after Ethernet/IP/UDP/roomcast headers at 1400-byte symbols), wire/image
+//! (bytes the switch delivered to PC 0 over the image bytes), and x udpcast (end-to-end time over
+//! udpcast's in the same lab and loss). Needs root, iproute2, nftables and udpcast. A run killed
+//! with Ctrl-C leaves its lab behind: `roomcast lab cleanup --stale` removes it.
+
+use clap::Parser;
+use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast};
+use roomcast::lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
+use roomcast::lab::{Lab, Tbf};
+use roomcast::proto::mcast::DEFAULT_SYMBOL_SIZE;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Room sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
+    pcs: Vec<usize>,
+    /// Loss per PC in percent, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,5")]
+    loss: Vec<u8>,
+    /// Image size in MiB (random, incompressible).
+    #[arg(long, default_value_t = 256)]
+    mib: u64,
+    /// Link rate of every veth, both ends, in Mbit/s.
+    #[arg(long, default_value_t = 200)]
+    mbit: u64,
+    /// Contenders, comma-separated: udpcast (the reference), roomcast (the real binaries: deploy
+    /// and agent, from a store), roomcast-lib (the library's drivers in process, no store).
+    #[arg(long, value_delimiter = ',', default_value = "udpcast,roomcast")]
+    with: Vec<String>,
+    /// Token bucket depth of roomcast's pacing, KiB (default: `RateConfig::for_link`, 256).
+    #[arg(long)]
+    burst_kib: Option<u32>,
+    /// roomcast's pacing rate in percent of the link rate (frames as tbf counts them; default:
+    /// `RateConfig::for_link`, 105).
+    #[arg(long)]
+    pace_pct: Option<u64>,
+    /// Write PC 0's link counter (seconds, bytes) every 20 ms to DIR/<contender>-<pcs>-<loss>.txt.
+    #[arg(long, value_name = "DIR")]
+    samples: Option<PathBuf>,
+    /// Only the delta case: each PC holds an older image where 1 block in 8 differs.
+    #[arg(long)]
+    delta: bool,
+    /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
+    /// but holds N + 1 copies in RAM).
+    #[arg(long, default_value = "/dev/shm")]
+    dir: PathBuf,
+}
+
+fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
+    args.with
+        .iter()
+        .map(|name| -> Result<Box<dyn Contender>, String> {
+            match name.as_str() {
+                "udpcast" => Ok(Box::new(Udpcast)),
+                "roomcast-lib" => Ok(Box::new(
+                    RoomcastLib::new()
+                        .with_burst(args.burst_kib.map(|k| k << 10))
+                        .with_pace(args.pace_pct.map(|p| {
+                            // Percent of the rate that fills the link with 1464-byte datagrams.
+                            args.mbit * 10_000 * p * 1464 / 1478
+                        })),
+                )),
+                "roomcast" => {
+                    let bin = roomcast_bin()?;
+                    let mut c = RoomcastCli::new(bin);
+                    c.rate_bps = args.pace_pct.map(|p| args.mbit * 10_000 * p * 1464 / 1478);
+                    Ok(Box::new(c))
+                }
+                other => Err(format!("unknown contender {other}")),
+            }
+        })
+        .collect()
+}
+
+/// The `roomcast` binary built with this example (`target/<profile>/roomcast`).
+fn roomcast_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("roomcast"))
+        .ok_or("no target folder")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo build --release --bin roomcast` first",
+            bin.display()
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // RUST_LOG=roomcast=debug shows the sender's pacing decisions.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_multicast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One delivery, metered on PC 0's link.
+fn measured(
+    samples_dir: Option<&Path>,
+    c: &dyn Contender,
+    lab: &Lab,
+    image: &Path,
+    sha: &str,
+    work: &Path,
+    loss: u8,
+) -> Result<(CaseResult, Option<mcast_contender::LinkUse>), bench::BenchError> {
+    let meter = LinkMeter::start(lab.pcs()[0].host_if(), Duration::from_millis(20));
+    let r = bench::run_case(c, lab, image, sha, work, loss);
+    let samples = meter.finish();
+    if let Some(dir) = samples_dir {
+        let dir = dir.display();
+        let text: String = samples
+            .iter()
+            .map(|(t, v)| format!("{t:.3} {v}\n"))
+            .collect();
+        let _ = std::fs::write(
+            format!("{dir}/{}-{}-{loss}.txt", c.name(), lab.pcs().len()),
+            text,
+        );
+    }
+    r.map(|r| (r, mcast_contender::link_use(&samples)))
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let work = tempfile::Builder::new()
+        .prefix("roomcast-bench-")
+        .tempdir_in(&args.dir)?;
+    let image = work.path().join("image.bin");
+    let bytes = args.mib << 20;
+    bench::random_image(&image, bytes)?;
+    let sha = bench::sha256_file(&image)?;
+    let tbf = Tbf::mbit(args.mbit);
+    let limit = mcast_contender::payload_limit_bps(tbf.rate_bit, DEFAULT_SYMBOL_SIZE);
+    println!(
+        "image {} MiB random, links {} Mbit/s tbf (both ends), line-rate time {:.2} s, payload \
+         limit {:.1} Mbit/s of image bytes ({:.2} s); load average {} at start",
+        args.mib,
+        args.mbit,
+        tbf.line_rate_secs(bytes),
+        limit / 1e6,
+        bytes as f64 * 8.0 / limit,
+        load()
+    );
+    let contenders = contenders(args)?;
+    if args.delta {
+        return delta(args, &image, work.path(), tbf);
+    }
+    println!(
+        "| contender | PCs | loss % | end to end s | image Mbit/s | x line | steady / payload limit | wire / image | x udpcast |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut failures = 0;
+    for &n in &args.pcs {
+        let lab = Lab::builder().pcs(n).rate(tbf).build()?;
+        for &loss in &args.loss {
+            for pc in lab.pcs() {
+                if loss == 0 {
+                    lab.clear_loss(pc)?;
+                } else {
+                    lab.set_loss(pc, loss, bench::PORTS)?;
+                }
+            }
+            let mut reference: Option<CaseResult> = None;
+            for c in &contenders {
+                let (r, link) = match measured(
+                    args.samples.as_deref(),
+                    c.as_ref(),
+                    &lab,
+                    &image,
+                    &sha,
+                    work.path(),
+                    loss,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        println!("| {} | {n} | {loss} | failed: {e} | | | | | |", c.name());
+                        failures += 1;
+                        continue;
+                    }
+                };
+                let x_ref = reference
+                    .as_ref()
+                    .filter(|f| f.contender == "udpcast")
+                    .map(|f| r.elapsed.as_secs_f64() / f.elapsed.as_secs_f64());
+                let (steady, wire) = link.map_or((f64::NAN, f64::NAN), |u| {
+                    let image_share = r.bytes as f64 / u.bytes as f64;
+                    (
+                        u.steady_bps * image_share / limit,
+                        u.bytes as f64 / r.bytes as f64,
+                    )
+                });
+                println!(
+                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} |",
+                    r.contender,
+                    r.pcs,
+                    r.loss_percent,
+                    r.elapsed.as_secs_f64(),
+                    r.throughput_mbit(),
+                    r.ratio_to_line_rate().unwrap_or(f64::NAN),
+                    steady,
+                    wire,
+                    x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
+                );
+                if reference.is_none() {
+                    reference = Some(r);
+                }
+            }
+        }
+        lab.teardown()?;
+    }
+    println!("load average {} at end", load());
+    if failures > 0 {
+        return Err(format!("{failures} case(s) failed").into());
+    }
+    Ok(())
+}
+
+/// The delta case: every PC already holds an older image in which one block in eight differs;
+/// the figure is the bytes the switch delivered to PC 0 over the zstd-compressed size (level 3,
+/// as the store) of the changed 1 MiB chunks.
+fn delta(
+    args: &Args,
+    image: &Path,
+    work: &Path,
+    tbf: Tbf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    const CHUNK: usize = 1 << 20;
+    let new = std::fs::read(image)?;
+    let mut old = new.clone();
+    let mut changed = 0u64;
+    let mut changed_compressed = 0u64;
+    for (i, chunk) in old.chunks_mut(CHUNK).enumerate() {
+        if i % 8 == 3 {
+            // The old version of this chunk: other bytes.
+            for b in chunk.iter_mut().step_by(4096) {
+                *b ^= 0x5a;
+            }
+            let fresh = &new[i * CHUNK..(i * CHUNK + CHUNK).min(new.len())];
+            changed += 1;
+            changed_compressed += zstd::bulk::compress(fresh, 3)?.len() as u64;
+        }
+    }
+    let sha = bench::sha256_file(image)?;
+    println!(
+        "delta: {changed} of {} chunks changed, {:.1} MiB compressed",
+        new.len().div_ceil(CHUNK),
+        changed_compressed as f64 / f64::from(1 << 20)
+    );
+    println!("| contender | PCs | end to end s | bytes to PC 0 / compressed changed chunks |");
+    println!("|---|---|---|---|");
+    let lab = Lab::builder().pcs(args.pcs[0]).rate(tbf).build()?;
+    for c in contenders(args)? {
+        if c.name() == "udpcast" {
+            continue; // udpcast always sends the whole image
+        }
+        for pc in lab.pcs() {
+            std::fs::write(work.join(format!("{}-{}.out", c.name(), pc.role())), &old)?;
+        }
+        match measured(
+            args.samples.as_deref(),
+            c.as_ref(),
+            &lab,
+            image,
+            &sha,
+            work,
+            0,
+        ) {
+            Ok((r, link)) => println!(
+                "| {} | {} | {:.2} | {:.3} |",
+                r.contender,
+                r.pcs,
+                r.elapsed.as_secs_f64(),
+                link.map_or(f64::NAN, |u| u.bytes as f64 / changed_compressed as f64)
+            ),
+            Err(e) => println!("| {} | {} | failed: {e} | |", c.name(), lab.pcs().len()),
+        }
+    }
+    lab.teardown()?;
+    Ok(())
+}
