@@ -182,9 +182,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return delta(args, &image, work.path(), tbf);
     }
     println!(
-        "| contender | PCs | loss % | end to end s | image Mbit/s | x line | steady / payload limit | wire / image | x udpcast |"
+        "| contender | PCs | loss % | end to end s | image Mbit/s | x line | steady / payload limit | wire / image | x udpcast | CPU busy |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = 0;
     for &n in &args.pcs {
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
@@ -209,7 +209,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 ) {
                     Ok(r) => r,
                     Err(e) => {
-                        println!("| {} | {n} | {loss} | failed: {e} | | | | | |", c.name());
+                        println!("| {} | {n} | {loss} | failed: {e} | | | | | | |", c.name());
                         failures += 1;
                         continue;
                     }
@@ -226,7 +226,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     )
                 });
                 println!(
-                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} |",
+                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} | {:.2} |",
                     r.contender,
                     r.pcs,
                     r.loss_percent,
@@ -236,6 +236,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     steady,
                     wire,
                     x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
+                    r.cpu_busy,
                 );
                 if reference.is_none() {
                     reference = Some(r);

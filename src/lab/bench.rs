@@ -380,6 +380,10 @@ pub struct CaseResult {
     pub elapsed: Duration,
     /// Time the image takes at the lab's link rate, if it has one.
     pub line_rate: Option<Duration>,
+    /// Share of the whole machine's CPU time that was busy during the delivery (0..1, NaN when
+    /// `/proc/stat` is unreadable): close to 1 means the case measured the machine, not the
+    /// contender.
+    pub cpu_busy: f64,
 }
 
 impl CaseResult {
@@ -428,9 +432,11 @@ pub fn run_case(
         timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
     };
     contender.prepare(image, work_dir)?;
+    let cpu_before = cpu_ticks();
     let start = Instant::now();
     contender.deliver(&d)?;
     let elapsed = start.elapsed();
+    let cpu_busy = busy_share(cpu_before, cpu_ticks());
     for (pc, out) in lab.pcs().iter().zip(&outputs) {
         let got = sha256_file(out)?;
         if got != image_sha256 {
@@ -453,5 +459,50 @@ pub fn run_case(
         line_rate: lab
             .rate()
             .map(|t| Duration::from_secs_f64(t.line_rate_secs(bytes))),
+        cpu_busy,
     })
+}
+
+/// The machine's aggregate CPU counters (the `cpu` line of `/proc/stat`): (busy, total) ticks.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(stat.lines().next()?)
+}
+
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "cpu" {
+        return None;
+    }
+    let fields: Vec<u64> = words
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().sum();
+    // idle + iowait: the ticks nobody could use.
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+fn busy_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> f64 {
+    match (before, after) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn busy_share_counts_everything_but_idle_and_iowait() {
+        let before = parse_cpu_line("cpu  100 0 100 700 100 0 0 0 0 0").unwrap();
+        let after = parse_cpu_line("cpu  250 0 150 900 100 0 0 0 0 0").unwrap();
+        // 200 busy ticks of 400.
+        assert_eq!(before, (200, 1000));
+        assert!((busy_share(Some(before), Some(after)) - 0.5).abs() < 1e-9);
+        assert!(busy_share(None, Some(after)).is_nan());
+        assert_eq!(parse_cpu_line("cpu0 1 2 3 4 5 6 7 8"), None);
+    }
 }

@@ -36,7 +36,8 @@ impl Recorder {
             .append(true)
             .open(&self.log)
             .unwrap();
-        writeln!(f, "{what}").unwrap();
+        // One write per line (parallel PCs): `writeln!` may split it in two writes.
+        f.write_all(format!("{what}\n").as_bytes()).unwrap();
         f.sync_all().unwrap();
     }
 

@@ -139,7 +139,10 @@ fn imaging_crash_child() {
             .append(true)
             .open(&events)
             .unwrap();
-        writeln!(f, "{}", serde_json::to_string(e).unwrap()).unwrap();
+        // One write per line: PCs report from parallel threads, and `writeln!` may split a line in two
+        // writes that another thread's line lands between.
+        f.write_all(format!("{}\n", serde_json::to_string(e).unwrap()).as_bytes())
+            .unwrap();
         f.sync_all().unwrap();
     };
     let mut worker = imaging(&p);

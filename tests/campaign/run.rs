@@ -145,7 +145,8 @@ impl ImagingStandIn {
             .append(true)
             .open(&self.log)
             .unwrap();
-        writeln!(f, "{what}").unwrap();
+        // One write per line (parallel PCs): `writeln!` may split it in two writes.
+        f.write_all(format!("{what}\n").as_bytes()).unwrap();
     }
 }
 
