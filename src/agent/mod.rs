@@ -236,18 +236,7 @@ fn restore(
     m: &VerifiedManifest,
     opts: &AgentOptions,
 ) -> Result<RestoreReport, AgentError> {
-    if !opts.disk.exists() {
-        return Err(AgentError::NoDisk(opts.disk.clone()));
-    }
-    let disk = Disk::open_write(&opts.disk, m.disk_size)?;
-    if disk.size() < m.disk_size {
-        return Err(RestoreError::TargetTooSmall {
-            path: opts.disk.clone(),
-            size: disk.size(),
-            need: m.disk_size,
-        }
-        .into());
-    }
+    let disk = open_disk(m, opts)?;
     let source = HttpChunks::new(client.clone(), m);
     let ropts = RestoreOptions {
         workers: opts.workers,

@@ -54,25 +54,10 @@ pub fn run(a: AgentArgs) -> ExitCode {
     };
     // The multicast path says on stderr why it left the stream (the report says it too).
     super::serve::init_tracing();
-    match agent::run(&opts) {
-        Ok(out) => {
-            println!(
-                "{}",
-                serde_json::to_string(&out.report).expect("report serialises")
-            );
-            match out.result {
-                Ok(_) => exit::code(exit::OK),
-                Err(e) => {
-                    eprintln!("roomcast agent: {e}");
-                    exit::code(exit::FAILURE)
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("roomcast agent: report not delivered: {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
-    }
+    finish(
+        "roomcast agent",
+        agent::run(&opts).map(|out| (out.report, out.result)),
+    )
 }
 
 /// `--capture`: same exit codes, the report names the signed image.
@@ -82,22 +67,34 @@ fn capture(a: AgentArgs) -> ExitCode {
         token: a.token,
         disk: a.disk,
     };
-    match agent::capture::run_capture(&opts) {
-        Ok(out) => {
+    finish(
+        "roomcast agent --capture",
+        agent::capture::run_capture(&opts).map(|out| (out.report, out.result)),
+    )
+}
+
+/// Prints the report the agent sent (one JSON line) and maps its outcome to an exit code: 0 done,
+/// 1 the work failed (and was reported), 2 the report itself could not be delivered.
+fn finish<R: serde::Serialize, T, E: std::fmt::Display, F: std::fmt::Display>(
+    who: &str,
+    outcome: Result<(R, Result<T, E>), F>,
+) -> ExitCode {
+    match outcome {
+        Ok((report, result)) => {
             println!(
                 "{}",
-                serde_json::to_string(&out.report).expect("report serialises")
+                serde_json::to_string(&report).expect("report serialises")
             );
-            match out.result {
+            match result {
                 Ok(_) => exit::code(exit::OK),
                 Err(e) => {
-                    eprintln!("roomcast agent --capture: {e}");
+                    eprintln!("{who}: {e}");
                     exit::code(exit::FAILURE)
                 }
             }
         }
         Err(e) => {
-            eprintln!("roomcast agent --capture: report not delivered: {e}");
+            eprintln!("{who}: report not delivered: {e}");
             exit::code(exit::USAGE_OR_IO)
         }
     }
