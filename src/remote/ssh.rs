@@ -179,6 +179,52 @@ impl SshClient {
             seconds: self.config.command_timeout.as_secs(),
         }
     }
+
+    /// Runs `work` within the command timeout; a failure becomes a protocol error saying `what`.
+    fn within_timeout<T, E: std::fmt::Display>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, RemoteError> {
+        let limit = self.config.command_timeout;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, work).await })
+        {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(e)) => Err(self.protocol(&what(), e)),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+}
+
+/// An SFTP session on a new channel of `handle`.
+async fn open_sftp(
+    handle: &client::Handle<Pinning>,
+) -> Result<russh_sftp::client::SftpSession, String> {
+    let channel = handle
+        .channel_open_session()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| e.to_string())?;
+    russh_sftp::client::SftpSession::new(channel.into_stream())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Removes `path` if it exists (SFTP v3 rename does not replace, and an exclusive create must not
+/// meet an old file).
+async fn remove_if_exists(
+    sftp: &russh_sftp::client::SftpSession,
+    path: &str,
+) -> Result<(), String> {
+    if sftp.try_exists(path).await.map_err(|e| e.to_string())? {
+        sftp.remove_file(path).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 impl RemoteExec for SshClient {
@@ -211,15 +257,7 @@ impl RemoteExec for SshClient {
             }
             Ok::<_, russh::Error>(out)
         };
-        let limit = self.config.command_timeout;
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(limit, work).await })
-        {
-            Err(_) => Err(self.timeout()),
-            Ok(Err(e)) => Err(self.protocol("command failed", e)),
-            Ok(Ok(out)) => Ok(out),
-        }
+        self.within_timeout(|| "command failed".into(), work)
     }
 
     fn upload(&mut self, local: &Path, remote_path: &str) -> Result<(), RemoteError> {
@@ -229,18 +267,7 @@ impl RemoteExec for SshClient {
         })?;
         let partial = format!("{remote_path}.roomcast-part");
         let work = async {
-            let channel = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| e.to_string())?;
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(|e| e.to_string())?;
-            let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
-                .await
-                .map_err(|e| e.to_string())?;
+            let sftp = open_sftp(&self.handle).await?;
             let mut file = sftp
                 .create(partial.clone())
                 .await
@@ -248,61 +275,25 @@ impl RemoteExec for SshClient {
             file.write_all(&data).await.map_err(|e| e.to_string())?;
             file.shutdown().await.map_err(|e| e.to_string())?;
             drop(file);
-            // SFTP v3 rename does not replace: remove the old file first; the new one only appears
-            // under its name once complete.
-            if sftp
-                .try_exists(remote_path)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                sftp.remove_file(remote_path)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            // The new file only appears under its name once complete.
+            remove_if_exists(&sftp, remote_path).await?;
             sftp.rename(partial.clone(), remote_path)
                 .await
                 .map_err(|e| e.to_string())?;
             sftp.close().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         };
-        let limit = self.config.command_timeout;
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(limit, work).await })
-        {
-            Err(_) => Err(self.timeout()),
-            Ok(Err(e)) => Err(self.protocol(
-                &format!("upload of {} to {remote_path}", local.display()),
-                e,
-            )),
-            Ok(Ok(())) => Ok(()),
-        }
+        self.within_timeout(
+            || format!("upload of {} to {remote_path}", local.display()),
+            work,
+        )
     }
 
     fn upload_secret(&mut self, data: &[u8], remote_path: &str) -> Result<(), RemoteError> {
         use russh_sftp::protocol::{FileAttributes, OpenFlags};
         let work = async {
-            let channel = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| e.to_string())?;
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(|e| e.to_string())?;
-            let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
-                .await
-                .map_err(|e| e.to_string())?;
-            if sftp
-                .try_exists(remote_path)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                sftp.remove_file(remote_path)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let sftp = open_sftp(&self.handle).await?;
+            remove_if_exists(&sftp, remote_path).await?;
             // EXCLUDE: if someone recreated the name in between, fail rather than write into
             // their file; the mode is set at creation, so there is no moment with a looser one.
             let attrs = FileAttributes {
@@ -323,14 +314,6 @@ impl RemoteExec for SshClient {
             sftp.close().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         };
-        let limit = self.config.command_timeout;
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(limit, work).await })
-        {
-            Err(_) => Err(self.timeout()),
-            Ok(Err(e)) => Err(self.protocol(&format!("writing {remote_path} (mode 0600)"), e)),
-            Ok(Ok(())) => Ok(()),
-        }
+        self.within_timeout(|| format!("writing {remote_path} (mode 0600)"), work)
     }
 }
