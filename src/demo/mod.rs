@@ -280,6 +280,35 @@ fn base_image(ws: &Path, store: &Store, signer: &Signer, bytes: u64) -> Result<S
     Ok(report.id.to_hex())
 }
 
+/// The campaign settings of a virtual room's run (the demo's, and the tests that drive the same
+/// room): workspace folders, the room's SSH keys, its DC, and the master's disk as staging area.
+pub fn setup_options(
+    ws: &Path,
+    room_file: &Path,
+    keys: &crate::lab::sshd::SshKeys,
+    dc: crate::lab::LabIpv4,
+    secrets: PathBuf,
+) -> SetupOptions {
+    SetupOptions {
+        room_file: room_file.to_path_buf(),
+        installers: ws.join("installers"),
+        shares: ws.join("shares"),
+        dir: PathBuf::new(),
+        ssh_user: "root".into(),
+        ssh_key: keys.client().to_path_buf(),
+        known_hosts: keys.known_hosts().to_path_buf(),
+        port: 22,
+        connect_timeout_secs: 10,
+        software_only: false,
+        retries: Some(1),
+        // On the master's disk, not on the host: the installers travel with the image.
+        staging_dir: Some("/mnt/var/cache/roomcast".into()),
+        join_paths: None,
+        domain_controller: Some(dc.to_string()),
+        secrets: Some(secrets),
+    }
+}
+
 /// The imaging worker with the lab's twist: after step b the master "boots from its disk" (the
 /// disk is mounted at `/mnt` in its namespace, where the installers of step c write); the profile's
 /// generalise command and the reboot of step f (`umount /mnt`) run over SSH as on a real master.
@@ -426,24 +455,7 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
 
     let db = ws.join("roomcast.db");
     let keys = room.keys();
-    let setup = SetupOptions {
-        room_file: reg.room_file.clone(),
-        installers: ws.join("installers"),
-        shares: ws.join("shares"),
-        dir: PathBuf::new(),
-        ssh_user: "root".into(),
-        ssh_key: keys.client().to_path_buf(),
-        known_hosts: keys.known_hosts().to_path_buf(),
-        port: 22,
-        connect_timeout_secs: 10,
-        software_only: false,
-        retries: Some(1),
-        // On the master's disk, not on the host: the installers travel with the image.
-        staging_dir: Some("/mnt/var/cache/roomcast".into()),
-        join_paths: None,
-        domain_controller: Some(dc.addr().to_string()),
-        secrets: Some(secrets),
-    };
+    let setup = setup_options(ws, &reg.room_file, keys, dc.addr(), secrets);
     let start = StartOptions {
         db: db.clone(),
         setup,

@@ -11,7 +11,6 @@ use roomcast::campaign::imaging::lab::LabBoot;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use roomcast::campaign::journal::Journal;
 use roomcast::campaign::run::{self, Progress, ResumeOptions, StartOptions};
-use roomcast::campaign::setup::SetupOptions;
 use roomcast::demo::region;
 use roomcast::disk::restore::{RestoreOptions, restore};
 use roomcast::lab::samba::DomainConfig;
@@ -305,23 +304,7 @@ fn kill_9_during_the_multicast_of_g_then_resume_finishes_bit_identical_without_r
     let keys = room.keys();
     let start = StartOptions {
         db: db.clone(),
-        setup: SetupOptions {
-            room_file: reg.room_file.clone(),
-            installers: ws.join("installers"),
-            shares: ws.join("shares"),
-            dir: PathBuf::new(),
-            ssh_user: "root".into(),
-            ssh_key: keys.client().to_path_buf(),
-            known_hosts: keys.known_hosts().to_path_buf(),
-            port: 22,
-            connect_timeout_secs: 10,
-            software_only: false,
-            retries: Some(1),
-            staging_dir: Some("/mnt/var/cache/roomcast".into()),
-            join_paths: None,
-            domain_controller: Some(dc.addr().to_string()),
-            secrets: Some(secrets),
-        },
+        setup: roomcast::demo::setup_options(ws, &reg.room_file, keys, dc.addr(), secrets),
         at: None,
         until: None,
         parallel: 8,
