@@ -28,18 +28,9 @@ use std::time::Duration;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Room sizes to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
-    pcs: Vec<usize>,
-    /// Loss per PC in percent, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,5")]
-    loss: Vec<u8>,
-    /// Image size in MiB (random, incompressible).
-    #[arg(long, default_value_t = 256)]
-    mib: u64,
-    /// Link rate of every veth, both ends, in Mbit/s.
-    #[arg(long, default_value_t = 200)]
-    mbit: u64,
+    /// Room sizes, loss, image size, link rate.
+    #[command(flatten)]
+    case: bench::CaseArgs,
     /// Contenders, comma-separated: udpcast (the reference), roomcast (the real binaries: deploy
     /// and agent, from a store), roomcast-lib (the library's drivers in process, no store).
     #[arg(long, value_delimiter = ',', default_value = "udpcast,roomcast")]
@@ -74,13 +65,15 @@ fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
                         .with_burst(args.burst_kib.map(|k| k << 10))
                         .with_pace(args.pace_pct.map(|p| {
                             // Percent of the rate that fills the link with 1464-byte datagrams.
-                            args.mbit * 10_000 * p * 1464 / 1478
+                            args.case.mbit * 10_000 * p * 1464 / 1478
                         })),
                 )),
                 "roomcast" => {
                     let bin = roomcast_bin()?;
                     let mut c = RoomcastCli::new(bin);
-                    c.rate_bps = args.pace_pct.map(|p| args.mbit * 10_000 * p * 1464 / 1478);
+                    c.rate_bps = args
+                        .pace_pct
+                        .map(|p| args.case.mbit * 10_000 * p * 1464 / 1478);
                     Ok(Box::new(c))
                 }
                 other => Err(format!("unknown contender {other}")),
@@ -162,16 +155,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .prefix("roomcast-bench-")
         .tempdir_in(&args.dir)?;
     let image = work.path().join("image.bin");
-    let bytes = args.mib << 20;
+    let bytes = args.case.mib << 20;
     bench::random_image(&image, bytes)?;
     let sha = bench::sha256_file(&image)?;
-    let tbf = Tbf::mbit(args.mbit);
+    let tbf = Tbf::mbit(args.case.mbit);
     let limit = mcast_contender::payload_limit_bps(tbf.rate_bit, DEFAULT_SYMBOL_SIZE);
     println!(
         "image {} MiB random, links {} Mbit/s tbf (both ends), line-rate time {:.2} s, payload \
          limit {:.1} Mbit/s of image bytes ({:.2} s); load average {} at start",
-        args.mib,
-        args.mbit,
+        args.case.mib,
+        args.case.mbit,
         tbf.line_rate_secs(bytes),
         limit / 1e6,
         bytes as f64 * 8.0 / limit,
@@ -186,9 +179,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = 0;
-    for &n in &args.pcs {
+    for &n in &args.case.pcs {
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
-        for &loss in &args.loss {
+        for &loss in &args.case.loss {
             for pc in lab.pcs() {
                 if loss == 0 {
                     lab.clear_loss(pc)?;
@@ -285,7 +278,7 @@ fn delta(
     );
     println!("| contender | PCs | end to end s | bytes to PC 0 / compressed changed chunks |");
     println!("|---|---|---|---|");
-    let lab = Lab::builder().pcs(args.pcs[0]).rate(tbf).build()?;
+    let lab = Lab::builder().pcs(args.case.pcs[0]).rate(tbf).build()?;
     for c in contenders(args)? {
         if c.name() == "udpcast" {
             continue; // udpcast always sends the whole image

@@ -18,18 +18,9 @@ use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Room sizes to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
-    pcs: Vec<usize>,
-    /// Loss per PC in percent, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,5")]
-    loss: Vec<u8>,
-    /// Image size in MiB (random, incompressible).
-    #[arg(long, default_value_t = 256)]
-    mib: u64,
-    /// Link rate of every veth, both ends, in Mbit/s.
-    #[arg(long, default_value_t = 200)]
-    mbit: u64,
+    /// Room sizes, loss, image size, link rate.
+    #[command(flatten)]
+    case: bench::CaseArgs,
     /// Also measure unicast imaging (every PC pulls its own copy over TCP; unaffected by the UDP
     /// loss rules).
     #[arg(long)]
@@ -65,14 +56,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .prefix("roomcast-bench-")
         .tempdir_in(&args.dir)?;
     let image = work.path().join("image.bin");
-    bench::random_image(&image, args.mib << 20)?;
+    bench::random_image(&image, args.case.mib << 20)?;
     let sha = bench::sha256_file(&image)?;
-    let tbf = Tbf::mbit(args.mbit);
+    let tbf = Tbf::mbit(args.case.mbit);
     println!(
         "image {} MiB random, links {} Mbit/s tbf (both ends), line-rate time {:.2} s",
-        args.mib,
-        args.mbit,
-        tbf.line_rate_secs(args.mib << 20)
+        args.case.mib,
+        args.case.mbit,
+        tbf.line_rate_secs(args.case.mib << 20)
     );
     println!(
         "| contender | PCs | loss % | end to end s | image Mbit/s | x line-rate time | x ref |"
@@ -80,7 +71,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|---|");
     let contenders = contenders(args);
     let mut failures = 0;
-    for &n in &args.pcs {
+    for &n in &args.case.pcs {
         let setup = std::time::Instant::now();
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
         eprintln!(
@@ -88,7 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             lab.prefix(),
             setup.elapsed().as_secs_f64()
         );
-        for &loss in &args.loss {
+        for &loss in &args.case.loss {
             for pc in lab.pcs() {
                 if loss == 0 {
                     lab.clear_loss(pc)?;

@@ -365,6 +365,24 @@ pub fn sha256_file(path: &Path) -> Result<String, BenchError> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The cases a benchmark measures, shared by the benchmark examples' command lines.
+#[derive(Debug, Clone, clap::Args)]
+#[command(about = None, long_about = None)]
+pub struct CaseArgs {
+    /// Room sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
+    pub pcs: Vec<usize>,
+    /// Loss per PC in percent, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,5")]
+    pub loss: Vec<u8>,
+    /// Image size in MiB (random, incompressible).
+    #[arg(long, default_value_t = 256)]
+    pub mib: u64,
+    /// Link rate of every veth, both ends, in Mbit/s.
+    #[arg(long, default_value_t = 200)]
+    pub mbit: u64,
+}
+
 /// One timed, verified delivery.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
