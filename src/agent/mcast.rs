@@ -18,10 +18,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// No block written for this long: the agent leaves the stream and catches up over HTTP. Longer
 /// than a deploy server waits for the room before streaming, so a PC that came early is not cut off.
@@ -61,8 +60,6 @@ struct DiskSink<'a> {
     written_chunks: u64,
     written_bytes: u64,
     refused: u64,
-    last_progress: Arc<AtomicU64>,
-    start: Instant,
 }
 
 impl BlockSink for DiskSink<'_> {
@@ -94,8 +91,6 @@ impl BlockSink for DiskSink<'_> {
             self.written_bytes += bytes.len() as u64;
         }
         self.done[index as usize] = true;
-        self.last_progress
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(true)
     }
 }
@@ -207,8 +202,6 @@ pub fn restore(
         identity,
         have,
     );
-    let start = Instant::now();
-    let last_progress = Arc::new(AtomicU64::new(0));
     let mut sink = DiskSink {
         m,
         map: &map,
@@ -219,33 +212,13 @@ pub fn restore(
         written_chunks: 0,
         written_bytes: 0,
         refused: 0,
-        last_progress: last_progress.clone(),
-        start,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AgentError::Multicast(format!("runtime: {e}")))?;
     let addr = McastAddr {
         interface,
         group: info.group,
     };
-    let stalled = async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let last = Duration::from_millis(last_progress.load(Ordering::Relaxed));
-            if start.elapsed().saturating_sub(last) >= STALL {
-                return;
-            }
-        }
-    };
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = run_receiver(receiver, control, addr, &mut sink) => r.map_err(|e| e.to_string()),
-            () = stalled => Err(format!("no block for {} s", STALL.as_secs())),
-        }
-    });
-    drop(rt);
+    let outcome =
+        run_receiver(receiver, control, addr, &mut sink, STALL).map_err(|e| e.to_string());
     match outcome {
         Ok(true) => figures.complete = true,
         Ok(false) => figures.left_behind = Some("the session ended before every block".into()),

@@ -120,43 +120,34 @@ fn deploy(loss_percent: u8) {
             let interface = pc.addr().addr();
             let digests = digests.clone();
             pc.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let n = digests.len();
-                    let rx = Receiver::new(
-                        ReceiverConfig::default(),
-                        ReceiverIdentity {
-                            machine,
-                            token,
-                            disk_size: 1 << 30,
-                        },
-                        BlockSet::new(n as u32),
-                    );
-                    let mut disk = Disk {
-                        digests,
-                        blocks: vec![None; n],
-                    };
-                    let addr = McastAddr {
-                        interface,
-                        group: GROUP,
-                    };
-                    let done = tokio::time::timeout(
-                        Duration::from_secs(120),
-                        run_receiver(rx, control, addr, &mut disk),
-                    )
-                    .await;
-                    (done.map(|r| r.map_err(|e| e.to_string())), disk.blocks)
-                })
+                let n = digests.len();
+                let rx = Receiver::new(
+                    ReceiverConfig::default(),
+                    ReceiverIdentity {
+                        machine,
+                        token,
+                        disk_size: 1 << 30,
+                    },
+                    BlockSet::new(n as u32),
+                );
+                let mut disk = Disk {
+                    digests,
+                    blocks: vec![None; n],
+                };
+                let addr = McastAddr {
+                    interface,
+                    group: GROUP,
+                };
+                let done = run_receiver(rx, control, addr, &mut disk, Duration::from_secs(120))
+                    .map_err(|e| e.to_string());
+                (done, disk.blocks)
             })
         })
         .collect();
     let reference = self::image();
     for (i, pc) in pcs.into_iter().enumerate() {
         let (done, blocks) = pc.join().unwrap().unwrap();
-        assert_eq!(done, Ok(Ok(true)), "pc{i} did not complete");
+        assert_eq!(done, Ok(true), "pc{i} did not complete");
         for (b, (got, want)) in blocks.iter().zip(&reference).enumerate() {
             assert_eq!(got.as_deref(), Some(&want[..]), "pc{i} block {b}");
         }
@@ -179,4 +170,79 @@ fn three_pcs_get_the_image_over_real_multicast() {
 #[test]
 fn three_pcs_get_the_image_at_5_percent_loss() {
     deploy(5);
+}
+
+/// A server that accepts the PC, reads its HELLO and then says nothing (`hang`) or hangs up.
+fn silent_server(hang: bool) -> Result<bool, String> {
+    let lab = Lab::builder().pcs(1).build().unwrap();
+    let server_addr = lab.server().addr().addr();
+    let control = SocketAddr::V4(SocketAddrV4::new(server_addr, CONTROL_PORT));
+    let listener = lab
+        .server()
+        .run(move || std::net::TcpListener::bind(control))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        std::io::Read::read_exact(&mut conn, &mut len).unwrap();
+        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+        std::io::Read::read_exact(&mut conn, &mut hello).unwrap();
+        if hang {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        drop(conn);
+    });
+    let pc = &lab.pcs()[0];
+    let interface = pc.addr().addr();
+    let started = std::time::Instant::now();
+    let got = pc
+        .spawn(move || {
+            let rx = Receiver::new(
+                ReceiverConfig::default(),
+                ReceiverIdentity {
+                    machine: MachineId([2, 0x52, 0x43, 0, 0, 9]),
+                    token: Token([9; 32]),
+                    disk_size: 1 << 30,
+                },
+                BlockSet::new(4),
+            );
+            let mut disk = Disk {
+                digests: vec![[0; 32]; 4],
+                blocks: vec![None; 4],
+            };
+            let addr = McastAddr {
+                interface,
+                group: GROUP,
+            };
+            run_receiver(rx, control, addr, &mut disk, Duration::from_millis(600))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    let waited = started.elapsed();
+    server.join().unwrap();
+    if hang {
+        assert!(
+            waited >= Duration::from_millis(600) && waited < Duration::from_secs(3),
+            "left after {waited:?}"
+        );
+    }
+    got
+}
+
+#[test]
+fn a_pc_that_gets_nothing_leaves_the_stream_after_its_stall_time() {
+    let got = silent_server(true);
+    assert_eq!(got, Err("no block written for 0.6 s".into()));
+}
+
+#[test]
+fn a_pc_whose_server_hangs_up_says_so() {
+    let got = silent_server(false);
+    assert_eq!(
+        got,
+        Err("the deploy server closed the control connection".into())
+    );
 }

@@ -71,12 +71,23 @@ impl BlockEncoder {
     }
 }
 
+fn packet(id: u32, symbol: &[u8]) -> EncodingPacket {
+    EncodingPacket::new(PayloadId::new(0, id), symbol.to_vec())
+}
+
 /// Collects symbols of one block until it can be rebuilt.
 pub(crate) struct BlockDecoder {
     len: u32,
     k: u32,
+    symbol_size: u16,
     seen: HashSet<u32>,
-    decoder: SourceBlockDecoder,
+    /// Source symbols land here in place: a block whose source symbols all arrive (a loss-free
+    /// room, nearly every block) is this buffer, with no RaptorQ work and no copy per symbol.
+    source: Vec<u8>,
+    sources: u32,
+    /// Built at the first repair symbol and fed the source symbols held so far; RaptorQ's answer
+    /// does not depend on the order symbols come in, so deferring it changes nothing decided.
+    decoder: Option<SourceBlockDecoder>,
 }
 
 /// What one more symbol did.
@@ -93,16 +104,14 @@ impl BlockDecoder {
     /// `len` must be in `1..=MAX_SOURCE_SYMBOLS * symbol_size` (the receiver checks).
     pub(crate) fn new(len: u32, symbol_size: u16) -> Self {
         let k = source_symbols(len, symbol_size);
-        let decoder = SourceBlockDecoder::new(
-            0,
-            &config(k, symbol_size),
-            u64::from(k) * u64::from(symbol_size),
-        );
         BlockDecoder {
             len,
             k,
+            symbol_size,
             seen: HashSet::new(),
-            decoder,
+            source: vec![0; k as usize * usize::from(symbol_size)],
+            sources: 0,
+            decoder: None,
         }
     }
 
@@ -123,11 +132,43 @@ impl BlockDecoder {
 
     /// Adds symbol `id`; `symbol` must be exactly one symbol long (the receiver checks).
     pub(crate) fn add(&mut self, id: u32, symbol: &[u8]) -> Added {
-        if !self.seen.insert(id) {
+        if self.source.is_empty() || !self.seen.insert(id) {
+            // Empty: already handed out complete (the receiver drops a decoder then).
             return Added::Pending;
         }
-        let packet = EncodingPacket::new(PayloadId::new(0, id), symbol.to_vec());
-        match self.decoder.decode(std::iter::once(packet)) {
+        let size = usize::from(self.symbol_size);
+        let decoded = if id < self.k {
+            let at = id as usize * size;
+            self.source[at..at + size].copy_from_slice(symbol);
+            self.sources += 1;
+            match &mut self.decoder {
+                None if self.sources == self.k => Some(std::mem::take(&mut self.source)),
+                None => None,
+                Some(d) => d.decode(std::iter::once(packet(id, symbol))),
+            }
+        } else {
+            let d = self.decoder.get_or_insert_with(|| {
+                let mut d = SourceBlockDecoder::new(
+                    0,
+                    &config(self.k, self.symbol_size),
+                    u64::from(self.k) * u64::from(self.symbol_size),
+                );
+                let held: Vec<EncodingPacket> = self
+                    .seen
+                    .iter()
+                    .filter(|&&s| s < self.k)
+                    .map(|&s| {
+                        let at = s as usize * size;
+                        packet(s, &self.source[at..at + size])
+                    })
+                    .collect();
+                // Fewer than K symbols so far (this repair one is not in yet): no decode happens.
+                let _ = d.decode(held);
+                d
+            });
+            d.decode(std::iter::once(packet(id, symbol)))
+        };
+        match decoded {
             Some(mut data) => {
                 data.truncate(self.len as usize);
                 Added::Complete(data)

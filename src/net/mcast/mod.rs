@@ -1,12 +1,12 @@
-//! Thin tokio drivers around [`crate::proto::mcast`]: a UDP multicast socket for data (TTL 1, sent
+//! Thin drivers around [`crate::proto::mcast`]: a UDP multicast socket for data (TTL 1, sent
 //! out of one chosen interface, no loopback) and one TCP connection per receiver for control,
-//! framed as a 4-byte big-endian length followed by the message.
+//! framed as a 4-byte big-endian length followed by the message. The sender runs on tokio (it
+//! serves many control connections); the receiver on one plain thread (see [`receive`]).
 //!
 //! All decisions live in the state machines; these loops only move bytes and read the clock.
 
 use crate::proto::mcast::{
-    ConnId, Down, Receiver, ReceiverEvent, ReceiverReport, Sender, SenderError, SenderEvent,
-    SenderStats, Timestamp, Up, WireError,
+    ConnId, ReceiverReport, Sender, SenderError, SenderEvent, SenderStats, Timestamp, Up, WireError,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -15,8 +15,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+
+mod receive;
+pub use receive::run_receiver;
 
 /// SO_SNDBUF of the multicast socket, bytes.
 const SEND_BUFFER: usize = 256 << 10;
@@ -48,6 +51,9 @@ pub enum NetError {
     /// The block source gave a block of the wrong length.
     #[error(transparent)]
     Sender(#[from] SenderError),
+    /// No block was written for this long: the PC leaves the stream.
+    #[error("no block written for {:.1} s", .0.as_secs_f64())]
+    Stalled(std::time::Duration),
     /// The server closed the control connection before the session ended.
     #[error("the deploy server closed the control connection")]
     ServerGone,
@@ -97,18 +103,6 @@ fn sender_socket(addr: McastAddr) -> io::Result<UdpSocket> {
     // queues below, within a switch port's or `tbf`'s buffer (564 kB in the lab: no tail drop).
     s.set_send_buffer_size(SEND_BUFFER)?;
     s.bind(&SocketAddr::V4(SocketAddrV4::new(addr.interface, 0)).into())?;
-    s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
-}
-
-fn receiver_socket(addr: McastAddr) -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    // A deep buffer rides out scheduling hiccups of the agent without loss.
-    let _ = s.set_recv_buffer_size(8 << 20);
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(*addr.group.ip(), addr.group.port())).into())?;
-    s.join_multicast_v4(addr.group.ip(), &addr.interface)?;
-    s.set_multicast_loop_v4(false)?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
 }
@@ -292,100 +286,6 @@ pub async fn run_sender_with_stats(
         if sender.rate_bps() != last_rate {
             last_rate = sender.rate_bps();
             tracing::debug!(rate_bps = last_rate, stats = ?sender.stats(), at = ?start.elapsed(), "pacing");
-        }
-    }
-}
-
-/// Runs one PC's side of a session: connects to the deploy server at `server`, listens on `addr`,
-/// hands every rebuilt block to `sink`. Returns once every block is written (`true`) or the server
-/// ended the session without it (`false`).
-pub async fn run_receiver(
-    mut receiver: Receiver,
-    server: SocketAddr,
-    addr: McastAddr,
-    sink: &mut impl BlockSink,
-) -> Result<bool, NetError> {
-    let start = Instant::now();
-    let udp = receiver_socket(addr).map_err(io_err("joining the multicast group"))?;
-    let stream = TcpStream::connect(server)
-        .await
-        .map_err(io_err("connecting to the deploy server"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut r, mut w) = stream.into_split();
-    let (tx, mut ctl) = mpsc::channel::<io::Result<Option<Vec<u8>>>>(64);
-    tokio::spawn(async move {
-        loop {
-            let f = read_frame(&mut r).await;
-            let end = !matches!(f, Ok(Some(_)));
-            if tx.send(f).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let mut buf = vec![0u8; 65536];
-    let mut complete = false;
-    loop {
-        while let Some(ev) = receiver.poll_event() {
-            match ev {
-                ReceiverEvent::BlockComplete { index, data } => {
-                    if sink
-                        .verify_and_write(index, &data)
-                        .map_err(io_err("writing a verified block"))?
-                    {
-                        receiver.mark_written(index);
-                    } else {
-                        tracing::warn!(block = index, "block failed verification; asking again");
-                        receiver.mark_bad(index);
-                    }
-                }
-                ReceiverEvent::Complete => complete = true,
-                ReceiverEvent::Ended { complete } => return Ok(complete),
-                ReceiverEvent::Rejected { reason } => {
-                    return Err(NetError::Io {
-                        step: "joining the session",
-                        source: io::Error::new(io::ErrorKind::PermissionDenied, reason),
-                    });
-                }
-                ReceiverEvent::Joined { .. } => {}
-            }
-        }
-        while let Some(msg) = receiver.poll_control(now(start)) {
-            let session = receiver
-                .session()
-                .unwrap_or(crate::proto::mcast::SessionId(0));
-            let done = matches!(msg, Up::Done { .. });
-            write_frame(&mut w, &msg.encode(session))
-                .await
-                .map_err(io_err("writing to the deploy server"))?;
-            if done && complete {
-                return Ok(true);
-            }
-        }
-        let wake = receiver.poll_timeout().map(|t| {
-            let ahead = t.saturating_since(now(start));
-            tokio::time::Instant::now() + ahead
-        });
-        let sleep = async {
-            match wake {
-                Some(w) => tokio::time::sleep_until(w).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            got = udp.recv_from(&mut buf) => {
-                let (n, _) = got.map_err(io_err("receiving from the multicast group"))?;
-                receiver.handle_datagram(&buf[..n], now(start));
-            }
-            frame = ctl.recv() => match frame {
-                Some(Ok(Some(bytes))) => {
-                    let msg = Down::decode(&bytes)
-                        .map_err(|source| NetError::Wire { peer: server, source })?;
-                    receiver.handle_control(msg, now(start));
-                }
-                Some(Err(e)) => return Err(io_err("reading from the deploy server")(e)),
-                Some(Ok(None)) | None => return Err(NetError::ServerGone),
-            },
-            _ = sleep => {}
         }
     }
 }
