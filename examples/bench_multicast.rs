@@ -175,9 +175,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return delta(args, &image, work.path(), tbf);
     }
     println!(
-        "| contender | PCs | loss % | end to end s | image Mbit/s | x line | steady / payload limit | wire / image | x udpcast | CPU busy |"
+        "| contender | PCs | loss % | end to end s | image Mbit/s | x line | steady / payload limit | wire / image | x udpcast | CPU busy | process CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = 0;
     for &n in &args.case.pcs {
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
@@ -202,7 +202,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 ) {
                     Ok(r) => r,
                     Err(e) => {
-                        println!("| {} | {n} | {loss} | failed: {e} | | | | | | |", c.name());
+                        println!(
+                            "| {} | {n} | {loss} | failed: {e} | | | | | | | |",
+                            c.name()
+                        );
                         failures += 1;
                         continue;
                     }
@@ -219,7 +222,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     )
                 });
                 println!(
-                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} | {:.2} |",
+                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {} |",
                     r.contender,
                     r.pcs,
                     r.loss_percent,
@@ -230,6 +233,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     wire,
                     x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
                     r.cpu_busy,
+                    r.process_cpu
+                        .map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64())),
                 );
                 if reference.is_none() {
                     reference = Some(r);

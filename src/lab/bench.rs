@@ -402,6 +402,9 @@ pub struct CaseResult {
     /// `/proc/stat` is unreadable): close to 1 means the case measured the machine, not the
     /// contender.
     pub cpu_busy: f64,
+    /// CPU time (user + system) of the processes the contender started and waited for during the
+    /// delivery (sender and receivers; `None` for a contender that runs in this process).
+    pub process_cpu: Option<Duration>,
 }
 
 impl CaseResult {
@@ -451,10 +454,14 @@ pub fn run_case(
     };
     contender.prepare(image, work_dir)?;
     let cpu_before = cpu_ticks();
+    let children_before = children_cpu();
     let start = Instant::now();
     contender.deliver(&d)?;
     let elapsed = start.elapsed();
     let cpu_busy = busy_share(cpu_before, cpu_ticks());
+    let process_cpu = children_cpu()
+        .checked_sub(children_before)
+        .filter(|d| !d.is_zero());
     for (pc, out) in lab.pcs().iter().zip(&outputs) {
         let got = sha256_file(out)?;
         if got != image_sha256 {
@@ -478,7 +485,19 @@ pub fn run_case(
             .rate()
             .map(|t| Duration::from_secs_f64(t.line_rate_secs(bytes))),
         cpu_busy,
+        process_cpu,
     })
+}
+
+/// User + system time of every child process waited for so far (`RUSAGE_CHILDREN`).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// The machine's aggregate CPU counters (the `cpu` line of `/proc/stat`): (busy, total) ticks.
