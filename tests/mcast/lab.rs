@@ -58,6 +58,18 @@ fn image() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The server's address, its control address, and a listener bound there in its namespace.
+fn control_listener(lab: &Lab) -> (Ipv4Addr, SocketAddr, std::net::TcpListener) {
+    let server_addr = lab.server().addr().addr();
+    let control = SocketAddr::V4(SocketAddrV4::new(server_addr, CONTROL_PORT));
+    let listener = lab
+        .server()
+        .run(move || std::net::TcpListener::bind(control))
+        .unwrap()
+        .unwrap();
+    (server_addr, control, listener)
+}
+
 fn deploy(loss_percent: u8) {
     let lab = Lab::builder().pcs(3).rate(Tbf::mbit(200)).build().unwrap();
     if loss_percent > 0 {
@@ -72,13 +84,7 @@ fn deploy(loss_percent: u8) {
     let machines: Vec<(MachineId, Token)> = (0..3u8)
         .map(|i| (MachineId([2, 0x52, 0x43, 0, 0, i]), Token([i + 1; 32])))
         .collect();
-    let server_addr = lab.server().addr().addr();
-    let control = SocketAddr::V4(SocketAddrV4::new(server_addr, CONTROL_PORT));
-    let listener = lab
-        .server()
-        .run(move || std::net::TcpListener::bind(control))
-        .unwrap()
-        .unwrap();
+    let (server_addr, control, listener) = control_listener(&lab);
     listener.set_nonblocking(true).unwrap();
     let cfg = SenderConfig {
         rate: RateConfig {
@@ -175,13 +181,7 @@ fn three_pcs_get_the_image_at_5_percent_loss() {
 /// A server that accepts the PC, reads its HELLO and then says nothing (`hang`) or hangs up.
 fn silent_server(hang: bool) -> Result<bool, String> {
     let lab = Lab::builder().pcs(1).build().unwrap();
-    let server_addr = lab.server().addr().addr();
-    let control = SocketAddr::V4(SocketAddrV4::new(server_addr, CONTROL_PORT));
-    let listener = lab
-        .server()
-        .run(move || std::net::TcpListener::bind(control))
-        .unwrap()
-        .unwrap();
+    let (_, control, listener) = control_listener(&lab);
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         let mut len = [0u8; 4];
