@@ -6,7 +6,8 @@
 //! All decisions live in the state machines; these loops only move bytes and read the clock.
 
 use crate::proto::mcast::{
-    ConnId, ReceiverReport, Sender, SenderError, SenderEvent, SenderStats, Timestamp, Up, WireError,
+    ConnId, RateConfig, ReceiverReport, Sender, SenderError, SenderEvent, SenderStats, Timestamp,
+    Up, WireError,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -20,9 +21,6 @@ use tokio::sync::mpsc;
 
 mod receive;
 pub use receive::run_receiver;
-
-/// SO_SNDBUF of the multicast socket, bytes.
-const SEND_BUFFER: usize = 256 << 10;
 
 /// Largest control frame: a HELLO of 16 Mi blocks carries a 2 MiB bitmap.
 const MAX_FRAME: usize = 4 << 20;
@@ -93,15 +91,23 @@ fn now(start: Instant) -> Timestamp {
     Timestamp::from_micros(start.elapsed().as_micros() as u64)
 }
 
-fn sender_socket(addr: McastAddr) -> io::Result<UdpSocket> {
+/// SO_SNDBUF of the multicast socket for pacing at `rate_bps`: 10 ms of it, as the token bucket
+/// ([`RateConfig::burst_for`]): 256 KiB at 200 Mbit/s, 128 KiB at 100 Mbit/s.
+fn send_buffer_for(rate_bps: u64) -> usize {
+    RateConfig::burst_for(rate_bps) as usize
+}
+
+fn sender_socket(addr: McastAddr, send_buffer: usize) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_multicast_ttl_v4(1)?;
     s.set_multicast_if_v4(&addr.interface)?;
     s.set_multicast_loop_v4(false)?;
     // The socket's backlog keeps the link busy while the scheduler keeps the sender off the CPU;
-    // Linux doubles this and counts whole buffers, so about 230 datagrams (330 kB) may wait in the
-    // queues below, within a switch port's or `tbf`'s buffer (564 kB in the lab: no tail drop).
-    s.set_send_buffer_size(SEND_BUFFER)?;
+    // Linux doubles this and counts whole buffers: at 200 Mbit/s about 230 datagrams (330 kB) may
+    // wait in the queues below. Sized by the rate so it stays within the first queue's buffer
+    // (`tbf` in the lab: 20 ms of its rate + 64 KiB, 314 kB at 100 Mbit/s, where a fixed 256 KiB
+    // overran it; a NIC's 1000 packets on a real server).
+    s.set_send_buffer_size(send_buffer)?;
     s.bind(&SocketAddr::V4(SocketAddrV4::new(addr.interface, 0)).into())?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
@@ -189,7 +195,8 @@ pub async fn run_sender_with_stats(
     source: &mut impl BlockSource,
 ) -> Result<(Vec<ReceiverReport>, SenderStats), NetError> {
     let start = Instant::now();
-    let udp = sender_socket(addr).map_err(io_err("opening the multicast socket"))?;
+    let udp = sender_socket(addr, send_buffer_for(sender.rate_bps()))
+        .map_err(io_err("opening the multicast socket"))?;
     let (tx, mut rx) = mpsc::channel::<CtlIn>(1024);
     let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
     let mut next_conn = 1u64;
