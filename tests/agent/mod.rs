@@ -1,6 +1,7 @@
 //! The agent against the real boot HTTP router on 127.0.0.1, serving a real store: restore over HTTP,
 //! the token rules of the image endpoints, and a tampered chunk refused.
 
+use crate::store::util::{Fixture, random};
 use roomcast::agent::{self, AgentError, AgentOptions};
 use roomcast::net::files::BootRoot;
 use roomcast::net::http::{self, BootConfig, BootService, ServedImage, TOKEN_HEADER};
@@ -8,7 +9,7 @@ use roomcast::proto::mac::Mac;
 use roomcast::store::Store;
 use roomcast::store::capture::{self, CaptureOptions};
 use roomcast::store::chunk::ChunkSize;
-use roomcast::store::keys::{self, Signer};
+use roomcast::store::keys;
 use roomcast::store::manifest::{ImageId, ImageLabel};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -22,19 +23,6 @@ fn mac(last: u8) -> Mac {
     Mac([0x52, 0x54, 0, 0x18, 0x07, last])
 }
 
-/// xorshift bytes: incompressible, so the chunks are real work.
-fn random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A store with a trusted key and one captured image: random and zero regions, text in between.
 struct Image {
     dir: tempfile::TempDir,
@@ -45,10 +33,13 @@ struct Image {
 }
 
 fn image() -> Image {
-    let dir = tempfile::tempdir().unwrap();
-    let (key_file, pub_file, _) = keys::generate_files(&dir.path().join("keys")).unwrap();
-    let store = Store::open_or_create(&dir.path().join("store")).unwrap();
-    store.trust(&pub_file).unwrap();
+    let Fixture {
+        dir,
+        store,
+        signer,
+        pub_file,
+        ..
+    } = Fixture::new();
     let source = dir.path().join("source.img");
     let f = std::fs::File::create(&source).unwrap();
     f.set_len(DISK).unwrap();
@@ -67,7 +58,7 @@ fn image() -> Image {
             captured_by: "test@host".into(),
             captured_at: "2026-11-28T12:00:00Z".into(),
         },
-        &Signer::load(&key_file).unwrap(),
+        &signer,
         &CaptureOptions {
             chunk_size: ChunkSize::new(CHUNK).unwrap(),
             level: 3,

@@ -164,15 +164,7 @@ fn capture_image(w: &Path) -> Image {
     let source = w.join("source.img");
     let f = std::fs::File::create(&source).unwrap();
     f.set_len(IMAGE_SIZE).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let random: Vec<u8> = (0..(12 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = crate::store::util::random(0x9E37_79B9_7F4A_7C15, 12 << 20);
     f.write_all_at(&local_disk_boot_sector(), 0).unwrap();
     f.write_all_at(&random[..8 << 20], 1 << 20).unwrap();
     f.write_all_at(&b"roomcast e2e ".repeat(400_000), 12 << 20)

@@ -3,6 +3,7 @@
 //! agent` binary started in each PC's namespace by the lab boot (which fetches each PC's boot script
 //! over HTTP, as iPXE does). The campaign goes through the real driver and journal.
 
+use crate::store::util::{Fixture, random};
 use roomcast::campaign::driver::{Stop, Worker, drive};
 use roomcast::campaign::imaging::lab::LabBoot;
 use roomcast::campaign::imaging::session::{Session, SessionSpec};
@@ -31,19 +32,6 @@ use std::time::Duration;
 const CHUNK: u32 = 256 * 1024;
 const DISK: u64 = 8 << 20;
 const SUBNET: &str = "198.18.0.0/16";
-
-/// xorshift bytes: incompressible.
-fn random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
@@ -85,10 +73,13 @@ struct Server {
 }
 
 fn server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public, _) = keys::generate_files(&dir.path().join("keys")).unwrap();
-    let store = Store::open_or_create(&dir.path().join("store")).unwrap();
-    store.trust(&public).unwrap();
+    let Fixture {
+        dir,
+        store,
+        signer,
+        key_file: key,
+        pub_file: public,
+    } = Fixture::new();
     let base_disk = dir.path().join("base.img");
     disk(
         &base_disk,
@@ -108,7 +99,7 @@ fn server() -> Server {
             captured_by: "test".into(),
             captured_at: "2026-11-28T12:00:00Z".into(),
         },
-        &Signer::load(&key).unwrap(),
+        &signer,
         &CaptureOptions {
             chunk_size: ChunkSize::new(CHUNK).unwrap(),
             level: 3,

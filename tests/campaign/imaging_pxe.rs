@@ -82,16 +82,11 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     let f = std::fs::File::create(&master.disk).unwrap();
     f.set_len(DISK).unwrap();
     f.write_all_at(&local_disk_boot_sector(), 0).unwrap();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let random: Vec<u8> = (0..(6 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    f.write_all_at(&random, 2 << 20).unwrap();
+    f.write_all_at(
+        &crate::store::util::random(0x2545_F491_4F6C_DD1D, 6 << 20),
+        2 << 20,
+    )
+    .unwrap();
     f.write_all_at(&b"captured by PXE ".repeat(100_000), 20 << 20)
         .unwrap();
     drop(f);

@@ -3,11 +3,12 @@
 //! to the captured image (sha256 of the whole file), and the agents' reports and the deploy's
 //! summary must say how it got there. Needs root (CI runs as root); the lab removes what it made.
 
+use crate::store::util::{Fixture, random};
 use roomcast::lab::{Lab, Node, Tbf};
 use roomcast::store::Store;
 use roomcast::store::capture::{self, CaptureOptions};
 use roomcast::store::chunk::ChunkSize;
-use roomcast::store::keys::{self, Signer};
+use roomcast::store::keys::Signer;
 use roomcast::store::manifest::{ImageId, ImageLabel};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -21,19 +22,6 @@ const CHUNK: u32 = 256 * 1024;
 const DISK: u64 = 24 << 20;
 const HTTP_PORT: u16 = 8080;
 
-/// xorshift bytes: incompressible.
-fn random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A store with a trusted key and images captured from source files.
 struct Images {
     dir: tempfile::TempDir,
@@ -44,15 +32,12 @@ struct Images {
 
 impl Images {
     fn new() -> Images {
-        let dir = tempfile::tempdir().unwrap();
-        let (key_file, pub_file, _) = keys::generate_files(&dir.path().join("keys")).unwrap();
-        let store = Store::open_or_create(&dir.path().join("store")).unwrap();
-        store.trust(&pub_file).unwrap();
+        let f = Fixture::new();
         Images {
-            dir,
-            store,
-            pub_file,
-            key_file,
+            dir: f.dir,
+            store: f.store,
+            pub_file: f.pub_file,
+            key_file: f.key_file,
         }
     }
 

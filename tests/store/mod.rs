@@ -5,4 +5,4 @@ mod cli;
 mod crash;
 mod loopdev;
 mod roundtrip;
-mod util;
+pub(crate) mod util;

@@ -15,6 +15,7 @@ pub struct Fixture {
     pub store: Store,
     pub signer: Signer,
     pub key_file: PathBuf,
+    pub pub_file: PathBuf,
 }
 
 pub fn label(name: &str) -> ImageLabel {
@@ -45,6 +46,7 @@ impl Fixture {
             store,
             signer,
             key_file,
+            pub_file,
         }
     }
 
@@ -84,6 +86,11 @@ impl Fixture {
         let m = self.store.open_verified(id)?;
         restore::restore(&self.store, &m, target, &RestoreOptions::default(), &|_| {})
     }
+}
+
+/// Incompressible deterministic bytes (xorshift from `seed | 1`).
+pub fn random(seed: u64, len: usize) -> Vec<u8> {
+    pattern(seed, len, false)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), compressible when `compressible` is set.
