@@ -97,45 +97,46 @@ fn wait(udp: &UdpSocket, tcp: &TcpStream, want_write: bool, timeout: Duration) -
 /// system call per datagram costs more than the kernel's copy of it.
 struct Datagrams {
     data: Vec<u8>,
-    lens: Vec<usize>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
 }
 
 impl Datagrams {
     fn new() -> Self {
         Datagrams {
             data: vec![0; BATCH * DATAGRAM_MAX],
-            lens: Vec::with_capacity(BATCH),
+            iov: Vec::with_capacity(BATCH),
+            // SAFETY: an all-zero mmsghdr is valid (no name, no control data, no iovec yet).
+            hdrs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
         }
     }
 
-    /// Reads what the socket holds, up to [`BATCH`] datagrams, without waiting.
+    /// Reads what the socket holds, up to [`BATCH`] datagrams, without waiting; [`Self::get`]
+    /// returns them.
     fn read(&mut self, udp: &UdpSocket) -> io::Result<usize> {
-        self.lens.clear();
-        let mut iov: Vec<libc::iovec> = self
-            .data
-            .chunks_exact_mut(DATAGRAM_MAX)
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: an all-zero msghdr is valid (no name, no control data).
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = v;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        // Pointers are set afresh on every call (the buffers never move, but a struct holding
+        // pointers into itself should not rely on that across calls).
+        self.iov.clear();
+        self.iov.extend(
+            self.data
+                .chunks_exact_mut(DATAGRAM_MAX)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                }),
+        );
+        for (h, v) in self.hdrs.iter_mut().zip(self.iov.iter_mut()) {
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_len = 0;
+        }
         // SAFETY: `hdrs` holds BATCH headers, each pointing at its own iovec in `iov`, each at its
         // own DATAGRAM_MAX bytes of `self.data`; all outlive the call.
         let n = unsafe {
             libc::recvmmsg(
                 udp.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -147,13 +148,13 @@ impl Datagrams {
                 _ => Err(e),
             };
         }
-        self.lens
-            .extend(hdrs[..n as usize].iter().map(|h| h.msg_len as usize));
         Ok(n as usize)
     }
 
+    /// Datagram `i` of the last [`Self::read`].
     fn get(&self, i: usize) -> &[u8] {
-        &self.data[i * DATAGRAM_MAX..i * DATAGRAM_MAX + self.lens[i]]
+        let at = i * DATAGRAM_MAX;
+        &self.data[at..at + self.hdrs[i].msg_len as usize]
     }
 }
 
