@@ -8,7 +8,7 @@
 use super::{Lab, LabError, LabGroup, Node};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,8 +117,17 @@ impl Contender for Udpcast {
                 "--portbase",
                 &portbase,
             ]);
-            c.args(["--mcast-rdv-address", &rdv, "--file"]).arg(out);
-            procs.spawn(pc, c, d.log_dir)?;
+            c.args(["--mcast-rdv-address", &rdv]);
+            // Its output on stdout, into the PC's disk as it is: `--file` would truncate it.
+            let disk = std::fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .map_err(|source| BenchError::Io {
+                    step: "opening a PC's disk".into(),
+                    path: out.clone(),
+                    source,
+                })?;
+            procs.spawn_with_stdout(pc, c, d.log_dir, Some(disk))?;
         }
         let srv = d.lab.server();
         let n = d.lab.pcs().len().to_string();
@@ -193,7 +202,8 @@ impl Contender for UnicastTcp {
                     role,
                     pc.spawn(move || -> std::io::Result<u64> {
                         let mut conn = std::net::TcpStream::connect(bind)?;
-                        std::io::copy(&mut conn, &mut File::create(out)?)
+                        let mut disk = std::fs::OpenOptions::new().write(true).open(out)?;
+                        std::io::copy(&mut conn, &mut disk)
                     }),
                 )
             })
@@ -231,11 +241,17 @@ impl Processes {
     }
 
     /// Spawns `cmd` (built with [`Node::command`]) with stdout and stderr to `<log_dir>/<role>.log`.
-    pub fn spawn(
+    pub fn spawn(&mut self, node: &Node, cmd: Command, log_dir: &Path) -> Result<(), BenchError> {
+        self.spawn_with_stdout(node, cmd, log_dir, None)
+    }
+
+    /// [`Processes::spawn`], with stdout to `stdout` if given (stderr still to the log).
+    pub fn spawn_with_stdout(
         &mut self,
         node: &Node,
         mut cmd: Command,
         log_dir: &Path,
+        stdout: Option<File>,
     ) -> Result<(), BenchError> {
         let log = log_dir.join(format!("{}-{}.log", self.contender, node.role()));
         let io_err = |source| BenchError::Io {
@@ -243,8 +259,11 @@ impl Processes {
             path: log.clone(),
             source,
         };
-        let out = File::create(&log).map_err(io_err)?;
-        let err = out.try_clone().map_err(io_err)?;
+        let err = File::create(&log).map_err(io_err)?;
+        let out = match stdout {
+            Some(f) => f,
+            None => err.try_clone().map_err(io_err)?,
+        };
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
@@ -420,6 +439,35 @@ impl CaseResult {
     }
 }
 
+/// Makes `path` a PC's disk of at least `bytes`, every page written (zeros after what it holds),
+/// before the clock starts: a PC's disk exists before it is imaged. Without this, every page a
+/// contender writes into the sparse file in `/dev/shm` is memory allocated and, on this VM,
+/// first touched by the host during the copy: 3.0-4.9 s of the 2 cores in one N = 10 run, the
+/// most variable cost of the whole run (`copy_folio_from_iter_atomic`, docs/PERFORMANCE.md).
+/// Contenders must write into it without truncating it.
+pub fn make_disk(path: &Path, bytes: u64) -> Result<(), BenchError> {
+    let io_err = |source| BenchError::Io {
+        step: "making a PC's disk".into(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err)?;
+    let mut at = f.metadata().map_err(io_err)?.len();
+    f.seek(SeekFrom::Start(at)).map_err(io_err)?;
+    let zeros = vec![0u8; 1 << 20];
+    while at < bytes {
+        let n = (bytes - at).min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n]).map_err(io_err)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Delivers `image` (whose sha256 is `image_sha256`) with `contender` to every PC of `lab`, into
 /// `work_dir`, times it, checks every copy, and removes the copies.
 pub fn run_case(
@@ -453,6 +501,9 @@ pub fn run_case(
         timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
     };
     contender.prepare(image, work_dir)?;
+    for out in &outputs {
+        make_disk(out, bytes)?;
+    }
     let cpu_before = cpu_ticks();
     let children_before = children_cpu();
     let start = Instant::now();

@@ -121,3 +121,63 @@ fn bad_token_unknown_machine_and_small_disk_are_refused() {
     }
     assert!(s.poll_transmit(Timestamp::from_micros(1_000_000)).is_none());
 }
+
+#[test]
+fn raptorq_encoding_is_handed_out_once_receivers_report_loss() {
+    let a: Vec<u8> = (0..9000u32).map(|i| (i * 5) as u8).collect();
+    let mut s = Sender::new(
+        SenderConfig {
+            disk_size: 1 << 20,
+            ..SenderConfig::default()
+        },
+        SessionId(7),
+        &[a.len() as u32; 3],
+        [(PC, Token([3; 32]))],
+        Timestamp::ZERO,
+    )
+    .expect("valid");
+    let hello = Up::Hello {
+        machine: PC,
+        token: Token([3; 32]),
+        disk_size: 1 << 20,
+        have: BlockSet::new(3),
+    };
+    s.handle_control(ConnId(1), hello, Timestamp::ZERO);
+    s.supply_block(0, &a).expect("right length");
+    assert!(
+        s.poll_prepare().is_none(),
+        "a room that reported no loss needs no repair symbols: nothing to encode"
+    );
+    // Two STATUS a moment apart: 50 of the last 100 packets lost.
+    let status = |highest_seq, received| {
+        Up::Status(roomcast::proto::mcast::wire::Status {
+            highest_seq,
+            received,
+            ..Default::default()
+        })
+    };
+    s.handle_control(ConnId(1), status(100, 100), Timestamp::ZERO);
+    s.handle_control(ConnId(1), status(200, 150), Timestamp::ZERO);
+    s.handle_timeout(Timestamp::from_micros(2_000_000));
+    // Block 0, read before the loss was known, is handed out now; block 1 as it is supplied.
+    s.supply_block(1, &a).expect("right length");
+    let mut handed = Vec::new();
+    while let Some(p) = s.poll_prepare() {
+        assert!(!p.is_done());
+        handed.push(
+            std::thread::spawn(move || {
+                p.run();
+                p
+            })
+            .join()
+            .expect("encoding ran on another thread"),
+        );
+    }
+    assert_eq!(handed.len(), 2, "blocks 0 and 1, each once");
+    assert!(handed.iter().all(|p| p.is_done()));
+    s.supply_block(1, &a).expect("supplied again");
+    assert!(
+        s.poll_prepare().is_none(),
+        "an encoded block is not handed out again"
+    );
+}

@@ -624,6 +624,10 @@ impl Sim {
     fn pump(&mut self) {
         loop {
             let mut progress = false;
+            while let Some(prepare) = self.sender.poll_prepare() {
+                // The driver runs it on another thread; the symbols are the same.
+                prepare.run();
+            }
             while let Some(ev) = self.sender.poll_event() {
                 progress = true;
                 match ev {

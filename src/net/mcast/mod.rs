@@ -147,6 +147,10 @@ enum Served {
 /// Handles every pending sender event: reads the blocks it asks for, logs the rest.
 fn serve_events(sender: &mut Sender, source: &mut impl BlockSource) -> Result<Served, NetError> {
     let mut served = Served::None;
+    while let Some(prepare) = sender.poll_prepare() {
+        // RaptorQ encoding (about 2 ms per MiB) away from the sending loop.
+        tokio::task::spawn_blocking(move || prepare.run());
+    }
     while let Some(ev) = sender.poll_event() {
         served = Served::Some;
         match ev {

@@ -271,6 +271,7 @@ pub fn run_receiver(
                         tracing::warn!(block = index, "block failed verification; asking again");
                         receiver.mark_bad(index);
                     }
+                    receiver.recycle(data);
                 }
                 ReceiverEvent::Complete => complete = true,
                 ReceiverEvent::Ended { complete } => return Ok(complete),

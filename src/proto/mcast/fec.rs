@@ -56,17 +56,23 @@ impl BlockEncoder {
             let at = id as usize * size;
             out.extend_from_slice(&self.padded[at..at + size]);
         } else {
-            let encoder = self.encoder.get_or_init(|| {
-                SourceBlockEncoder::new(0, &config(self.k, self.symbol_size), &self.padded)
-            });
+            self.prepare();
+            let encoder = self.encoder.get().expect("prepared just above");
             let p = encoder.repair_packets(id - self.k, 1);
             out.extend_from_slice(p[0].data());
         }
     }
 
+    /// Builds the RaptorQ encoder now (the intermediate symbols every repair symbol derives
+    /// from), so that the first repair symbol finds it ready; does nothing if it is built.
+    pub(crate) fn prepare(&self) {
+        self.encoder.get_or_init(|| {
+            SourceBlockEncoder::new(0, &config(self.k, self.symbol_size), &self.padded)
+        });
+    }
+
     /// Whether the RaptorQ encoder has been built (only repair symbols need it).
-    #[cfg(test)]
-    pub(crate) fn encoder_built(&self) -> bool {
+    pub(crate) fn encoder_ready(&self) -> bool {
         self.encoder.get().is_some()
     }
 }
@@ -80,7 +86,10 @@ pub(crate) struct BlockDecoder {
     len: u32,
     k: u32,
     symbol_size: u16,
-    seen: HashSet<u32>,
+    /// Source symbols held, one bit each (a hash set per symbol cost more than the copy).
+    source_seen: Vec<u64>,
+    /// Repair symbols held (few: about the loss).
+    repair_seen: HashSet<u32>,
     /// Source symbols land here in place: a block whose source symbols all arrive (a loss-free
     /// room, nearly every block) is this buffer, with no RaptorQ work and no copy per symbol.
     source: Vec<u8>,
@@ -102,14 +111,25 @@ pub(crate) enum Added {
 
 impl BlockDecoder {
     /// `len` must be in `1..=MAX_SOURCE_SYMBOLS * symbol_size` (the receiver checks).
+    #[cfg(test)]
     pub(crate) fn new(len: u32, symbol_size: u16) -> Self {
+        Self::reusing(len, symbol_size, Vec::new())
+    }
+
+    /// [`BlockDecoder::new`], with `buffer` (a block handed out before) as the block's memory:
+    /// no allocation and no zeroing of a mebibyte per block. Its old bytes are never handed out:
+    /// the block is either all received source symbols, each written over its slot, or
+    /// RaptorQ's output.
+    pub(crate) fn reusing(len: u32, symbol_size: u16, mut buffer: Vec<u8>) -> Self {
         let k = source_symbols(len, symbol_size);
+        buffer.resize(k as usize * usize::from(symbol_size), 0);
         BlockDecoder {
             len,
             k,
             symbol_size,
-            seen: HashSet::new(),
-            source: vec![0; k as usize * usize::from(symbol_size)],
+            source_seen: vec![0; (k as usize).div_ceil(64)],
+            repair_seen: HashSet::new(),
+            source: buffer,
             sources: 0,
             decoder: None,
         }
@@ -122,17 +142,29 @@ impl BlockDecoder {
 
     /// Distinct symbols still needed (at least 1 while the block is not rebuilt).
     pub(crate) fn deficit(&self) -> u32 {
-        self.k.saturating_sub(self.seen.len() as u32).max(1)
+        self.k.saturating_sub(self.received()).max(1)
     }
 
     /// Distinct symbols received.
     pub(crate) fn received(&self) -> u32 {
-        self.seen.len() as u32
+        self.sources + self.repair_seen.len() as u32
+    }
+
+    /// Records symbol `id`; false if it was already there.
+    fn mark_seen(&mut self, id: u32) -> bool {
+        if id < self.k {
+            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+            let new = self.source_seen[word] & bit == 0;
+            self.source_seen[word] |= bit;
+            new
+        } else {
+            self.repair_seen.insert(id)
+        }
     }
 
     /// Adds symbol `id`; `symbol` must be exactly one symbol long (the receiver checks).
     pub(crate) fn add(&mut self, id: u32, symbol: &[u8]) -> Added {
-        if self.source.is_empty() || !self.seen.insert(id) {
+        if self.source.is_empty() || !self.mark_seen(id) {
             // Empty: already handed out complete (the receiver drops a decoder then).
             return Added::Pending;
         }
@@ -153,11 +185,9 @@ impl BlockDecoder {
                     &config(self.k, self.symbol_size),
                     u64::from(self.k) * u64::from(self.symbol_size),
                 );
-                let held: Vec<EncodingPacket> = self
-                    .seen
-                    .iter()
-                    .filter(|&&s| s < self.k)
-                    .map(|&s| {
+                let held: Vec<EncodingPacket> = (0..self.k)
+                    .filter(|&s| self.source_seen[s as usize / 64] & (1 << (s % 64)) != 0)
+                    .map(|s| {
                         let at = s as usize * size;
                         packet(s, &self.source[at..at + size])
                     })
@@ -173,7 +203,7 @@ impl BlockDecoder {
                 data.truncate(self.len as usize);
                 Added::Complete(data)
             }
-            None if self.seen.len() as u32 >= self.k + MAX_EXTRA_SYMBOLS => Added::GiveUp,
+            None if self.received() >= self.k + MAX_EXTRA_SYMBOLS => Added::GiveUp,
             None => Added::Pending,
         }
     }
@@ -191,7 +221,7 @@ mod tests {
         let mut s = Vec::new();
         enc.symbol(4, &mut s);
         assert!(
-            !enc.encoder_built(),
+            !enc.encoder_ready(),
             "source symbols need no RaptorQ encoding"
         );
         let mut dec = BlockDecoder::new(data.len() as u32, 1000);
@@ -201,6 +231,38 @@ mod tests {
             let mut s = Vec::new();
             enc.symbol(id, &mut s);
             if let Added::Complete(d) = dec.add(id, &s) {
+                out = Some(d);
+                break;
+            }
+        }
+        assert_eq!(out.as_deref(), Some(&data[..]));
+    }
+
+    #[test]
+    fn a_reused_buffer_never_leaks_its_old_bytes() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let enc = BlockEncoder::new(&data, 1000);
+        let symbol = |id| {
+            let mut s = Vec::new();
+            enc.symbol(id, &mut s);
+            s
+        };
+        // Longer and shorter stale buffers, every source symbol received, in any order.
+        for stale in [vec![0xff; 30_000], vec![0xee; 4_321]] {
+            let mut dec = BlockDecoder::reusing(data.len() as u32, 1000, stale);
+            let mut out = None;
+            for id in (0..10).rev() {
+                if let Added::Complete(d) = dec.add(id, &symbol(id)) {
+                    out = Some(d);
+                }
+            }
+            assert_eq!(out.as_deref(), Some(&data[..]));
+        }
+        // Source symbols lost: RaptorQ's answer, not the stale slots.
+        let mut dec = BlockDecoder::reusing(data.len() as u32, 1000, vec![0xff; 10_000]);
+        let mut out = None;
+        for id in (2..10).chain(10..14) {
+            if let Added::Complete(d) = dec.add(id, &symbol(id)) {
                 out = Some(d);
                 break;
             }

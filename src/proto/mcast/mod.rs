@@ -27,7 +27,7 @@ pub use bitmap::BlockSet;
 pub use rate::{ETHERNET_HEADER, RateConfig, RateController};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity, ReceiverStats};
 pub use sender::{
-    ConnId, ReceiverReport, Sender, SenderConfig, SenderError, SenderEvent, SenderStats,
+    ConnId, Prepare, ReceiverReport, Sender, SenderConfig, SenderError, SenderEvent, SenderStats,
 };
 pub use time::Timestamp;
 pub use wire::{DataPacket, Down, MachineId, SessionId, Token, Up, WireError};

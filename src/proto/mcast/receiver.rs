@@ -111,7 +111,12 @@ pub struct Receiver {
     events: VecDeque<ReceiverEvent>,
     done_sent: bool,
     stats: ReceiverStats,
+    /// Blocks handed back by [`Receiver::recycle`], memory for the next ones.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Buffers [`Receiver::recycle`] keeps.
+const SPARE_BUFFERS: usize = 4;
 
 impl Receiver {
     /// A receiver for an image of `have.len()` blocks, of which `have` are already correct on disk.
@@ -138,6 +143,15 @@ impl Receiver {
             events: VecDeque::new(),
             done_sent: false,
             stats: ReceiverStats::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands back the bytes of a [`ReceiverEvent::BlockComplete`] once the caller is done with
+    /// them, as memory for a later block (optional: without it every block allocates).
+    pub fn recycle(&mut self, block: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(block);
         }
     }
 
@@ -238,8 +252,11 @@ impl Receiver {
             if self.open.len() >= self.cfg.max_open_blocks.max(1) {
                 self.evict();
             }
-            self.open
-                .insert(p.block, BlockDecoder::new(p.block_len, symbol_size));
+            let buffer = self.spare.pop().unwrap_or_default();
+            self.open.insert(
+                p.block,
+                BlockDecoder::reusing(p.block_len, symbol_size, buffer),
+            );
         }
         let Some(dec) = self.open.get_mut(&p.block) else {
             return;

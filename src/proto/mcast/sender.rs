@@ -20,11 +20,29 @@ use super::time::Timestamp;
 use super::wire::{DataPacket, Down, MAX_SYMBOL_ID, MachineId, SessionId, Status, Token, Up};
 use super::{DEFAULT_SYMBOL_SIZE, IP_UDP_OVERHEAD};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The driver's handle for one control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// RaptorQ encoding of one block, to run off the sending loop (see [`Sender::supply_block`]).
+#[must_use = "run it (on another thread) or drop it"]
+pub struct Prepare(Arc<BlockEncoder>);
+
+impl Prepare {
+    /// Encodes now; the sender finds the result when it sends the block's first repair symbol
+    /// (and waits for it if this is still running on another thread then).
+    pub fn run(&self) {
+        self.0.prepare();
+    }
+
+    /// Whether this block's encoding is done (tests).
+    pub fn is_done(&self) -> bool {
+        self.0.encoder_ready()
+    }
+}
 
 /// Every sender number, with its unit.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,8 +221,10 @@ pub struct Sender {
     /// surely creates work: a HELLO, a reopened block, a death).
     idle_until: Option<Timestamp>,
     median: Option<f64>,
+    /// Blocks whose RaptorQ encoding to hand out ([`Sender::poll_prepare`]).
+    to_prepare: VecDeque<u32>,
     watch: BTreeMap<u32, Timestamp>,
-    encoders: HashMap<u32, BlockEncoder>,
+    encoders: HashMap<u32, Arc<BlockEncoder>>,
     lru: VecDeque<u32>,
     requested: HashMap<u32, ()>,
     events: VecDeque<SenderEvent>,
@@ -297,6 +317,7 @@ impl Sender {
             cursor: 0,
             idle_until: None,
             median: None,
+            to_prepare: VecDeque::new(),
             watch: BTreeMap::new(),
             encoders: HashMap::new(),
             lru: VecDeque::new(),
@@ -349,11 +370,37 @@ impl Sender {
                 }
                 self.encoders.remove(&old);
             }
-            self.encoders
-                .insert(index, BlockEncoder::new(data, self.cfg.symbol_size));
+            self.encoders.insert(
+                index,
+                Arc::new(BlockEncoder::new(data, self.cfg.symbol_size)),
+            );
             self.lru.push_back(index);
+            if self.lossy() {
+                self.to_prepare.push_back(index);
+            }
         }
         Ok(())
+    }
+
+    /// RaptorQ encoding the sender will soon need, to run away from the sending loop: milliseconds
+    /// of CPU per block that, run in place at a block's first repair symbol, emptied the socket's
+    /// backlog and idled the link. Handed out for every block supplied while the receivers report
+    /// loss (its first pass carries repair; the sender asks `readahead` blocks ahead, so there is
+    /// time), and for the blocks already held when loss is first reported. Dropping one is
+    /// harmless: the first repair symbol then encodes in place.
+    pub fn poll_prepare(&mut self) -> Option<Prepare> {
+        while let Some(b) = self.to_prepare.pop_front() {
+            if let Some(e) = self.encoders.get(&b)
+                && !e.encoder_ready()
+            {
+                return Some(Prepare(e.clone()));
+            }
+        }
+        None
+    }
+
+    fn lossy(&self) -> bool {
+        self.median.is_some_and(|loss| loss > 0.0)
     }
 
     /// A message from the receiver on connection `conn`.
@@ -813,7 +860,14 @@ impl Sender {
         }
         if now >= self.next_adapt {
             self.next_adapt = now + self.cfg.rate.adapt_interval;
+            let was_lossy = self.lossy();
             self.median = self.compute_median_loss();
+            if !was_lossy && self.lossy() {
+                // Blocks read before anyone reported loss: their repair is near.
+                let mut held: Vec<u32> = self.encoders.keys().copied().collect();
+                held.sort_unstable();
+                self.to_prepare.extend(held);
+            }
             if let Some(l) = self.interval_median_loss() {
                 self.rate.observe_loss(l);
             }
