@@ -620,6 +620,23 @@ impl Sender {
                 self.watch.entry(b).or_insert(settle_late);
             }
         }
+        // The first loss figures count at once, not at the next adaptation (up to
+        // `adapt_interval` later): the blocks sent meanwhile would all go without first-pass
+        // repair and need quick repair together.
+        if self.median.is_none() {
+            self.update_median();
+        }
+    }
+
+    fn update_median(&mut self) {
+        let was_lossy = self.lossy();
+        self.median = self.compute_median_loss();
+        if !was_lossy && self.lossy() {
+            // Blocks read before anyone reported loss: their repair is near.
+            let mut held: Vec<u32> = self.encoders.keys().copied().collect();
+            held.sort_unstable();
+            self.to_prepare.extend(held);
+        }
     }
 
     /// Median over active receivers of the loss since the previous call (receivers that saw too
@@ -860,14 +877,7 @@ impl Sender {
         }
         if now >= self.next_adapt {
             self.next_adapt = now + self.cfg.rate.adapt_interval;
-            let was_lossy = self.lossy();
-            self.median = self.compute_median_loss();
-            if !was_lossy && self.lossy() {
-                // Blocks read before anyone reported loss: their repair is near.
-                let mut held: Vec<u32> = self.encoders.keys().copied().collect();
-                held.sort_unstable();
-                self.to_prepare.extend(held);
-            }
+            self.update_median();
             if let Some(l) = self.interval_median_loss() {
                 self.rate.observe_loss(l);
             }
