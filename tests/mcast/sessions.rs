@@ -8,13 +8,18 @@ use roomcast::proto::mcast::{
 const PC: MachineId = MachineId([2, 0, 0, 0, 0, 9]);
 
 fn sender(session: u64, data: &[u8]) -> Sender {
+    sender_of_blocks(session, &[data.len() as u32])
+}
+
+/// A sender of blocks of `lens` bytes whose one PC has joined and listens.
+fn sender_of_blocks(session: u64, lens: &[u32]) -> Sender {
     let mut s = Sender::new(
         SenderConfig {
             disk_size: 1000,
             ..SenderConfig::default()
         },
         SessionId(session),
-        &[data.len() as u32],
+        lens,
         [(PC, Token([3; 32]))],
         Timestamp::ZERO,
     )
@@ -23,7 +28,7 @@ fn sender(session: u64, data: &[u8]) -> Sender {
         machine: PC,
         token: Token([3; 32]),
         disk_size: 1000,
-        have: BlockSet::new(1),
+        have: BlockSet::new(lens.len() as u32),
     };
     s.handle_control(ConnId(1), hello, Timestamp::ZERO);
     // Its first STATUS says it listens: the sender may start.
@@ -125,24 +130,7 @@ fn bad_token_unknown_machine_and_small_disk_are_refused() {
 #[test]
 fn raptorq_encoding_is_handed_out_once_receivers_report_loss() {
     let a: Vec<u8> = (0..9000u32).map(|i| (i * 5) as u8).collect();
-    let mut s = Sender::new(
-        SenderConfig {
-            disk_size: 1 << 20,
-            ..SenderConfig::default()
-        },
-        SessionId(7),
-        &[a.len() as u32; 3],
-        [(PC, Token([3; 32]))],
-        Timestamp::ZERO,
-    )
-    .expect("valid");
-    let hello = Up::Hello {
-        machine: PC,
-        token: Token([3; 32]),
-        disk_size: 1 << 20,
-        have: BlockSet::new(3),
-    };
-    s.handle_control(ConnId(1), hello, Timestamp::ZERO);
+    let mut s = sender_of_blocks(7, &[a.len() as u32; 3]);
     s.supply_block(0, &a).expect("right length");
     assert!(
         s.poll_prepare().is_none(),
