@@ -1,6 +1,7 @@
 //! RaptorQ over one block: the block (a compressed chunk) is one RaptorQ source block of `K` symbols;
 //! any `K` (rarely `K + 1` or `K + 2`) distinct encoding symbols rebuild it.
 
+use super::bitmap::BlockSet;
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
     SourceBlockEncoder,
@@ -56,19 +57,17 @@ impl BlockEncoder {
             let at = id as usize * size;
             out.extend_from_slice(&self.padded[at..at + size]);
         } else {
-            self.prepare();
-            let encoder = self.encoder.get().expect("prepared just above");
-            let p = encoder.repair_packets(id - self.k, 1);
+            let p = self.prepare().repair_packets(id - self.k, 1);
             out.extend_from_slice(p[0].data());
         }
     }
 
     /// Builds the RaptorQ encoder now (the intermediate symbols every repair symbol derives
     /// from), so that the first repair symbol finds it ready; does nothing if it is built.
-    pub(crate) fn prepare(&self) {
+    pub(crate) fn prepare(&self) -> &SourceBlockEncoder {
         self.encoder.get_or_init(|| {
             SourceBlockEncoder::new(0, &config(self.k, self.symbol_size), &self.padded)
-        });
+        })
     }
 
     /// Whether the RaptorQ encoder has been built (only repair symbols need it).
@@ -87,13 +86,12 @@ pub(crate) struct BlockDecoder {
     k: u32,
     symbol_size: u16,
     /// Source symbols held, one bit each (a hash set per symbol cost more than the copy).
-    source_seen: Vec<u64>,
+    source_seen: BlockSet,
     /// Repair symbols held (few: about the loss).
     repair_seen: HashSet<u32>,
     /// Source symbols land here in place: a block whose source symbols all arrive (a loss-free
     /// room, nearly every block) is this buffer, with no RaptorQ work and no copy per symbol.
     source: Vec<u8>,
-    sources: u32,
     /// Built at the first repair symbol and fed the source symbols held so far; RaptorQ's answer
     /// does not depend on the order symbols come in, so deferring it changes nothing decided.
     decoder: Option<SourceBlockDecoder>,
@@ -127,10 +125,9 @@ impl BlockDecoder {
             len,
             k,
             symbol_size,
-            source_seen: vec![0; (k as usize).div_ceil(64)],
+            source_seen: BlockSet::new(k),
             repair_seen: HashSet::new(),
             source: buffer,
-            sources: 0,
             decoder: None,
         }
     }
@@ -147,16 +144,13 @@ impl BlockDecoder {
 
     /// Distinct symbols received.
     pub(crate) fn received(&self) -> u32 {
-        self.sources + self.repair_seen.len() as u32
+        self.source_seen.count() + self.repair_seen.len() as u32
     }
 
     /// Records symbol `id`; false if it was already there.
     fn mark_seen(&mut self, id: u32) -> bool {
         if id < self.k {
-            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
-            let new = self.source_seen[word] & bit == 0;
-            self.source_seen[word] |= bit;
-            new
+            self.source_seen.insert(id)
         } else {
             self.repair_seen.insert(id)
         }
@@ -172,9 +166,8 @@ impl BlockDecoder {
         let decoded = if id < self.k {
             let at = id as usize * size;
             self.source[at..at + size].copy_from_slice(symbol);
-            self.sources += 1;
             match &mut self.decoder {
-                None if self.sources == self.k => Some(std::mem::take(&mut self.source)),
+                None if self.source_seen.is_full() => Some(std::mem::take(&mut self.source)),
                 None => None,
                 Some(d) => d.decode(std::iter::once(packet(id, symbol))),
             }
@@ -185,8 +178,9 @@ impl BlockDecoder {
                     &config(self.k, self.symbol_size),
                     u64::from(self.k) * u64::from(self.symbol_size),
                 );
-                let held: Vec<EncodingPacket> = (0..self.k)
-                    .filter(|&s| self.source_seen[s as usize / 64] & (1 << (s % 64)) != 0)
+                let held: Vec<EncodingPacket> = self
+                    .source_seen
+                    .iter()
                     .map(|s| {
                         let at = s as usize * size;
                         packet(s, &self.source[at..at + size])

@@ -27,7 +27,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
-/// RaptorQ encoding of one block, to run off the sending loop (see [`Sender::supply_block`]).
+/// RaptorQ encoding of one block, to run off the sending loop (see [`Sender::poll_prepare`]).
 #[must_use = "run it (on another thread) or drop it"]
 pub struct Prepare(Arc<BlockEncoder>);
 
@@ -632,10 +632,9 @@ impl Sender {
         let was_lossy = self.lossy();
         self.median = self.compute_median_loss();
         if !was_lossy && self.lossy() {
-            // Blocks read before anyone reported loss: their repair is near.
-            let mut held: Vec<u32> = self.encoders.keys().copied().collect();
-            held.sort_unstable();
-            self.to_prepare.extend(held);
+            // Blocks read before anyone reported loss (the encoder cache, oldest first): their
+            // repair is near.
+            self.to_prepare.extend(self.lru.iter().copied());
         }
     }
 
