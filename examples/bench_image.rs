@@ -9,12 +9,12 @@
 //! ratio; share of v2's chunks already in the store after v1; a delta restore v1 -> v2 (bytes written
 //! against the bytes of changed chunks, time against a full restore of v2).
 
-use roomcast::disk::restore::{self, RestoreOptions};
-use roomcast::store::Store;
-use roomcast::store::capture::{self, CaptureOptions};
-use roomcast::store::diff;
-use roomcast::store::keys::{self, Signer};
-use roomcast::store::manifest::ImageLabel;
+use roomcast_store::Store;
+use roomcast_store::capture::{self, CaptureOptions};
+use roomcast_store::diff;
+use roomcast_store::keys::{self, Signer};
+use roomcast_store::manifest::ImageLabel;
+use roomcast_store::restore::{self, RestoreOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;

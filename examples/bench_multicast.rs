@@ -18,10 +18,10 @@
 //! with Ctrl-C leaves its lab behind: `roomcast lab cleanup --stale` removes it.
 
 use clap::Parser;
-use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast};
-use roomcast::lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
-use roomcast::lab::{Lab, Tbf};
-use roomcast::proto::mcast::DEFAULT_SYMBOL_SIZE;
+use roomcast_lab::bench::{self, CaseResult, Contender, Udpcast};
+use roomcast_lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
+use roomcast_lab::{Lab, Tbf};
+use roomcast_proto::mcast::DEFAULT_SYMBOL_SIZE;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -11,8 +11,8 @@
 //! `roomcast lab cleanup --stale` removes it.
 
 use clap::Parser;
-use roomcast::lab::bench::{self, CaseResult, Contender, Udpcast, UnicastTcp};
-use roomcast::lab::{Lab, Tbf};
+use roomcast_lab::bench::{self, CaseResult, Contender, Udpcast, UnicastTcp};
+use roomcast_lab::{Lab, Tbf};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

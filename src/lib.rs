@@ -3,21 +3,14 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
-pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod cli;
 pub mod demo;
-pub mod disk;
 pub mod inventory;
-pub mod lab;
-pub mod lockfile;
 pub mod model;
 pub mod net;
-pub mod procedure;
-pub mod proto;
 pub mod remote;
 pub mod render;
 pub mod secrets;
 pub mod serve;
-pub mod store;

@@ -1,6 +1,8 @@
 //! `roomcast bootenv build`: the boot environment a PC of the campaign PXE-boots into — the iPXE
 //! binaries (Debian's `ipxe`), a kernel (Debian's `linux-image-amd64`) and an initramfs built here
-//! (busybox-static, the roomcast binary and the libraries `ldd` lists, virtio modules, an init).
+//! (busybox-static, the PC agent's own binary `roomcast-agent` and the libraries `ldd` lists, virtio
+//! modules, an init). The agent binary is built from the `roomcast-agent` crate alone: none of the
+//! tool's campaign, lab, SQLite, SSH, HTTP server or templates reaches a PC.
 
 pub mod cpio;
 
@@ -10,8 +12,21 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The init script (PID 1), see `templates/boot/init.sh`.
+/// The init script (PID 1), see `templates/boot/init.sh`; `@CONTRACT@` stands for the contract
+/// version of the agent built in ([`init_script`]).
 pub const INIT: &str = include_str!("../../templates/boot/init.sh");
+
+/// The init script as it goes into the initramfs: the contract version of the agent it runs baked
+/// in, so that even its shell-made facts report says which contract it speaks.
+pub fn init_script() -> String {
+    INIT.replace(
+        "@CONTRACT@",
+        &roomcast_proto::contract::CONTRACT_VERSION.to_string(),
+    )
+}
+
+/// File name of the agent's binary, next to `roomcast` and inside the initramfs (`/bin`).
+pub const AGENT_BINARY: &str = "roomcast-agent";
 const UDHCPC_SCRIPT: &str = include_str!("../../templates/boot/udhcpc.script");
 /// Kernel modules the init loads, in order (virtio is modular in Debian's kernel).
 pub const MODULES: [&str; 9] = [
@@ -38,8 +53,8 @@ pub struct BuildOptions {
     /// An unpacked `linux-image-*` package (`dpkg -x`); when absent it is downloaded into
     /// `<out>/.kernel` with `apt-get download`.
     pub kernel_dir: Option<PathBuf>,
-    /// The roomcast binary to put in the initramfs.
-    pub roomcast: PathBuf,
+    /// The agent binary to put in the initramfs (`roomcast-agent`).
+    pub agent: PathBuf,
     /// Where Debian's `ipxe` package put its binaries.
     pub ipxe_dir: PathBuf,
     /// A static busybox.
@@ -50,12 +65,12 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Debian's paths and the running roomcast binary.
+    /// Debian's paths and the `roomcast-agent` next to the running roomcast binary.
     pub fn new(out: PathBuf) -> std::io::Result<Self> {
         Ok(BuildOptions {
             out,
             kernel_dir: None,
-            roomcast: std::env::current_exe()?,
+            agent: std::env::current_exe()?.with_file_name(AGENT_BINARY),
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             busybox: PathBuf::from("/bin/busybox"),
             trusted_key: None,
@@ -232,7 +247,7 @@ fn write_initramfs(
     // (path inside, permission bits, contents)
     let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
     let read = |p: &Path| std::fs::read(p).map_err(io("reading", p));
-    files.push(("init".into(), 0o755, INIT.as_bytes().to_vec()));
+    files.push(("init".into(), 0o755, init_script().into_bytes()));
     files.push((
         "etc/udhcpc.script".into(),
         0o755,
@@ -241,34 +256,34 @@ fn write_initramfs(
     files.push(("bin/busybox".into(), 0o755, read(&opts.busybox)?));
     if let Some(key) = &opts.trusted_key {
         // Parsed here so a wrong file fails the build, not every PC at night.
-        crate::store::keys::load_public(key).map_err(|e| BootEnvError::Io {
+        roomcast_store::keys::load_public(key).map_err(|e| BootEnvError::Io {
             step: "reading the trusted key",
             path: key.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let inside = crate::agent::TRUSTED_KEY
+        let inside = roomcast_agent::TRUSTED_KEY
             .trim_start_matches('/')
             .to_string();
         files.push((inside, 0o644, read(key)?));
     }
     // A stripped copy: the debug binary is ~10x larger, and every byte crosses the network at boot.
-    let stripped = opts.out.join(".roomcast.stripped");
+    let stripped = opts.out.join(".roomcast-agent.stripped");
     let agent = match run(
         "strip",
         Command::new("strip")
             .arg("-o")
             .arg(&stripped)
-            .arg(&opts.roomcast),
+            .arg(&opts.agent),
     ) {
         Ok(_) => read(&stripped)?,
         Err(e) => {
             tracing::warn!(%e, "strip failed, using the binary as is");
-            read(&opts.roomcast)?
+            read(&opts.agent)?
         }
     };
     let _ = std::fs::remove_file(&stripped);
-    files.push(("bin/roomcast".into(), 0o755, agent));
-    for lib in libraries(&opts.roomcast)? {
+    files.push((format!("bin/{AGENT_BINARY}"), 0o755, agent));
+    for lib in libraries(&opts.agent)? {
         let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((inside, 0o755, read(&lib)?));
     }
@@ -337,4 +352,28 @@ fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, BootEnvError> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_proto::contract::{CONTRACT_HEADER, CONTRACT_VERSION, cmdline};
+
+    #[test]
+    fn the_init_speaks_the_contract_of_the_agent_it_runs() {
+        let init = init_script();
+        for key in cmdline::KEYS {
+            assert!(
+                init.contains(&format!("{key}=*)")),
+                "init does not read {key}"
+            );
+        }
+        assert!(init.contains(&format!("contract={CONTRACT_VERSION}\n")));
+        assert!(!init.contains("@CONTRACT@"));
+        assert!(
+            init.to_ascii_lowercase()
+                .contains(&format!("--header \"{CONTRACT_HEADER}: $contract\""))
+        );
+        assert!(init.contains(&format!("if {AGENT_BINARY} \"$@\" --server")));
+    }
 }

@@ -1,7 +1,7 @@
 //! Step a's installer check: a fetched installer must have the catalog's size and sha256; a mismatch
 //! names the file and becomes a [`Refusal`] before any PC is touched.
 
-use crate::procedure::Refusal;
+use roomcast_proto::procedure::Refusal;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! action is taken, so a crash at any point loses at most the work in flight, which `resume` redoes.
 
 use super::journal::{Journal, JournalError};
-use crate::procedure::{Action, Event, Phase, State, Step, Timestamp, Verdict};
+use roomcast_proto::procedure::{Action, Event, Phase, State, Step, Timestamp, Verdict};
 use std::collections::VecDeque;
 
 /// Does the work the engine asks for and reports it as an event.
@@ -182,7 +182,7 @@ pub fn drive_until(
     }
     let unfinished_machines = state.machines.values().any(|m| {
         m.values()
-            .any(|s| matches!(s, crate::procedure::Status::Running { .. }))
+            .any(|s| matches!(s, roomcast_proto::procedure::Status::Running { .. }))
     });
     let stop = if state.phase.is_terminal() {
         Stop::Ended(state.phase.clone())
@@ -259,7 +259,7 @@ pub fn signoff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procedure::{DeployMode, Plan, Status};
+    use roomcast_proto::procedure::{DeployMode, Plan, Status};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -7,7 +7,7 @@
 //! the store with the right size and sha256 is not fetched again (a resumed campaign costs nothing).
 
 use super::collect::verify_installer;
-use crate::procedure::Refusal;
+use roomcast_proto::procedure::Refusal;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

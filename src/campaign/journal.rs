@@ -1,14 +1,14 @@
 //! The campaign journal: an append-only log of procedure events in SQLite. Resume = replay.
 //!
 //! Every event is written (and synced) before the orchestrator acts on its consequences, so after a
-//! crash or a power cut, replaying the log through [`crate::procedure::transition`] gives the exact
-//! state the campaign was in, and [`crate::procedure::pending_actions`] what was in flight.
+//! crash or a power cut, replaying the log through [`roomcast_proto::procedure::transition`] gives the exact
+//! state the campaign was in, and [`roomcast_proto::procedure::pending_actions`] what was in flight.
 //!
 //! Tables are prefixed `campaign_` and migrated from their own list, tracked in
 //! `campaign_migrations` (not `PRAGMA user_version`, which the inventory's migrations may own), so the
 //! journal can live in the same database file as the inventory.
 
-use crate::procedure::{self, Action, Event, Plan, State, Timestamp};
+use roomcast_proto::procedure::{self, Action, Event, Plan, State, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
@@ -389,7 +389,7 @@ fn kind(event: &Event) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procedure::{DeployMode, Phase, Status, Step, Verdict};
+    use roomcast_proto::procedure::{DeployMode, Phase, Status, Step, Verdict};
 
     fn plan() -> Plan {
         Plan {

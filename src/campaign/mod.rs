@@ -1,7 +1,7 @@
 //! Running a campaign: the journal that persists the procedure's events, and the step runners that do
 //! the work on machines through [`crate::remote::RemoteExec`].
 //!
-//! The pure engine lives in [`crate::procedure`]; this module does the I/O around it.
+//! The pure engine lives in [`roomcast_proto::procedure`]; this module does the I/O around it.
 
 pub mod checks;
 pub mod collect;

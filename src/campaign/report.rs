@@ -4,7 +4,9 @@
 //! already redact. Every text that comes from outside (room and machine names, failure reasons,
 //! sign-off comments) is escaped for the format it goes into.
 
-use crate::procedure::{Event, Phase, State, Status, Step, Timestamp, Verdict, transition};
+use roomcast_proto::procedure::{
+    Event, Phase, State, Status, Step, Timestamp, Verdict, transition,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -96,7 +98,8 @@ struct Doc {
 
 fn doc(state: &State, facts: &Facts) -> Doc {
     let plan = state.plan.as_ref();
-    let software_only = plan.is_some_and(|p| p.mode == crate::procedure::DeployMode::SoftwareOnly);
+    let software_only =
+        plan.is_some_and(|p| p.mode == roomcast_proto::procedure::DeployMode::SoftwareOnly);
     let span = |t: Option<&(Timestamp, Option<Timestamp>)>| match t {
         Some((s, Some(e))) => duration(e.0 - s.0),
         _ => String::new(),
@@ -436,7 +439,7 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procedure::{DeployMode, Plan, replay};
+    use roomcast_proto::procedure::{DeployMode, Plan, replay};
 
     fn events() -> (Vec<Event>, Vec<Timestamp>) {
         let plan = Plan {

@@ -26,7 +26,7 @@ use super::ssh_worker::SshWorker;
 use crate::inventory::db::{DbError, InventoryDb};
 use crate::inventory::{self, CampaignTicket, ImageDeployed, Intervention, MachineRecord};
 use crate::model::Date;
-use crate::procedure::{Action, Event, Phase, State, Status, Step, Timestamp};
+use roomcast_proto::procedure::{Action, Event, Phase, State, Status, Step, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -453,7 +453,10 @@ fn rebuild(db: &Path, id: i64, today: Option<Date>) -> Result<(SetupOptions, Set
     Ok((saved, built))
 }
 
-fn plan_difference(old: &crate::procedure::Plan, new: &crate::procedure::Plan) -> String {
+fn plan_difference(
+    old: &roomcast_proto::procedure::Plan,
+    new: &roomcast_proto::procedure::Plan,
+) -> String {
     if old.machines != new.machines {
         format!("machines were {:?}, now {:?}", old.machines, new.machines)
     } else if old.master != new.master {
@@ -604,10 +607,10 @@ fn record_inventory(
                     inventory::Outcome::Ok,
                     match step {
                         Step::Deploy => match built.spec.plan.mode {
-                            crate::procedure::DeployMode::Image => {
+                            roomcast_proto::procedure::DeployMode::Image => {
                                 format!("image of profile {}", built.plan.profile)
                             }
-                            crate::procedure::DeployMode::SoftwareOnly => {
+                            roomcast_proto::procedure::DeployMode::SoftwareOnly => {
                                 format!("software of profile {}", built.plan.profile)
                             }
                         },
@@ -641,7 +644,7 @@ fn record_inventory(
             )?;
         }
         // The image this campaign captured (step f), on every PC it reached at g.
-        if let (crate::procedure::DeployMode::Image, Some(image)) =
+        if let (roomcast_proto::procedure::DeployMode::Image, Some(image)) =
             (built.spec.plan.mode, &state.image)
         {
             let status = state.machine_status(&m.hostname, Step::Deploy);

@@ -7,9 +7,9 @@ use super::collect::verify_installer;
 use super::driver::Worker;
 use super::install::{Outcome, Shell, Software, Target, install_all, write_logs};
 use super::join::{Domain, Paths, join_linux};
-use crate::procedure::licences::{CatalogLicence, Grant, check_licences};
-use crate::procedure::{DeployMode, Event, Plan, State, Step};
 use crate::remote::ssh::{SshClient, SshConfig};
+use roomcast_proto::procedure::licences::{CatalogLicence, Grant, check_licences};
+use roomcast_proto::procedure::{DeployMode, Event, Plan, State, Step};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

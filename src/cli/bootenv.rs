@@ -17,9 +17,9 @@ pub enum BootenvCommand {
         /// An unpacked linux-image package (dpkg -x); default: apt-get download into OUT/.kernel.
         #[arg(long, env = "ROOMCAST_KERNEL_DIR")]
         kernel_dir: Option<PathBuf>,
-        /// The roomcast binary to include (default: this one).
+        /// The agent binary to include (default: `roomcast-agent` next to this roomcast).
         #[arg(long)]
-        roomcast: Option<PathBuf>,
+        agent: Option<PathBuf>,
         /// The image signer's public key (`roomcast key generate`'s .pub) the agent will trust.
         #[arg(long)]
         trusted_key: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub fn run(cmd: BootenvCommand) -> ExitCode {
     let BootenvCommand::Build {
         out,
         kernel_dir,
-        roomcast,
+        agent,
         trusted_key,
     } = cmd;
     let mut opts = match BuildOptions::new(out) {
@@ -43,8 +43,8 @@ pub fn run(cmd: BootenvCommand) -> ExitCode {
     };
     opts.kernel_dir = kernel_dir;
     opts.trusted_key = trusted_key;
-    if let Some(r) = roomcast {
-        opts.roomcast = r;
+    if let Some(a) = agent {
+        opts.agent = a;
     }
     match bootenv::build(&opts) {
         Ok(env) => {

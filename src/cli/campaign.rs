@@ -4,8 +4,8 @@
 use super::exit;
 use crate::campaign::journal::Journal;
 use crate::campaign::{driver, report, run};
-use crate::procedure::{Action, Event, Timestamp, Verdict};
 use clap::{Args, Subcommand, ValueEnum};
+use roomcast_proto::procedure::{Action, Event, Timestamp, Verdict};
 use std::path::PathBuf;
 
 /// Arguments of `roomcast campaign`.
@@ -174,9 +174,9 @@ fn print_report(
     }
     let failed = matches!(
         state.phase,
-        crate::procedure::Phase::Failed { .. }
-            | crate::procedure::Phase::Refused(_)
-            | crate::procedure::Phase::Aborted { .. }
+        roomcast_proto::procedure::Phase::Failed { .. }
+            | roomcast_proto::procedure::Phase::Refused(_)
+            | roomcast_proto::procedure::Phase::Aborted { .. }
     );
     Ok(if failed { exit::FAILURE } else { exit::OK })
 }

@@ -7,9 +7,9 @@ use crate::campaign::imaging::{ImagingWorker, PxeBoot};
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, RunError, StartOptions};
 use crate::campaign::setup::SetupOptions;
 use crate::model::Date;
-use crate::procedure::{Phase, Timestamp};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use roomcast_proto::procedure::{Phase, Timestamp};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -322,7 +322,7 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
                 .filter(|(_, steps)| {
                     steps
                         .values()
-                        .any(|s| matches!(s, crate::procedure::Status::Failed { .. }))
+                        .any(|s| matches!(s, roomcast_proto::procedure::Status::Failed { .. }))
                 })
                 .map(|(m, _)| m)
                 .collect();

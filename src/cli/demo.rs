@@ -5,8 +5,8 @@
 use super::exit;
 use crate::campaign::run::Progress;
 use crate::demo::{self, DemoError, DemoOptions, Note};
-use crate::lab::cleanup;
 use clap::Args;
+use roomcast_lab::cleanup;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,12 +9,12 @@
 
 use super::exit;
 use super::image::bytes;
-use crate::proto::mac::Mac;
 use crate::serve::{
     DataPlane, DeployOptions, DeployReport, Deployment, IssuedToken, Outcome, Progress,
 };
-use crate::store::{DEFAULT_STORE, STORE_ENV, Store};
 use clap::Args;
+use roomcast_proto::mac::Mac;
+use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store};
 use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};

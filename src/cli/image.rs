@@ -1,14 +1,14 @@
 //! `roomcast image ...`: capture, list, show, verify, diff, rm, gc, restore.
 
 use super::exit;
-use crate::disk::restore::{self, RestoreOptions, RestoreProgress};
-use crate::store::capture::{self, CaptureOptions, CaptureProgress};
-use crate::store::chunk::{ChunkSize, DEFAULT_LEVEL};
-use crate::store::keys::Signer;
-use crate::store::manifest::{ImageId, ImageLabel};
-use crate::store::{DEFAULT_STORE, STORE_ENV, Store, StoreError, diff, verify};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use roomcast_store::capture::{self, CaptureOptions, CaptureProgress};
+use roomcast_store::chunk::{ChunkSize, DEFAULT_LEVEL};
+use roomcast_store::keys::Signer;
+use roomcast_store::manifest::{ImageId, ImageLabel};
+use roomcast_store::restore::{self, RestoreOptions, RestoreProgress};
+use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store, StoreError, diff, verify};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

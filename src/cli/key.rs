@@ -1,8 +1,8 @@
 //! `roomcast key generate | trust`: manifest signing keys.
 
 use super::exit;
-use crate::store::{DEFAULT_STORE, STORE_ENV, Store, keys};
 use clap::{Args, Subcommand};
+use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store, keys};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

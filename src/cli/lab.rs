@@ -1,8 +1,8 @@
 //! `roomcast lab`: a virtual room for trying roomcast by hand, and cleanup after crashed tests.
 
 use super::exit;
-use crate::lab::{Lab, LabPrefix, Tbf, cleanup};
 use clap::Subcommand;
+use roomcast_lab::{Lab, LabPrefix, Tbf, cleanup};
 use std::process::ExitCode;
 
 /// What to do with virtual rooms.
@@ -79,7 +79,7 @@ pub fn run(cmd: LabCommand) -> ExitCode {
     }
 }
 
-fn fail(e: crate::lab::LabError) -> ExitCode {
+fn fail(e: roomcast_lab::LabError) -> ExitCode {
     eprintln!("roomcast lab: {e}");
     exit::code(exit::USAGE_OR_IO)
 }

@@ -1,7 +1,6 @@
 //! Command line: clap derive, one file per subcommand. This is the only place that prints for humans
 //! and decides exit codes (see [`exit`]).
 
-pub mod agent;
 pub mod bootenv;
 pub mod campaign;
 pub mod campaign_run;
@@ -64,7 +63,7 @@ pub enum Command {
     /// Stream an image to a room's PCs by multicast (with HTTP catch-up), then summarise per PC.
     Deploy(deploy::DeployArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
-    Agent(agent::AgentArgs),
+    Agent(roomcast_agent::cli::AgentArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
@@ -99,6 +98,6 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
         Command::Deploy(args) => deploy::run(args),
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => roomcast_agent::cli::run(args),
     }
 }

@@ -11,11 +11,11 @@ use crate::net::http::{self, BootConfig, BootService};
 use crate::net::proxydhcp::{self, ProxyDhcp, Subnet};
 use crate::net::tftp;
 use crate::net::wol::Waker;
-use crate::proto::dhcp::ProxyConfig;
-use crate::proto::dhcp_authoritative::{Leases, Pool};
-use crate::proto::mac::Mac;
-use crate::proto::wol::WakePlan;
 use clap::Args;
+use roomcast_proto::dhcp::ProxyConfig;
+use roomcast_proto::dhcp_authoritative::{Leases, Pool};
+use roomcast_proto::mac::Mac;
+use roomcast_proto::wol::WakePlan;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
@@ -361,7 +361,7 @@ fn served_image(
     let (Some(dir), Some(prefix)) = (store, image) else {
         return Ok(None);
     };
-    let store = crate::store::Store::open(dir).map_err(|e| e.to_string())?;
+    let store = roomcast_store::Store::open(dir).map_err(|e| e.to_string())?;
     let id = store
         .resolve(prefix)
         .map_err(|e| format!("--image {prefix}: {e}"))?;

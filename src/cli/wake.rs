@@ -6,9 +6,9 @@
 
 use super::exit;
 use crate::net::wol::Waker;
-use crate::proto::mac::Mac;
-use crate::proto::wol::WakePlan;
 use clap::Args;
+use roomcast_proto::mac::Mac;
+use roomcast_proto::wol::WakePlan;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;

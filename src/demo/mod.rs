@@ -1,6 +1,6 @@
 //! `roomcast demo`: the main job on built-in defaults. It builds a virtual room on this machine
 //! (network namespaces: a deploy server, a Samba AD DC, N PCs running OpenSSH, each with a sparse
-//! disk file; see [`crate::lab::room`]), writes a small region (two local installers, their catalog
+//! disk file; see [`roomcast_lab::room`]), writes a small region (two local installers, their catalog
 //! entries, a Debian 12 profile, a room file; see [`region`]) and a base image into a workspace, and
 //! runs a whole real campaign on it with [`crate::campaign::run`]: a → b → c → d → e → f → g → h.
 //!
@@ -11,21 +11,22 @@
 //! Everything the room creates is removed when [`run`] returns (also on error); the workspace
 //! (journal, reports, logs, store, the PCs' disks, the DC's database) is kept for inspection.
 
+pub mod lab_boot;
 pub mod region;
 
 use crate::campaign::driver::{self, Stop, Worker};
 use crate::campaign::imaging::ImagingWorker;
-use crate::campaign::imaging::lab::LabBoot;
 use crate::campaign::journal::Journal;
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, StartOptions};
 use crate::campaign::setup::SetupOptions;
-use crate::lab::samba::DomainConfig;
-use crate::lab::{LabPrefix, RoomConfig, RoomPc, VirtualRoom};
-use crate::procedure::{Event, Phase, State, Step, Verdict};
-use crate::store::Store;
-use crate::store::capture::{CaptureOptions, capture};
-use crate::store::keys::{self, Signer};
-use crate::store::manifest::ImageLabel;
+use lab_boot::LabBoot;
+use roomcast_lab::samba::DomainConfig;
+use roomcast_lab::{LabPrefix, RoomConfig, RoomPc, VirtualRoom};
+use roomcast_proto::procedure::{Event, Phase, State, Step, Verdict};
+use roomcast_store::Store;
+use roomcast_store::capture::{CaptureOptions, capture};
+use roomcast_store::keys::{self, Signer};
+use roomcast_store::manifest::ImageLabel;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ pub enum DemoError {
     Workspace(PathBuf),
     /// Building or using the virtual room failed.
     #[error(transparent)]
-    Lab(#[from] crate::lab::LabError),
+    Lab(#[from] roomcast_lab::LabError),
     /// A file could not be written or read.
     #[error("{what}: {path}: {source}")]
     Io {
@@ -285,8 +286,8 @@ fn base_image(ws: &Path, store: &Store, signer: &Signer, bytes: u64) -> Result<S
 pub fn setup_options(
     ws: &Path,
     room_file: &Path,
-    keys: &crate::lab::sshd::SshKeys,
-    dc: crate::lab::LabIpv4,
+    keys: &roomcast_lab::sshd::SshKeys,
+    dc: roomcast_lab::LabIpv4,
     secrets: PathBuf,
 ) -> SetupOptions {
     SetupOptions {

@@ -111,7 +111,7 @@ pub fn sync(
             source,
         })?;
     // Held until `lock` is dropped at the end of the pass (or the process dies).
-    match crate::lockfile::try_lock_exclusive(&lock) {
+    match roomcast_store::lockfile::try_lock_exclusive(&lock) {
         Ok(true) => {}
         Ok(false) => return Err(SyncError::Busy { path }),
         Err(source) => return Err(SyncError::Lock { path, source }),

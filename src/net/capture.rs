@@ -19,15 +19,16 @@
 //! The agent never holds a signing key: trust in an image comes from the server having verified each
 //! chunk it was given.
 
-use crate::proto::mac::Mac;
-use crate::store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
-use crate::store::keys::Signer;
-use crate::store::manifest::{
+use roomcast_proto::contract::{self, CaptureDone, CaptureFinish, CapturePlan};
+use roomcast_proto::mac::Mac;
+use roomcast_store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
+use roomcast_store::keys::Signer;
+use roomcast_store::manifest::{
     BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, ManifestError,
     PRIMARY_TABLE_LEN, PartitionTable, sign,
 };
-use crate::store::{Store, StoreError, StoreLock};
-use serde::{Deserialize, Serialize};
+use roomcast_store::{Store, StoreError, StoreLock};
+use serde::Deserialize;
 use std::sync::{Arc, Mutex};
 
 /// What a capture session accepts, and from whom.
@@ -45,33 +46,6 @@ pub struct CaptureConfig {
     pub chunk_size: ChunkSize,
     /// zstd level the agent compresses with.
     pub level: i32,
-}
-
-/// `GET /capture/plan`: how to cut and compress the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapturePlan {
-    /// Chunk size in bytes.
-    pub chunk_size: u32,
-    /// zstd level.
-    pub level: i32,
-}
-
-/// `POST /capture/finish`: the disk as the agent read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaptureFinish {
-    /// Disk size in bytes.
-    pub disk_size: u64,
-    /// Chunk size the agent used (must be the plan's).
-    pub chunk_size: u32,
-    /// Every chunk in disk order: its sha256, or `None` for an all-zero chunk.
-    pub chunks: Vec<Option<ChunkHash>>,
-}
-
-/// `POST /capture/finish` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaptureDone {
-    /// The signed image's id, hex.
-    pub image: String,
 }
 
 /// Why an upload or the finish was refused; each names the chunk or field.
@@ -136,7 +110,7 @@ impl CaptureSink {
                 path: config.store.trusted_dir(),
                 op: format!(
                     "capture: the signing key {} is not trusted by this store",
-                    crate::store::keys::fingerprint(&key)
+                    roomcast_store::keys::fingerprint(&key)
                 ),
                 source: std::io::Error::other("untrusted signing key"),
             });
@@ -328,9 +302,9 @@ const MAX_FINISH: usize = 256 << 20;
 
 /// The capture routes, merged into [`crate::net::http::router`].
 pub(crate) fn routes() -> Router<Arc<BootService>> {
-    let max_frame = zstd::zstd_safe::compress_bound(crate::store::chunk::MAX_CHUNK_SIZE as usize);
+    let max_frame = zstd::zstd_safe::compress_bound(roomcast_store::chunk::MAX_CHUNK_SIZE as usize);
     Router::new()
-        .route("/capture/plan", get(plan))
+        .route(contract::path::CAPTURE_PLAN, get(plan))
         .route(
             "/capture/chunks/{sha256}",
             head(has_chunk)
@@ -338,7 +312,7 @@ pub(crate) fn routes() -> Router<Arc<BootService>> {
                 .layer(DefaultBodyLimit::max(max_frame)),
         )
         .route(
-            "/capture/finish",
+            contract::path::CAPTURE_FINISH,
             post(finish).layer(DefaultBodyLimit::max(MAX_FINISH)),
         )
 }
@@ -478,8 +452,8 @@ fn refused(e: &CaptureRefused) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::chunk::Compressor;
-    use crate::store::keys;
+    use roomcast_store::chunk::Compressor;
+    use roomcast_store::keys;
 
     const CS: u32 = 64 * 1024;
 

@@ -22,23 +22,21 @@
 
 use crate::net::capture::{CaptureConfig, CaptureSink};
 use crate::net::files::BootRoot;
-use crate::proto::mac::Mac;
-use crate::store::Store;
-use crate::store::chunk::ChunkHash;
-use crate::store::manifest::ImageId;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use roomcast_proto::contract::{self, CONTRACT_HEADER, SessionInfo, TOKEN_HEADER};
+use roomcast_proto::mac::Mac;
+use roomcast_store::Store;
+use roomcast_store::chunk::ChunkHash;
+use roomcast_store::manifest::ImageId;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Header carrying the agent's one-time token.
-pub const TOKEN_HEADER: &str = "x-roomcast-token";
 
 const CAMPAIGN_TEMPLATE: &str = include_str!("../../templates/boot/campaign.ipxe.j2");
 const LOCAL_TEMPLATE: &str = include_str!("../../templates/boot/local.ipxe.j2");
@@ -159,21 +157,6 @@ pub struct SessionOffer {
     pub ended: bool,
 }
 
-/// What `GET /mcast/session` answers one agent (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionInfo {
-    /// The control channel, `IP:port`.
-    pub control: SocketAddrV4,
-    /// The multicast group, `IP:port`.
-    pub group: SocketAddrV4,
-    /// The machine this token belongs to, `aa:bb:cc:dd:ee:ff` (the agent's identity in its HELLO).
-    pub machine: String,
-    /// Its control-channel token, hex (64 digits).
-    pub token: String,
-    /// True once the session is over: restore over unicast instead.
-    pub ended: bool,
-}
-
 /// Shared state of the service.
 pub struct BootService {
     config: BootConfig,
@@ -194,10 +177,10 @@ pub enum ServiceError {
     Template(#[from] minijinja::Error),
     /// The campaign's image cannot be opened or does not verify against the store's signers.
     #[error("campaign image: {0}")]
-    Image(#[from] crate::store::StoreError),
+    Image(#[from] roomcast_store::StoreError),
     /// The capture session cannot be opened (store missing, signing key not trusted).
     #[error("capture session: {0}")]
-    Capture(crate::store::StoreError),
+    Capture(roomcast_store::StoreError),
 }
 
 impl BootService {
@@ -310,7 +293,8 @@ impl BootService {
             .get_template("campaign.ipxe")?
             .render(minijinja::context! {
                 mac => mac.to_string(), hostname, campaign => &c.campaign, base => &c.base_url,
-                kernel => &c.kernel, initrd => &c.initrd, cmdline => &c.cmdline, token,
+                kernel => &c.kernel, initrd => &c.initrd, cmdline => &c.cmdline,
+                agent => contract::AgentCmdline::words(&c.base_url, &token, &mac.to_string()),
             })
     }
 
@@ -399,15 +383,16 @@ pub fn router(service: Arc<BootService>) -> Router {
     Router::new()
         .route("/boot/{script}", get(boot_script))
         .route("/files/{name}", get(file))
-        .route("/agent/report", post(report))
-        .route("/image/manifest", get(manifest))
+        .route(contract::path::REPORT, post(report))
+        .route(contract::path::MANIFEST, get(manifest))
         .route("/chunks/{sha256}", get(chunk))
-        .route("/mcast/session", get(session))
+        .route(contract::path::SESSION, get(session))
         .merge(crate::net::capture::routes())
         .with_state(service)
 }
 
-/// The live token of the request, or the status and text refusing it.
+/// The live token of an agent's request that speaks this server's contract version, or the status
+/// and text refusing it (401 no token, 403 a token that is not live, 409 another contract version).
 pub(crate) fn live_token(
     s: &BootService,
     headers: &HeaderMap,
@@ -416,10 +401,20 @@ pub(crate) fn live_token(
     let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err((StatusCode::UNAUTHORIZED, "missing token\n".into()));
     };
-    s.check_token(token).map_err(|e| {
+    let mac = s.check_token(token).map_err(|e| {
         tracing::warn!(%e, what, "image request refused");
         (StatusCode::FORBIDDEN, format!("{e}\n"))
-    })
+    })?;
+    contract_of(headers).map_err(|e| {
+        tracing::warn!(%mac, %e, what, "agent of another contract version refused");
+        (StatusCode::CONFLICT, format!("{e}\n"))
+    })?;
+    Ok(mac)
+}
+
+/// The contract version check of an agent's request.
+fn contract_of(headers: &HeaderMap) -> Result<(), contract::VersionMismatch> {
+    contract::check_version(headers.get(CONTRACT_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
@@ -520,10 +515,26 @@ async fn report(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Byt
     let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
         return (StatusCode::UNAUTHORIZED, "missing token\n").into_response();
     };
-    let body = String::from_utf8_lossy(&body).into_owned();
-    match s.report(token, body) {
-        Ok(mac) => (StatusCode::OK, format!("ok {mac}\n")).into_response(),
-        Err(e) => {
+    // An agent of another contract version: its report cannot be read, so what is recorded for the
+    // machine is a failure naming both versions (the deploy and the morning report show it).
+    let version = contract_of(&headers);
+    let body = match &version {
+        Ok(()) => String::from_utf8_lossy(&body).into_owned(),
+        Err(e) => serde_json::to_string(&contract::Report::new(
+            Some(e.to_string()),
+            None,
+            Default::default(),
+            contract::Work::Restore(Default::default()),
+        ))
+        .expect("report serialises"),
+    };
+    match (s.report(token, body), version) {
+        (Ok(mac), Ok(())) => (StatusCode::OK, format!("ok {mac}\n")).into_response(),
+        (Ok(mac), Err(e)) => {
+            tracing::warn!(%mac, %e, "report of an agent of another contract version");
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        (Err(e), _) => {
             tracing::warn!(%e, "report refused");
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }

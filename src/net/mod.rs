@@ -3,7 +3,6 @@
 pub mod capture;
 pub mod files;
 pub mod http;
-pub mod mcast;
 pub mod proxydhcp;
 pub mod ra;
 pub mod tftp;

@@ -5,9 +5,9 @@
 //! subnet, and that address is the one the replies name as server; so a typo in a room file cannot
 //! make roomcast answer PXE requests on the school's main network.
 
-use crate::proto::dhcp::{self, Destination, Port, ProxyConfig};
-use crate::proto::dhcp_authoritative::{self, Leases};
-use crate::proto::mac::Mac;
+use roomcast_proto::dhcp::{self, Destination, Port, ProxyConfig};
+use roomcast_proto::dhcp_authoritative::{self, Leases};
+use roomcast_proto::mac::Mac;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;

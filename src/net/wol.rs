@@ -1,9 +1,9 @@
 //! Sends Wake-on-LAN magic packets on one named interface: a UDP broadcast (bound to the interface
 //! with SO_BINDTODEVICE, so it never leaves by another one) and a raw EtherType 0x0842 frame.
 
-use crate::proto::mac::Mac;
-use crate::proto::wol::{self, SecureOn, WakePlan};
 use pnet_datalink::{Channel, DataLinkSender};
+use roomcast_proto::mac::Mac;
+use roomcast_proto::wol::{self, SecureOn, WakePlan};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -4,9 +4,9 @@
 use super::{DataPlane, DeployError, DeployReport, Progress, SessionPlan, run_session};
 use crate::net::http::{self, BootConfig, BootService, ServedImage};
 use crate::net::proxydhcp::Subnet;
-use crate::proto::mac::Mac;
-use crate::store::Store;
-use crate::store::manifest::ImageId;
+use roomcast_proto::mac::Mac;
+use roomcast_store::Store;
+use roomcast_store::manifest::ImageId;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -14,7 +14,6 @@
 //! (TTL 1). The server never vouches for bytes: agents verify every chunk against the signed
 //! manifest before writing it. See `docs/MULTICAST.md`.
 
-pub mod blocks;
 mod deploy;
 mod session;
 
@@ -22,7 +21,7 @@ pub use deploy::{DeployOptions, Deployment, IssuedToken};
 pub use session::{SessionPlan, run_session};
 
 use crate::net::http::BootService;
-use crate::proto::mac::Mac;
+use roomcast_proto::mac::Mac;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -135,8 +134,8 @@ pub struct MachineResult {
     pub bytes_written: u64,
     /// Compressed bytes its agent fetched over unicast HTTP (from its report).
     pub catch_up_bytes: u64,
-    /// Its report as sent (JSON), if it reported.
-    pub report: Option<serde_json::Value>,
+    /// Its report, if it reported (an unreadable one is a failure saying so).
+    pub report: Option<roomcast_proto::contract::Report>,
 }
 
 /// What one deploy did.
@@ -228,7 +227,7 @@ pub enum DeployError {
     },
     /// The image cannot be opened or does not verify.
     #[error("image: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] roomcast_store::StoreError),
     /// The HTTP service cannot start.
     #[error("HTTP service: {0}")]
     Service(#[from] crate::net::http::ServiceError),
@@ -243,7 +242,7 @@ pub enum DeployError {
     },
     /// The multicast session stopped.
     #[error("multicast session: {0}")]
-    Session(#[from] crate::net::mcast::NetError),
+    Session(#[from] roomcast_mcast::NetError),
 }
 
 /// The IPv4 address of `interface` (inside `subnet` when given): the only address the deploy
@@ -277,16 +276,22 @@ pub fn interface_addr(
 fn reports_since(
     service: &BootService,
     from: usize,
-) -> std::collections::BTreeMap<Mac, serde_json::Value> {
+) -> std::collections::BTreeMap<Mac, roomcast_proto::contract::Report> {
+    use roomcast_proto::contract::{Report, Work};
     service
         .reports()
         .into_iter()
         .skip(from)
         .map(|r| {
-            let v = serde_json::from_str(&r.body).unwrap_or_else(
-                |_| serde_json::json!({"result": "failed", "error": "unreadable report"}),
-            );
-            (r.mac, v)
+            let report = Report::parse(&r.body).unwrap_or_else(|e| {
+                Report::new(
+                    Some(e),
+                    None,
+                    Default::default(),
+                    Work::Restore(Default::default()),
+                )
+            });
+            (r.mac, report)
         })
         .collect()
 }

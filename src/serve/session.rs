@@ -1,19 +1,19 @@
 //! One multicast session attached to a [`BootService`]: offer it, stream the image from the store,
 //! withdraw it, wait for the agents' reports, and make one result per machine.
 
-use super::blocks::BlockMap;
 use super::{
     DataPlane, DeployError, DeployReport, MachineResult, Outcome, Progress, reports_since,
 };
 use crate::net::http::{BootService, SessionOffer};
-use crate::net::mcast::{BlockSource, McastAddr, run_sender};
-use crate::proto::mac::Mac;
-use crate::proto::mcast::{
+use roomcast_mcast::{BlockSource, McastAddr, run_sender};
+use roomcast_proto::contract::BlockMap;
+use roomcast_proto::mac::Mac;
+use roomcast_proto::mcast::{
     MachineId, RateConfig, ReceiverReport, Sender, SenderConfig, SenderEvent, SenderStats,
     SessionId, Timestamp, Token,
 };
-use crate::store::Store;
-use crate::store::manifest::ImageId;
+use roomcast_store::Store;
+use roomcast_store::manifest::ImageId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -113,7 +113,7 @@ pub async fn run_session(
     // gc must not remove a chunk under the stream.
     let _lock = plan.store.lock_shared()?;
     let manifest = plan.store.open_verified(&plan.image)?;
-    let map = BlockMap::new(&manifest);
+    let map = manifest.block_map();
     if map.is_empty() {
         return Err(DeployError::Config(format!(
             "image {}: only zeros, nothing to stream (agents restore it over unicast)",
@@ -224,7 +224,7 @@ pub async fn run_session(
         let reports = reports_since(&service, baseline);
         for (mac, v) in &reports {
             if told.insert(*mac) {
-                progress(&Progress::Reported(*mac, v["result"] == "ok"));
+                progress(&Progress::Reported(*mac, v.is_ok()));
             }
         }
         if joined.iter().all(|m| reports.contains_key(m)) || Instant::now() >= deadline {
@@ -242,32 +242,31 @@ pub async fn run_session(
             let dead = rr.is_some_and(|r| r.dead);
             let report = reports.get(mac).cloned();
             let outcome = match &report {
-                Some(v) if v["result"] == "ok" => {
+                Some(r) if r.is_ok() => {
                     if complete {
                         Outcome::Done
                     } else {
                         Outcome::CaughtUp
                     }
                 }
-                Some(v) => Outcome::Failed(
-                    v["error"]
-                        .as_str()
-                        .unwrap_or("the agent reported a failure")
-                        .to_string(),
+                Some(r) => Outcome::Failed(
+                    r.error
+                        .clone()
+                        .unwrap_or_else(|| "the agent reported a failure".into()),
                 ),
                 None if dead => Outcome::Dead,
                 None if joined.contains(mac) => Outcome::LeftBehind,
                 None => Outcome::Absent,
             };
-            let num = |k: &str| report.as_ref().and_then(|v| v[k].as_u64()).unwrap_or(0);
+            let figures = report.as_ref().and_then(|r| r.restore());
             MachineResult {
                 mac: *mac,
                 outcome,
                 joined: joined.contains(mac),
                 multicast_complete: complete,
                 blocks_written: rr.map_or(0, |r| r.written),
-                bytes_written: num("written_bytes"),
-                catch_up_bytes: num("catch_up_bytes"),
+                bytes_written: figures.map_or(0, |f| f.written_bytes),
+                catch_up_bytes: figures.map_or(0, |f| f.catch_up_bytes),
                 report,
             }
         })

@@ -1,10 +1,13 @@
 #!/bin/busybox sh
 # roomcast boot environment: PID 1 of the initramfs a PC of the campaign PXE-boots into.
 # Brings the network up, reads roomcast.server / roomcast.token from the kernel command line, then
-# with roomcast.image=1 (set by `roomcast serve --image`) runs `roomcast agent`, which restores the
+# with roomcast.image=1 (set by `roomcast serve --image`) runs `roomcast-agent`, which restores the
 # image onto the disk (roomcast.disk=, default the first virtio/SATA/NVMe disk) and reports; with
-# roomcast.capture=1 (step f of a campaign) runs `roomcast agent --capture`, which uploads the disk;
+# roomcast.capture=1 (step f of a campaign) runs `roomcast-agent --capture`, which uploads the disk;
 # without either, reports the hardware facts. Either way the PC powers off afterwards.
+# The keys are the agent<->server contract's (roomcast_proto::contract::cmdline); @CONTRACT@ is the
+# contract version of the agent built into this initramfs (replaced by `roomcast bootenv build`).
+contract=@CONTRACT@
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run
@@ -26,6 +29,7 @@ for k in $(cat /proc/cmdline); do
         roomcast.image=*) image=${k#roomcast.image=} ;;
         roomcast.capture=*) capture=${k#roomcast.capture=} ;;
         roomcast.disk=*) disk=${k#roomcast.disk=} ;;
+        roomcast.contract=*) server_contract=${k#roomcast.contract=} ;;
     esac
 done
 # The interface that PXE-booted, by MAC; else the first Ethernet one.
@@ -36,6 +40,8 @@ for n in /sys/class/net/*; do
     [ -z "$iface" ] && iface=$name
     [ "$(cat "$n/address")" = "$bootmac" ] && iface=$name
 done
+[ -n "$server_contract" ] && [ "$server_contract" != "$contract" ] \
+    && echo "roomcast: this boot environment speaks contract $contract, the server $server_contract: rebuild it (roomcast bootenv build)"
 ip link set lo up
 ip link set "$iface" up
 udhcpc -i "$iface" -s /etc/udhcpc.script -q -n -t 10 -T 1 || echo "roomcast: DHCP failed on $iface"
@@ -54,7 +60,7 @@ if [ "$image" = 1 ] || [ "$capture" = 1 ]; then
         set --
         done="roomcast: image written"
     fi
-    if roomcast agent "$@" --server "$server" --token "$token" --disk "$disk"; then
+    if roomcast-agent "$@" --server "$server" --token "$token" --disk "$disk"; then
         echo "$done"
     else
         echo "roomcast: agent failed (exit $?)"
@@ -75,7 +81,7 @@ for b in /sys/block/*; do
 done
 report="{\"mac\":\"$bootmac\",\"vendor\":\"$(val /sys/class/dmi/id/sys_vendor)\",\"model\":\"$(val /sys/class/dmi/id/product_name)\",\"serial\":\"$(val /sys/class/dmi/id/product_serial)\",\"macs\":[$macs],\"disks\":[$disks],\"kernel\":\"$(uname -r)\",\"uptime\":\"$(cut -d' ' -f1 /proc/uptime)\"}"
 echo "roomcast: report $report"
-wget -q -O - --header "X-Roomcast-Token: $token" --post-data "$report" "$server/agent/report" \
+wget -q -O - --header "X-Roomcast-Token: $token" --header "X-Roomcast-Contract: $contract" --post-data "$report" "$server/agent/report" \
     && echo "roomcast: report accepted" || echo "roomcast: report refused"
 sync
 poweroff -f

@@ -2,15 +2,16 @@
 //! the token rules of the image endpoints, and a tampered chunk refused.
 
 use crate::store::util::{Fixture, random};
-use roomcast::agent::{self, AgentError, AgentOptions};
 use roomcast::net::files::BootRoot;
-use roomcast::net::http::{self, BootConfig, BootService, ServedImage, TOKEN_HEADER};
-use roomcast::proto::mac::Mac;
-use roomcast::store::Store;
-use roomcast::store::capture::{self, CaptureOptions};
-use roomcast::store::chunk::ChunkSize;
-use roomcast::store::keys;
-use roomcast::store::manifest::{ImageId, ImageLabel};
+use roomcast::net::http::{self, BootConfig, BootService, ServedImage};
+use roomcast_agent::{AgentError, AgentOptions};
+use roomcast_proto::contract::{CONTRACT_HEADER, CONTRACT_VERSION, TOKEN_HEADER, Verdict};
+use roomcast_proto::mac::Mac;
+use roomcast_store::Store;
+use roomcast_store::capture::{self, CaptureOptions};
+use roomcast_store::chunk::ChunkSize;
+use roomcast_store::keys;
+use roomcast_store::manifest::{ImageId, ImageLabel};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -164,7 +165,7 @@ fn options(server: &Server, token: &str, disk: &Path, img: &Image) -> AgentOptio
         server: server.url(),
         token: token.into(),
         disk: disk.to_path_buf(),
-        trusted: agent::load_trusted(&img.pub_file).unwrap(),
+        trusted: roomcast_agent::load_trusted(&img.pub_file).unwrap(),
         workers: 2,
     }
 }
@@ -177,7 +178,9 @@ fn status(url: &str, token: Option<&str>) -> u16 {
         .into();
     let mut req = agent.get(url);
     if let Some(t) = token {
-        req = req.header(TOKEN_HEADER, t);
+        req = req
+            .header(TOKEN_HEADER, t)
+            .header(CONTRACT_HEADER, CONTRACT_VERSION.to_string());
     }
     req.call().unwrap().status().as_u16()
 }
@@ -195,16 +198,16 @@ fn agent_restores_the_served_image_and_reports() {
     f.write_all_at(&random(7, 1 << 20), 0).unwrap(); // already right: skipped
     drop(f);
 
-    let out = agent::run(&options(&server, &token, &disk, &img)).unwrap();
+    let out = roomcast_agent::run(&options(&server, &token, &disk, &img)).unwrap();
     out.result.as_ref().unwrap();
     assert_eq!(
         std::fs::read(&disk).unwrap(),
         std::fs::read(&img.source).unwrap(),
         "the PC's disk equals the captured image"
     );
-    let r = &out.report;
-    assert_eq!(r.result, "ok");
-    assert_eq!(r.image.as_deref(), Some(img.id.to_hex().as_str()));
+    assert_eq!(out.report.result, Verdict::Ok);
+    assert_eq!(out.report.image.as_deref(), Some(img.id.to_hex().as_str()));
+    let r = out.report.restore().expect("a restore report");
     assert_eq!(r.chunks, DISK / u64::from(CHUNK));
     // 32 chunks: 12 random, 4 zero, 4 text, 10 zero, 2 random.
     assert_eq!(
@@ -277,7 +280,7 @@ fn a_tampered_chunk_on_the_server_is_refused_and_not_written() {
     let token = server.token(mac(1));
     let disk = img.dir.path().join("pc-disk.img");
     std::fs::File::create(&disk).unwrap().set_len(DISK).unwrap();
-    let out = agent::run(&options(&server, &token, &disk, &img)).unwrap();
+    let out = roomcast_agent::run(&options(&server, &token, &disk, &img)).unwrap();
     let err = out.result.unwrap_err();
     assert!(matches!(err, AgentError::Restore(_)), "{err}");
     let msg = err.to_string();
@@ -289,7 +292,7 @@ fn a_tampered_chunk_on_the_server_is_refused_and_not_written() {
         on_disk[at..at + entry.len as usize].iter().all(|&b| b == 0),
         "nothing of the tampered chunk reached the disk"
     );
-    assert_eq!(out.report.result, "failed");
+    assert_eq!(out.report.result, Verdict::Failed);
     let body: serde_json::Value = serde_json::from_str(&server.service.reports()[0].body).unwrap();
     assert_eq!(body["result"], "failed");
     assert!(body["error"].as_str().unwrap().contains(&hash.to_hex()));
@@ -301,14 +304,14 @@ fn a_missing_disk_is_reported_not_created() {
     let server = Server::start(&img);
     let token = server.token(mac(1));
     let disk = img.dir.path().join("no-such-disk");
-    let out = agent::run(&options(&server, &token, &disk, &img)).unwrap();
+    let out = roomcast_agent::run(&options(&server, &token, &disk, &img)).unwrap();
     assert!(
         matches!(out.result, Err(AgentError::NoDisk(_))),
         "{:?}",
         out.result
     );
     assert!(!disk.exists());
-    assert_eq!(out.report.result, "failed");
+    assert_eq!(out.report.result, Verdict::Failed);
     assert!(
         out.report
             .error
@@ -328,15 +331,15 @@ fn a_manifest_signed_by_another_key_is_refused_before_the_disk_is_touched() {
     let before = random(5, DISK as usize);
     std::fs::write(&disk, &before).unwrap();
     let mut opts = options(&server, &token, &disk, &img);
-    opts.trusted = agent::load_trusted(&other_pub).unwrap();
-    let out = agent::run(&opts).unwrap();
+    opts.trusted = roomcast_agent::load_trusted(&other_pub).unwrap();
+    let out = roomcast_agent::run(&opts).unwrap();
     let err = out.result.unwrap_err();
     assert!(matches!(err, AgentError::Manifest { .. }), "{err}");
     assert!(
         std::fs::read(&disk).unwrap() == before,
         "the disk is untouched by an untrusted image"
     );
-    assert_eq!(out.report.result, "failed");
+    assert_eq!(out.report.result, Verdict::Failed);
     assert_eq!(out.report.image, None);
 }
 

@@ -1,5 +1,5 @@
 //! The boot chain with real namespaces, real sockets and real PXE firmware (qemu). Root only; every
-//! test builds its own `roomcast::lab::Lab`, which removes everything on drop.
+//! test builds its own `roomcast_lab::Lab`, which removes everything on drop.
 
 pub(crate) mod pxe;
 mod services;

@@ -5,7 +5,7 @@
 //! which restores the image onto its empty virtio disk, reports and powers off; a PC outside the
 //! campaign boots its own disk, untouched.
 
-use roomcast::lab::Lab;
+use roomcast_lab::Lab;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -154,12 +154,12 @@ struct Image {
 }
 
 fn capture_image(w: &Path) -> Image {
-    use roomcast::store::capture::{CaptureOptions, capture};
-    use roomcast::store::keys::{Signer, generate_files};
-    use roomcast::store::manifest::ImageLabel;
+    use roomcast_store::capture::{CaptureOptions, capture};
+    use roomcast_store::keys::{Signer, generate_files};
+    use roomcast_store::manifest::ImageLabel;
     use std::os::unix::fs::FileExt;
     let (key_file, pub_file, _) = generate_files(&w.join("keys")).unwrap();
-    let store = roomcast::store::Store::open_or_create(&w.join("store")).unwrap();
+    let store = roomcast_store::Store::open_or_create(&w.join("store")).unwrap();
     store.trust(&pub_file).unwrap();
     let source = w.join("source.img");
     let f = std::fs::File::create(&source).unwrap();

@@ -2,7 +2,7 @@
 //! clients: nothing outside the boot root is served, boot scripts follow the allowlist, tokens are
 //! one-time; and it refuses to start on an interface without an address in the room subnet.
 
-use roomcast::lab::Lab;
+use roomcast_lab::Lab;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -123,6 +123,11 @@ fn tftp_and_http_serve_only_the_boot_root_and_tokens_are_one_time() {
             "-",
             "--header",
             &format!("X-Roomcast-Token: {token}"),
+            "--header",
+            &format!(
+                "X-Roomcast-Contract: {}",
+                roomcast_proto::contract::CONTRACT_VERSION
+            ),
             "--post-data",
             "{}",
             &format!("{base}/agent/report"),

@@ -1,10 +1,10 @@
 //! Wake-on-LAN from the server namespace reaches a PC namespace both as a UDP broadcast and as a raw
 //! EtherType 0x0842 frame.
 
-use roomcast::lab::Lab;
 use roomcast::net::wol::Waker;
-use roomcast::proto::mac::Mac;
-use roomcast::proto::wol::find_target;
+use roomcast_lab::Lab;
+use roomcast_proto::mac::Mac;
+use roomcast_proto::wol::find_target;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -157,7 +157,7 @@ fn serve_stops_waking_a_machine_once_it_asks_for_its_boot_file() {
     // The captured OVMF DISCOVER of 52:54:00:18:00:07, broadcast from the PC's port 68.
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/dhcp/uefi-01-discover-67.bin"
+        "/crates/proto/tests/fixtures/dhcp/uefi-01-discover-67.bin"
     );
     let send = pc
         .command("python3")

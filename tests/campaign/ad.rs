@@ -5,10 +5,10 @@
 use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
 use roomcast::campaign::secret::Secret;
 use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
-use roomcast::lab::samba::DomainConfig;
-use roomcast::lab::{RoomConfig, VirtualRoom};
 use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
+use roomcast_lab::samba::DomainConfig;
+use roomcast_lab::{RoomConfig, VirtualRoom};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;

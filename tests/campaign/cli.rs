@@ -1,7 +1,7 @@
 //! `roomcast campaign signoff/status/abort` through the real binary on a real journal file.
 
 use roomcast::campaign::journal::Journal;
-use roomcast::procedure::{DeployMode, Event, Plan, Step, Timestamp};
+use roomcast_proto::procedure::{DeployMode, Event, Plan, Step, Timestamp};
 use std::process::Command;
 
 fn roomcast(db: &std::path::Path, args: &[&str]) -> (i32, String, String) {

@@ -4,7 +4,7 @@
 
 use roomcast::campaign::driver::{Stop, Worker, drive, resume, signoff};
 use roomcast::campaign::journal::Journal;
-use roomcast::procedure::{DeployMode, Event, Phase, Plan, State, Step, Timestamp, Verdict};
+use roomcast_proto::procedure::{DeployMode, Event, Phase, Plan, State, Step, Timestamp, Verdict};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;

@@ -5,23 +5,24 @@
 
 use crate::store::util::{Fixture, random};
 use roomcast::campaign::driver::{Stop, Worker, drive};
-use roomcast::campaign::imaging::lab::LabBoot;
 use roomcast::campaign::imaging::session::{Session, SessionSpec};
-use roomcast::campaign::imaging::{AgentMode, ImagingConfig, ImagingWorker, Machine, MasterSsh};
+use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use roomcast::campaign::journal::Journal;
-use roomcast::lab::sshd::{SshKeys, Sshd};
-use roomcast::lab::{Lab, Node};
+use roomcast::demo::lab_boot::LabBoot;
 use roomcast::net::capture::CaptureConfig;
-use roomcast::net::http::TOKEN_HEADER;
-use roomcast::procedure::{DeployMode, Event, Phase, Plan, State, Status, Step, Timestamp};
-use roomcast::proto::mac::Mac;
 use roomcast::remote::ssh::SshConfig;
 use roomcast::serve::DataPlane;
-use roomcast::store::Store;
-use roomcast::store::capture::{self, CaptureOptions};
-use roomcast::store::chunk::{ChunkHash, ChunkSize, Compressor};
-use roomcast::store::keys::{self, Signer, TrustedSigners};
-use roomcast::store::manifest::{ImageId, ImageLabel, UnverifiedManifest};
+use roomcast_lab::sshd::{SshKeys, Sshd};
+use roomcast_lab::{Lab, Node};
+use roomcast_proto::contract::AgentMode;
+use roomcast_proto::contract::{CONTRACT_HEADER, CONTRACT_VERSION, TOKEN_HEADER};
+use roomcast_proto::mac::Mac;
+use roomcast_proto::procedure::{DeployMode, Event, Phase, Plan, State, Status, Step, Timestamp};
+use roomcast_store::Store;
+use roomcast_store::capture::{self, CaptureOptions};
+use roomcast_store::chunk::{ChunkHash, ChunkSize, Compressor};
+use roomcast_store::keys::{self, Signer, TrustedSigners};
+use roomcast_store::manifest::{ImageId, ImageLabel, UnverifiedManifest};
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
@@ -520,7 +521,7 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
         !pc_script.contains("roomcast.token="),
         "a PC outside the session gets no token"
     );
-    let cmd = roomcast::campaign::imaging::boot::parse_boot_script(&script).unwrap();
+    let cmd = roomcast_proto::contract::AgentCmdline::parse_script(&script).unwrap();
     assert_eq!(cmd.mode, AgentMode::Capture);
     let url = format!(
         "{base}/capture/chunks/{}?index=2&len={CHUNK}",
@@ -533,6 +534,7 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
                 let mut r = agent
                     .put(&url)
                     .header(TOKEN_HEADER, &token)
+                    .header(CONTRACT_HEADER, CONTRACT_VERSION.to_string())
                     .send(&frame[..])
                     .unwrap();
                 let status = r.status().as_u16();

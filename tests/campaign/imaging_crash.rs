@@ -7,21 +7,21 @@
 //! lab boot, so the library entry point is used, as `roomcast demo` does.)
 
 use roomcast::campaign::driver::{self, Stop, Worker};
-use roomcast::campaign::imaging::lab::LabBoot;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use roomcast::campaign::journal::Journal;
 use roomcast::campaign::run::{self, Progress, ResumeOptions, StartOptions};
+use roomcast::demo::lab_boot::LabBoot;
 use roomcast::demo::region;
-use roomcast::disk::restore::{RestoreOptions, restore};
-use roomcast::lab::samba::DomainConfig;
-use roomcast::lab::shaping::Tbf;
-use roomcast::lab::{RoomConfig, RoomPc, VirtualRoom};
-use roomcast::procedure::{Event, Phase, State, Step, Verdict};
 use roomcast::remote::ssh::SshConfig;
-use roomcast::store::Store;
-use roomcast::store::capture::{CaptureOptions, capture};
-use roomcast::store::keys::{self, Signer};
-use roomcast::store::manifest::ImageLabel;
+use roomcast_lab::samba::DomainConfig;
+use roomcast_lab::shaping::Tbf;
+use roomcast_lab::{RoomConfig, RoomPc, VirtualRoom};
+use roomcast_proto::procedure::{Event, Phase, State, Step, Verdict};
+use roomcast_store::Store;
+use roomcast_store::capture::{CaptureOptions, capture};
+use roomcast_store::keys::{self, Signer};
+use roomcast_store::manifest::ImageLabel;
+use roomcast_store::restore::{RestoreOptions, restore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -152,7 +152,7 @@ fn imaging_crash_child() {
         parallel: 8,
         today: None,
     };
-    let out = roomcast::lab::netns::run_in(&p.server_netns, || {
+    let out = roomcast_lab::netns::run_in(&p.server_netns, || {
         run::resume(&opts, Some(&mut worker), &observe)
     })
     .unwrap()

@@ -8,11 +8,11 @@
 use crate::boot::pxe::{Guard, VmSpec, kernel_dir, local_disk_boot_sector, qemu, start_vm};
 use roomcast::campaign::driver::Worker;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, PxeBoot};
-use roomcast::lab::Lab;
-use roomcast::procedure::{Event, State, Step};
 use roomcast::serve::DataPlane;
-use roomcast::store::Store;
-use roomcast::store::keys;
+use roomcast_lab::Lab;
+use roomcast_proto::procedure::{Event, State, Step};
+use roomcast_store::Store;
+use roomcast_store::keys;
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::FileExt;

@@ -1,9 +1,9 @@
 //! The real SSH client against a real OpenSSH server in a namespace.
 
-use roomcast::lab::Lab;
-use roomcast::lab::sshd::{SshKeys, Sshd};
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use roomcast::remote::{RemoteError, RemoteExec};
+use roomcast_lab::Lab;
+use roomcast_lab::sshd::{SshKeys, Sshd};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 

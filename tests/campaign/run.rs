@@ -12,9 +12,9 @@ use roomcast::campaign::journal::Journal;
 use roomcast::campaign::run::{self, Progress, ResumeOptions, StartOptions};
 use roomcast::campaign::setup::SetupOptions;
 use roomcast::inventory::db::InventoryDb;
-use roomcast::lab::samba::DomainConfig;
-use roomcast::lab::{RoomConfig, VirtualRoom};
-use roomcast::procedure::{Event, Phase, State, Status, Step};
+use roomcast_lab::samba::DomainConfig;
+use roomcast_lab::{RoomConfig, VirtualRoom};
+use roomcast_proto::procedure::{Event, Phase, State, Status, Step};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -785,9 +785,9 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     let opts = StartOptions {
         db: db.clone(),
         setup,
-        at: Some(roomcast::procedure::Timestamp(now + 2)),
+        at: Some(roomcast_proto::procedure::Timestamp(now + 2)),
         // The window is already over when the start time comes: nothing may start.
-        until: Some(roomcast::procedure::Timestamp(now + 1)),
+        until: Some(roomcast_proto::procedure::Timestamp(now + 1)),
         parallel: 2,
         today: Some("2026-11-28".parse().unwrap()),
     };
@@ -922,7 +922,7 @@ fn a_missing_or_malformed_secret_names_the_profile_line_and_field() {
 fn step_a_fetches_installers_over_http_and_from_a_mounted_share() {
     use roomcast::campaign::fetch::{Fetch, fetch};
     let dir = tempfile::tempdir().unwrap();
-    let lab = roomcast::lab::Lab::builder().pcs(1).build().unwrap();
+    let lab = roomcast_lab::Lab::builder().pcs(1).build().unwrap();
     let web = dir.path().join("web");
     std::fs::create_dir_all(web.join("pub")).unwrap();
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();

@@ -5,9 +5,9 @@ use roomcast::campaign::checks::{Check, failure_summary, run_checks};
 use roomcast::campaign::install::{
     Detect, Outcome, Shell, Software, Target, install_all, write_logs,
 };
-use roomcast::lab::Lab;
-use roomcast::lab::sshd::{SshKeys, Sshd};
 use roomcast::remote::ssh::{SshClient, SshConfig};
+use roomcast_lab::Lab;
+use roomcast_lab::sshd::{SshKeys, Sshd};
 use std::path::Path;
 
 fn installer(dir: &Path, id: &str, root: &Path, exit: i32) -> Software {

@@ -3,7 +3,7 @@
 //! that the room left nothing behind.
 
 use roomcast::campaign::journal::Journal;
-use roomcast::procedure::{Event, Phase};
+use roomcast_proto::procedure::{Event, Phase};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;

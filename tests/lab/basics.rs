@@ -1,7 +1,7 @@
 //! A lab comes up, its machines reach each other, two labs coexist, and dropping removes everything.
 
 use super::{anything_left, output};
-use roomcast::lab::{Lab, LabError, LabPrefix, Node};
+use roomcast_lab::{Lab, LabError, LabPrefix, Node};
 use std::net::Ipv4Addr;
 
 fn ping(from: &Node, to: Ipv4Addr) -> bool {
@@ -123,7 +123,7 @@ fn a_chosen_prefix_in_use_is_refused_and_cleanup_removes_a_crashed_lab() {
     // A crashed run: the lab is never dropped.
     std::mem::forget(lab);
     assert!(!anything_left(prefix.as_str()).is_empty());
-    roomcast::lab::cleanup::remove(&prefix).unwrap();
+    roomcast_lab::cleanup::remove(&prefix).unwrap();
     assert_eq!(anything_left(prefix.as_str()), Vec::<String>::new());
 }
 
@@ -154,7 +154,7 @@ fn multicast_reaches_every_pc_with_snooping_on() {
     ))
     .unwrap();
     assert_eq!(snooping.trim(), "1");
-    let group = roomcast::lab::LabGroup::from_low(7, 1);
+    let group = roomcast_lab::LabGroup::from_low(7, 1);
     let receivers: Vec<_> = lab
         .pcs()
         .iter()
@@ -196,7 +196,7 @@ fn a_lab_whose_owner_died_is_listed_as_stale() {
     let lab = Lab::builder().pcs(1).build().unwrap();
     let prefix = lab.prefix().clone();
     let listed = |p: &LabPrefix| {
-        roomcast::lab::cleanup::list()
+        roomcast_lab::cleanup::list()
             .unwrap()
             .into_iter()
             .find(|l| &l.prefix == p)
@@ -212,11 +212,11 @@ fn a_lab_whose_owner_died_is_listed_as_stale() {
     let dead_pid = gone.id();
     gone.wait().unwrap();
     std::fs::write(
-        roomcast::lab::cleanup::state_file(&prefix),
+        roomcast_lab::cleanup::state_file(&prefix),
         dead_pid.to_string(),
     )
     .unwrap();
     assert!(listed(&prefix).unwrap().is_stale());
-    roomcast::lab::cleanup::remove(&prefix).unwrap();
+    roomcast_lab::cleanup::remove(&prefix).unwrap();
     assert!(listed(&prefix).is_none());
 }

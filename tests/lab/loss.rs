@@ -1,7 +1,7 @@
 //! nftables loss inside a PC: the rule is there, drops about the asked share of the port range,
 //! leaves other ports alone, and its counters agree with what the application received.
 
-use roomcast::lab::Lab;
+use roomcast_lab::Lab;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The virtual room (`roomcast::lab`) with real namespaces, bridges, tbf, nftables and Debian's
+//! The virtual room (`roomcast_lab`) with real namespaces, bridges, tbf, nftables and Debian's
 //! udpcast. These tests need root (CI runs as root) and remove what they create.
 
 mod basics;

@@ -1,6 +1,6 @@
 //! tbf limits: configured on both ends of every veth, and a transfer cannot beat them.
 
-use roomcast::lab::{Lab, Tbf};
+use roomcast_lab::{Lab, Tbf};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};

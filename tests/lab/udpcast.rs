@@ -1,8 +1,8 @@
 //! The reference multicast imager, Debian's udpcast, in the lab: three PCs receive a random
 //! 16 MiB image and every copy is bit-identical. This is also the benchmark's code path.
 
-use roomcast::lab::bench::{self, Udpcast};
-use roomcast::lab::{Lab, Tbf};
+use roomcast_lab::bench::{self, Udpcast};
+use roomcast_lab::{Lab, Tbf};
 
 #[test]
 fn udpcast_delivers_a_bit_identical_image_to_three_pcs() {

@@ -4,12 +4,12 @@
 //! summary must say how it got there. Needs root (CI runs as root); the lab removes what it made.
 
 use crate::store::util::{Fixture, random};
-use roomcast::lab::{Lab, Node, Tbf};
-use roomcast::store::Store;
-use roomcast::store::capture::{self, CaptureOptions};
-use roomcast::store::chunk::ChunkSize;
-use roomcast::store::keys::Signer;
-use roomcast::store::manifest::{ImageId, ImageLabel};
+use roomcast_lab::{Lab, Node, Tbf};
+use roomcast_store::Store;
+use roomcast_store::capture::{self, CaptureOptions};
+use roomcast_store::chunk::ChunkSize;
+use roomcast_store::keys::Signer;
+use roomcast_store::manifest::{ImageId, ImageLabel};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -2,9 +2,9 @@
 //! 200 Mbit/s links, with and without 5 % loss on the multicast port. Every PC ends with the image,
 //! block for block. Needs root (CI runs as root); the lab removes what it creates.
 
-use roomcast::lab::{Lab, Tbf};
-use roomcast::net::mcast::{BlockSink, BlockSource, McastAddr, run_receiver, run_sender};
-use roomcast::proto::mcast::{
+use roomcast_lab::{Lab, Tbf};
+use roomcast_mcast::{BlockSink, BlockSource, McastAddr, run_receiver, run_sender};
+use roomcast_proto::mcast::{
     BlockSet, MachineId, RateConfig, Receiver, ReceiverConfig, ReceiverIdentity, Sender,
     SenderConfig, SessionId, Timestamp, Token,
 };

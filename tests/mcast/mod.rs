@@ -1,8 +1,6 @@
-//! Multicast transport: simulation of whole sessions, and decoder robustness.
+//! Multicast transport over real sockets: sessions, the lab, the deploy. The simulation of whole
+//! sessions and the decoders' robustness are the protocol crate's own tests (`crates/proto/tests/mcast/`).
 
-mod decode_props;
 mod deploy;
 mod lab;
-mod scenarios;
 mod sessions;
-pub mod sim;

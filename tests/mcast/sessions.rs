@@ -1,6 +1,6 @@
 //! Session isolation and admission, driven by hand (no simulation needed).
 
-use roomcast::proto::mcast::{
+use roomcast_proto::mcast::{
     BlockSet, ConnId, Down, MachineId, Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity,
     Sender, SenderConfig, SenderEvent, SessionId, Timestamp, Token, Up,
 };
@@ -138,7 +138,7 @@ fn raptorq_encoding_is_handed_out_once_receivers_report_loss() {
     );
     // Two STATUS a moment apart: 50 of the last 100 packets lost.
     let status = |highest_seq, received| {
-        Up::Status(roomcast::proto::mcast::wire::Status {
+        Up::Status(roomcast_proto::mcast::wire::Status {
             highest_seq,
             received,
             ..Default::default()

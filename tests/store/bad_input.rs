@@ -2,13 +2,13 @@
 //! that shrinks mid-read. Each gives an error naming the chunk or file and leaves store and target sane.
 
 use super::util::{Fixture, Tmpfs, assert_chunk_files_intact, pattern, sparse_disk};
-use roomcast::store::StoreError;
-use roomcast::store::capture::{self, CaptureError, CaptureOptions};
-use roomcast::store::chunk::ChunkSize;
-use roomcast::store::manifest::ManifestError;
+use roomcast_store::StoreError;
+use roomcast_store::capture::{self, CaptureError, CaptureOptions};
+use roomcast_store::chunk::ChunkSize;
+use roomcast_store::manifest::ManifestError;
 use std::os::unix::fs::FileExt;
 
-fn image(fx: &Fixture) -> (std::path::PathBuf, roomcast::store::capture::CaptureReport) {
+fn image(fx: &Fixture) -> (std::path::PathBuf, roomcast_store::capture::CaptureReport) {
     let src = fx.path("src.img");
     sparse_disk(
         &src,
@@ -21,7 +21,7 @@ fn image(fx: &Fixture) -> (std::path::PathBuf, roomcast::store::capture::Capture
 
 fn data_chunk_file(
     fx: &Fixture,
-    id: &roomcast::store::manifest::ImageId,
+    id: &roomcast_store::manifest::ImageId,
     nth: usize,
 ) -> (u64, std::path::PathBuf) {
     let m = fx.store.open_verified(id).unwrap();
@@ -48,7 +48,7 @@ fn truncated_chunk_is_named_by_verify_and_restore_refuses_before_writing() {
         .set_len(len / 2)
         .unwrap();
 
-    let rep = roomcast::store::verify::verify(&fx.store, &[], &|_, _| {}).unwrap();
+    let rep = roomcast_store::verify::verify(&fx.store, &[], &|_, _| {}).unwrap();
     assert_eq!(rep.bad.len(), 1, "{rep:?}");
     assert_eq!(rep.bad[0].chunk.index, index);
     assert_eq!(rep.bad[0].path, file);
@@ -81,7 +81,7 @@ fn bit_flipped_chunk_stops_restore_at_that_chunk_and_restore_resumes_after_repai
     bytes[mid] ^= 0x10;
     std::fs::write(&file, &bytes).unwrap();
 
-    let rep = roomcast::store::verify::verify(&fx.store, &[], &|_, _| {}).unwrap();
+    let rep = roomcast_store::verify::verify(&fx.store, &[], &|_, _| {}).unwrap();
     assert_eq!(rep.bad.len(), 1);
     assert_eq!(rep.bad[0].chunk.index, index);
 
@@ -128,7 +128,7 @@ fn tampered_manifest_and_unknown_signer_are_refused() {
 
     // Edited and renamed to its new hash: the signature fails.
     let body = &edited.as_bytes()[edited.find("\n\n").unwrap() + 2..];
-    let new_id = roomcast::store::manifest::ImageId::of(body);
+    let new_id = roomcast_store::manifest::ImageId::of(body);
     std::fs::remove_file(&path).unwrap();
     std::fs::write(fx.store.manifest_path(&new_id), &edited).unwrap();
     let err = fx.store.open_verified(&new_id).unwrap_err();
@@ -147,7 +147,7 @@ fn tampered_manifest_and_unknown_signer_are_refused() {
     assert!(!target.exists(), "a refused restore created its target");
 
     // The bare manifest JSON with no signature at all, under its own hash.
-    let unsigned_id = roomcast::store::manifest::ImageId::of(body);
+    let unsigned_id = roomcast_store::manifest::ImageId::of(body);
     std::fs::write(fx.store.manifest_path(&unsigned_id), body).unwrap();
     let err = fx.store.open_verified(&unsigned_id).unwrap_err();
     assert!(

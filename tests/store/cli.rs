@@ -109,7 +109,7 @@ fn key_capture_list_show_diff_verify_restore_rm_gc() {
     assert_eq!(std::fs::read(&pc).unwrap(), std::fs::read(&v2).unwrap());
 
     // A flipped bit in a chunk: verify names it and exits 1.
-    let st = roomcast::store::Store::open(&store).unwrap();
+    let st = roomcast_store::Store::open(&store).unwrap();
     let m = st.open_unverified(&id2.parse().unwrap()).unwrap();
     let chunk = st.chunk_path(&m.manifest_unchecked().chunks[1].sha256.unwrap());
     let good = std::fs::read(&chunk).unwrap();

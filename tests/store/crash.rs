@@ -105,7 +105,7 @@ fn killed_restore_resumes_from_its_progress_file() {
     let r = fx.capture_with(&src, 64 * 1024).unwrap();
     let target = fx.path("pc.img");
     let root = fx.store.root().to_path_buf();
-    let progress = roomcast::disk::restore::progress_path(&fx.store, &target);
+    let progress = roomcast_store::restore::progress_path(&fx.store, &target);
     let child = roomcast()
         .args(["image", "restore", &r.id.to_hex(), "--store"])
         .arg(&root)
@@ -115,7 +115,7 @@ fn killed_restore_resumes_from_its_progress_file() {
         .unwrap();
     kill_when(child, || progress.exists());
     assert_eq!(
-        roomcast::disk::restore::interrupted_restore(&fx.store, &target),
+        roomcast_store::restore::interrupted_restore(&fx.store, &target),
         Some(r.id)
     );
     let out = run(roomcast()

@@ -71,7 +71,7 @@ fn delta_restore_writes_only_changed_chunks_and_dedups_in_the_store() {
 
     let m1 = fx.store.open_verified(&r1.id).unwrap();
     let m2 = fx.store.open_verified(&r2.id).unwrap();
-    let d = roomcast::store::diff::diff(&m1, &m2);
+    let d = roomcast_store::diff::diff(&m1, &m2);
     assert_eq!(d.changed_chunks, 3);
     assert_eq!(d.sent_chunks, 2);
 
@@ -104,7 +104,7 @@ fn verified_manifest_decodes_store_chunks_for_the_agent() {
     let r = fx.capture(&src);
     let m = fx.store.open_verified(&r.id).unwrap();
     let env = m.envelope();
-    let m2 = roomcast::store::manifest::UnverifiedManifest::from_envelope(&env)
+    let m2 = roomcast_store::manifest::UnverifiedManifest::from_envelope(&env)
         .unwrap()
         .verify(&fx.store.trusted().unwrap())
         .unwrap();
@@ -121,19 +121,19 @@ fn verified_manifest_decodes_store_chunks_for_the_agent() {
 
 /// Records the order in which restore fetches chunks.
 struct Recording<'a> {
-    store: &'a roomcast::store::Store,
+    store: &'a roomcast_store::Store,
     order: std::sync::Mutex<Vec<u64>>,
 }
 
-impl roomcast::disk::restore::ChunkSource for Recording<'_> {
+impl roomcast_store::restore::ChunkSource for Recording<'_> {
     fn compressed(
         &self,
-        chunk: &roomcast::store::chunk::ChunkRef,
-    ) -> Result<Vec<u8>, roomcast::store::StoreError> {
+        chunk: &roomcast_store::chunk::ChunkRef,
+    ) -> Result<Vec<u8>, roomcast_store::StoreError> {
         self.order.lock().unwrap().push(chunk.index);
         self.store.read_chunk_compressed(&chunk.sha256)
     }
-    fn location(&self, chunk: &roomcast::store::chunk::ChunkRef) -> std::path::PathBuf {
+    fn location(&self, chunk: &roomcast_store::chunk::ChunkRef) -> std::path::PathBuf {
         self.store.chunk_path(&chunk.sha256)
     }
 }
@@ -152,13 +152,13 @@ fn partition_table_region_is_written_after_everything_else() {
         .unwrap()
         .set_len(size)
         .unwrap();
-    let disk = roomcast::disk::Disk::open_write(&target, size).unwrap();
+    let disk = roomcast_store::disk::Disk::open_write(&target, size).unwrap();
     let rec = Recording {
         store: &fx.store,
         order: Default::default(),
     };
-    let opts = roomcast::disk::restore::RestoreOptions { workers: 2 };
-    roomcast::disk::restore::restore_with(&rec, &m, &disk, &opts, &|_| {}, |_| Ok(()), 0).unwrap();
+    let opts = roomcast_store::restore::RestoreOptions { workers: 2 };
+    roomcast_store::restore::restore_with(&rec, &m, &disk, &opts, &|_| {}, |_| Ok(()), 0).unwrap();
     let order = rec.order.into_inner().unwrap();
     assert_eq!(order.len() as u64, r.chunks);
     let region = |i: u64| m.in_partition_region(i as usize);

@@ -1,11 +1,11 @@
 //! Helpers: a store with a trusted key, sparse test disks, loop devices and tmpfs mounts that clean up.
 
-use roomcast::disk::restore::{self, RestoreOptions, RestoreReport};
-use roomcast::store::Store;
-use roomcast::store::capture::{self, CaptureOptions, CaptureReport};
-use roomcast::store::chunk::ChunkSize;
-use roomcast::store::keys::{self, Signer};
-use roomcast::store::manifest::{ImageId, ImageLabel};
+use roomcast_store::Store;
+use roomcast_store::capture::{self, CaptureOptions, CaptureReport};
+use roomcast_store::chunk::ChunkSize;
+use roomcast_store::keys::{self, Signer};
+use roomcast_store::manifest::{ImageId, ImageLabel};
+use roomcast_store::restore::{self, RestoreOptions, RestoreReport};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -192,7 +192,7 @@ pub fn assert_chunk_files_intact(store: &Store) {
             let data =
                 zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert_eq!(
-                roomcast::store::chunk::ChunkHash::of(&data).to_hex(),
+                roomcast_store::chunk::ChunkHash::of(&data).to_hex(),
                 name,
                 "{}",
                 p.display()

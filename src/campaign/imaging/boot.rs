@@ -1,12 +1,12 @@
-//! How a PC gets into the agent: the [`AgentBoot`] trait, the real Wake-on-LAN + PXE way
-//! ([`PxeBoot`]), and the reading of a boot script's kernel command line, which carries the mode and
-//! the one-time token (the lab boot plays iPXE with it).
+//! How a PC gets into the agent: the [`AgentBoot`] trait and the real Wake-on-LAN + PXE way
+//! ([`PxeBoot`]). The kernel command line a boot script carries is the contract's
+//! (`roomcast_proto::contract::cmdline`).
 
 use crate::net::files::BootRoot;
 use crate::net::proxydhcp::{ProxyDhcp, Subnet};
-use crate::proto::dhcp::ProxyConfig;
-use crate::proto::mac::Mac;
-use std::fmt;
+use roomcast_proto::contract::AgentMode;
+use roomcast_proto::dhcp::ProxyConfig;
+use roomcast_proto::mac::Mac;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,34 +18,6 @@ pub struct Machine {
     pub hostname: String,
     /// Its MAC: the key of the boot allowlist.
     pub mac: Mac,
-}
-
-/// What the agent does once booted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentMode {
-    /// Write the served image onto the disk (steps b and g).
-    Restore,
-    /// Upload the disk to the server (step f).
-    Capture,
-}
-
-impl AgentMode {
-    /// The kernel command-line switch the boot environment's init reads.
-    pub fn cmdline_flag(self) -> &'static str {
-        match self {
-            AgentMode::Restore => "roomcast.image=1",
-            AgentMode::Capture => "roomcast.capture=1",
-        }
-    }
-}
-
-impl fmt::Display for AgentMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AgentMode::Restore => "restore",
-            AgentMode::Capture => "capture",
-        })
-    }
 }
 
 /// The server side of one imaging session, as a boot implementation needs it.
@@ -87,7 +59,7 @@ pub trait BootServices: Send + Sync {}
 impl<T: Send + Sync> BootServices for T {}
 
 /// Brings a machine of the room into the agent. The real one is [`PxeBoot`]; the lab one
-/// ([`super::lab::LabBoot`]) runs the real agent inside the PC's network namespace.
+/// (`crate::demo::lab_boot::LabBoot`) runs the real agent inside the PC's network namespace.
 pub trait AgentBoot: Send + Sync {
     /// Starts what PCs need to reach `session`'s HTTP service (PXE: proxyDHCP and TFTP on the room
     /// interface). Called once per session, before any [`AgentBoot::boot`].
@@ -97,40 +69,6 @@ pub trait AgentBoot: Send + Sync {
     /// session then waits for its report.
     fn boot(&self, machine: &Machine, session: &SessionInfo)
     -> Result<Box<dyn Booting>, BootError>;
-}
-
-/// What a boot script tells a PC: kernel command-line parameters of `roomcast.*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentCmdline {
-    /// `roomcast.server=`.
-    pub server: String,
-    /// `roomcast.token=`.
-    pub token: String,
-    /// `roomcast.capture=1` or `roomcast.image=1`.
-    pub mode: AgentMode,
-}
-
-/// Reads the agent's parameters from a boot script; `None` for a script that boots the local disk
-/// (a machine outside the session) or one without a mode.
-pub fn parse_boot_script(script: &str) -> Option<AgentCmdline> {
-    let kernel = script.lines().find(|l| l.starts_with("kernel "))?;
-    let (mut server, mut token, mut mode) = (None, None, None);
-    for word in kernel.split_whitespace() {
-        if let Some(v) = word.strip_prefix("roomcast.server=") {
-            server = Some(v.to_string());
-        } else if let Some(v) = word.strip_prefix("roomcast.token=") {
-            token = Some(v.to_string());
-        } else if word == AgentMode::Capture.cmdline_flag() {
-            mode = Some(AgentMode::Capture);
-        } else if word == AgentMode::Restore.cmdline_flag() {
-            mode = mode.or(Some(AgentMode::Restore));
-        }
-    }
-    Some(AgentCmdline {
-        server: server?,
-        token: token?,
-        mode: mode?,
-    })
 }
 
 /// The real way: proxyDHCP + TFTP on the room interface while the session runs, and Wake-on-LAN.
@@ -268,37 +206,5 @@ impl AgentBoot for PxeBoot {
             })?;
         }
         Ok(Box::new(Woken))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_scripts_give_mode_server_and_token_or_nothing() {
-        let script = "#!ipxe\necho x\nkernel http://198.18.0.1:8080/files/vmlinuz initrd=initrd.gz \
-                      console=ttyS0 roomcast.capture=1 roomcast.server=http://198.18.0.1:8080 \
-                      roomcast.token=abc123 roomcast.mac=52:54:00:00:00:01\ninitrd x\nboot\n";
-        assert_eq!(
-            parse_boot_script(script),
-            Some(AgentCmdline {
-                server: "http://198.18.0.1:8080".into(),
-                token: "abc123".into(),
-                mode: AgentMode::Capture,
-            })
-        );
-        let restore = script.replace("roomcast.capture=1", "roomcast.image=1");
-        assert_eq!(
-            parse_boot_script(&restore).map(|c| c.mode),
-            Some(AgentMode::Restore)
-        );
-        // Facts-only boot (no mode), and the local-disk script of a machine outside the session.
-        let facts = script.replace("roomcast.capture=1 ", "");
-        assert_eq!(parse_boot_script(&facts), None);
-        assert_eq!(
-            parse_boot_script("#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n"),
-            None
-        );
     }
 }

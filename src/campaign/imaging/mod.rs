@@ -3,7 +3,7 @@
 //! g (one session for the whole batch of PCs, each PC's result on its own).
 //!
 //! How a PC reaches the agent is an [`AgentBoot`]: [`PxeBoot`] (Wake-on-LAN + proxyDHCP/TFTP/HTTP on
-//! the room interface) on a real network, [`lab::LabBoot`] (the real agent started inside the PC's
+//! the room interface) on a real network, `demo::lab_boot::LabBoot` (the real agent started inside the PC's
 //! network namespace) in the lab. Only machines of the campaign's room are ever served, and only on
 //! the room interface; the served image is the one step f journaled (`State::image`).
 //!
@@ -16,23 +16,23 @@
 //! ```
 
 pub mod boot;
-pub mod lab;
 pub mod session;
 
-pub use boot::{AgentBoot, AgentMode, BootError, Booting, Machine, PxeBoot, SessionInfo};
+pub use boot::{AgentBoot, BootError, Booting, Machine, PxeBoot, SessionInfo};
+use roomcast_proto::contract::{AgentMode, Report, Verdict};
 
 use super::driver::Worker;
 use crate::net::capture::CaptureConfig;
 use crate::net::http::ServedImage;
 use crate::net::proxydhcp::Subnet;
-use crate::procedure::{Event, State, Step};
 use crate::remote::RemoteExec;
 use crate::remote::ssh::{SshClient, SshConfig};
 use crate::serve::DataPlane;
-use crate::store::Store;
-use crate::store::chunk::{ChunkSize, DEFAULT_LEVEL};
-use crate::store::keys::Signer;
-use crate::store::manifest::{ImageId, ImageLabel};
+use roomcast_proto::procedure::{Event, State, Step};
+use roomcast_store::Store;
+use roomcast_store::chunk::{ChunkSize, DEFAULT_LEVEL};
+use roomcast_store::keys::Signer;
+use roomcast_store::manifest::{ImageId, ImageLabel};
 use session::{Session, SessionSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -308,21 +308,23 @@ impl ImagingWorker {
         )?;
         session.boot_all(self.boot.as_ref());
         let report = session.wait_report(&master, c.boot_timeout, c.agent_timeout)?;
-        let agent_said = report_field(&report.body, "image");
-        match (
-            session.captured(),
-            report_field(&report.body, "result").as_deref(),
-        ) {
-            (Some(id), Some("ok")) if agent_said.as_deref() == Some(id.to_hex().as_str()) => Ok(id),
+        let said = Report::parse(&report.body);
+        match (session.captured(), said) {
+            (Some(id), Ok(r)) if r.is_ok() && r.image.as_deref() == Some(id.to_hex().as_str()) => {
+                Ok(id)
+            }
             (Some(id), _) => Err(format!(
                 "{}: the server signed image {id} but the agent reported {}",
                 master.hostname, report.body
             )),
-            (None, _) => Err(format!(
+            (None, Ok(Report { error: Some(e), .. })) => {
+                Err(format!("{}: capture failed: {e}", master.hostname))
+            }
+            (None, Ok(_)) => Err(format!(
                 "{}: capture failed: {}",
-                master.hostname,
-                report_field(&report.body, "error").unwrap_or(report.body)
+                master.hostname, report.body
             )),
+            (None, Err(e)) => Err(format!("{}: capture failed: {e}", master.hostname)),
         }
     }
 }
@@ -444,30 +446,19 @@ fn log_multicast(session: &Session) {
     }
 }
 
-/// A field of a report's JSON, as text.
-fn report_field(body: &str, field: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    match &v[field] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
 /// A restore report is a success only if the agent says ok for the image the session served.
 pub fn judge_restore(machine: &str, body: &str, expected: &ImageId) -> Result<(), String> {
-    let result = report_field(body, "result");
-    let image = report_field(body, "image");
-    match (result.as_deref(), image) {
-        (Some("ok"), Some(image)) if image == expected.to_hex() => Ok(()),
-        (Some("ok"), Some(image)) => Err(format!(
+    let report = Report::parse(body).map_err(|e| format!("{machine}: {e}: {body}"))?;
+    match (report.result, report.image) {
+        (Verdict::Ok, Some(image)) if image == expected.to_hex() => Ok(()),
+        (Verdict::Ok, Some(image)) => Err(format!(
             "{machine}: the agent restored image {image}, not {expected}"
         )),
-        (Some("failed"), _) => Err(format!(
+        (Verdict::Ok, None) => Err(format!("{machine}: the agent named no image: {body}")),
+        (Verdict::Failed, _) => Err(format!(
             "{machine}: the agent failed: {}",
-            report_field(body, "error").unwrap_or_else(|| "no reason given".into())
+            report.error.unwrap_or_else(|| "no reason given".into())
         )),
-        _ => Err(format!("{machine}: unreadable agent report: {body}")),
     }
 }
 
@@ -501,21 +492,30 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::chunk::ChunkHash;
+    use roomcast_proto::contract::Work;
+    use roomcast_store::chunk::ChunkHash;
 
     #[test]
     fn a_restore_counts_only_when_the_agent_wrote_the_served_image() {
         let id = ImageId(ChunkHash([0xab; 32]));
         let other = ImageId(ChunkHash([0xcd; 32]));
-        let ok = format!(r#"{{"result":"ok","image":"{}","chunks":4}}"#, id.to_hex());
+        let report = |error: Option<&str>, image: Option<String>| {
+            let work = Work::Restore(Default::default());
+            let r = Report::new(error.map(Into::into), image, "/dev/sda".into(), work);
+            serde_json::to_string(&r).unwrap()
+        };
+        let ok = report(None, Some(id.to_hex()));
         assert_eq!(judge_restore("PC01", &ok, &id), Ok(()));
         let err = judge_restore("PC01", &ok, &other).unwrap_err();
         assert!(
             err.starts_with("PC01: the agent restored image abab"),
             "{err}"
         );
-        let failed = r#"{"result":"failed","error":"chunk #3 at offset 3145728 (sha256 ab…): content hashes to cd…"}"#;
-        let err = judge_restore("PC02", failed, &id).unwrap_err();
+        let failed = report(
+            Some("chunk #3 at offset 3145728 (sha256 ab…): content hashes to cd…"),
+            None,
+        );
+        let err = judge_restore("PC02", &failed, &id).unwrap_err();
         assert!(err.contains("PC02: the agent failed: chunk #3"), "{err}");
         assert!(judge_restore("PC03", "garbage", &id).is_err());
     }
@@ -525,7 +525,7 @@ mod tests {
             "B204",
             vec![Machine {
                 hostname: "B204-P01".into(),
-                mac: crate::proto::mac::Mac([2, 0, 0, 0, 0, 1]),
+                mac: roomcast_proto::mac::Mac([2, 0, 0, 0, 0, 1]),
             }],
             "B204-P01",
             "lo",
@@ -535,12 +535,23 @@ mod tests {
             "abc",
             PathBuf::from("/nonexistent/work"),
         );
-        let boot = lab::LabBoot::new(
-            std::path::Path::new("/nonexistent/roomcast"),
-            std::path::Path::new("/nonexistent/key.pub"),
-            std::path::Path::new("/nonexistent/logs"),
-        );
-        ImagingWorker::new(config, Box::new(boot))
+        ImagingWorker::new(config, Box::new(NeverBoots))
+    }
+
+    /// A boot that never brings a PC: these tests fail before any PC would boot.
+    struct NeverBoots;
+
+    impl AgentBoot for NeverBoots {
+        fn open(&self, _: &SessionInfo) -> Result<Box<dyn super::boot::BootServices>, BootError> {
+            Err(BootError::Failed("no boot in this test".into()))
+        }
+
+        fn boot(&self, m: &Machine, _: &SessionInfo) -> Result<Box<dyn Booting>, BootError> {
+            Err(BootError::Failed(format!(
+                "{}: no boot in this test",
+                m.hostname
+            )))
+        }
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! upload endpoints for a capturing one, reports), the boot services of an [`AgentBoot`], the PCs
 //! on their way, and the wait for each PC's report.
 
-use super::boot::{AgentBoot, AgentMode, BootServices, Booting, Machine, SessionInfo};
+use super::boot::{AgentBoot, BootServices, Booting, Machine, SessionInfo};
 use crate::net::capture::CaptureConfig;
 use crate::net::files::BootRoot;
 use crate::net::http::{self, BootConfig, BootService, ServedImage};
 use crate::net::proxydhcp::{Subnet, room_address};
-use crate::proto::mac::Mac;
 use crate::serve::{DataPlane, DeployReport, SessionPlan, run_session};
-use crate::store::manifest::ImageId;
+use roomcast_proto::contract::AgentMode;
+use roomcast_proto::mac::Mac;
+use roomcast_store::manifest::ImageId;
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;

@@ -1,0 +1,222 @@
+//! The agent: what runs on a PC booted into the boot environment. It fetches the campaign's signed
+//! manifest from the server, verifies it against the signer key baked into its initramfs (trust comes
+//! from the boot environment, never from the wire), restores the image onto the local disk with the
+//! store's delta restore (every chunk is checked against the signed manifest before it is written), and
+//! reports the outcome with its one-time token. In capture mode ([`capture`], step f) it reads the
+//! disk and uploads it to the server instead.
+//!
+//! When the server offers a multicast session (`GET /mcast/session`), the agent takes the stream
+//! ([`mcast`]): it says what its disk already holds, writes each block only after its sha256
+//! matched the signed manifest, and fetches over HTTP whatever the stream did not deliver. Without
+//! a session it restores over unicast HTTP.
+
+pub mod capture;
+pub mod cli;
+mod http;
+pub mod mcast;
+
+pub use http::HttpChunks;
+pub use roomcast_proto::contract::Report;
+
+use roomcast_proto::contract::{McastFigures, RestoreFigures, SessionInfo, Transport, Work, path};
+use roomcast_store::disk::{Disk, DiskError};
+use roomcast_store::keys::{KeyError, TrustedSigners};
+use roomcast_store::manifest::{ManifestError, UnverifiedManifest, VerifiedManifest};
+use roomcast_store::restore::{RestoreError, RestoreOptions, RestoreReport, restore_with};
+use std::path::{Path, PathBuf};
+
+/// Default place of the trusted signer key inside the initramfs (`roomcast bootenv build --trusted-key`).
+pub const TRUSTED_KEY: &str = "/etc/roomcast/trusted.pub";
+
+/// Biggest manifest the agent accepts: a 2 TiB disk in 4 MiB chunks is ~100 MB of JSON at most.
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// Why the agent stopped; each names the URL, the chunk or the disk concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// An HTTP exchange with the server failed.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The trusted key cannot be read.
+    #[error("trusted key: {0}")]
+    Key(#[from] KeyError),
+    /// The manifest does not parse or is not signed by the trusted key.
+    #[error("manifest from {url}: {source}")]
+    Manifest {
+        /// Where it came from.
+        url: String,
+        /// What is wrong.
+        source: ManifestError,
+    },
+    /// The target disk does not exist (the agent never creates one: a typo must not fill the RAM).
+    #[error("{0}: no such disk")]
+    NoDisk(PathBuf),
+    /// The target disk cannot be opened.
+    #[error("{0}")]
+    Disk(#[from] DiskError),
+    /// The restore stopped (a chunk refused, a write failed).
+    #[error("{0}")]
+    Restore(#[from] RestoreError),
+    /// The multicast path could not start or its catch-up failed.
+    #[error("multicast: {0}")]
+    Multicast(String),
+}
+
+/// The restore report: the store's figures, how the image came, and what the stream did.
+fn restore_report(
+    disk: &Path,
+    image: Option<String>,
+    outcome: &Result<RestoreReport, AgentError>,
+    multicast: Option<McastFigures>,
+) -> Report {
+    let (r, error) = match outcome {
+        Ok(r) => (r.clone(), None),
+        Err(e) => (RestoreReport::default(), Some(e.to_string())),
+    };
+    let figures = RestoreFigures {
+        chunks: r.chunks,
+        written_chunks: r.written_chunks,
+        unchanged_chunks: r.unchanged_chunks,
+        zeroed_chunks: r.zeroed_chunks,
+        written_bytes: r.written_bytes,
+        zeroed_bytes: r.zeroed_bytes,
+        transport: if multicast.is_some() {
+            Transport::Multicast
+        } else {
+            Transport::Unicast
+        },
+        catch_up_bytes: multicast.as_ref().map_or(0, |m| m.catch_up_bytes),
+        multicast,
+    };
+    Report::new(error, image, disk.to_path_buf(), Work::Restore(figures))
+}
+
+/// What the agent is told to do (from the kernel command line or flags).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Base URL of `roomcast serve`, e.g. `http://198.18.0.1:8080`.
+    pub server: String,
+    /// The one-time token of this boot.
+    pub token: String,
+    /// The disk to restore onto.
+    pub disk: PathBuf,
+    /// The signers the manifest must be signed by.
+    pub trusted: TrustedSigners,
+    /// Restore worker threads (0 = one per CPU).
+    pub workers: usize,
+}
+
+/// The outcome of a run: what was reported, and the restore error if it failed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The report as sent.
+    pub report: Report,
+    /// `Err` when the restore failed (the failure was still reported).
+    pub result: Result<RestoreReport, AgentError>,
+}
+
+/// Fetches and verifies the campaign's manifest.
+pub fn fetch_manifest(
+    client: &http::Client,
+    trusted: &TrustedSigners,
+) -> Result<VerifiedManifest, AgentError> {
+    let url = client.url(path::MANIFEST);
+    let envelope = client.get(&url, MAX_MANIFEST)?;
+    UnverifiedManifest::from_envelope(&envelope)
+        .and_then(|m| m.verify(trusted))
+        .map_err(|source| AgentError::Manifest { url, source })
+}
+
+/// Restores the campaign's image onto the disk and reports. An `Err` means even the report could not
+/// be delivered; a failed restore that was reported is in [`Outcome::result`].
+pub fn run(opts: &AgentOptions) -> Result<Outcome, AgentError> {
+    let client = http::Client::new(&opts.server, &opts.token);
+    let mut image = None;
+    let mut multicast = None;
+    let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
+        image = Some(m.id().to_hex());
+        match session(&client)? {
+            Some(info) if !info.ended => {
+                let disk = open_disk(&m, opts)?;
+                let mut figures = None;
+                let r = mcast::restore(&client, &m, &info, &disk, opts).map(|(r, f)| {
+                    figures = Some(f);
+                    r
+                });
+                // A failure after joining is still a multicast attempt: say so in the report.
+                multicast = Some(figures.unwrap_or_default());
+                r
+            }
+            _ => restore(&client, &m, opts),
+        }
+    });
+    let report = restore_report(&opts.disk, image, &result, multicast);
+    let body = serde_json::to_vec(&report).expect("report serialises");
+    client.post(&client.url(path::REPORT), &body)?;
+    Ok(Outcome { report, result })
+}
+
+/// The multicast session the server offers this machine, if any (404: none, restore over unicast).
+pub fn session(client: &http::Client) -> Result<Option<SessionInfo>, AgentError> {
+    let url = client.url(path::SESSION);
+    let Some(body) = client.get_optional(&url, 64 * 1024)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| AgentError::Http {
+            url,
+            reason: format!("session info: {e}"),
+        })
+}
+
+/// The target disk, opened for writing, refused when missing or smaller than the image.
+fn open_disk(m: &VerifiedManifest, opts: &AgentOptions) -> Result<Disk, AgentError> {
+    if !opts.disk.exists() {
+        return Err(AgentError::NoDisk(opts.disk.clone()));
+    }
+    let disk = Disk::open_write(&opts.disk, m.disk_size)?;
+    if disk.size() < m.disk_size {
+        return Err(RestoreError::TargetTooSmall {
+            path: opts.disk.clone(),
+            size: disk.size(),
+            need: m.disk_size,
+        }
+        .into());
+    }
+    Ok(disk)
+}
+
+fn restore(
+    client: &http::Client,
+    m: &VerifiedManifest,
+    opts: &AgentOptions,
+) -> Result<RestoreReport, AgentError> {
+    let disk = open_disk(m, opts)?;
+    let source = HttpChunks::new(client.clone(), m);
+    let ropts = RestoreOptions {
+        workers: opts.workers,
+    };
+    // No progress file: the PC has no store; a rerun is cheap anyway thanks to the delta check.
+    Ok(restore_with(
+        &source,
+        m,
+        &disk,
+        &ropts,
+        &|_| {},
+        |_| Ok(()),
+        0,
+    )?)
+}
+
+/// Reads the trusted signer key file (`roomcast key generate`'s `.pub`).
+pub fn load_trusted(path: &Path) -> Result<TrustedSigners, AgentError> {
+    Ok(TrustedSigners::from_keys(vec![
+        roomcast_store::keys::load_public(path)?,
+    ]))
+}

@@ -1,0 +1,339 @@
+//! The agent's multicast path: survey the disk (which chunks it already holds), join the session
+//! with that HAVE, write each rebuilt block only after its sha256 matched the signed manifest, then
+//! fetch whatever the stream did not deliver over unicast HTTP (catch-up), zero what must be zero,
+//! and write the partition-table region last.
+
+use super::http::{Client, HttpChunks};
+use super::{AgentError, AgentOptions};
+use roomcast_mcast::{BlockSink, McastAddr, run_receiver};
+use roomcast_proto::contract::{BlockMap, McastFigures, SessionInfo};
+use roomcast_proto::mac::Mac;
+use roomcast_proto::mcast::{
+    BlockSet, MachineId, Receiver, ReceiverConfig, ReceiverIdentity, Token,
+};
+use roomcast_store::chunk::{ChunkHash, is_zero};
+use roomcast_store::disk::Disk;
+use roomcast_store::manifest::VerifiedManifest;
+use roomcast_store::restore::{ChunkSource, RestoreReport};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// No block written for this long: the agent leaves the stream and catches up over HTTP. Longer
+/// than a deploy server waits for the room before streaming, so a PC that came early is not cut off.
+pub const STALL: Duration = Duration::from_secs(90);
+
+/// Writes verified blocks to the disk; partition-table chunks wait in memory for the end.
+struct DiskSink<'a> {
+    m: &'a VerifiedManifest,
+    map: &'a BlockMap,
+    disk: &'a Disk,
+    ok: &'a [bool],
+    done: Vec<bool>,
+    /// Compressed bytes of blocks that (also) go to the partition-table region, by block.
+    held: HashMap<u32, Vec<u8>>,
+    written_chunks: u64,
+    written_bytes: u64,
+    refused: u64,
+}
+
+impl BlockSink for DiskSink<'_> {
+    fn verify_and_write(&mut self, index: u32, data: &[u8]) -> io::Result<bool> {
+        let Some(block) = self.map.block(index) else {
+            return Ok(false);
+        };
+        let bytes = match self.m.decode_chunk(block.chunks[0], data) {
+            Ok(b) => b,
+            Err(e) => {
+                // Never written: the block is reported missing again and comes again.
+                tracing::warn!(block = index, error = %e, "block refused");
+                self.refused += 1;
+                return Ok(false);
+            }
+        };
+        for &c in &block.chunks {
+            if self.ok[c] {
+                continue;
+            }
+            if self.m.in_partition_region(c) {
+                self.held.insert(index, data.to_vec());
+                continue;
+            }
+            self.disk
+                .write_all_at(&bytes, self.m.chunks[c].offset)
+                .map_err(io::Error::other)?;
+            self.written_chunks += 1;
+            self.written_bytes += bytes.len() as u64;
+        }
+        self.done[index as usize] = true;
+        Ok(true)
+    }
+}
+
+/// Which chunks of `m` the disk already holds (right sha256, or zeros for a zero chunk).
+pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<bool>, AgentError> {
+    let n = m.chunks.len();
+    let ok: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+    let next = AtomicUsize::new(0);
+    let error: Mutex<Option<AgentError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let e = &m.chunks[i];
+                    buf.resize(e.len as usize, 0);
+                    if let Err(err) = disk.read_exact_at(&mut buf, e.offset) {
+                        *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.into());
+                        next.store(n, Ordering::Relaxed);
+                        return;
+                    }
+                    let right = match e.sha256 {
+                        None => is_zero(&buf),
+                        Some(h) => !is_zero(&buf) && ChunkHash::of(&buf) == h,
+                    };
+                    ok[i].store(right, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(ok.into_iter().map(AtomicBool::into_inner).collect())
+}
+
+/// The address of the interface that reaches `server`: where the agent joins the group.
+fn local_addr_towards(server: SocketAddr) -> io::Result<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.connect(server)?;
+    match s.local_addr()?.ip() {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(io::Error::other("no IPv4 route to the deploy server")),
+    }
+}
+
+fn session_identity(info: &SessionInfo, disk: &Disk) -> Result<ReceiverIdentity, AgentError> {
+    let bad = |reason: String| AgentError::Multicast(format!("session info: {reason}"));
+    let mac: Mac = info
+        .machine
+        .parse()
+        .map_err(|_| bad(format!("machine {:?} is not a MAC", info.machine)))?;
+    let mut token = [0u8; 32];
+    hex::decode_to_slice(&info.token, &mut token)
+        .map_err(|_| bad("the token is not 64 hex digits".into()))?;
+    Ok(ReceiverIdentity {
+        machine: MachineId(mac.0),
+        token: Token(token),
+        disk_size: disk.size(),
+    })
+}
+
+/// Restores `m` onto `disk` through the multicast session `info`, then catches up over HTTP.
+pub fn restore(
+    client: &Client,
+    m: &VerifiedManifest,
+    info: &SessionInfo,
+    disk: &Disk,
+    opts: &AgentOptions,
+) -> Result<(RestoreReport, McastFigures), AgentError> {
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let map = m.block_map();
+    let ok = survey(m, disk, workers)?;
+    let mut have = BlockSet::new(map.len() as u32);
+    for (b, block) in map.blocks().iter().enumerate() {
+        if block.chunks.iter().all(|&c| ok[c]) {
+            have.insert(b as u32);
+        }
+    }
+    let mut figures = McastFigures {
+        held_blocks: have.count(),
+        blocks: map.len() as u32,
+        ..McastFigures::default()
+    };
+    tracing::info!(
+        held = figures.held_blocks,
+        blocks = figures.blocks,
+        "disk surveyed, joining the multicast session"
+    );
+    let identity = session_identity(info, disk)?;
+    let control = SocketAddr::V4(info.control);
+    let interface = local_addr_towards(control)
+        .map_err(|e| AgentError::Multicast(format!("route to {control}: {e}")))?;
+    let max_block = map.lengths().into_iter().max().unwrap_or(1).max(1);
+    let receiver = Receiver::new(
+        ReceiverConfig {
+            max_block_len: max_block,
+            ..ReceiverConfig::default()
+        },
+        identity,
+        have,
+    );
+    let mut sink = DiskSink {
+        m,
+        map: &map,
+        disk,
+        ok: &ok,
+        done: vec![false; map.len()],
+        held: HashMap::new(),
+        written_chunks: 0,
+        written_bytes: 0,
+        refused: 0,
+    };
+    let addr = McastAddr {
+        interface,
+        group: info.group,
+    };
+    let outcome =
+        run_receiver(receiver, control, addr, &mut sink, STALL).map_err(|e| e.to_string());
+    match outcome {
+        Ok(true) => figures.complete = true,
+        Ok(false) => figures.left_behind = Some("the session ended before every block".into()),
+        Err(e) => figures.left_behind = Some(e),
+    }
+    if let Some(why) = &figures.left_behind {
+        tracing::warn!(reason = %why, "left the multicast stream; catching up over HTTP");
+    }
+    figures.multicast_chunks = sink.written_chunks;
+    figures.refused_blocks = sink.refused;
+    let mut report = RestoreReport {
+        chunks: m.chunks.len() as u64,
+        unchanged_chunks: ok.iter().filter(|&&o| o).count() as u64,
+        written_chunks: sink.written_chunks,
+        written_bytes: sink.written_bytes,
+        ..RestoreReport::default()
+    };
+    let done = std::mem::take(&mut sink.done);
+    let held = std::mem::take(&mut sink.held);
+    catch_up(
+        client,
+        m,
+        &map,
+        disk,
+        &ok,
+        &done,
+        &held,
+        workers,
+        &mut report,
+        &mut figures,
+    )?;
+    Ok((report, figures))
+}
+
+/// Everything the stream did not put on the disk: data chunks over HTTP, zero chunks zeroed, then
+/// (after a sync) the partition-table region, from the blocks held back or over HTTP.
+#[allow(clippy::too_many_arguments)]
+fn catch_up(
+    client: &Client,
+    m: &VerifiedManifest,
+    map: &BlockMap,
+    disk: &Disk,
+    ok: &[bool],
+    done: &[bool],
+    held: &HashMap<u32, Vec<u8>>,
+    workers: usize,
+    report: &mut RestoreReport,
+    figures: &mut McastFigures,
+) -> Result<(), AgentError> {
+    let source = HttpChunks::new(client.clone(), m);
+    let needs = |c: usize| {
+        !ok[c]
+            && match map.block_of(c) {
+                None => true,
+                Some(b) => !done[b as usize] || m.in_partition_region(c),
+            }
+    };
+    let (tables, rest): (Vec<usize>, Vec<usize>) = (0..m.chunks.len())
+        .filter(|&c| needs(c))
+        .partition(|&c| m.in_partition_region(c));
+    let totals = Mutex::new((report.clone(), figures.clone()));
+    let one = |c: usize| -> Result<(), AgentError> {
+        let e = &m.chunks[c];
+        let Some(r) = e.chunk_ref(c as u64) else {
+            disk.zero_range(e.offset, u64::from(e.len))?;
+            let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+            t.0.zeroed_chunks += 1;
+            t.0.zeroed_bytes += u64::from(e.len);
+            return Ok(());
+        };
+        let block = map.block_of(c).expect("a data chunk has a block");
+        let (z, fetched) = match held.get(&block) {
+            Some(z) => (z.clone(), false),
+            None => (
+                source
+                    .compressed(&r)
+                    .map_err(|e| AgentError::Multicast(e.to_string()))?,
+                true,
+            ),
+        };
+        let bytes = m.decode_chunk(c, &z).map_err(|e| {
+            AgentError::Multicast(format!("{}: {e}", source.location(&r).display()))
+        })?;
+        disk.write_all_at(&bytes, e.offset)?;
+        let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+        t.0.written_chunks += 1;
+        t.0.written_bytes += bytes.len() as u64;
+        if fetched {
+            t.1.catch_up_chunks += 1;
+            t.1.catch_up_bytes += z.len() as u64;
+        } else {
+            t.1.multicast_chunks += 1;
+        }
+        Ok(())
+    };
+    parallel(&rest, workers, &one)?;
+    disk.sync()?;
+    for &c in &tables {
+        one(c)?;
+    }
+    disk.sync()?;
+    let (r, f) = totals.into_inner().unwrap_or_else(|p| p.into_inner());
+    *report = r;
+    *figures = f;
+    Ok(())
+}
+
+/// Runs `f` on every item on `workers` threads; the first error stops the others.
+fn parallel(
+    items: &[usize],
+    workers: usize,
+    f: &(dyn Fn(usize) -> Result<(), AgentError> + Sync),
+) -> Result<(), AgentError> {
+    let next = AtomicUsize::new(0);
+    let error: Mutex<Option<AgentError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&c) = items.get(i) else {
+                        return;
+                    };
+                    if let Err(e) = f(c) {
+                        error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        next.store(items.len(), Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

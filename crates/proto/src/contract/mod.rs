@@ -1,0 +1,158 @@
+//! The agent↔server contract: everything a PC's agent and the server must agree on, in one place.
+//!
+//! Both sides serialise and parse these types; neither reads a field by name from untyped JSON.
+//!
+//! | what | where |
+//! |---|---|
+//! | contract version, the headers every agent request carries | [`CONTRACT_VERSION`], [`CONTRACT_HEADER`], [`TOKEN_HEADER`], [`check_version`] |
+//! | the HTTP paths | [`path`] |
+//! | the kernel command line a boot script gives the agent | [`cmdline`] |
+//! | a multicast session offered to one machine | [`SessionInfo`] |
+//! | the image as multicast blocks | [`BlockMap`] |
+//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`], [`CaptureDone`] |
+//! | what the agent reports at the end | [`Report`] |
+//!
+//! An agent speaking another contract version is refused by the server with a message naming
+//! both versions (a boot environment built by another roomcast: rebuild it).
+
+mod blocks;
+pub mod cmdline;
+mod report;
+
+pub use blocks::{Block, BlockMap};
+pub use cmdline::{AgentCmdline, AgentMode};
+pub use report::{CaptureFigures, McastFigures, Report, RestoreFigures, Transport, Verdict, Work};
+
+use crate::hash::ChunkHash;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddrV4;
+
+/// Version of this contract. Raise it whenever a type of this module changes in a way an agent
+/// of the previous version would misread.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Header carrying the agent's contract version on every request.
+pub const CONTRACT_HEADER: &str = "x-roomcast-contract";
+
+/// Header carrying the agent's one-time token.
+pub const TOKEN_HEADER: &str = "x-roomcast-token";
+
+/// The HTTP paths of the boot service, as both sides name them.
+pub mod path {
+    /// `GET /boot/<mac>.ipxe`: the boot script of one machine (iPXE asks it).
+    pub const BOOT_PREFIX: &str = "/boot/";
+    /// `GET /files/<name>`: kernel, initramfs, iPXE binaries.
+    pub const FILES_PREFIX: &str = "/files/";
+    /// `POST`: the agent's [`super::Report`].
+    pub const REPORT: &str = "/agent/report";
+    /// `GET`: the signed manifest envelope of the served image.
+    pub const MANIFEST: &str = "/image/manifest";
+    /// `GET /chunks/<sha256>`: one compressed chunk of the served image.
+    pub const CHUNKS_PREFIX: &str = "/chunks/";
+    /// `GET`: the [`super::SessionInfo`] of this machine (404: no session, restore over HTTP).
+    pub const SESSION: &str = "/mcast/session";
+    /// `GET`: the [`super::CapturePlan`].
+    pub const CAPTURE_PLAN: &str = "/capture/plan";
+    /// `HEAD|PUT /capture/chunks/<sha256>`: one compressed chunk of the disk being captured.
+    pub const CAPTURE_CHUNKS_PREFIX: &str = "/capture/chunks/";
+    /// `POST`: the [`super::CaptureFinish`], answered by a [`super::CaptureDone`].
+    pub const CAPTURE_FINISH: &str = "/capture/finish";
+
+    /// `/chunks/<sha256>` of `hash`.
+    pub fn chunk(hash: &crate::hash::ChunkHash) -> String {
+        format!("{CHUNKS_PREFIX}{}", hash.to_hex())
+    }
+
+    /// `/capture/chunks/<sha256>` of `hash`.
+    pub fn capture_chunk(hash: &crate::hash::ChunkHash) -> String {
+        format!("{CAPTURE_CHUNKS_PREFIX}{}", hash.to_hex())
+    }
+}
+
+/// An agent of another contract version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionMismatch {
+    /// The request carried no version: an agent older than the versioned contract.
+    #[error(
+        "the agent sent no contract version; this server speaks roomcast contract {CONTRACT_VERSION}: \
+         rebuild the boot environment with this roomcast (roomcast bootenv build)"
+    )]
+    Missing,
+    /// The version is not ours.
+    #[error(
+        "the agent speaks roomcast contract {0}, this server speaks contract {CONTRACT_VERSION}: \
+         rebuild the boot environment with this roomcast (roomcast bootenv build)"
+    )]
+    Other(String),
+}
+
+/// Checks the value of an agent's [`CONTRACT_HEADER`] (`None`: absent).
+pub fn check_version(header: Option<&str>) -> Result<(), VersionMismatch> {
+    match header.map(str::trim) {
+        None => Err(VersionMismatch::Missing),
+        Some(v) if v.parse::<u32>() == Ok(CONTRACT_VERSION) => Ok(()),
+        Some(v) => Err(VersionMismatch::Other(v.chars().take(16).collect())),
+    }
+}
+
+/// What `GET /mcast/session` answers one agent (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The control channel, `IP:port`.
+    pub control: SocketAddrV4,
+    /// The multicast group, `IP:port`.
+    pub group: SocketAddrV4,
+    /// The machine this token belongs to, `aa:bb:cc:dd:ee:ff` (the agent's identity in its HELLO).
+    pub machine: String,
+    /// Its control-channel token, hex (64 digits).
+    pub token: String,
+    /// True once the session is over: restore over unicast instead.
+    pub ended: bool,
+}
+
+/// `GET /capture/plan`: how to cut and compress the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePlan {
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// zstd level.
+    pub level: i32,
+}
+
+/// `POST /capture/finish`: the disk as the agent read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureFinish {
+    /// Disk size in bytes.
+    pub disk_size: u64,
+    /// Chunk size the agent used (must be the plan's).
+    pub chunk_size: u32,
+    /// Every chunk in disk order: its sha256, or `None` for an all-zero chunk.
+    pub chunks: Vec<Option<ChunkHash>>,
+}
+
+/// `POST /capture/finish` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureDone {
+    /// The signed image's id, hex.
+    pub image: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_version_is_refused_naming_both() {
+        assert_eq!(check_version(Some(&CONTRACT_VERSION.to_string())), Ok(()));
+        let e = check_version(Some("7")).unwrap_err().to_string();
+        assert!(
+            e.contains("contract 7") && e.contains(&format!("contract {CONTRACT_VERSION}")),
+            "{e}"
+        );
+        let e = check_version(None).unwrap_err().to_string();
+        assert!(e.contains(&format!("contract {CONTRACT_VERSION}")), "{e}");
+        // A hostile header is cut, never echoed whole.
+        let long = "9".repeat(1000);
+        assert!(check_version(Some(&long)).unwrap_err().to_string().len() < 300);
+    }
+}
