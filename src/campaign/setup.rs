@@ -12,9 +12,10 @@ use super::join::{Domain, Paths};
 use super::ssh_worker::{Installer, JoinSpec, RoomSpec};
 use crate::model::catalog::{self, LicenceKind, Os};
 use crate::model::check;
+use crate::model::checked::{RoomRefused, load_room};
 use crate::model::plan::{self, RoomPlan};
 use crate::model::source::{Pos, Source};
-use crate::model::{self, Date, Severity};
+use crate::model::{self, Date};
 use crate::remote::ssh::SshConfig;
 use crate::secrets::SecretStore;
 use roomcast_proto::procedure::licences::{CatalogLicence, Grant};
@@ -81,12 +82,10 @@ pub struct Setup {
 /// Why a campaign cannot be set up; each names the file (and line and field) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// A file could not be read.
+    /// The room file cannot be read, is not a room, or has errors in the files it depends on
+    /// (one `file:line:col` line per finding).
     #[error(transparent)]
-    Load(#[from] model::load::LoadError),
-    /// The model has errors in the files this room depends on (one line per finding).
-    #[error("{} error(s) in the files this room depends on:\n{}", .0.len(), .0.join("\n"))]
-    Invalid(Vec<String>),
+    Room(#[from] RoomRefused),
     /// The plan could not be made.
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
@@ -116,39 +115,9 @@ fn field_error<T>(src: &Source, at: &Spanned<T>, field: &str, message: String) -
 /// Loads and checks the room file with its context as `roomcast plan` does (licences as of `today`),
 /// then builds the campaign's spec. Warnings do not stop it; errors do.
 pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
-    let mut files = model::load::load(std::slice::from_ref(&opts.room_file))?;
-    let room_path = files
-        .iter()
-        .find(|f| f.target)
-        .map(|f| f.path.clone())
-        .ok_or_else(|| {
-            SetupError::Invalid(vec![format!("{}: no YAML file", opts.room_file.display())])
-        })?;
-    for f in &mut files {
-        f.target = true;
-    }
-    let v = model::validate(files, today);
-    let room = plan::find_room(&v.region, &room_path).ok_or_else(|| {
-        let mut lines: Vec<String> = v
-            .findings
-            .iter()
-            .filter(|f| f.file == room_path)
-            .map(one_line)
-            .collect();
-        lines.push(format!("{room_path}: not a room that can be planned"));
-        SetupError::Invalid(lines)
-    })?;
-    let relevant = plan::relevant_files(&v.region, room);
-    let blocking: Vec<String> = v
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error && relevant.contains(&f.file))
-        .map(one_line)
-        .collect();
-    if !blocking.is_empty() {
-        return Err(SetupError::Invalid(blocking));
-    }
-    let room_plan = plan::plan(&v.region, &room_path)?;
+    let checked = load_room(&opts.room_file, today)?;
+    let (v, room_path, room) = (&checked.validation, &checked.path, checked.room());
+    let room_plan = checked.plan()?;
     let profile = v
         .region
         .profiles
@@ -309,18 +278,6 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
         pc_model: profile.doc.pc_model.model.value.clone(),
         plan: room_plan,
     })
-}
-
-fn one_line(f: &model::Finding) -> String {
-    format!(
-        "{}:{}:{}: {}[{}]: {}",
-        f.file,
-        f.line,
-        f.column,
-        f.severity.as_str(),
-        f.code.as_str(),
-        f.message
-    )
 }
 
 fn catalog_licence(kind: LicenceKind) -> CatalogLicence {

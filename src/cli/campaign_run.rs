@@ -287,7 +287,10 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
             }
             eprintln!("error: {e}");
             return match e {
-                RunError::Setup(crate::campaign::setup::SetupError::Invalid(_))
+                RunError::Setup(crate::campaign::setup::SetupError::Room(
+                    crate::model::checked::RoomRefused::Load(_),
+                )) => exit::USAGE_OR_IO,
+                RunError::Setup(crate::campaign::setup::SetupError::Room(_))
                 | RunError::Setup(crate::campaign::setup::SetupError::Field { .. })
                 | RunError::Rejected(_)
                 | RunError::PlanChanged { .. }

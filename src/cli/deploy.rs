@@ -7,99 +7,16 @@
 //! `roomcast agent --server URL --token TOKEN --disk DISK` on the PC (or let PXE do it with
 //! `roomcast serve --multicast`).
 
-use super::exit;
+use super::exit::{self, CliError};
 use super::image::bytes;
-use crate::serve::{
-    DataPlane, DeployOptions, DeployReport, Deployment, IssuedToken, Outcome, Progress,
-};
+use super::room::{DataPlaneArgs, RoomArgs, init_tracing};
+use crate::serve::{DeployOptions, DeployReport, Deployment, IssuedToken, Outcome, Progress};
 use clap::Args;
 use roomcast_proto::mac::Mac;
 use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store};
 use std::io::Write;
-use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// The data-plane flags shared by `deploy` and `serve --multicast`.
-#[derive(Debug, Args, Clone)]
-pub struct DataPlaneArgs {
-    /// Highest stream rate on the wire, e.g. `950M`, `190M`, `1G` (bits per second). Default: 95 %
-    /// of the room's link speed, or 950M.
-    #[arg(long)]
-    rate: Option<String>,
-    /// Multicast group and port, in 239.255.0.0/16. Default: the room's group (or 239.255.0.1),
-    /// port 9000.
-    #[arg(long)]
-    group: Option<String>,
-    /// TCP port of the control channel.
-    #[arg(long, default_value_t = 9500)]
-    control_port: u16,
-    /// Seconds of silence after which a PC is declared dead (it may still catch up over HTTP).
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    dead_after: u64,
-    /// Longest wait, in seconds, for `--expect` PCs before the stream starts.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    start_wait: u64,
-    /// After the stream, seconds to wait for PCs catching up over HTTP to report.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    catch_up_wait: u64,
-}
-
-impl DataPlaneArgs {
-    /// The data plane from these flags and the room's group and link speed.
-    pub(super) fn data_plane(
-        &self,
-        room_group: Option<&str>,
-        link_mbps: Option<u32>,
-    ) -> Result<DataPlane, String> {
-        let mut d = DataPlane {
-            control_port: self.control_port,
-            dead_after: Duration::from_secs(self.dead_after),
-            start_wait: Duration::from_secs(self.start_wait),
-            ..DataPlane::default()
-        };
-        if let Some(mbps) = link_mbps {
-            d.rate_bps = u64::from(mbps) * 950_000;
-        }
-        if let Some(r) = &self.rate {
-            d.rate_bps = parse_rate(r).ok_or_else(|| {
-                format!("--rate {r:?}: want bits per second, e.g. 950M, 190M or 1G")
-            })?;
-        }
-        d.min_rate_bps = d.min_rate_bps.min(d.rate_bps / 4);
-        let group = self.group.as_deref().or(room_group);
-        if let Some(g) = group {
-            d.group = match g.parse::<SocketAddrV4>() {
-                Ok(a) => a,
-                Err(_) => SocketAddrV4::new(
-                    g.parse()
-                        .map_err(|_| format!("multicast group {g:?}: want IP or IP:port"))?,
-                    d.group.port(),
-                ),
-            };
-        }
-        d.check().map_err(|e| e.to_string())?;
-        Ok(d)
-    }
-
-    pub(super) fn catch_up_wait(&self) -> Duration {
-        Duration::from_secs(self.catch_up_wait)
-    }
-}
-
-/// `950M`, `1G`, `190Mbit`, `2500k` or plain bits per second.
-fn parse_rate(s: &str) -> Option<u64> {
-    let t = s.trim().trim_end_matches("bit").trim_end_matches("bps");
-    let (num, mult) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 1e3),
-        'm' | 'M' => (&t[..t.len() - 1], 1e6),
-        'g' | 'G' => (&t[..t.len() - 1], 1e9),
-        _ => (t, 1.0),
-    };
-    let v: f64 = num.parse().ok()?;
-    (v.is_finite() && v > 0.0).then_some((v * mult) as u64)
-}
 
 /// `roomcast deploy` flags.
 #[derive(Debug, Args)]
@@ -110,21 +27,15 @@ pub struct DeployArgs {
     /// Store folder.
     #[arg(long, env = STORE_ENV, default_value = DEFAULT_STORE)]
     store: PathBuf,
-    /// The room interface: everything is bound to its address only (overrides the room file).
-    #[arg(long, required_unless_present = "room")]
-    interface: Option<String>,
     /// PCs to wait for before streaming; also the number of successes the deploy needs.
     #[arg(long)]
     expect: usize,
-    /// The room file: interface, subnet, machines, multicast group, link speed (validated first).
-    #[arg(long)]
-    room: Option<PathBuf>,
-    /// A machine, `MAC` or `MAC=hostname` (repeat; replaces the room's machines). Without a room
-    /// and machines, `--expect` anonymous slots are made.
-    #[arg(long = "machine")]
-    machines: Vec<String>,
+    /// The room (`--room`, or `--interface`; without a room and machines, `--expect` anonymous
+    /// slots are made).
+    #[command(flatten)]
+    room: RoomArgs,
     /// HTTP port on the interface's address.
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = crate::serve::services::DEFAULT_HTTP_PORT)]
     http_port: u16,
     /// Where agent reports are written.
     #[arg(long, default_value = "deploy-reports")]
@@ -142,30 +53,17 @@ pub struct DeployArgs {
 
 /// Runs `roomcast deploy` to the end of the session and the catch-up wait.
 pub fn run(a: DeployArgs) -> ExitCode {
-    super::serve::init_tracing();
-    match deploy(a) {
-        Ok(code) => exit::code(code),
-        Err(e) => {
-            eprintln!("roomcast deploy: {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
-    }
+    init_tracing();
+    exit::finish("deploy", deploy(a))
 }
 
-fn deploy(a: DeployArgs) -> Result<u8, String> {
-    let room = match &a.room {
-        Some(p) => Some(super::serve::from_room(p)?),
-        None => None,
-    };
-    let interface = a
-        .interface
-        .clone()
-        .or_else(|| room.as_ref().map(|r| r.interface.clone()))
-        .ok_or("need --interface or --room")?;
-    let mut machines: Vec<(Mac, String)> = room.as_ref().map_or(Vec::new(), |r| r.machines.clone());
-    if !a.machines.is_empty() {
-        machines = parse_machines(&a.machines)?;
+fn deploy(a: DeployArgs) -> Result<u8, CliError> {
+    let room = a.room.resolve()?;
+    if room.interface.is_empty() {
+        return Err("need --interface or --room".into());
     }
+    let interface = room.interface.clone();
+    let mut machines = room.machines.clone();
     if machines.is_empty() {
         // By hand without a room: anonymous slots, locally administered MACs.
         machines = (1..=a.expect.min(250))
@@ -177,12 +75,10 @@ fn deploy(a: DeployArgs) -> Result<u8, String> {
             "--expect {}: want 1 to {} (the machines of the deploy)",
             a.expect,
             machines.len()
-        ));
+        )
+        .into());
     }
-    let data = a.data.data_plane(
-        room.as_ref().and_then(|r| r.group.as_deref()),
-        room.as_ref().and_then(|r| r.link_mbps),
-    )?;
+    let data = a.data.data_plane(room.group.as_deref(), room.link_mbps)?;
     let store = Store::open(&a.store).map_err(|e| e.to_string())?;
     let image = store
         .resolve(&a.image)
@@ -192,7 +88,7 @@ fn deploy(a: DeployArgs) -> Result<u8, String> {
         store,
         image,
         interface: interface.clone(),
-        subnet: room.as_ref().map(|r| r.subnet),
+        subnet: room.subnet,
         machines,
         expect: a.expect,
         data: data.clone(),
@@ -237,22 +133,6 @@ pub(super) fn verdict(report: &DeployReport, expect: usize) -> u8 {
     } else {
         exit::OK
     }
-}
-
-fn parse_machines(flags: &[String]) -> Result<Vec<(Mac, String)>, String> {
-    flags
-        .iter()
-        .map(|m| {
-            let (mac, host) = m.split_once('=').unwrap_or((m, ""));
-            let mac: Mac = mac.parse().map_err(|e| format!("--machine {m}: {e}"))?;
-            let host = if host.is_empty() {
-                mac.hyphenated()
-            } else {
-                host.to_string()
-            };
-            Ok((mac, host))
-        })
-        .collect()
 }
 
 /// Writes the tokens file with mode 0600, complete or not at all.
@@ -393,20 +273,4 @@ pub(super) fn print_summary(r: &DeployReport, names: &std::collections::BTreeMap
         r.succeeded(),
         r.machines.len()
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rate;
-
-    #[test]
-    fn rates_in_bits_per_second() {
-        assert_eq!(parse_rate("950M"), Some(950_000_000));
-        assert_eq!(parse_rate("1G"), Some(1_000_000_000));
-        assert_eq!(parse_rate("190Mbit"), Some(190_000_000));
-        assert_eq!(parse_rate("2500k"), Some(2_500_000));
-        assert_eq!(parse_rate("12345"), Some(12_345));
-        assert_eq!(parse_rate("fast"), None);
-        assert_eq!(parse_rate("-3M"), None);
-    }
 }

@@ -1,4 +1,6 @@
-//! The exit-code table. Only `cli/` maps outcomes to exit codes; the library returns typed values.
+//! The exit-code table and the CLI's error type. Only `cli/` maps outcomes to exit codes; the
+//! library returns typed values, commands return [`CliError`] (or a code of this table), and
+//! [`finish`] prints the error and maps it, in this one place.
 //!
 //! | code | meaning |
 //! |------|---------|
@@ -18,4 +20,71 @@ pub const USAGE_OR_IO: u8 = 2;
 /// Converts one of the codes above into the process exit code.
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
+}
+
+/// Why a command stopped short of success: its words (printed once, by [`finish`]) and its code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command ran and refuses or failed (findings at error level, a bad chunk, a failed PC):
+    /// exit [`FAILURE`].
+    Failure(String),
+    /// Usage error, unreadable input, or an I/O error that stopped the command: exit
+    /// [`USAGE_OR_IO`].
+    UsageOrIo(String),
+}
+
+impl CliError {
+    /// Its exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            CliError::Failure(_) => FAILURE,
+            CliError::UsageOrIo(_) => USAGE_OR_IO,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Failure(m) | CliError::UsageOrIo(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Most errors stop the command before it could do its work: usage or I/O.
+impl From<String> for CliError {
+    fn from(m: String) -> Self {
+        CliError::UsageOrIo(m)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(m: &str) -> Self {
+        CliError::UsageOrIo(m.to_string())
+    }
+}
+
+/// A room refused for its findings is a failure; one that cannot be read, a usage error.
+impl From<crate::model::checked::RoomRefused> for CliError {
+    fn from(e: crate::model::checked::RoomRefused) -> Self {
+        use crate::model::checked::RoomRefused;
+        match e {
+            RoomRefused::Load(_) | RoomRefused::NoYaml(_) => CliError::UsageOrIo(e.to_string()),
+            RoomRefused::NotARoom { .. } | RoomRefused::Invalid { .. } => {
+                CliError::Failure(e.to_string())
+            }
+        }
+    }
+}
+
+/// Prints `roomcast <who>: <error>` on stderr for an error and maps the outcome to the exit code:
+/// `Ok(code)` is one of the codes above, decided by the command from its results.
+pub fn finish(who: &str, outcome: Result<u8, CliError>) -> ExitCode {
+    match outcome {
+        Ok(c) => code(c),
+        Err(e) => {
+            eprintln!("roomcast {who}: {e}");
+            code(e.code())
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod key;
 pub mod lab;
 pub mod plan;
+pub mod room;
 pub mod schema;
 pub mod serve;
 pub mod validate;

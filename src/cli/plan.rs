@@ -8,8 +8,9 @@ use clap::{Args, ValueEnum};
 use super::exit;
 use super::image::bytes;
 use super::validate::{human_finding, today_utc};
-use crate::model::plan::{self, RoomPlan};
-use crate::model::{self, Date, Severity};
+use crate::model::Date;
+use crate::model::checked::{RoomRefused, load_room};
+use crate::model::plan::RoomPlan;
 
 /// Output format of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,45 +37,31 @@ pub struct PlanArgs {
 /// Runs the command: validate the room with its context, refuse on errors in the files the
 /// plan depends on, print the plan.
 pub fn run(args: PlanArgs) -> u8 {
-    let mut files = match model::load::load(std::slice::from_ref(&args.room)) {
-        Ok(f) => f,
-        Err(e) => {
+    let checked = match load_room(&args.room, args.today.unwrap_or_else(today_utc)) {
+        Ok(c) => c,
+        Err(e @ (RoomRefused::Load(_) | RoomRefused::NoYaml(_))) => {
             eprintln!("error: {e}");
             return exit::USAGE_OR_IO;
         }
-    };
-    let Some(room_path) = files.iter().find(|f| f.target).map(|f| f.path.clone()) else {
-        eprintln!("error: {}: no YAML file", args.room.display());
-        return exit::USAGE_OR_IO;
-    };
-    for f in &mut files {
-        f.target = true;
-    }
-    let v = model::validate(files, args.today.unwrap_or_else(today_utc));
-    let Some(room) = plan::find_room(&v.region, &room_path) else {
-        for f in v.findings.iter().filter(|f| f.file == room_path) {
-            eprint!("{}", human_finding(f));
+        Err(RoomRefused::NotARoom { path, findings }) => {
+            for f in &findings {
+                eprint!("{}", human_finding(f));
+            }
+            eprintln!("error: {path}: not a room that can be planned");
+            return exit::FAILURE;
         }
-        eprintln!("error: {room_path}: not a room that can be planned");
-        return exit::FAILURE;
-    };
-    let relevant = plan::relevant_files(&v.region, room);
-    let blocking: Vec<_> = v
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error && relevant.contains(&f.file))
-        .collect();
-    if !blocking.is_empty() {
-        for f in &blocking {
-            eprintln!("{}", human_finding(f));
+        Err(RoomRefused::Invalid { findings, .. }) => {
+            for f in &findings {
+                eprintln!("{}", human_finding(f));
+            }
+            eprintln!(
+                "error: {} error(s) in the files this room depends on; no plan",
+                findings.len()
+            );
+            return exit::FAILURE;
         }
-        eprintln!(
-            "error: {} error(s) in the files this room depends on; no plan",
-            blocking.len()
-        );
-        return exit::FAILURE;
-    }
-    match plan::plan(&v.region, &room_path) {
+    };
+    match checked.plan() {
         Ok(p) => {
             match args.format {
                 Format::Human => print!("{}", human(&p)),

@@ -150,6 +150,22 @@ fn ser_code<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(code.as_str())
 }
 
+/// One line: `file:line:col: severity[CODE]: message` (refusals of campaign, serve and deploy).
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}[{}]: {}",
+            self.file,
+            self.line,
+            self.column,
+            self.severity.as_str(),
+            self.code.as_str(),
+            self.message
+        )
+    }
+}
+
 impl Finding {
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -4,10 +4,12 @@
 //! Stages: [`load`] reads files (the only I/O here) → [`source`] decodes and parses each one
 //! under fixed limits into the serde types of [`catalog`], [`profile`], [`room`] (whose doc
 //! comments are the format reference) → [`check`] applies every rule across files and returns a
-//! [`Validation`]. [`plan`] turns a checked room into what steps a–h will do.
+//! [`Validation`]. [`checked`] is the one way a command gets a room to act on (refused on any
+//! error in the files it depends on); [`plan`] turns it into what steps a–h will do.
 
 pub mod catalog;
 pub mod check;
+pub mod checked;
 pub mod date;
 pub mod finding;
 pub mod load;

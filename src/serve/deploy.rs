@@ -1,13 +1,14 @@
 //! [`Deployment`]: a whole deploy on one interface — HTTP (manifest, chunks, reports, session info)
-//! and the multicast session — on a thread of its own, with the per-machine HTTP tokens issued here.
+//! and the multicast session, started by [`RoomServices`] — with the per-machine HTTP tokens issued
+//! here.
 
-use super::{DataPlane, DeployError, DeployReport, Progress, SessionPlan, run_session};
-use crate::net::http::{self, BootConfig, BootService, ServedImage};
+use super::services::RoomServices;
+use super::{DataPlane, DeployError, DeployReport, Progress, SessionPlan};
+use crate::net::http::{BootConfig, BootService, ServedImage};
 use crate::net::proxydhcp::Subnet;
 use roomcast_proto::mac::Mac;
 use roomcast_store::Store;
 use roomcast_store::manifest::ImageId;
-use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,12 +62,14 @@ impl std::fmt::Debug for IssuedToken {
 pub struct Deployment {
     base_url: String,
     tokens: Vec<IssuedToken>,
-    thread: std::thread::JoinHandle<Result<DeployReport, DeployError>>,
+    session: tokio::task::JoinHandle<Result<DeployReport, DeployError>>,
+    // Dropped last: stops HTTP and the session.
+    services: RoomServices,
 }
 
 impl Deployment {
-    /// Binds HTTP on the interface, issues one token per machine and starts the session on a
-    /// thread of its own. Agents may connect as soon as this returns (`base_url`, `tokens`).
+    /// Binds HTTP on the interface, issues one token per machine and starts the session next to
+    /// it. Agents may connect as soon as this returns (`base_url`, `tokens`).
     pub fn start(
         opts: DeployOptions,
         progress: Box<dyn Fn(&Progress) + Send + Sync>,
@@ -75,32 +78,25 @@ impl Deployment {
         if opts.machines.is_empty() {
             return Err(DeployError::Config("no machine to deploy to".into()));
         }
-        let addr = super::interface_addr(&opts.interface, opts.subnet)?;
-        let io = |step: String| move |source| DeployError::Io { step, source };
-        std::fs::create_dir_all(&opts.reports_dir)
-            .map_err(io(format!("creating {}", opts.reports_dir.display())))?;
-        let bind = SocketAddrV4::new(addr, opts.http_port);
-        let listener = std::net::TcpListener::bind(bind).map_err(io(format!("HTTP on {bind}")))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io(format!("HTTP on {bind}")))?;
-        let local = match listener.local_addr() {
-            Ok(SocketAddr::V4(a)) => a,
-            _ => bind,
-        };
-        let base_url = format!("http://{local}");
-        let service = BootService::image_only(BootConfig {
-            campaign: "deploy".into(),
-            machines: opts.machines.iter().cloned().collect(),
-            base_url: base_url.clone(),
-            kernel: String::new(),
-            initrd: String::new(),
-            cmdline: String::new(),
-            reports_dir: opts.reports_dir.clone(),
-            image: Some(ServedImage {
-                store: opts.store.clone(),
-                id: opts.image,
-            }),
+        let mut services = RoomServices::on(&opts.interface, opts.subnet)?;
+        std::fs::create_dir_all(&opts.reports_dir).map_err(|source| DeployError::Io {
+            step: format!("creating {}", opts.reports_dir.display()),
+            source,
+        })?;
+        let (service, base_url) = services.http(opts.http_port, |base_url| {
+            BootService::image_only(BootConfig {
+                campaign: "deploy".into(),
+                machines: opts.machines.iter().cloned().collect(),
+                base_url: base_url.to_string(),
+                kernel: String::new(),
+                initrd: String::new(),
+                cmdline: String::new(),
+                reports_dir: opts.reports_dir.clone(),
+                image: Some(ServedImage {
+                    store: opts.store.clone(),
+                    id: opts.image,
+                }),
+            })
         })?;
         let tokens: Vec<IssuedToken> = opts
             .machines
@@ -118,35 +114,18 @@ impl Deployment {
         let plan = SessionPlan {
             store: opts.store,
             image: opts.image,
-            interface: addr,
+            interface: services.server(),
             machines: opts.machines.iter().map(|(m, _)| *m).collect(),
             expect: opts.expect,
             data: opts.data,
             catch_up_wait: opts.catch_up_wait,
         };
-        let thread = std::thread::Builder::new()
-            .name("deploy".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(io("starting the runtime".into()))?;
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .map_err(io(format!("HTTP on {local}")))?;
-                    let router = http::router(service.clone());
-                    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-                    let report = run_session(service, plan, &*progress).await;
-                    server.abort();
-                    report
-                })
-            })
-            .map_err(io("starting the deploy thread".into()))?;
+        let session = services.multicast(&service, plan, progress);
         Ok(Deployment {
             base_url,
             tokens,
-            thread,
+            session,
+            services,
         })
     }
 
@@ -163,9 +142,12 @@ impl Deployment {
     /// Waits for the end: the stream is over and every PC that joined reported (or the catch-up
     /// wait passed).
     pub fn wait(self) -> Result<DeployReport, DeployError> {
-        self.thread.join().unwrap_or_else(|_| {
+        let Deployment {
+            session, services, ..
+        } = self;
+        services.block_on(session).unwrap_or_else(|_| {
             Err(DeployError::Config(
-                "the deploy thread panicked (see the log)".into(),
+                "the deploy session panicked (see the log)".into(),
             ))
         })
     }

@@ -15,6 +15,7 @@
 //! manifest before writing it. See `docs/MULTICAST.md`.
 
 mod deploy;
+pub mod services;
 mod session;
 
 pub use deploy::{DeployOptions, Deployment, IssuedToken};

@@ -132,3 +132,49 @@ fn schema_prints_json_schema() {
         assert_eq!(v["additionalProperties"], false, "{kind}");
     }
 }
+
+#[test]
+fn serve_and_deploy_refuse_a_room_whose_profile_has_an_error() {
+    // The room file itself is fine; its profile names a software the catalog lacks.
+    let room = "rooms/0330021U/B204.yaml";
+    let serve = [
+        "serve",
+        "--room",
+        room,
+        "--boot-dir",
+        "boot",
+        "--reports",
+        "reports",
+    ];
+    let deploy = ["deploy", "--room", room, "--image", "ab", "--expect", "1"];
+    let deploy = [&deploy[..], &["--store", "store"]].concat();
+    let bad = region(Some("RC020-software-not-in-catalog"));
+    for args in [&serve[..], &deploy[..]] {
+        let o = roomcast(bad.path(), args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("error(s) in the files this room depends on")
+                && err.contains("profiles/sti2d-cao.yaml:")
+                && err.contains("error[RC020]"),
+            "{args:?}: {err}"
+        );
+    }
+    // The same commands on the good region get past the room and stop later (no interface
+    // `enp3s0` or no store here): the refusal above came from the profile. (These commands check
+    // licences as of today: the fixture's licence is moved past it.)
+    let good = region(None);
+    let profile = good.path().join("profiles/sti2d-cao.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace("expires: 2026-08-31", "expires: 2099-08-31"),
+    )
+    .unwrap();
+    for args in [&serve[..], &deploy[..]] {
+        let o = roomcast(good.path(), args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("depends on"), "{args:?}: {err}");
+    }
+}

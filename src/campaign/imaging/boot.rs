@@ -3,11 +3,11 @@
 //! (`roomcast_proto::contract::cmdline`).
 
 use crate::net::files::BootRoot;
-use crate::net::proxydhcp::{ProxyDhcp, Subnet};
+use crate::net::proxydhcp::Subnet;
+use crate::serve::services::{Pxe, RoomServices};
 use roomcast_proto::contract::AgentMode;
-use roomcast_proto::dhcp::ProxyConfig;
 use roomcast_proto::mac::Mac;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -77,9 +77,7 @@ pub trait AgentBoot: Send + Sync {
 /// generalise command) is rebooted by that command instead.
 #[derive(Debug, Clone)]
 pub struct PxeBoot {
-    /// BIOS boot file in the boot root.
-    pub bios_boot_file: String,
-    /// UEFI x64 boot file in the boot root.
+    /// UEFI x64 boot file in the boot root (BIOS clients get `serve::services::BIOS_BOOT_FILE`).
     pub uefi_boot_file: String,
     /// Magic packets sent per machine.
     pub wake_packets: u32,
@@ -93,28 +91,10 @@ pub struct PxeBoot {
 impl Default for PxeBoot {
     fn default() -> Self {
         PxeBoot {
-            bios_boot_file: "undionly.kpxe".into(),
-            uefi_boot_file: "snponly.efi".into(),
+            uefi_boot_file: crate::serve::services::DEFAULT_UEFI_BOOT_FILE.into(),
             wake_packets: 3,
             wake_gap: Duration::from_millis(500),
             announce_ra: false,
-        }
-    }
-}
-
-/// proxyDHCP and TFTP running on their own thread; stopped on drop.
-struct PxeServices {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for PxeServices {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -131,63 +111,19 @@ impl Booting for Woken {
 impl AgentBoot for PxeBoot {
     fn open(&self, session: &SessionInfo) -> Result<Box<dyn BootServices>, BootError> {
         let failed = |what: String| BootError::Failed(format!("{}: {what}", session.interface));
-        let config = ProxyConfig {
-            server: session.server,
-            bios_boot_file: self.bios_boot_file.clone(),
-            uefi_boot_file: self.uefi_boot_file.clone(),
-            http_base: session.base_url.clone(),
-            allowlist: session.machines.iter().map(|m| m.mac).collect(),
-        };
         let root = BootRoot::new(&session.boot_dir)
             .map_err(|e| failed(format!("{}: {e}", session.boot_dir.display())))?;
-        let tftp = std::net::UdpSocket::bind(SocketAddrV4::new(session.server, 69))
-            .map_err(|e| failed(format!("TFTP {}:69: {e}", session.server)))?;
-        let (interface, subnet) = (session.interface.clone(), session.subnet);
-        let announce_ra = self.announce_ra;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let proxy = match ProxyDhcp::bind(&interface, subnet, config) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                let tftp = tokio::spawn(crate::net::tftp::serve(root, tftp));
-                if announce_ra {
-                    tokio::spawn(crate::net::ra::announce(
-                        interface.clone(),
-                        Duration::from_secs(1),
-                    ));
-                }
-                tokio::select! {
-                    r = proxy.run() => tracing::error!(?r, "proxyDHCP stopped"),
-                    _ = rx => {}
-                }
-                tftp.abort();
-            });
-        });
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Box::new(PxeServices {
-                stop: Some(tx),
-                thread: Some(thread),
-            })),
-            Ok(Err(e)) => Err(failed(e)),
-            Err(_) => Err(failed("boot services thread stopped".into())),
-        }
+        let mut pxe = Pxe::new(
+            root,
+            &session.base_url,
+            session.machines.iter().map(|m| m.mac).collect(),
+        );
+        pxe.uefi_boot_file = self.uefi_boot_file.clone();
+        pxe.announce_ra = self.announce_ra;
+        let mut services = RoomServices::on(&session.interface, Some(session.subnet))
+            .map_err(|e| failed(e.to_string()))?;
+        services.pxe(pxe).map_err(|e| failed(e.to_string()))?;
+        Ok(Box::new(services))
     }
 
     fn boot(

@@ -6,14 +6,14 @@
 use super::boot::{AgentBoot, BootServices, Booting, Machine, SessionInfo};
 use crate::net::capture::CaptureConfig;
 use crate::net::files::BootRoot;
-use crate::net::http::{self, BootConfig, BootService, ServedImage};
-use crate::net::proxydhcp::{Subnet, room_address};
-use crate::serve::{DataPlane, DeployReport, SessionPlan, run_session};
+use crate::net::http::{BootConfig, BootService, ServedImage};
+use crate::net::proxydhcp::Subnet;
+use crate::serve::services::RoomServices;
+use crate::serve::{DataPlane, DeployReport, SessionPlan};
 use roomcast_proto::contract::AgentMode;
 use roomcast_proto::mac::Mac;
 use roomcast_store::manifest::ImageId;
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,16 +61,14 @@ type McastTask = tokio::task::JoinHandle<Result<DeployReport, crate::serve::Depl
 /// A running session; dropping it stops the agents it booted, its boot services and its HTTP server.
 pub struct Session {
     service: Arc<BootService>,
-    runtime: tokio::runtime::Handle,
     mcast: Mutex<Option<McastTask>>,
     image: Option<ImageId>,
     info: SessionInfo,
     started: Instant,
     booting: Mutex<BTreeMap<Mac, BootOutcome>>,
-    // Order of drop: the PCs' agents first, then boot services, then the HTTP server.
-    _services: Box<dyn BootServices>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Order of drop: the PCs' agents first (in `drop`), then boot services, then HTTP.
+    boot_services: Option<Box<dyn BootServices>>,
+    services: RoomServices,
 }
 
 impl Session {
@@ -81,14 +79,9 @@ impl Session {
         capture: Option<CaptureConfig>,
         boot: &dyn AgentBoot,
     ) -> Result<Session, String> {
-        let server = room_address(&spec.interface, spec.subnet).map_err(|e| e.to_string())?;
-        let listener =
-            bind_on_interface(&spec.interface, SocketAddrV4::new(server, spec.http_port))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| format!("HTTP on {}: {e}", spec.interface))?
-            .port();
-        let base_url = format!("http://{server}:{port}");
+        let mut services =
+            RoomServices::on(&spec.interface, Some(spec.subnet)).map_err(|e| e.to_string())?;
+        let server = services.server();
         std::fs::create_dir_all(&spec.reports_dir)
             .map_err(|e| format!("{}: {e}", spec.reports_dir.display()))?;
         std::fs::create_dir_all(&spec.boot_dir)
@@ -97,24 +90,27 @@ impl Session {
             .map_err(|e| format!("{}: {e}", spec.boot_dir.display()))?;
         let served = image.as_ref().map(|i| i.id);
         let served_store = image.as_ref().map(|i| i.store.clone());
-        let config = BootConfig {
-            campaign: spec.campaign.clone(),
-            machines: spec
-                .machines
-                .iter()
-                .map(|m| (m.mac, m.hostname.clone()))
-                .collect(),
-            base_url: base_url.clone(),
-            kernel: crate::bootenv::KERNEL.into(),
-            initrd: crate::bootenv::INITRD.into(),
-            cmdline: format!("{} {}", spec.cmdline, spec.mode.cmdline_flag())
-                .trim()
-                .to_string(),
-            reports_dir: spec.reports_dir.clone(),
-            image,
-        };
-        let service =
-            BootService::with_capture(config, root, capture).map_err(|e| e.to_string())?;
+        let (service, base_url) = services
+            .http(spec.http_port, |base_url| {
+                let config = BootConfig {
+                    campaign: spec.campaign.clone(),
+                    machines: spec
+                        .machines
+                        .iter()
+                        .map(|m| (m.mac, m.hostname.clone()))
+                        .collect(),
+                    base_url: base_url.to_string(),
+                    kernel: crate::bootenv::KERNEL.into(),
+                    initrd: crate::bootenv::INITRD.into(),
+                    cmdline: format!("{} {}", spec.cmdline, spec.mode.cmdline_flag())
+                        .trim()
+                        .to_string(),
+                    reports_dir: spec.reports_dir.clone(),
+                    image,
+                };
+                BootService::with_capture(config, root, capture)
+            })
+            .map_err(|e| e.to_string())?;
         let info = SessionInfo {
             base_url,
             server,
@@ -124,16 +120,7 @@ impl Session {
             machines: spec.machines.clone(),
             boot_dir: spec.boot_dir.clone(),
         };
-        let (stop, thread, runtime) = serve(listener, service.clone())?;
-        let services = boot.open(&info).map_err(|e| e.to_string());
-        let services = match services {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = stop.send(());
-                let _ = thread.join();
-                return Err(e);
-            }
-        };
+        let boot_services = boot.open(&info).map_err(|e| e.to_string())?;
         let mcast = match (&spec.multicast, &served_store) {
             (Some(data), Some(store)) if !spec.machines.is_empty() => {
                 let plan = SessionPlan {
@@ -146,7 +133,7 @@ impl Session {
                     catch_up_wait: spec.catch_up_wait,
                 };
                 Some(offer_multicast(
-                    &runtime,
+                    &services,
                     &service,
                     plan,
                     spec.machines[0].mac,
@@ -157,15 +144,13 @@ impl Session {
         tracing::info!(url = %info.base_url, mode = %spec.mode, machines = spec.machines.len(), "imaging session open");
         Ok(Session {
             service,
-            runtime,
             mcast: Mutex::new(mcast),
             image: served,
             info,
             started: Instant::now(),
             booting: Mutex::new(BTreeMap::new()),
-            _services: services,
-            stop: Some(stop),
-            thread: Some(thread),
+            boot_services: Some(boot_services),
+            services,
         })
     }
 
@@ -197,7 +182,8 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
         let joined = self
-            .runtime
+            .services
+            .handle()
             .block_on(async { tokio::time::timeout(wait, task).await });
         match joined {
             Ok(Ok(r)) => Some(r.map_err(|e| e.to_string())),
@@ -278,46 +264,21 @@ impl Drop for Session {
         if let Some(task) = self.mcast.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.boot_services = None;
     }
-}
-
-/// A TCP listener on `addr`, held to the room interface (SO_BINDTODEVICE): the session answers
-/// nothing that arrives on another interface.
-fn bind_on_interface(interface: &str, addr: SocketAddrV4) -> Result<std::net::TcpListener, String> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let err = |step: &str, e: std::io::Error| format!("HTTP {addr} on {interface}: {step}: {e}");
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| err("socket", e))?;
-    s.set_reuse_address(true)
-        .map_err(|e| err("SO_REUSEADDR", e))?;
-    s.bind_device(Some(interface.as_bytes()))
-        .map_err(|e| err("SO_BINDTODEVICE", e))?;
-    s.bind(&addr.into()).map_err(|e| err("bind", e))?;
-    s.listen(128).map_err(|e| err("listen", e))?;
-    s.set_nonblocking(true).map_err(|e| err("O_NONBLOCK", e))?;
-    Ok(s.into())
 }
 
 /// Starts the multicast session on the session's runtime and waits (a few seconds at most) until
 /// it is offered, so that agents booted next take the stream rather than unicast. A session that
 /// cannot start leaves the agents on unicast HTTP, which still verifies every chunk.
 fn offer_multicast(
-    runtime: &tokio::runtime::Handle,
+    services: &RoomServices,
     service: &Arc<BootService>,
     plan: SessionPlan,
     probe: Mac,
 ) -> McastTask {
-    let svc = service.clone();
-    let task = runtime.spawn(async move {
-        let progress = |p: &crate::serve::Progress| tracing::info!(?p, "multicast");
-        run_session(svc, plan, &progress).await
-    });
+    let progress = |p: &crate::serve::Progress| tracing::info!(?p, "multicast");
+    let task = services.multicast(service, plan, Box::new(progress));
     let until = Instant::now() + Duration::from_secs(10);
     while service.session_for(probe).is_none() && !task.is_finished() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -328,43 +289,4 @@ fn offer_multicast(
         );
     }
     task
-}
-
-type Stop = tokio::sync::oneshot::Sender<()>;
-
-/// Runs the router on its own thread until the returned sender fires; the handle runs more tasks
-/// (the multicast session) on the same runtime.
-fn serve(
-    listener: std::net::TcpListener,
-    service: Arc<BootService>,
-) -> Result<(Stop, std::thread::JoinHandle<()>, tokio::runtime::Handle), String> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = http::router(service);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("HTTP runtime: {e}"))?;
-    let handle = rt.handle().clone();
-    let thread = std::thread::spawn(move || {
-        rt.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(%e, "HTTP listener");
-                    return;
-                }
-            };
-            let shutdown = async {
-                let _ = rx.await;
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%e, "HTTP service stopped");
-            }
-        });
-    });
-    Ok((tx, thread, handle))
 }
