@@ -11,6 +11,5 @@ pub mod inventory;
 pub mod model;
 pub mod net;
 pub mod remote;
-pub mod render;
 pub mod secrets;
 pub mod serve;

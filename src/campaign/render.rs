@@ -1,4 +1,4 @@
-//! Template rendering for steps c and h: the shared strict renderer (`crate::render`), with the
+//! Template rendering for steps c and h: the shared strict renderer (`crate::model::render`), with the
 //! name of the template (catalog entry and field, or template file) added to its errors.
 
 use minijinja::Value;
@@ -15,7 +15,7 @@ pub struct RenderError {
 
 /// Renders `source` with `context` (a serde value), strict about undefined variables.
 pub fn render(name: &str, source: &str, context: &Value) -> Result<String, RenderError> {
-    crate::render::Renderer::new()
+    crate::model::render::Renderer::new()
         .render(source, context.clone())
         .map_err(|e| RenderError {
             name: name.to_string(),

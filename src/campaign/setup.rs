@@ -268,7 +268,7 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
         staging_dir: opts
             .staging_dir
             .clone()
-            .unwrap_or_else(|| crate::render::installer_dir(os).to_string()),
+            .unwrap_or_else(|| crate::model::render::installer_dir(os).to_string()),
         join,
         logs: opts.dir.join("logs"),
     };

@@ -15,6 +15,7 @@ pub mod finding;
 pub mod load;
 pub mod plan;
 pub mod profile;
+pub mod render;
 pub mod room;
 pub mod source;
 

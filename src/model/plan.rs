@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::catalog::{Detect, LicenceKind, Os};
 use super::check::{self, Loaded, Region};
 use super::room::Room;
-use crate::render::{self, InstallVars, Renderer};
+use crate::model::render::{self, InstallVars, Renderer};
 
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -378,8 +378,9 @@ impl BootService {
     }
 }
 
-/// The axum router of the service.
-pub fn router(service: Arc<BootService>) -> Router {
+/// The routes of the boot service itself (the capture routes are `net::upload`'s; the whole router
+/// is [`crate::net::router`]).
+pub(crate) fn routes() -> Router<Arc<BootService>> {
     Router::new()
         .route("/boot/{script}", get(boot_script))
         .route("/files/{name}", get(file))
@@ -387,8 +388,6 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route(contract::path::MANIFEST, get(manifest))
         .route("/chunks/{sha256}", get(chunk))
         .route(contract::path::SESSION, get(session))
-        .merge(crate::net::capture::routes())
-        .with_state(service)
 }
 
 /// The live token of an agent's request that speaks this server's contract version, or the status

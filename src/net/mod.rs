@@ -1,4 +1,5 @@
-//! Drivers that put the sans-IO protocols of `proto/` on real sockets, on one named interface.
+//! Drivers that put the sans-IO protocols of `roomcast-proto` on real sockets, on one named
+//! interface: proxyDHCP, TFTP, the boot HTTP service and its capture uploads, Wake-on-LAN.
 
 pub mod capture;
 pub mod files;
@@ -6,4 +7,11 @@ pub mod http;
 pub mod proxydhcp;
 pub mod ra;
 pub mod tftp;
+pub mod upload;
 pub mod wol;
+
+/// The whole HTTP router of a room's boot service: boot scripts, files, the image, the agents'
+/// session info and reports ([`http`]), and the capture uploads ([`upload`]).
+pub fn router(service: std::sync::Arc<http::BootService>) -> axum::Router {
+    http::routes().merge(upload::routes()).with_state(service)
+}

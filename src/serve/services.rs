@@ -121,7 +121,7 @@ impl RoomServices {
         };
         let base_url = format!("http://{local}");
         let service = make(&base_url)?;
-        let router = http::router(service.clone());
+        let router = crate::net::router(service.clone());
         let _in_runtime = self.handle().enter();
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|source| DeployError::Io {

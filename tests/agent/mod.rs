@@ -3,7 +3,7 @@
 
 use crate::store::util::{Fixture, random};
 use roomcast::net::files::BootRoot;
-use roomcast::net::http::{self, BootConfig, BootService, ServedImage};
+use roomcast::net::http::{BootConfig, BootService, ServedImage};
 use roomcast_agent::{AgentError, AgentOptions};
 use roomcast_proto::contract::{CONTRACT_HEADER, CONTRACT_VERSION, TOKEN_HEADER, Verdict};
 use roomcast_proto::mac::Mac;
@@ -107,7 +107,7 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = http::router(service.clone());
+        let router = roomcast::net::router(service.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -14,7 +14,7 @@ use super::load::{FileKind, RawFile};
 use super::profile::Profile;
 use super::room::Room;
 use super::source::{self, Pos, Source};
-use crate::render::{self, InstallVars, Renderer};
+use crate::model::render::{self, InstallVars, Renderer};
 
 /// A parsed document and the file it came from.
 #[derive(Debug, Clone)]
