@@ -64,19 +64,6 @@ impl From<&str> for CliError {
     }
 }
 
-/// A room refused for its findings is a failure; one that cannot be read, a usage error.
-impl From<crate::model::checked::RoomRefused> for CliError {
-    fn from(e: crate::model::checked::RoomRefused) -> Self {
-        use crate::model::checked::RoomRefused;
-        match e {
-            RoomRefused::Load(_) | RoomRefused::NoYaml(_) => CliError::UsageOrIo(e.to_string()),
-            RoomRefused::NotARoom { .. } | RoomRefused::Invalid { .. } => {
-                CliError::Failure(e.to_string())
-            }
-        }
-    }
-}
-
 /// Prints `roomcast <who>: <error>` on stderr for an error and maps the outcome to the exit code:
 /// `Ok(code)` is one of the codes above, decided by the command from its results.
 pub fn finish(who: &str, outcome: Result<u8, CliError>) -> ExitCode {

@@ -68,7 +68,9 @@ impl RoomArgs {
 
 /// The target of a checked room file (licences as of today, UTC).
 fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
-    let checked = load_room(path, super::validate::today_utc())?;
+    // A room that cannot be used is unusable input for these commands (exit 2), as a missing one.
+    let checked = load_room(path, super::validate::today_utc())
+        .map_err(|e| format!("{}: not serving it: {e}", path.display()))?;
     let (room, file) = (checked.room(), &checked.path);
     let net = &room.doc.network;
     let subnet: Subnet = net

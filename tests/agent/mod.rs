@@ -233,6 +233,56 @@ fn agent_restores_the_served_image_and_reports() {
     assert_eq!(status(&manifest, Some("0123456789abcdef")), 403);
 }
 
+/// An agent of another contract version (a boot environment built by another roomcast) is
+/// refused on every request with a message naming both versions, and its report is recorded as a
+/// failure saying so: the deploy and the morning report name the PC and the reason.
+#[test]
+fn an_agent_of_another_contract_version_is_refused_naming_both() {
+    let img = image();
+    let server = Server::start(&img);
+    let token = server.token(mac(1));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let other = (CONTRACT_VERSION + 1).to_string();
+    for version in [Some(other.as_str()), None] {
+        let mut req = agent
+            .get(&format!("{}/image/manifest", server.url()))
+            .header(TOKEN_HEADER, &token);
+        if let Some(v) = version {
+            req = req.header(CONTRACT_HEADER, v);
+        }
+        let mut resp = req.call().unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 409, "{text}");
+        let ours = format!("contract {CONTRACT_VERSION}");
+        assert!(text.contains(&ours), "{text}");
+        if version.is_some() {
+            assert!(text.contains(&format!("contract {other}")), "{text}");
+        }
+    }
+    let mut resp = agent
+        .post(&format!("{}/agent/report", server.url()))
+        .header(TOKEN_HEADER, &token)
+        .header(CONTRACT_HEADER, &other)
+        .send(r#"{"result":"ok","from":"an agent of the future"}"#)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(text.contains(&format!("contract {other}")), "{text}");
+    let reports = server.service.reports();
+    assert_eq!(reports.len(), 1);
+    let r = roomcast_proto::contract::Report::parse(&reports[0].body).unwrap();
+    assert_eq!(r.result, Verdict::Failed);
+    let why = r.error.unwrap();
+    assert!(
+        why.contains(&format!("contract {other}"))
+            && why.contains(&format!("contract {CONTRACT_VERSION}")),
+        "{why}"
+    );
+}
+
 #[test]
 fn chunk_paths_are_checked_and_a_token_opens_only_its_image() {
     let img = image();

@@ -152,9 +152,10 @@ fn serve_and_deploy_refuse_a_room_whose_profile_has_an_error() {
     for args in [&serve[..], &deploy[..]] {
         let o = roomcast(bad.path(), args);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(
-            err.contains("error(s) in the files this room depends on")
+            err.contains("not serving it")
+                && err.contains("error(s) in the files this room depends on")
                 && err.contains("profiles/sti2d-cao.yaml:")
                 && err.contains("error[RC020]"),
             "{args:?}: {err}"
@@ -175,6 +176,6 @@ fn serve_and_deploy_refuse_a_room_whose_profile_has_an_error() {
         let o = roomcast(good.path(), args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(!err.contains("depends on"), "{args:?}: {err}");
+        assert!(!err.contains("not serving it"), "{args:?}: {err}");
     }
 }

@@ -74,8 +74,9 @@ pub mod path {
 pub enum VersionMismatch {
     /// The request carried no version: an agent older than the versioned contract.
     #[error(
-        "the agent sent no contract version; this server speaks roomcast contract {CONTRACT_VERSION}: \
-         rebuild the boot environment with this roomcast (roomcast bootenv build)"
+        "the agent speaks no versioned contract (an agent older than contract 1), this server \
+         speaks contract {CONTRACT_VERSION}: rebuild the boot environment with this roomcast \
+         (roomcast bootenv build)"
     )]
     Missing,
     /// The version is not ours.
