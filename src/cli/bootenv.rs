@@ -1,10 +1,9 @@
 //! `roomcast bootenv build --out DIR`: the iPXE binaries, kernel and initramfs PCs boot into.
 
-use super::exit;
+use super::exit::{self, CliError};
 use crate::bootenv::{self, BuildOptions};
 use clap::Subcommand;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// `roomcast bootenv ...`
 #[derive(Debug, Subcommand)]
@@ -27,20 +26,15 @@ pub enum BootenvCommand {
 }
 
 /// Runs a `bootenv` subcommand.
-pub fn run(cmd: BootenvCommand) -> ExitCode {
+pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
     let BootenvCommand::Build {
         out,
         kernel_dir,
         agent,
         trusted_key,
     } = cmd;
-    let mut opts = match BuildOptions::new(out) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("roomcast bootenv: {e}");
-            return exit::code(exit::USAGE_OR_IO);
-        }
-    };
+    let mut opts = BuildOptions::new(out)
+        .map_err(|e| CliError::UsageOrIo(format!("roomcast bootenv: {e}")))?;
     opts.kernel_dir = kernel_dir;
     opts.trusted_key = trusted_key;
     if let Some(a) = agent {
@@ -61,11 +55,8 @@ pub fn run(cmd: BootenvCommand) -> ExitCode {
                 size(&env.initrd),
                 env.initrd_files.len()
             );
-            exit::code(exit::OK)
+            Ok(exit::OK)
         }
-        Err(e) => {
-            eprintln!("roomcast {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
+        Err(e) => Err(CliError::UsageOrIo(format!("roomcast {e}"))),
     }
 }

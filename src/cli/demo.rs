@@ -2,14 +2,13 @@
 //! every step and PC of the campaign, the visible note that step e was signed off by the demo, and
 //! where the report and the journal are. Ctrl-C (or SIGTERM) removes the virtual room before exiting.
 
-use super::exit;
+use super::exit::{self, CliError};
 use crate::campaign::run::Progress;
 use crate::demo::{self, DemoError, DemoOptions, Note};
 use clap::Args;
 use roomcast_lab::cleanup;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
 /// Arguments of `roomcast demo`.
@@ -139,7 +138,7 @@ fn show(note: &Note, t0: Instant) {
 }
 
 /// Runs `roomcast demo`.
-pub fn run(args: DemoArgs) -> ExitCode {
+pub fn run(args: DemoArgs) -> Result<u8, CliError> {
     let t0 = Instant::now();
     let workspace = args.dir.unwrap_or_else(|| {
         let secs = crate::campaign::run::now().0;
@@ -151,13 +150,13 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let binary = match std::env::current_exe() {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("roomcast demo: cannot find my own executable: {e}");
-            return exit::code(exit::USAGE_OR_IO);
+            return Err(CliError::UsageOrIo(format!(
+                "roomcast demo: cannot find my own executable: {e}"
+            )));
         }
     };
     if let Err(e) = demo::check_prerequisites() {
-        eprintln!("roomcast demo: {e}");
-        return exit::code(exit::USAGE_OR_IO);
+        return Err(CliError::UsageOrIo(format!("roomcast demo: {e}")));
     }
     watch_signals();
     let opts = DemoOptions {
@@ -209,14 +208,16 @@ pub fn run(args: DemoArgs) -> ExitCode {
                 "  the virtual room is removed; the workspace is kept: {}",
                 o.workspace.display()
             );
-            exit::code(exit::OK)
+            Ok(exit::OK)
         }
         Err(e) => {
-            eprintln!("roomcast demo: {e}");
-            eprintln!("  workspace (logs, journal): {}", workspace.display());
-            exit::code(match e {
-                DemoError::Stopped(_) => exit::FAILURE,
-                _ => exit::USAGE_OR_IO,
+            let words = format!(
+                "roomcast demo: {e}\n  workspace (logs, journal): {}",
+                workspace.display()
+            );
+            Err(match e {
+                DemoError::Stopped(_) => CliError::Failure(words),
+                _ => CliError::UsageOrIo(words),
             })
         }
     }

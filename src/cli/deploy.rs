@@ -16,7 +16,6 @@ use roomcast_proto::mac::Mac;
 use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// `roomcast deploy` flags.
 #[derive(Debug, Args)]
@@ -52,9 +51,9 @@ pub struct DeployArgs {
 }
 
 /// Runs `roomcast deploy` to the end of the session and the catch-up wait.
-pub fn run(a: DeployArgs) -> ExitCode {
+pub fn run(a: DeployArgs) -> Result<u8, CliError> {
     init_tracing();
-    exit::finish("deploy", deploy(a))
+    deploy(a).map_err(|e| e.prefixed("roomcast deploy: "))
 }
 
 fn deploy(a: DeployArgs) -> Result<u8, CliError> {

@@ -1,6 +1,6 @@
 //! The exit-code table and the CLI's error type. Only `cli/` maps outcomes to exit codes; the
-//! library returns typed values, commands return [`CliError`] (or a code of this table), and
-//! [`finish`] prints the error and maps it, in this one place.
+//! library returns typed values, every command returns `Result<u8, CliError>` (a code of this
+//! table, or an error), and [`finish`], called once by `cli::main`, prints the error and maps it.
 //!
 //! | code | meaning |
 //! |------|---------|
@@ -64,13 +64,23 @@ impl From<&str> for CliError {
     }
 }
 
-/// Prints `roomcast <who>: <error>` on stderr for an error and maps the outcome to the exit code:
-/// `Ok(code)` is one of the codes above, decided by the command from its results.
-pub fn finish(who: &str, outcome: Result<u8, CliError>) -> ExitCode {
+impl CliError {
+    /// The same error with `prefix` (`"roomcast serve: "`, `"error: "`) before its words.
+    pub fn prefixed(self, prefix: &str) -> CliError {
+        match self {
+            CliError::Failure(m) => CliError::Failure(format!("{prefix}{m}")),
+            CliError::UsageOrIo(m) => CliError::UsageOrIo(format!("{prefix}{m}")),
+        }
+    }
+}
+
+/// The one place an outcome becomes the process's exit code: `Ok(code)` is a code of the table
+/// above, decided by the command from its results; an error's words go to stderr as worded.
+pub fn finish(outcome: Result<u8, CliError>) -> ExitCode {
     match outcome {
         Ok(c) => code(c),
         Err(e) => {
-            eprintln!("roomcast {who}: {e}");
+            eprintln!("{e}");
             code(e.code())
         }
     }

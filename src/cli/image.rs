@@ -1,6 +1,6 @@
 //! `roomcast image ...`: capture, list, show, verify, diff, rm, gc, restore.
 
-use super::exit;
+use super::exit::{self, CliError};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use roomcast_store::capture::{self, CaptureOptions, CaptureProgress};
@@ -11,7 +11,6 @@ use roomcast_store::restore::{self, RestoreOptions, RestoreProgress};
 use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store, StoreError, diff, verify};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Disk images: capture a disk into the store, inspect, verify, restore.
 #[derive(Debug, Args)]
@@ -86,18 +85,18 @@ enum ImageCommand {
 }
 
 /// Runs an `image` subcommand.
-pub fn run(args: ImageArgs) -> ExitCode {
-    match dispatch(&args.store, args.command) {
-        Ok(code) => exit::code(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::code(error_code(&e))
+pub fn run(args: ImageArgs) -> Result<u8, CliError> {
+    dispatch(&args.store, args.command).map_err(|e| {
+        let words = format!("error: {e}");
+        match error_code(&e) {
+            exit::FAILURE => CliError::Failure(words),
+            _ => CliError::UsageOrIo(words),
         }
-    }
+    })
 }
 
 /// A refused signature or bad chunk is a finding (1); anything else stopped the command (2).
-fn error_code(e: &CliError) -> u8 {
+fn error_code(e: &ImageError) -> u8 {
     let store_finding = |s: &StoreError| {
         matches!(
             s,
@@ -108,20 +107,20 @@ fn error_code(e: &CliError) -> u8 {
         )
     };
     match e {
-        CliError::Store(s) => {
+        ImageError::Store(s) => {
             if store_finding(s) {
                 exit::FAILURE
             } else {
                 exit::USAGE_OR_IO
             }
         }
-        CliError::Restore(restore::RestoreError::Store(s)) if store_finding(s) => exit::FAILURE,
+        ImageError::Restore(restore::RestoreError::Store(s)) if store_finding(s) => exit::FAILURE,
         _ => exit::USAGE_OR_IO,
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+enum ImageError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -130,7 +129,7 @@ enum CliError {
     Restore(#[from] restore::RestoreError),
 }
 
-fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, CliError> {
+fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
     match cmd {
         ImageCommand::Capture {
             from,

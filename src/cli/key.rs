@@ -1,10 +1,9 @@
 //! `roomcast key generate | trust`: manifest signing keys.
 
-use super::exit;
+use super::exit::{self, CliError};
 use clap::{Args, Subcommand};
 use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store, keys};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Signing keys for image manifests.
 #[derive(Debug, Args)]
@@ -32,30 +31,24 @@ enum KeyCommand {
 }
 
 /// Runs a `key` subcommand.
-pub fn run(args: KeyArgs) -> ExitCode {
+pub fn run(args: KeyArgs) -> Result<u8, CliError> {
     match args.command {
         KeyCommand::Generate { out } => match keys::generate_files(&out) {
             Ok((k, p, fp)) => {
                 println!("signer key  {} (keep it secret)", k.display());
                 println!("public key  {}", p.display());
                 println!("fingerprint {fp}");
-                exit::code(exit::OK)
+                Ok(exit::OK)
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::code(exit::USAGE_OR_IO)
-            }
+            Err(e) => Err(CliError::UsageOrIo(format!("error: {e}"))),
         },
         KeyCommand::Trust { file, store } => {
             match Store::open_or_create(&store).and_then(|s| s.trust(&file)) {
                 Ok(fp) => {
                     println!("store {} now trusts signer {fp}", store.display());
-                    exit::code(exit::OK)
+                    Ok(exit::OK)
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    exit::code(exit::USAGE_OR_IO)
-                }
+                Err(e) => Err(CliError::UsageOrIo(format!("error: {e}"))),
             }
         }
     }

@@ -1,9 +1,8 @@
 //! `roomcast lab`: a virtual room for trying roomcast by hand, and cleanup after crashed tests.
 
-use super::exit;
+use super::exit::{self, CliError};
 use clap::Subcommand;
 use roomcast_lab::{Lab, LabPrefix, Tbf, cleanup};
-use std::process::ExitCode;
 
 /// What to do with virtual rooms.
 #[derive(Debug, Subcommand)]
@@ -34,7 +33,7 @@ pub enum LabCommand {
 }
 
 /// Runs one `roomcast lab` command.
-pub fn run(cmd: LabCommand) -> ExitCode {
+pub fn run(cmd: LabCommand) -> Result<u8, CliError> {
     match cmd {
         LabCommand::Up {
             pcs,
@@ -53,7 +52,7 @@ pub fn run(cmd: LabCommand) -> ExitCode {
                         l.links.len()
                     );
                 }
-                exit::code(exit::OK)
+                Ok(exit::OK)
             }
             Err(e) => fail(e),
         },
@@ -71,7 +70,7 @@ pub fn run(cmd: LabCommand) -> ExitCode {
                     if removed.is_empty() {
                         println!("nothing to remove");
                     }
-                    exit::code(exit::OK)
+                    Ok(exit::OK)
                 }
                 Err(e) => fail(e),
             }
@@ -79,12 +78,11 @@ pub fn run(cmd: LabCommand) -> ExitCode {
     }
 }
 
-fn fail(e: roomcast_lab::LabError) -> ExitCode {
-    eprintln!("roomcast lab: {e}");
-    exit::code(exit::USAGE_OR_IO)
+fn fail(e: roomcast_lab::LabError) -> Result<u8, CliError> {
+    Err(CliError::UsageOrIo(format!("roomcast lab: {e}")))
 }
 
-fn up(pcs: usize, mbit: Option<u64>, snooping: bool) -> ExitCode {
+fn up(pcs: usize, mbit: Option<u64>, snooping: bool) -> Result<u8, CliError> {
     let mut b = Lab::builder().pcs(pcs).multicast_snooping(snooping);
     if let Some(m) = mbit {
         b = b.rate(Tbf::mbit(m));
@@ -111,13 +109,12 @@ fn up(pcs: usize, mbit: Option<u64>, snooping: bool) -> ExitCode {
         .and_then(|rt| rt.block_on(tokio::signal::ctrl_c()));
     match (waited, lab.teardown()) {
         (_, Err(e)) => fail(e),
-        (Err(e), Ok(())) => {
-            eprintln!("roomcast lab: waiting for Ctrl-C: {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
+        (Err(e), Ok(())) => Err(CliError::UsageOrIo(format!(
+            "roomcast lab: waiting for Ctrl-C: {e}"
+        ))),
         (Ok(()), Ok(())) => {
             println!("lab removed");
-            exit::code(exit::OK)
+            Ok(exit::OK)
         }
     }
 }

@@ -81,17 +81,17 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {
+    let outcome = match cli.command {
         Command::Version => {
             println!("roomcast {}", env!("CARGO_PKG_VERSION"));
-            exit::code(exit::OK)
+            Ok(exit::OK)
         }
         Command::Demo(args) => demo::run(args),
-        Command::Campaign(args) => exit::code(campaign::run(args)),
-        Command::Inventory(args) => exit::code(inventory::run(args)),
-        Command::Validate(args) => exit::code(validate::run(args)),
-        Command::Schema(args) => exit::code(schema::run(args)),
-        Command::Plan(args) => exit::code(plan::run(args)),
+        Command::Campaign(args) => Ok(campaign::run(args)),
+        Command::Inventory(args) => Ok(inventory::run(args)),
+        Command::Validate(args) => Ok(validate::run(args)),
+        Command::Schema(args) => Ok(schema::run(args)),
+        Command::Plan(args) => plan::run(args),
         Command::Image(args) => image::run(args),
         Command::Key(args) => key::run(args),
         Command::Lab(cmd) => lab::run(cmd),
@@ -99,6 +99,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
         Command::Deploy(args) => deploy::run(args),
-        Command::Agent(args) => roomcast_agent::cli::run(args),
-    }
+        // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
+        Command::Agent(args) => return roomcast_agent::cli::run(args),
+    };
+    exit::finish(outcome)
 }

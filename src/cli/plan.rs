@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::exit;
+use super::exit::{self, CliError};
 use super::image::bytes;
 use super::validate::{human_finding, today_utc};
 use crate::model::Date;
@@ -36,50 +36,42 @@ pub struct PlanArgs {
 
 /// Runs the command: validate the room with its context, refuse on errors in the files the
 /// plan depends on, print the plan.
-pub fn run(args: PlanArgs) -> u8 {
+pub fn run(args: PlanArgs) -> Result<u8, CliError> {
     let checked = match load_room(&args.room, args.today.unwrap_or_else(today_utc)) {
         Ok(c) => c,
         Err(e @ (RoomRefused::Load(_) | RoomRefused::NoYaml(_))) => {
-            eprintln!("error: {e}");
-            return exit::USAGE_OR_IO;
+            return Err(CliError::UsageOrIo(format!("error: {e}")));
         }
         Err(RoomRefused::NotARoom { path, findings }) => {
             for f in &findings {
                 eprint!("{}", human_finding(f));
             }
-            eprintln!("error: {path}: not a room that can be planned");
-            return exit::FAILURE;
+            return Err(CliError::Failure(format!(
+                "error: {path}: not a room that can be planned"
+            )));
         }
         Err(RoomRefused::Invalid { findings, .. }) => {
             for f in &findings {
                 eprintln!("{}", human_finding(f));
             }
-            eprintln!(
+            return Err(CliError::Failure(format!(
                 "error: {} error(s) in the files this room depends on; no plan",
                 findings.len()
-            );
-            return exit::FAILURE;
+            )));
         }
     };
-    match checked.plan() {
-        Ok(p) => {
-            match args.format {
-                Format::Human => print!("{}", human(&p)),
-                Format::Json => match serde_json::to_string_pretty(&p) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return exit::USAGE_OR_IO;
-                    }
-                },
-            }
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::FAILURE
+    let p = checked
+        .plan()
+        .map_err(|e| CliError::Failure(format!("error: {e}")))?;
+    match args.format {
+        Format::Human => print!("{}", human(&p)),
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&p)
+                .map_err(|e| CliError::UsageOrIo(format!("error: {e}")))?;
+            println!("{s}");
         }
     }
+    Ok(exit::OK)
 }
 
 /// The plan as text.

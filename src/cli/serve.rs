@@ -20,7 +20,6 @@ use roomcast_proto::wol::WakePlan;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// `roomcast serve` flags.
 #[derive(Debug, Args)]
@@ -79,8 +78,10 @@ pub struct ServeArgs {
 }
 
 /// Runs `roomcast serve` until killed.
-pub fn run(args: ServeArgs) -> ExitCode {
-    exit::finish("serve", serve(args).map(|()| exit::OK))
+pub fn run(args: ServeArgs) -> Result<u8, CliError> {
+    serve(args)
+        .map(|()| exit::OK)
+        .map_err(|e| e.prefixed("roomcast serve: "))
 }
 
 fn serve(a: ServeArgs) -> Result<(), CliError> {

@@ -4,13 +4,12 @@
 //! `roomcast serve` in the same process nobody reports PCs as seen, so each PC gets its packet every
 //! `--repeat-every` seconds until `--deadline`.
 
-use super::exit;
+use super::exit::{self, CliError};
 use crate::net::wol::Waker;
 use clap::Args;
 use roomcast_proto::mac::Mac;
 use roomcast_proto::wol::WakePlan;
 use std::collections::BTreeSet;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// `roomcast wake` flags.
@@ -37,13 +36,14 @@ pub struct WakeArgs {
 }
 
 /// Runs `roomcast wake`.
-pub fn run(a: WakeArgs) -> ExitCode {
+pub fn run(a: WakeArgs) -> Result<u8, CliError> {
     let secure_on = match a.secure_on.as_deref().map(hex::decode) {
         None => None,
         Some(Ok(b)) if b.len() == 6 => Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
         Some(_) => {
-            eprintln!("roomcast wake: --secure-on wants 12 hex digits");
-            return exit::code(exit::USAGE_OR_IO);
+            return Err(CliError::UsageOrIo(
+                "roomcast wake: --secure-on wants 12 hex digits".into(),
+            ));
         }
     };
     let plan = WakePlan {
@@ -60,11 +60,8 @@ pub fn run(a: WakeArgs) -> ExitCode {
                 plan.machines.len(),
                 a.interface
             );
-            exit::code(exit::OK)
+            Ok(exit::OK)
         }
-        Err(e) => {
-            eprintln!("roomcast {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
+        Err(e) => Err(CliError::UsageOrIo(format!("roomcast {e}"))),
     }
 }
