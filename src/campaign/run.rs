@@ -23,6 +23,7 @@ use super::journal::{Journal, JournalError};
 use super::report::{self, Facts};
 use super::setup::{self, Setup, SetupError, SetupOptions};
 use super::ssh_worker::SshWorker;
+use crate::clock::Clock;
 use crate::inventory::db::{DbError, InventoryDb};
 use crate::inventory::{self, CampaignTicket, ImageDeployed, Intervention, MachineRecord};
 use crate::model::Date;
@@ -216,20 +217,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Seconds since the epoch, now.
-pub fn now() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
-fn today_utc() -> Date {
-    Date::from_days_since_epoch(now().0.div_euclid(86_400))
-}
-
 /// Writes `bytes` to `path` through a temporary file and a rename: a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     if let Some(dir) = path.parent() {
@@ -248,10 +235,11 @@ pub fn campaign_dir(db: &Path, campaign: i64) -> PathBuf {
 /// Starts a campaign for the room of `opts.setup.room_file`; see the module doc.
 pub fn start(
     opts: &StartOptions,
+    clock: &dyn Clock,
     imaging: Option<&mut dyn Worker>,
     observe: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
-    let today = opts.today.unwrap_or_else(today_utc);
+    let today = opts.today.unwrap_or_else(|| clock.today());
     let mut built = setup::build(&opts.setup, today)?;
     let mut journal = Journal::open(&opts.db)?;
     // Two campaigns driving the same PCs would fight over them.
@@ -263,7 +251,7 @@ pub fn start(
             campaign: previous,
         });
     }
-    let (id, actions) = journal.start(&built.spec.plan, now())?;
+    let (id, actions) = journal.start(&built.spec.plan, clock.now())?;
     if let Some(Action::Rejected { reason }) = actions.first() {
         return Err(RunError::Rejected(reason.clone()));
     }
@@ -283,15 +271,11 @@ pub fn start(
     });
     if let Some(at) = opts.at {
         observe(&Progress::Scheduled { at: at.0 });
-        while now() < at {
-            std::thread::sleep(
-                Duration::from_secs(1).min(Duration::from_secs((at.0 - now().0).max(0) as u64)),
-            );
-        }
+        clock.sleep_until(at);
     }
     let state = journal.state(id)?;
     let until = opts.until;
-    let past = move || until.is_some_and(|u| now() >= u);
+    let past = move || until.is_some_and(|u| clock.now() >= u);
     // A shorter borrow of the imaging worker, as long as the setup it works with.
     let imaging = imaging.map(|w| {
         let short: &mut dyn Worker = &mut *w;
@@ -306,15 +290,16 @@ pub fn start(
         actions,
         &mut worker,
         opts.parallel,
-        &mut now,
+        &mut || clock.now(),
         &past,
     )?;
-    finish(&journal, &opts.db, id, &built, state, stop, observe)
+    finish(&journal, &opts.db, id, &built, state, stop, clock, observe)
 }
 
 /// Resumes a campaign after a sign-off, a `--until` stop or a crash; see the module doc.
 pub fn resume(
     opts: &ResumeOptions,
+    clock: &dyn Clock,
     imaging: Option<&mut dyn Worker>,
     observe: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
@@ -331,7 +316,7 @@ pub fn resume(
             RunError::NoCampaign(format!("{}: no campaign in the journal", opts.db.display()))
         })?,
     };
-    let (saved, built) = rebuild(&opts.db, id, opts.today)?;
+    let (saved, built) = rebuild(&opts.db, id, opts.today.unwrap_or_else(|| clock.today()))?;
     let current = journal.state(id)?;
     if let Some(plan) = &current.plan
         && *plan != built.spec.plan
@@ -343,10 +328,12 @@ pub fn resume(
     }
     if current.phase.is_terminal() {
         let stop = Stop::Ended(current.phase.clone());
-        return finish(&journal, &opts.db, id, &built, current, stop, observe);
+        return finish(
+            &journal, &opts.db, id, &built, current, stop, clock, observe,
+        );
     }
     let until = opts.until;
-    let past = move || until.is_some_and(|u| now() >= u);
+    let past = move || until.is_some_and(|u| clock.now() >= u);
     // A shorter borrow of the imaging worker, as long as the setup it works with.
     let imaging = imaging.map(|w| {
         let short: &mut dyn Worker = &mut *w;
@@ -358,10 +345,10 @@ pub fn resume(
         id,
         &mut worker,
         opts.parallel,
-        &mut now,
+        &mut || clock.now(),
         &past,
     )?;
-    finish(&journal, &opts.db, id, &built, state, stop, observe)
+    finish(&journal, &opts.db, id, &built, state, stop, clock, observe)
 }
 
 /// The configuration of the imaging backend (steps b, f and image-mode g) for a campaign's setup:
@@ -422,21 +409,21 @@ pub fn imaging_config(
 
 /// The setup of a journaled campaign, rebuilt from the options saved at its start (for a caller that
 /// must build its imaging worker before [`resume`]).
-pub fn saved_setup(db: &Path, id: i64, today: Option<Date>) -> Result<Setup, RunError> {
+pub fn saved_setup(db: &Path, id: i64, today: Date) -> Result<Setup, RunError> {
     rebuild(db, id, today).map(|(_, built)| built)
 }
 
 /// The setup `start` will use, built the same way (for a caller that must build its imaging worker
 /// before [`start`]).
-pub fn setup_for(opts: &StartOptions) -> Result<Setup, RunError> {
+pub fn setup_for(opts: &StartOptions, clock: &dyn Clock) -> Result<Setup, RunError> {
     Ok(setup::build(
         &opts.setup,
-        opts.today.unwrap_or_else(today_utc),
+        opts.today.unwrap_or_else(|| clock.today()),
     )?)
 }
 
 /// The saved options of campaign `id` and the setup rebuilt from them.
-fn rebuild(db: &Path, id: i64, today: Option<Date>) -> Result<(SetupOptions, Setup), RunError> {
+fn rebuild(db: &Path, id: i64, today: Date) -> Result<(SetupOptions, Setup), RunError> {
     let file = campaign_dir(db, id).join("options.json");
     let bytes = std::fs::read(&file).map_err(|e| {
         RunError::NoCampaign(format!(
@@ -448,7 +435,7 @@ fn rebuild(db: &Path, id: i64, today: Option<Date>) -> Result<(SetupOptions, Set
         path: file.clone(),
         source: std::io::Error::other(e),
     })?;
-    let mut built = setup::build(&saved, today.unwrap_or_else(today_utc))?;
+    let mut built = setup::build(&saved, today)?;
     built.spec.logs = saved.dir.join("logs");
     Ok((saved, built))
 }
@@ -492,6 +479,8 @@ pub fn reports(
     Ok((state, facts))
 }
 
+// Restructured in the next step (a `Run` context).
+#[allow(clippy::too_many_arguments)]
 fn finish(
     journal: &Journal,
     db: &Path,
@@ -499,9 +488,10 @@ fn finish(
     built: &Setup,
     state: State,
     stop: Stop,
+    clock: &dyn Clock,
     observe: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
-    let recorded = record_inventory(db, id, built, &state, journal)?;
+    let recorded = record_inventory(db, id, built, &state, journal, clock.now())?;
     let (state, facts) = reports(journal, db, id, stop == Stop::Deadline)?;
     let dir = campaign_dir(db, id);
     let report_md = dir.join("report.md");
@@ -545,6 +535,7 @@ fn record_inventory(
     built: &Setup,
     state: &State,
     journal: &Journal,
+    now: Timestamp,
 ) -> Result<usize, RunError> {
     let settled = |m: &str| {
         [Step::Deploy, Step::Join]
@@ -557,7 +548,7 @@ fn record_inventory(
     let events = journal.events(id)?;
     let timings = report::timings(events.iter().map(|r| (&r.event, r.at)));
     let mut inv = InventoryDb::open(db)?;
-    let at = inventory::Timestamp(now().0);
+    let at = now;
     let started = state.started_at.map_or(0, |t| t.0);
     let campaign = format!(
         "{}-{}-{}",

@@ -16,48 +16,8 @@ pub mod sync;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A point in time, seconds since the Unix epoch, UTC. Passed in by callers (no clock reads here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    /// Calendar fields (year, month, day, hour, minute, second), UTC.
-    fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400) as u32;
-        let date = crate::model::date::Date::from_days_since_epoch(days);
-        let (year, month, day) = (
-            i64::from(date.year()),
-            u32::from(date.month()),
-            u32::from(date.day()),
-        );
-        (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
-    }
-
-    /// `YYYY-MM-DD HH:MM:SS` (UTC): GLPI's datetime format and the inventory schema's `datetime`.
-    pub fn to_glpi(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
-    }
-
-    /// `YYYY-MM-DD-HH-MM-SS`, the suffix glpi-agent puts in a device id.
-    pub fn to_device_suffix(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02}-{h:02}-{mi:02}-{s:02}")
-    }
-
-    /// `YYYY-MM-DDTHH:MM:SSZ`, for exports.
-    pub fn to_rfc3339(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
-    }
-}
+/// A point in time (Unix seconds, UTC), the procedure's: passed in by callers (no clock reads here).
+pub use roomcast_proto::time::Timestamp;
 
 /// One step of the region's room procedure (framework 7.5.4, steps a–h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -235,18 +195,6 @@ pub struct CampaignTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_format_as_utc_calendar_dates() {
-        assert_eq!(Timestamp(0).to_glpi(), "1970-01-01 00:00:00");
-        // 2026-11-28 14:05:09 UTC
-        assert_eq!(Timestamp(1_795_874_709).to_glpi(), "2026-11-28 14:05:09");
-        assert_eq!(Timestamp(951_782_400).to_rfc3339(), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            Timestamp(1_795_874_709).to_device_suffix(),
-            "2026-11-28-14-05-09"
-        );
-    }
 
     #[test]
     fn step_letters_round_trip() {

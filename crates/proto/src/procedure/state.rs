@@ -6,10 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A point in time, in seconds since the Unix epoch. The engine never reads the clock: the caller passes
-/// `now` with every event, and the journal stores it, so a replay sees the same times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Timestamp(pub i64);
+pub use crate::time::Timestamp;
 
 /// One step of the region's procedure (framework section 7.5.4), in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
