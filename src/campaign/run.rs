@@ -588,10 +588,7 @@ fn record_inventory(
             },
             at,
         )?;
-        for (step, inv_step) in [
-            (Step::Deploy, inventory::Step::G),
-            (Step::Join, inventory::Step::H),
-        ] {
+        for step in [Step::Deploy, Step::Join] {
             let status = state.machine_status(&m.hostname, step);
             let (result, detail) = match &status {
                 Status::Succeeded { .. } => (
@@ -623,7 +620,7 @@ fn record_inventory(
             inv.record_intervention(
                 &Intervention {
                     campaign: campaign.clone(),
-                    step: inv_step,
+                    step,
                     machine: mac.clone(),
                     result,
                     started_at: inventory::Timestamp(s.0),

@@ -19,70 +19,40 @@ use std::fmt;
 /// A point in time (Unix seconds, UTC), the procedure's: passed in by callers (no clock reads here).
 pub use roomcast_proto::time::Timestamp;
 
-/// One step of the region's room procedure (framework 7.5.4, steps a–h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// a: collect installation media and licences.
-    A,
-    /// b: format the master workstation.
-    B,
-    /// c: install the required software.
-    C,
-    /// d: technical tests.
-    D,
-    /// e: application tests by the teachers (sign-off).
-    E,
-    /// f: capture the image.
-    F,
-    /// g: deploy the image on every PC of the room.
-    G,
-    /// h: join the PCs to the domain.
-    H,
+/// The procedure's step (a–h); the inventory stores and exports it as its letter.
+pub use roomcast_proto::procedure::Step;
+
+/// French wording of a step, as written in GLPI followups (the technicians' language).
+pub fn step_label_fr(step: Step) -> &'static str {
+    match step {
+        Step::Collect => "collecte des supports et licences",
+        Step::Master => "formatage du poste maître",
+        Step::Install => "installation des logiciels",
+        Step::Tests => "tests techniques",
+        Step::Signoff => "tests applicatifs (enseignants)",
+        Step::Capture => "capture de l'image",
+        Step::Deploy => "déploiement de l'image",
+        Step::Join => "renommage et intégration au domaine",
+    }
 }
 
-impl Step {
-    /// Every step in procedure order.
-    pub const ALL: [Step; 8] = [
-        Step::A,
-        Step::B,
-        Step::C,
-        Step::D,
-        Step::E,
-        Step::F,
-        Step::G,
-        Step::H,
-    ];
+/// The inventory's serialized form of a [`Step`]: its letter (`"g"`), as the database column and
+/// the JSON export have always had it.
+mod step_letter {
+    use super::Step;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    /// The step's letter, as stored in the database.
-    pub fn letter(self) -> char {
-        (b'a' + Step::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8) as char
+    pub fn serialize<S: Serializer>(step: &Step, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_char(step.letter())
     }
 
-    /// Parses a step letter (`a`..`h`).
-    pub fn from_letter(c: char) -> Option<Step> {
-        let i = (c as u32).checked_sub('a' as u32)? as usize;
-        Step::ALL.get(i).copied()
-    }
-
-    /// French wording of the step, as written in GLPI followups (the technicians' language).
-    pub fn label_fr(self) -> &'static str {
-        match self {
-            Step::A => "collecte des supports et licences",
-            Step::B => "formatage du poste maître",
-            Step::C => "installation des logiciels",
-            Step::D => "tests techniques",
-            Step::E => "tests applicatifs (enseignants)",
-            Step::F => "capture de l'image",
-            Step::G => "déploiement de l'image",
-            Step::H => "renommage et intégration au domaine",
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut chars = text.chars();
+        match (chars.next().and_then(Step::from_letter), chars.next()) {
+            (Some(step), None) => Ok(step),
+            _ => Err(D::Error::custom(format!("step {text:?}: expected a..h"))),
         }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.letter())
     }
 }
 
@@ -151,6 +121,7 @@ pub struct Intervention {
     /// Campaign id, unique per campaign (e.g. `0350001A-B204-2026-11-28`).
     pub campaign: String,
     /// The procedure step.
+    #[serde(with = "step_letter")]
     pub step: Step,
     /// MAC address of the machine (see [`MachineRecord::mac`]).
     pub machine: String,
@@ -197,11 +168,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn step_letters_round_trip() {
-        for s in Step::ALL {
-            assert_eq!(Step::from_letter(s.letter()), Some(s));
-        }
-        assert_eq!(Step::G.letter(), 'g');
-        assert_eq!(Step::from_letter('i'), None);
+    fn interventions_keep_the_step_letter_in_json() {
+        let iv = Intervention {
+            campaign: "c".into(),
+            step: Step::Deploy,
+            machine: "aa:bb:cc:dd:ee:ff".into(),
+            result: Outcome::Ok,
+            started_at: Timestamp(1),
+            ended_at: Timestamp(2),
+            detail: String::new(),
+        };
+        let json = serde_json::to_string(&iv).unwrap();
+        assert!(json.contains(r#""step":"g""#), "{json}");
+        assert_eq!(serde_json::from_str::<Intervention>(&json).unwrap(), iv);
     }
 }

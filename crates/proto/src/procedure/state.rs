@@ -56,6 +56,11 @@ impl Step {
         }
     }
 
+    /// The step of a letter `a`..`h`.
+    pub fn from_letter(c: char) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.letter() == c)
+    }
+
     /// Steps g and h run once per PC and keep a result per machine; the others run once for the room.
     pub fn is_per_machine(self) -> bool {
         matches!(self, Step::Deploy | Step::Join)
