@@ -6,8 +6,8 @@
 //! the detection rule must then agree. Every software gets its own log, with secrets redacted.
 
 use super::render::{RenderError, render};
-use super::secret::Secret;
 use crate::remote::{RemoteError, RemoteExec, shell_quote};
+use crate::secrets::NamedSecret;
 use std::path::{Path, PathBuf};
 
 /// The shell family of the target, which decides how detection rules become commands.
@@ -87,7 +87,7 @@ pub struct Software {
     /// The detection rule.
     pub detect: Detect,
     /// The licence key, when the profile has one for this software.
-    pub licence_key: Option<Secret>,
+    pub licence_key: Option<NamedSecret>,
 }
 
 /// Where and how to install on one machine.
@@ -246,7 +246,7 @@ fn run_with_secret(
     sw: &Software,
     target: &Target,
     remote_path: &str,
-    key: &Secret,
+    key: &NamedSecret,
     log: &mut String,
 ) -> Result<crate::remote::Output, InstallError> {
     let (key_file, script, run, remove) = secret_paths(sw, target);
@@ -445,7 +445,7 @@ mod tests {
             "cad",
             "sh {{ installer.path }} --key-file {{ licence.key_file }}",
         );
-        s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
+        s.licence_key = Some(NamedSecret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
         let mut remote = FakeRemote::new("pc")
             .on("test -e", vec![(1, ""), (0, "")])
             .on("sh '/var", vec![(0, "licence AAAA-BBBB-CCCC accepted")]);
@@ -485,7 +485,7 @@ mod tests {
             "cad",
             "sh {{ installer.path }} KEY={{ licence.key }}",
         );
-        s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
+        s.licence_key = Some(NamedSecret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
         let mut remote = FakeRemote::new("pc")
             .on("test -e", vec![(1, "")])
             .on("sh '/var", vec![(5, "")]);

@@ -6,8 +6,8 @@
 //! file, the rendered script or the log.
 
 use super::render::{RenderError, render};
-use super::secret::Secret;
 use crate::remote::{RemoteError, RemoteExec, shell_quote};
+use crate::secrets::NamedSecret;
 
 /// The Linux join template shipped with roomcast.
 pub const LINUX_NET_ADS: &str = include_str!("../../templates/join/linux-net-ads.sh.j2");
@@ -26,7 +26,7 @@ pub struct Domain {
     /// The join account (profile `domain.join_account` resolves to user + password).
     pub user: String,
     /// Its password.
-    pub password: Secret,
+    pub password: NamedSecret,
 }
 
 /// Files the join writes on the PC (real PCs: Samba's defaults; tests: private paths).
@@ -257,7 +257,7 @@ mod tests {
             ou: "OU=B204,OU=Salles,DC=eiffel,DC=test".into(),
             server: Some("198.18.0.1".into()),
             user: "Administrator".into(),
-            password: Secret::new("AD_JOIN_EIFFEL", "S3cret!pass"),
+            password: NamedSecret::new("AD_JOIN_EIFFEL", "S3cret!pass"),
         }
     }
 

@@ -14,7 +14,6 @@ pub mod journal;
 pub mod render;
 pub mod report;
 pub mod run;
-pub mod secret;
 pub mod setup;
 pub mod ssh_worker;
 pub mod unattend;

@@ -197,19 +197,19 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
             sha256: inst.sha256.value.clone(),
         });
         licensed.push((id.to_string(), catalog_licence(entry.doc.licence.value)));
-        let licence_key = match profile
-            .doc
-            .licences
-            .iter()
-            .find(|l| l.software.value == id)
-            .and_then(|l| l.key.as_ref())
-        {
-            None => None,
-            Some(key) => Some(
-                super::secret::resolve(&secrets, &key.value)
-                    .map_err(|e| field_error(&profile.src, key, "licences[].key", e.to_string()))?,
-            ),
-        };
+        let licence_key =
+            match profile
+                .doc
+                .licences
+                .iter()
+                .find(|l| l.software.value == id)
+                .and_then(|l| l.key.as_ref())
+            {
+                None => None,
+                Some(key) => Some(secrets.resolve_named(&key.value).map_err(|e| {
+                    field_error(&profile.src, key, "licences[].key", e.to_string())
+                })?),
+            };
         software.push(Software {
             id: id.to_string(),
             version: version.to_string(),
@@ -364,14 +364,16 @@ fn join_spec(
     domain: &model::profile::Domain,
     secrets: &SecretStore,
 ) -> Result<JoinSpec, SetupError> {
-    let account = super::secret::resolve(secrets, &domain.join_account.value).map_err(|e| {
-        field_error(
-            src,
-            &domain.join_account,
-            "domain.join_account",
-            e.to_string(),
-        )
-    })?;
+    let account = secrets
+        .resolve_named(&domain.join_account.value)
+        .map_err(|e| {
+            field_error(
+                src,
+                &domain.join_account,
+                "domain.join_account",
+                e.to_string(),
+            )
+        })?;
     let Some((user, password)) = account.expose().split_once('%') else {
         return Err(field_error(
             src,
@@ -406,7 +408,7 @@ fn join_spec(
             ou: domain.ou.value.clone(),
             server: opts.domain_controller.clone(),
             user: user.to_string(),
-            password: super::secret::Secret::new(account.name(), password),
+            password: crate::secrets::NamedSecret::new(account.name(), password),
         },
         paths,
         template: super::join::LINUX_NET_ADS.to_string(),
