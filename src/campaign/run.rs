@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::inventory::db::{DbError, InventoryDb};
 use crate::inventory::{self, CampaignTicket, ImageDeployed, Intervention, MachineRecord};
 use crate::model::Date;
-use roomcast_proto::procedure::{Action, Event, Phase, State, Status, Step, Timestamp};
+use roomcast_proto::procedure::{Action, Event, State, Status, Step, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -501,7 +501,7 @@ fn finish(
     let (why, allowed) = match &stop {
         Stop::AwaitingSignoff { allowed } => ("awaiting_signoff".to_string(), allowed.clone()),
         Stop::Deadline => ("deadline".to_string(), vec![]),
-        Stop::Ended(phase) => (phase_word(phase).to_string(), vec![]),
+        Stop::Ended(phase) => (phase.word().to_string(), vec![]),
     };
     observe(&Progress::Stopped { why, allowed });
     Ok(Outcome {
@@ -512,18 +512,6 @@ fn finish(
         report_html,
         recorded,
     })
-}
-
-/// One word for a terminal phase (JSON, logs).
-pub fn phase_word(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::New => "new",
-        Phase::At(_) => "running",
-        Phase::Finished => "finished",
-        Phase::Refused(_) => "refused",
-        Phase::Failed { .. } => "failed",
-        Phase::Aborted { .. } => "aborted",
-    }
 }
 
 /// Records every PC with a settled g or h result in the inventory (same database file as the

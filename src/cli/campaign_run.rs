@@ -348,18 +348,7 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
             }
         }
         Stop::Ended(phase) => {
-            let why = match phase {
-                Phase::Refused(r) => format!(
-                    "refused at step a, no PC touched: {}",
-                    r.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                Phase::Failed { step, reason } => format!("failed at {step}: {reason}"),
-                Phase::Aborted { by } => format!("aborted by {by}"),
-                other => format!("{other:?}"),
-            };
+            let why = phase.to_string();
             eprintln!("campaign {id}: {why}");
             if why.contains("imaging backend") {
                 eprintln!(

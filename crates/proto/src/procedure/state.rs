@@ -300,6 +300,43 @@ impl Phase {
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Phase::New | Phase::At(_))
     }
+
+    /// One word for the phase (JSON, logs): `new`, `running`, `finished`, `refused`, `failed`,
+    /// `aborted`. [`Phase`]'s `Display` is the sentence for people.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Phase::New => "new",
+            Phase::At(_) => "running",
+            Phase::Finished => "finished",
+            Phase::Refused(_) => "refused",
+            Phase::Failed { .. } => "failed",
+            Phase::Aborted { .. } => "aborted",
+        }
+    }
+}
+
+/// The phase as reports and the command line say it, e.g. `in progress, at e:signoff`,
+/// `failed at c:install: PC01: …`.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::New => f.write_str("not started"),
+            Phase::At(step) => write!(f, "in progress, at {step}"),
+            Phase::Finished => f.write_str("finished"),
+            Phase::Refused(r) => {
+                f.write_str("refused at step a, no PC touched: ")?;
+                for (i, refusal) in r.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{refusal}")?;
+                }
+                Ok(())
+            }
+            Phase::Failed { step, reason } => write!(f, "failed at {step}: {reason}"),
+            Phase::Aborted { by } => write!(f, "aborted by {by}"),
+        }
+    }
 }
 
 /// The whole campaign state. Rebuilt exactly by replaying the journal's events through
