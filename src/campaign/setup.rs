@@ -6,10 +6,10 @@
 //! stops the campaign in the evening rather than at step h in the night. Errors name the file, line and
 //! field they come from.
 
-use super::fetch::Fetch;
-use super::install::{Detect, Shell, Software};
-use super::join::{Domain, Paths};
-use super::ssh_worker::{Installer, JoinSpec, RoomSpec};
+use super::steps::collect::Fetch;
+use super::steps::install::{Detect, Shell, Software};
+use super::steps::join::{Domain, Paths};
+use super::steps::{Installer, JoinSpec, RoomSpec};
 use crate::model::catalog::{self, LicenceKind, Os};
 use crate::model::check;
 use crate::model::plan::{self, RoomPlan};
@@ -113,16 +113,20 @@ fn field_error<T>(src: &Source, at: &Spanned<T>, field: &str, message: String) -
     }
 }
 
-/// Loads and checks the room file with its context as `roomcast plan` does (licences as of `today`),
-/// then builds the campaign's spec. Warnings do not stop it; errors do.
-pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
-    let mut files = model::load::load(std::slice::from_ref(&opts.room_file))?;
+/// The room file with everything it depends on, loaded and checked as `roomcast validate`/`plan`
+/// do; errors in the files this room depends on stop it (one `file:line:col` line each). Returns
+/// the validation and the room's path in it.
+fn load_checked_room(
+    room_file: &Path,
+    today: Date,
+) -> Result<(model::Validation, String), SetupError> {
+    let mut files = model::load::load(&[room_file.to_path_buf()])?;
     let room_path = files
         .iter()
         .find(|f| f.target)
         .map(|f| f.path.clone())
         .ok_or_else(|| {
-            SetupError::Invalid(vec![format!("{}: no YAML file", opts.room_file.display())])
+            SetupError::Invalid(vec![format!("{}: no YAML file", room_file.display())])
         })?;
     for f in &mut files {
         f.target = true;
@@ -148,6 +152,15 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
     if !blocking.is_empty() {
         return Err(SetupError::Invalid(blocking));
     }
+    Ok((v, room_path))
+}
+
+/// Loads and checks the room file with its context as `roomcast plan` does (licences as of `today`),
+/// then builds the campaign's spec. Warnings do not stop it; errors do.
+pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
+    let (v, room_path) = load_checked_room(&opts.room_file, today)?;
+    let room = plan::find_room(&v.region, &room_path)
+        .ok_or_else(|| SetupError::Invalid(vec![format!("{room_path}: not a room")]))?;
     let room_plan = plan::plan(&v.region, &room_path)?;
     let profile = v
         .region
@@ -235,7 +248,7 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
         .doc
         .tests
         .iter()
-        .map(|t| super::checks::Check {
+        .map(|t| super::steps::checks::Check {
             name: t.name.clone(),
             command: t.command.clone(),
             expect_exit: t.expect_exit.max(0) as u32,
@@ -411,7 +424,7 @@ fn join_spec(
             password: crate::secrets::NamedSecret::new(account.name(), password),
         },
         paths,
-        template: super::join::LINUX_NET_ADS.to_string(),
+        template: super::steps::join::LINUX_NET_ADS.to_string(),
     })
 }
 

@@ -6,8 +6,8 @@
 //! The rendered file is checked before it is written anywhere: well-formed XML, the computer name
 //! obeys NetBIOS rules and is the one asked for, and the blob is the expected base64.
 
-use super::join::{Domain, JoinError, check_hostname};
 use super::render::render;
+use super::steps::join::{Domain, JoinError, check_hostname};
 use crate::secrets::NamedSecret;
 use std::io::Write;
 use std::path::Path;

@@ -11,6 +11,7 @@
 pub mod db;
 pub mod glpi;
 pub mod native;
+pub mod record;
 pub mod sync;
 
 use serde::{Deserialize, Serialize};

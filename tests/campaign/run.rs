@@ -928,7 +928,7 @@ fn a_missing_or_malformed_secret_names_the_profile_line_and_field() {
 
 #[test]
 fn step_a_fetches_installers_over_http_and_from_a_mounted_share() {
-    use roomcast::campaign::fetch::{Fetch, fetch};
+    use roomcast::campaign::steps::collect::{Fetch, fetch};
     let dir = tempfile::tempdir().unwrap();
     let lab = roomcast_lab::Lab::builder().pcs(1).build().unwrap();
     let web = dir.path().join("web");

@@ -1,8 +1,8 @@
 //! Steps c and d on a "master" that is a real OpenSSH server in a namespace, with tiny shell-script
 //! installers.
 
-use roomcast::campaign::checks::{Check, failure_summary, run_checks};
-use roomcast::campaign::install::{
+use roomcast::campaign::steps::checks::{Check, failure_summary, run_checks};
+use roomcast::campaign::steps::install::{
     Detect, Outcome, Shell, Software, Target, install_all, write_logs,
 };
 use roomcast::remote::ssh::{SshClient, SshConfig};

@@ -11,7 +11,7 @@
 //! # use roomcast::campaign::imaging::*;
 //! # fn f(config: ImagingConfig) {
 //! let mut imaging = ImagingWorker::new(config, Box::new(PxeBoot::default()));
-//! // SshWorker::new(&spec, Some(&mut imaging)) then driver::drive(...)
+//! // steps::StepRunner::new(&spec, Some(&mut imaging)) then driver::drive(...)
 //! # }
 //! ```
 

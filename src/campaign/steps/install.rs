@@ -5,9 +5,11 @@
 //! uploaded, the install command rendered from the catalog template is run, and both the exit code and
 //! the detection rule must then agree. Every software gets its own log, with secrets redacted.
 
-use super::render::{RenderError, render};
+use super::{RoomSpec, connect};
+use crate::campaign::render::{RenderError, render};
 use crate::remote::{RemoteError, RemoteExec, shell_quote};
 use crate::secrets::NamedSecret;
+use roomcast_proto::procedure::Step;
 use std::path::{Path, PathBuf};
 
 /// The shell family of the target, which decides how detection rules become commands.
@@ -347,6 +349,33 @@ fn indent(label: &str, text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Runs step c on the master or g `--software-only` on one PC: every software of `spec` installed on
+/// `machine`, one log per software under `<logs>/<step>/<machine>/`; `Err` names every failure.
+pub fn install_on(spec: &RoomSpec, step: Step, machine: &str) -> Result<(), String> {
+    let mut remote = connect(spec, machine)?;
+    let target = Target {
+        hostname: machine.to_string(),
+        shell: spec.shell,
+        staging_dir: spec.staging_dir.clone(),
+    };
+    let reports =
+        install_all(&mut remote, &target, &spec.software).map_err(|e| format!("{machine}: {e}"))?;
+    let dir = spec.logs.join(step.letter().to_string()).join(machine);
+    write_logs(&dir, &reports).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Failed(why) => Some(format!("{}@{}: {why}", r.id, r.version)),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{machine}: {}", failed.join("; ")))
+    }
 }
 
 /// Writes one `<id>.log` per software into `dir` (created if needed), each file complete or absent.
