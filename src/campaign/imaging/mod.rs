@@ -349,13 +349,10 @@ impl Worker for ImagingWorker {
             },
             _ => Err(format!("step {step} is not an imaging step")),
         };
-        match result {
-            Ok(()) => Event::StepSucceeded { step },
-            Err(reason) => Event::StepFailed {
-                step,
-                reason: format!("step {step}: {reason}"),
-            },
-        }
+        Event::of_step(
+            step,
+            result.map_err(|reason| format!("step {step}: {reason}")),
+        )
     }
 
     fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
@@ -399,17 +396,11 @@ impl Worker for ImagingWorker {
         } else {
             self.deploy_result(machine)
         };
-        match result {
-            Ok(()) => Event::MachineSucceeded {
-                step,
-                machine: machine.to_string(),
-            },
-            Err(reason) => Event::MachineFailed {
-                step,
-                machine: machine.to_string(),
-                reason: format!("step {step}: {reason}"),
-            },
-        }
+        Event::of_machine(
+            step,
+            machine,
+            result.map_err(|reason| format!("step {step}: {reason}")),
+        )
     }
 }
 

@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::inventory::db::{DbError, InventoryDb};
 use crate::inventory::record::{self, CampaignRun};
 use crate::model::Date;
-use roomcast_proto::procedure::{Action, State};
+use roomcast_proto::procedure::{Action, State, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -211,35 +211,21 @@ pub fn start(
         clock.sleep_until(at);
     }
     let state = journal.state(id)?;
-    let until = opts.until;
-    let past = move || until.is_some_and(|u| clock.now() >= u);
-    // A shorter borrow of the imaging worker, as long as the setup it works with.
-    let imaging = imaging.map(|w| {
-        let short: &mut dyn Worker = &mut *w;
-        short
-    });
-    let mut worker = StepRunner::new(&built.spec, imaging)
-        .fetching(&built.fetches, &saved.shares)
-        .observed(observe);
-    let (state, stop) = drive_until(
-        &mut journal,
-        id,
-        1,
-        state,
-        actions,
-        &mut worker,
-        opts.parallel,
-        &mut || clock.now(),
-        &past,
-    )?;
-    let finish = Finish {
-        journal: &journal,
+    let run = Run {
         db: &opts.db,
         id,
         built: &built,
+        saved: &saved,
         clock,
+        observe,
     };
-    finish.run(state, stop, observe)
+    run.drive(
+        &mut journal,
+        Begin::Start(Box::new(state), actions),
+        opts.until,
+        opts.parallel,
+        imaging,
+    )
 }
 
 /// Resumes a campaign after a sign-off, a `--until` stop or a crash; see the module doc.
@@ -272,43 +258,25 @@ pub fn resume(
             what: plan_difference(plan, &built.spec.plan),
         });
     }
-    if current.phase.is_terminal() {
-        let stop = Stop::Ended(current.phase.clone());
-        let finish = Finish {
-            journal: &journal,
-            db: &opts.db,
-            id,
-            built: &built,
-            clock,
-        };
-        return finish.run(current, stop, observe);
-    }
-    let until = opts.until;
-    let past = move || until.is_some_and(|u| clock.now() >= u);
-    // A shorter borrow of the imaging worker, as long as the setup it works with.
-    let imaging = imaging.map(|w| {
-        let short: &mut dyn Worker = &mut *w;
-        short
-    });
-    let mut worker = StepRunner::new(&built.spec, imaging)
-        .fetching(&built.fetches, &saved.shares)
-        .observed(observe);
-    let (state, stop) = resume_until(
-        &mut journal,
-        id,
-        &mut worker,
-        opts.parallel,
-        &mut || clock.now(),
-        &past,
-    )?;
-    let finish = Finish {
-        journal: &journal,
+    let run = Run {
         db: &opts.db,
         id,
         built: &built,
+        saved: &saved,
         clock,
+        observe,
     };
-    finish.run(state, stop, observe)
+    if current.phase.is_terminal() {
+        let stop = Stop::Ended(current.phase.clone());
+        return run.finish(&journal, current, stop);
+    }
+    run.drive(
+        &mut journal,
+        Begin::Resume,
+        opts.until,
+        opts.parallel,
+        imaging,
+    )
 }
 
 /// The configuration of the imaging backend (steps b, f and image-mode g) for a campaign's setup:
@@ -403,32 +371,73 @@ fn plan_difference(
     }
 }
 
-/// Every return of a run: records settled g/h results in the inventory, writes the reports, tells
-/// the observer why the run stopped.
-struct Finish<'a> {
-    journal: &'a Journal,
+/// How a run takes the campaign up: from the actions of its start, or by replaying the journal
+/// (a new run in it, then what was in flight is redone).
+enum Begin {
+    Start(Box<State>, Vec<Action>),
+    Resume,
+}
+
+/// One run of a journaled campaign: drive it with the one [`StepRunner`] until it stops, then
+/// record, report and tell the observer why it stopped (every return of `start` and `resume`).
+struct Run<'a> {
     db: &'a Path,
     id: i64,
     built: &'a Setup,
+    saved: &'a SetupOptions,
     clock: &'a dyn Clock,
+    observe: &'a (dyn Fn(&Progress) + Sync),
 }
 
-impl Finish<'_> {
-    fn run(
+impl Run<'_> {
+    fn drive(
         &self,
-        state: State,
-        stop: Stop,
-        observe: &(dyn Fn(&Progress) + Sync),
+        journal: &mut Journal,
+        begin: Begin,
+        until: Option<Timestamp>,
+        parallel: usize,
+        imaging: Option<&mut dyn Worker>,
     ) -> Result<Outcome, RunError> {
-        let recorded = self.record(&state)?;
-        let (state, facts) = reports(self.journal, self.db, self.id, stop == Stop::Deadline)?;
+        let clock = self.clock;
+        let past = move || until.is_some_and(|u| clock.now() >= u);
+        let mut now = || clock.now();
+        // A shorter borrow of the imaging worker, as long as the setup it works with.
+        let imaging = imaging.map(|w| {
+            let short: &mut dyn Worker = &mut *w;
+            short
+        });
+        let mut worker = StepRunner::new(&self.built.spec, imaging)
+            .fetching(&self.built.fetches, &self.saved.shares)
+            .observed(self.observe);
+        let (state, stop) = match begin {
+            Begin::Start(state, actions) => drive_until(
+                journal,
+                self.id,
+                1,
+                *state,
+                actions,
+                &mut worker,
+                parallel,
+                &mut now,
+                &past,
+            )?,
+            Begin::Resume => {
+                resume_until(journal, self.id, &mut worker, parallel, &mut now, &past)?
+            }
+        };
+        self.finish(journal, state, stop)
+    }
+
+    fn finish(&self, journal: &Journal, state: State, stop: Stop) -> Result<Outcome, RunError> {
+        let recorded = self.record(journal, &state)?;
+        let (state, facts) = reports(journal, self.db, self.id, stop == Stop::Deadline)?;
         let (report_md, report_html) = reports::write(self.db, self.id, &state, &facts)?;
         let (why, allowed) = match &stop {
             Stop::AwaitingSignoff { allowed } => ("awaiting_signoff".to_string(), allowed.clone()),
             Stop::Deadline => ("deadline".to_string(), vec![]),
             Stop::Ended(phase) => (phase.word().to_string(), vec![]),
         };
-        observe(&Progress::Stopped { why, allowed });
+        (self.observe)(&Progress::Stopped { why, allowed });
         Ok(Outcome {
             campaign: self.id,
             stop,
@@ -441,8 +450,8 @@ impl Finish<'_> {
 
     /// Records every PC with a settled g or h result in the inventory (same database file as the
     /// journal); see [`crate::inventory::record`].
-    fn record(&self, state: &State) -> Result<usize, RunError> {
-        let events = self.journal.events(self.id)?;
+    fn record(&self, journal: &Journal, state: &State) -> Result<usize, RunError> {
+        let events = journal.events(self.id)?;
         let timings = report::timings(events.iter().map(|r| (&r.event, r.at)));
         let run = CampaignRun {
             id: self.id,

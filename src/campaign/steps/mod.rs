@@ -137,8 +137,8 @@ impl<'a> StepRunner<'a> {
         self.spec.plan.mode == DeployMode::Image
     }
 
-    /// The one map from a step to its runner. Room-level steps get `None` for `machine` (and may
-    /// use the imaging worker mutably); g and h run once per PC on shared references.
+    /// Room-level steps to their runners (and the imaging worker, used mutably: b and f are one
+    /// session each).
     fn room_step(&mut self, step: Step, state: &State) -> Event {
         let spec = self.spec;
         let result = match step {
@@ -155,12 +155,10 @@ impl<'a> StepRunner<'a> {
                 Err(format!("step {step} is not a room-level step"))
             }
         };
-        match result {
-            Ok(()) => Event::StepSucceeded { step },
-            Err(reason) => Event::StepFailed { step, reason },
-        }
+        Event::of_step(step, result)
     }
 
+    /// Per-machine steps (g, h) to their runners; several PCs at once, on shared references.
     fn machine_step(&self, step: Step, machine: &str, attempt: u32) -> Event {
         let result = match step {
             Step::Deploy if self.image_mode() => match self.imaging.as_deref() {
@@ -173,17 +171,7 @@ impl<'a> StepRunner<'a> {
             Step::Join => join::run(self.spec, machine),
             _ => Err(format!("step {step} does not run per machine")),
         };
-        match result {
-            Ok(()) => Event::MachineSucceeded {
-                step,
-                machine: machine.to_string(),
-            },
-            Err(reason) => Event::MachineFailed {
-                step,
-                machine: machine.to_string(),
-                reason,
-            },
-        }
+        Event::of_machine(step, machine, result)
     }
 }
 

@@ -455,6 +455,30 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The result of a room-level step: `StepSucceeded`, or `StepFailed` with the reason.
+    pub fn of_step(step: Step, result: Result<(), String>) -> Event {
+        match result {
+            Ok(()) => Event::StepSucceeded { step },
+            Err(reason) => Event::StepFailed { step, reason },
+        }
+    }
+
+    /// The result of a per-machine step on `machine`: `MachineSucceeded`, or `MachineFailed` with
+    /// the reason.
+    pub fn of_machine(step: Step, machine: &str, result: Result<(), String>) -> Event {
+        let machine = machine.to_string();
+        match result {
+            Ok(()) => Event::MachineSucceeded { step, machine },
+            Err(reason) => Event::MachineFailed {
+                step,
+                machine,
+                reason,
+            },
+        }
+    }
+}
+
 /// What the engine asks the orchestrator to do next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
