@@ -210,22 +210,9 @@ pub fn start(
         observe(&Progress::Scheduled { at: at.0 });
         clock.sleep_until(at);
     }
-    let state = journal.state(id)?;
-    let run = Run {
-        db: &opts.db,
-        id,
-        built: &built,
-        saved: &saved,
-        clock,
-        observe,
-    };
-    run.drive(
-        &mut journal,
-        Begin::Start(Box::new(state), actions),
-        opts.until,
-        opts.parallel,
-        imaging,
-    )
+    let begin = Begin::Start(Box::new(journal.state(id)?), actions);
+    let run = Run::new(&opts.db, id, &built, &saved, clock, observe);
+    run.drive(&mut journal, begin, opts.until, opts.parallel, imaging)
 }
 
 /// Resumes a campaign after a sign-off, a `--until` stop or a crash; see the module doc.
@@ -258,14 +245,7 @@ pub fn resume(
             what: plan_difference(plan, &built.spec.plan),
         });
     }
-    let run = Run {
-        db: &opts.db,
-        id,
-        built: &built,
-        saved: &saved,
-        clock,
-        observe,
-    };
+    let run = Run::new(&opts.db, id, &built, &saved, clock, observe);
     if current.phase.is_terminal() {
         let stop = Stop::Ended(current.phase.clone());
         return run.finish(&journal, current, stop);
@@ -389,7 +369,25 @@ struct Run<'a> {
     observe: &'a (dyn Fn(&Progress) + Sync),
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        db: &'a Path,
+        id: i64,
+        built: &'a Setup,
+        saved: &'a SetupOptions,
+        clock: &'a dyn Clock,
+        observe: &'a (dyn Fn(&Progress) + Sync),
+    ) -> Run<'a> {
+        Run {
+            db,
+            id,
+            built,
+            saved,
+            clock,
+            observe,
+        }
+    }
+
     fn drive(
         &self,
         journal: &mut Journal,
