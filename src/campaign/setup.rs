@@ -1,6 +1,6 @@
 //! From a room file to what a campaign runs on: the same loader and checks as `roomcast validate` and
-//! `roomcast plan` (the room, its profile, the catalog entries it uses), then the [`RoomSpec`] the SSH
-//! worker needs and the installers step a fetches.
+//! `roomcast plan` (the room, its profile, the catalog entries it uses; all in `load_checked_room`),
+//! then the [`RoomSpec`] the step runners need and the installers step a fetches.
 //!
 //! Secrets (`secret:NAME`: licence keys, the join account) are resolved here, once, so a missing one
 //! stops the campaign in the evening rather than at step h in the night. Errors name the file, line and
@@ -68,7 +68,7 @@ pub struct SetupOptions {
 /// What a campaign runs on.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// For the SSH worker.
+    /// For the step runners (`steps::StepRunner`).
     pub spec: RoomSpec,
     /// Step a's downloads.
     pub fetches: Vec<Fetch>,
