@@ -128,6 +128,9 @@ fn write_limited(src: impl Read, to: &Path, size: u64) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// Step a's HTTP(S) timeouts: to connect, and to receive the body of one installer.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs step a: fetches (when `fetches` is given, from under `shares`), then checks every installer
 /// of `spec` and the licences. `Refused` names every problem at once.
 pub fn run(
@@ -138,7 +141,7 @@ pub fn run(
     if let Some((fetches, shares)) = fetches {
         let mut refusals = Vec::new();
         for f in fetches {
-            match fetch(f, shares, Duration::from_secs(60)) {
+            match fetch(f, shares, FETCH_TIMEOUT) {
                 Ok(bytes) => observe(&Progress::Fetched {
                     file: f.file.clone(),
                     bytes,
