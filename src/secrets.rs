@@ -42,6 +42,60 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A resolved [`Secret`] that keeps the name of its reference, for the runners that put it on the
+/// wire and must keep it out of their logs. Printing it (Debug or Display) shows the reference,
+/// `secret:NAME`, never the value; [`NamedSecret::redact`] turns the value into that reference.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamedSecret {
+    name: String,
+    secret: Secret,
+}
+
+impl NamedSecret {
+    /// A secret called `name` (the `NAME` of `secret:NAME`) with its value.
+    pub fn new(name: &str, value: &str) -> NamedSecret {
+        NamedSecret {
+            name: name.to_string(),
+            secret: Secret::new(value),
+        }
+    }
+
+    /// The reference name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value, as a [`Secret`].
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// The value, for the one place that must send it (a remote stdin).
+    pub fn expose(&self) -> &str {
+        self.secret.expose()
+    }
+
+    /// `text` with every occurrence of the value replaced by `secret:NAME`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.expose().is_empty() {
+            return text.to_string();
+        }
+        text.replace(self.expose(), &format!("{REFERENCE_PREFIX}{}", self.name))
+    }
+}
+
+impl fmt::Debug for NamedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{REFERENCE_PREFIX}{}", self.name)
+    }
+}
+
+impl fmt::Display for NamedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{REFERENCE_PREFIX}{}", self.name)
+    }
+}
+
 /// Why a `secret:NAME` reference could not be resolved. No variant carries a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -104,6 +158,16 @@ impl SecretStore {
     /// Resolves `reference` (`secret:NAME`) from the process environment or the secrets file.
     pub fn resolve(&self, reference: &str) -> Result<Secret, SecretError> {
         self.resolve_with(reference, |var| std::env::var(var).ok())
+    }
+
+    /// [`SecretStore::resolve`], keeping the reference's name (for redaction).
+    pub fn resolve_named(&self, reference: &str) -> Result<NamedSecret, SecretError> {
+        let name = parse_reference(reference)?;
+        let secret = self.resolve(reference)?;
+        Ok(NamedSecret {
+            name: name.to_string(),
+            secret,
+        })
     }
 
     /// Like [`SecretStore::resolve`], with the environment given as a lookup function, so tests need
@@ -280,5 +344,26 @@ mod tests {
         assert!(!err.to_string().contains("plaintexttoken"), "{err}");
         assert!(parse_reference("secret:").is_err());
         assert!(parse_reference("secret:A-B").is_err());
+    }
+
+    #[test]
+    fn resolved_with_its_name_prints_the_reference_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets");
+        std::fs::write(&file, "AD_JOIN_EIFFEL=Tr0ub4dor&3\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = SecretStore::new(Some(file));
+        match store.resolve_named("secret:AD_JOIN_EIFFEL") {
+            Ok(s) => {
+                assert_eq!(s.expose(), "Tr0ub4dor&3");
+                assert_eq!(s.to_string(), "secret:AD_JOIN_EIFFEL");
+                assert_eq!(s.secret().to_string(), "***");
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(store.resolve_named("Tr0ub4dor&3").is_err());
+        let s = NamedSecret::new("AD_JOIN", "Tr0ub4dor&3");
+        assert_eq!(format!("{s} {s:?}"), "secret:AD_JOIN secret:AD_JOIN");
+        assert_eq!(s.redact("pw=Tr0ub4dor&3!"), "pw=secret:AD_JOIN!");
     }
 }

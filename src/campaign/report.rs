@@ -4,9 +4,7 @@
 //! already redact. Every text that comes from outside (room and machine names, failure reasons,
 //! sign-off comments) is escaped for the format it goes into.
 
-use roomcast_proto::procedure::{
-    Event, Phase, State, Status, Step, Timestamp, Verdict, transition,
-};
+use roomcast_proto::procedure::{Event, State, Status, Step, Timestamp, Verdict, transition};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -193,7 +191,7 @@ fn doc(state: &State, facts: &Facts) -> Doc {
     });
     Doc {
         room: plan.map_or("?".into(), |p| p.room.clone()),
-        outcome: outcome(&state.phase),
+        outcome: state.phase.to_string(),
         duration: match (state.started_at, state.ended_at) {
             (Some(s), Some(e)) => Some(duration(e.0 - s.0)),
             _ => None,
@@ -370,23 +368,6 @@ fn html_row(row: &[String], result_col: usize) -> String {
     }
     out.push_str("</tr>");
     out
-}
-
-fn outcome(phase: &Phase) -> String {
-    match phase {
-        Phase::New => "not started".into(),
-        Phase::At(step) => format!("in progress, at {step}"),
-        Phase::Finished => "finished".into(),
-        Phase::Refused(r) => format!(
-            "refused at a: {}",
-            r.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        Phase::Failed { step, reason } => format!("failed at {step}: {reason}"),
-        Phase::Aborted { by } => format!("aborted by {by}"),
-    }
 }
 
 fn word(status: &Status) -> &'static str {

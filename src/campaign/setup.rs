@@ -1,15 +1,15 @@
 //! From a room file to what a campaign runs on: the same loader and checks as `roomcast validate` and
-//! `roomcast plan` (the room, its profile, the catalog entries it uses), then the [`RoomSpec`] the SSH
-//! worker needs and the installers step a fetches.
+//! `roomcast plan` (the room, its profile, the catalog entries it uses; all in `load_checked_room`),
+//! then the [`RoomSpec`] the step runners need and the installers step a fetches.
 //!
 //! Secrets (`secret:NAME`: licence keys, the join account) are resolved here, once, so a missing one
 //! stops the campaign in the evening rather than at step h in the night. Errors name the file, line and
 //! field they come from.
 
-use super::fetch::Fetch;
-use super::install::{Detect, Shell, Software};
-use super::join::{Domain, Paths};
-use super::ssh_worker::{Installer, JoinSpec, RoomSpec};
+use super::steps::collect::Fetch;
+use super::steps::install::{Detect, Shell, Software};
+use super::steps::join::{Domain, Paths};
+use super::steps::{Installer, JoinSpec, RoomSpec};
 use crate::model::catalog::{self, LicenceKind, Os};
 use crate::model::check;
 use crate::model::checked::{RoomRefused, load_room};
@@ -69,7 +69,7 @@ pub struct SetupOptions {
 /// What a campaign runs on.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// For the SSH worker.
+    /// For the step runners (`steps::StepRunner`).
     pub spec: RoomSpec,
     /// Step a's downloads.
     pub fetches: Vec<Fetch>,
@@ -166,19 +166,19 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
             sha256: inst.sha256.value.clone(),
         });
         licensed.push((id.to_string(), catalog_licence(entry.doc.licence.value)));
-        let licence_key = match profile
-            .doc
-            .licences
-            .iter()
-            .find(|l| l.software.value == id)
-            .and_then(|l| l.key.as_ref())
-        {
-            None => None,
-            Some(key) => Some(
-                super::secret::resolve(&secrets, &key.value)
-                    .map_err(|e| field_error(&profile.src, key, "licences[].key", e.to_string()))?,
-            ),
-        };
+        let licence_key =
+            match profile
+                .doc
+                .licences
+                .iter()
+                .find(|l| l.software.value == id)
+                .and_then(|l| l.key.as_ref())
+            {
+                None => None,
+                Some(key) => Some(secrets.resolve_named(&key.value).map_err(|e| {
+                    field_error(&profile.src, key, "licences[].key", e.to_string())
+                })?),
+            };
         software.push(Software {
             id: id.to_string(),
             version: version.to_string(),
@@ -204,7 +204,7 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
         .doc
         .tests
         .iter()
-        .map(|t| super::checks::Check {
+        .map(|t| super::steps::checks::Check {
             name: t.name.clone(),
             command: t.command.clone(),
             expect_exit: t.expect_exit.max(0) as u32,
@@ -321,14 +321,16 @@ fn join_spec(
     domain: &model::profile::Domain,
     secrets: &SecretStore,
 ) -> Result<JoinSpec, SetupError> {
-    let account = super::secret::resolve(secrets, &domain.join_account.value).map_err(|e| {
-        field_error(
-            src,
-            &domain.join_account,
-            "domain.join_account",
-            e.to_string(),
-        )
-    })?;
+    let account = secrets
+        .resolve_named(&domain.join_account.value)
+        .map_err(|e| {
+            field_error(
+                src,
+                &domain.join_account,
+                "domain.join_account",
+                e.to_string(),
+            )
+        })?;
     let Some((user, password)) = account.expose().split_once('%') else {
         return Err(field_error(
             src,
@@ -363,10 +365,10 @@ fn join_spec(
             ou: domain.ou.value.clone(),
             server: opts.domain_controller.clone(),
             user: user.to_string(),
-            password: super::secret::Secret::new(account.name(), password),
+            password: crate::secrets::NamedSecret::new(account.name(), password),
         },
         paths,
-        template: super::join::LINUX_NET_ADS.to_string(),
+        template: super::steps::join::LINUX_NET_ADS.to_string(),
     })
 }
 

@@ -6,9 +6,9 @@
 //! The rendered file is checked before it is written anywhere: well-formed XML, the computer name
 //! obeys NetBIOS rules and is the one asked for, and the blob is the expected base64.
 
-use super::join::{Domain, JoinError, check_hostname};
 use super::render::render;
-use super::secret::Secret;
+use super::steps::join::{Domain, JoinError, check_hostname};
+use crate::secrets::NamedSecret;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,7 +50,7 @@ pub fn offline_provision(
     domain: &Domain,
     smb_conf: &Path,
     hostname: &str,
-) -> Result<Secret, UnattendError> {
+) -> Result<NamedSecret, UnattendError> {
     check_hostname(hostname)?;
     let fail = |detail: String| UnattendError::Provision {
         hostname: hostname.to_string(),
@@ -97,7 +97,7 @@ pub fn offline_provision(
         .map(str::trim)
         .rfind(|l| l.len() > 64 && is_base64(l))
         .ok_or_else(|| fail("no offline join blob in the output of net".into()))?;
-    Ok(Secret::new(&format!("ODJ_{hostname}"), blob))
+    Ok(NamedSecret::new(&format!("ODJ_{hostname}"), blob))
 }
 
 fn is_base64(s: &str) -> bool {
@@ -110,7 +110,7 @@ fn is_base64(s: &str) -> bool {
 pub fn render_unattend(
     template: &str,
     hostname: &str,
-    blob: &Secret,
+    blob: &NamedSecret,
 ) -> Result<String, UnattendError> {
     check_hostname(hostname)?;
     let invalid = |detail: String| UnattendError::Invalid {
@@ -155,8 +155,8 @@ pub fn render_unattend(
 mod tests {
     use super::*;
 
-    fn blob() -> Secret {
-        Secret::new("ODJ_B204-PC01", &"QUJD".repeat(40))
+    fn blob() -> NamedSecret {
+        NamedSecret::new("ODJ_B204-PC01", &"QUJD".repeat(40))
     }
 
     #[test]
@@ -178,7 +178,7 @@ mod tests {
             !err.contains(&"QUJD".repeat(40)),
             "the blob never reaches an error"
         );
-        let evil = Secret::new("ODJ", "<x/>");
+        let evil = NamedSecret::new("ODJ", "<x/>");
         assert!(render_unattend(WINDOWS_UNATTEND, "B204-PC01", &evil).is_err());
         let twice = WINDOWS_UNATTEND.replace(
             "<ComputerName>{{ machine.hostname }}</ComputerName>",

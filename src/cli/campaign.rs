@@ -95,11 +95,8 @@ pub fn run(args: CampaignArgs) -> u8 {
 }
 
 fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Timestamp(secs)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now()
 }
 
 fn pick(journal: &Journal, which: &Which) -> Result<i64, String> {

@@ -6,6 +6,7 @@ use crate::campaign::driver::Stop;
 use crate::campaign::imaging::{ImagingWorker, PxeBoot};
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, RunError, StartOptions};
 use crate::campaign::setup::SetupOptions;
+use crate::clock::{Clock, SystemClock};
 use crate::model::Date;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -166,7 +167,8 @@ fn beside(db: &Path, name: &str) -> PathBuf {
 
 /// Runs `roomcast campaign start`.
 pub fn start(db: &Path, a: StartArgs) -> u8 {
-    let now = run::now().0;
+    let clock = SystemClock;
+    let now = clock.now().0;
     let at = a.at.map(|(h, m)| Timestamp(next_local(h, m, now)));
     let until = a
         .until
@@ -197,7 +199,7 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
     };
     let mut imaging = match &a.imaging.store {
         None => None,
-        Some(_) => match run::setup_for(&opts) {
+        Some(_) => match run::setup_for(&opts, &clock) {
             Ok(built) => Some(imaging_worker(&a.imaging, &built, db)),
             Err(e) => return conclude(Err(e), a.json),
         },
@@ -211,16 +213,17 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
         None => None,
     };
     let display = Display::new(a.json);
-    let result = run::start(&opts, imaging, &|p| display.show(p));
+    let result = run::start(&opts, &clock, imaging, &|p| display.show(p));
     display.done();
     conclude(result, a.json)
 }
 
 /// Runs `roomcast campaign resume`.
 pub fn resume(db: &Path, a: ResumeArgs) -> u8 {
+    let clock = SystemClock;
     let until = a
         .until
-        .map(|(h, m)| Timestamp(next_local(h, m, run::now().0)));
+        .map(|(h, m)| Timestamp(next_local(h, m, clock.now().0)));
     let opts = ResumeOptions {
         db: db.to_path_buf(),
         campaign: a.id,
@@ -238,8 +241,10 @@ pub fn resume(db: &Path, a: ResumeArgs) -> u8 {
                     .map_err(|e| e.to_string())
                     .and_then(|id| id.ok_or_else(|| "no campaign in the journal".to_string())),
             };
-            match id.and_then(|id| run::saved_setup(db, id, opts.today).map_err(|e| e.to_string()))
-            {
+            match id.and_then(|id| {
+                run::saved_setup(db, id, opts.today.unwrap_or_else(|| clock.today()))
+                    .map_err(|e| e.to_string())
+            }) {
                 Ok(built) => Some(imaging_worker(&a.imaging, &built, db)),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -257,7 +262,7 @@ pub fn resume(db: &Path, a: ResumeArgs) -> u8 {
         None => None,
     };
     let display = Display::new(a.json);
-    let result = run::resume(&opts, imaging, &|p| display.show(p));
+    let result = run::resume(&opts, &clock, imaging, &|p| display.show(p));
     display.done();
     conclude(result, a.json)
 }
@@ -346,18 +351,7 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
             }
         }
         Stop::Ended(phase) => {
-            let why = match phase {
-                Phase::Refused(r) => format!(
-                    "refused at step a, no PC touched: {}",
-                    r.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                Phase::Failed { step, reason } => format!("failed at {step}: {reason}"),
-                Phase::Aborted { by } => format!("aborted by {by}"),
-                other => format!("{other:?}"),
-            };
+            let why = phase.to_string();
             eprintln!("campaign {id}: {why}");
             if why.contains("imaging backend") {
                 eprintln!(

@@ -141,7 +141,7 @@ fn show(note: &Note, t0: Instant) {
 pub fn run(args: DemoArgs) -> Result<u8, CliError> {
     let t0 = Instant::now();
     let workspace = args.dir.unwrap_or_else(|| {
-        let secs = crate::campaign::run::now().0;
+        let secs = crate::clock::Clock::now(&crate::clock::SystemClock).0;
         PathBuf::from(format!(
             "/var/tmp/roomcast-demo-{secs}-{}",
             std::process::id()

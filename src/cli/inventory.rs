@@ -123,10 +123,8 @@ pub fn run(args: InventoryArgs) -> u8 {
 
 /// The clock is read here, in `cli/`, and passed down: the inventory code takes times as arguments.
 fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_secs() as i64)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now()
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {

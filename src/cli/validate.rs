@@ -44,11 +44,8 @@ pub fn parse_date(s: &str) -> Result<Date, String> {
 
 /// Today in UTC, from the system clock (only cli/ reads the clock).
 pub fn today_utc() -> Date {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Date::from_days_since_epoch((secs / 86_400) as i64)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.today()
 }
 
 /// Runs the command.

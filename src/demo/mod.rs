@@ -19,6 +19,7 @@ use crate::campaign::imaging::ImagingWorker;
 use crate::campaign::journal::Journal;
 use crate::campaign::run::{self, Outcome, Progress, ResumeOptions, StartOptions};
 use crate::campaign::setup::SetupOptions;
+use crate::clock::{Clock, SystemClock};
 use lab_boot::LabBoot;
 use roomcast_lab::samba::DomainConfig;
 use roomcast_lab::{LabPrefix, RoomConfig, RoomPc, VirtualRoom};
@@ -469,7 +470,8 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
     // The imaging backend is configured from the same setup the campaign will use (machines and
     // MACs from the room file, generalise command and master's SSH from the profile); only the way
     // PCs boot (`LabBoot`: the real agent in the PC's namespace) is the lab's.
-    let built = run::setup_for(&start)?;
+    let clock = SystemClock;
+    let built = run::setup_for(&start, &clock)?;
     let mut config = run::imaging_config(&built, &store_dir, &key, &ws.join("imaging"))
         .map_err(DemoError::Imaging)?;
     // The profile names the base image `demo-base@1`; the store knows it by id.
@@ -494,7 +496,7 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
     )));
     let observe = |p: &Progress| note(&Note::Campaign(p.clone()));
     let outcome = room.server().run(|| -> Result<Outcome, DemoError> {
-        let first = run::start(&start, Some(&mut imaging), &observe)?;
+        let first = run::start(&start, &clock, Some(&mut imaging), &observe)?;
         let allowed = match &first.stop {
             Stop::AwaitingSignoff { allowed } => allowed.clone(),
             Stop::Ended(_) => return Ok(first),
@@ -515,7 +517,7 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
                      for a teacher's sign-off"
                     .into(),
             ),
-            run::now(),
+            clock.now(),
         )?;
         drop(journal);
         note(&Note::SignedOff { by });
@@ -526,7 +528,7 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
             parallel: 8,
             today: None,
         };
-        Ok(run::resume(&resume, Some(&mut imaging), &observe)?)
+        Ok(run::resume(&resume, &clock, Some(&mut imaging), &observe)?)
     })??;
 
     note(&Note::Stage("checking the PCs and the directory".into()));

@@ -551,7 +551,7 @@ impl InventoryDb {
         let content = format!(
             "Étape {} ({}) sur {} ({}) : {}. Début {}, fin {} (UTC). {}\n{}",
             iv.step.letter(),
-            iv.step.label_fr(),
+            super::step_label_fr(iv.step),
             host,
             mac,
             match iv.result {
@@ -896,12 +896,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = InventoryDb::open(&dir.path().join("r.db")).unwrap();
         db.upsert_machine(&machine(1), Timestamp(0)).unwrap();
-        db.record_intervention(&iv(1, Step::G, 100), &ticket(), Timestamp(200))
+        db.record_intervention(&iv(1, Step::Deploy, 100), &ticket(), Timestamp(200))
             .unwrap();
         // A resumed campaign records the same step again: nothing new is queued.
-        db.record_intervention(&iv(1, Step::G, 100), &ticket(), Timestamp(300))
+        db.record_intervention(&iv(1, Step::Deploy, 100), &ticket(), Timestamp(300))
             .unwrap();
-        db.record_intervention(&iv(1, Step::H, 400), &ticket(), Timestamp(500))
+        db.record_intervention(&iv(1, Step::Join, 400), &ticket(), Timestamp(500))
             .unwrap();
         let out = db.outbox_all().unwrap();
         let kinds: Vec<_> = out.iter().map(|r| r.payload.kind()).collect();

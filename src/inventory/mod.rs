@@ -11,118 +11,49 @@
 pub mod db;
 pub mod glpi;
 pub mod native;
+pub mod record;
 pub mod sync;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A point in time, seconds since the Unix epoch, UTC. Passed in by callers (no clock reads here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Timestamp(pub i64);
+/// A point in time (Unix seconds, UTC), the procedure's: passed in by callers (no clock reads here).
+pub use roomcast_proto::time::Timestamp;
 
-impl Timestamp {
-    /// Calendar fields (year, month, day, hour, minute, second), UTC.
-    fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400) as u32;
-        let date = crate::model::date::Date::from_days_since_epoch(days);
-        let (year, month, day) = (
-            i64::from(date.year()),
-            u32::from(date.month()),
-            u32::from(date.day()),
-        );
-        (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
-    }
+/// The procedure's step (a–h); the inventory stores and exports it as its letter.
+pub use roomcast_proto::procedure::Step;
 
-    /// `YYYY-MM-DD HH:MM:SS` (UTC): GLPI's datetime format and the inventory schema's `datetime`.
-    pub fn to_glpi(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
-    }
-
-    /// `YYYY-MM-DD-HH-MM-SS`, the suffix glpi-agent puts in a device id.
-    pub fn to_device_suffix(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02}-{h:02}-{mi:02}-{s:02}")
-    }
-
-    /// `YYYY-MM-DDTHH:MM:SSZ`, for exports.
-    pub fn to_rfc3339(self) -> String {
-        let (y, mo, d, h, mi, s) = self.civil();
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+/// French wording of a step, as written in GLPI followups (the technicians' language).
+pub fn step_label_fr(step: Step) -> &'static str {
+    match step {
+        Step::Collect => "collecte des supports et licences",
+        Step::Master => "formatage du poste maître",
+        Step::Install => "installation des logiciels",
+        Step::Tests => "tests techniques",
+        Step::Signoff => "tests applicatifs (enseignants)",
+        Step::Capture => "capture de l'image",
+        Step::Deploy => "déploiement de l'image",
+        Step::Join => "renommage et intégration au domaine",
     }
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
-    }
-}
+/// The inventory's serialized form of a [`Step`]: its letter (`"g"`), as the database column and
+/// the JSON export have always had it.
+mod step_letter {
+    use super::Step;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-/// One step of the region's room procedure (framework 7.5.4, steps a–h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// a: collect installation media and licences.
-    A,
-    /// b: format the master workstation.
-    B,
-    /// c: install the required software.
-    C,
-    /// d: technical tests.
-    D,
-    /// e: application tests by the teachers (sign-off).
-    E,
-    /// f: capture the image.
-    F,
-    /// g: deploy the image on every PC of the room.
-    G,
-    /// h: join the PCs to the domain.
-    H,
-}
-
-impl Step {
-    /// Every step in procedure order.
-    pub const ALL: [Step; 8] = [
-        Step::A,
-        Step::B,
-        Step::C,
-        Step::D,
-        Step::E,
-        Step::F,
-        Step::G,
-        Step::H,
-    ];
-
-    /// The step's letter, as stored in the database.
-    pub fn letter(self) -> char {
-        (b'a' + Step::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8) as char
+    pub fn serialize<S: Serializer>(step: &Step, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_char(step.letter())
     }
 
-    /// Parses a step letter (`a`..`h`).
-    pub fn from_letter(c: char) -> Option<Step> {
-        let i = (c as u32).checked_sub('a' as u32)? as usize;
-        Step::ALL.get(i).copied()
-    }
-
-    /// French wording of the step, as written in GLPI followups (the technicians' language).
-    pub fn label_fr(self) -> &'static str {
-        match self {
-            Step::A => "collecte des supports et licences",
-            Step::B => "formatage du poste maître",
-            Step::C => "installation des logiciels",
-            Step::D => "tests techniques",
-            Step::E => "tests applicatifs (enseignants)",
-            Step::F => "capture de l'image",
-            Step::G => "déploiement de l'image",
-            Step::H => "renommage et intégration au domaine",
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut chars = text.chars();
+        match (chars.next().and_then(Step::from_letter), chars.next()) {
+            (Some(step), None) => Ok(step),
+            _ => Err(D::Error::custom(format!("step {text:?}: expected a..h"))),
         }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.letter())
     }
 }
 
@@ -191,6 +122,7 @@ pub struct Intervention {
     /// Campaign id, unique per campaign (e.g. `0350001A-B204-2026-11-28`).
     pub campaign: String,
     /// The procedure step.
+    #[serde(with = "step_letter")]
     pub step: Step,
     /// MAC address of the machine (see [`MachineRecord::mac`]).
     pub machine: String,
@@ -237,23 +169,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_format_as_utc_calendar_dates() {
-        assert_eq!(Timestamp(0).to_glpi(), "1970-01-01 00:00:00");
-        // 2026-11-28 14:05:09 UTC
-        assert_eq!(Timestamp(1_795_874_709).to_glpi(), "2026-11-28 14:05:09");
-        assert_eq!(Timestamp(951_782_400).to_rfc3339(), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            Timestamp(1_795_874_709).to_device_suffix(),
-            "2026-11-28-14-05-09"
-        );
-    }
-
-    #[test]
-    fn step_letters_round_trip() {
-        for s in Step::ALL {
-            assert_eq!(Step::from_letter(s.letter()), Some(s));
-        }
-        assert_eq!(Step::G.letter(), 'g');
-        assert_eq!(Step::from_letter('i'), None);
+    fn interventions_keep_the_step_letter_in_json() {
+        let iv = Intervention {
+            campaign: "c".into(),
+            step: Step::Deploy,
+            machine: "aa:bb:cc:dd:ee:ff".into(),
+            result: Outcome::Ok,
+            started_at: Timestamp(1),
+            ended_at: Timestamp(2),
+            detail: String::new(),
+        };
+        let json = serde_json::to_string(&iv).unwrap();
+        assert!(json.contains(r#""step":"g""#), "{json}");
+        assert_eq!(serde_json::from_str::<Intervention>(&json).unwrap(), iv);
     }
 }

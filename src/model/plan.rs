@@ -140,7 +140,7 @@ pub struct DomainPlan {
 }
 
 /// Byte estimates.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BytesPlan {
     /// Sum of installer sizes: fetched at step a, uploaded to the master at step c.
     pub installers: u64,

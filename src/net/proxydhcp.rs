@@ -193,10 +193,7 @@ impl ProxyDhcp {
             let (len, from_addr) = len.map_err(|source| self.io("receive", source))?;
             let decision = match &mut self.leases {
                 Some(leases) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
+                    let now = crate::clock::Clock::now(&crate::clock::SystemClock).0 as u64;
                     dhcp_authoritative::handle(&self.config, leases, port, &from[..len], now)
                 }
                 None => dhcp::handle(&self.config, port, &from[..len]),

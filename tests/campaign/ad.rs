@@ -2,11 +2,11 @@
 //! UTS and mount namespace, with a real sshd); roomcast joins them over SSH into the profile's OU, and
 //! the test checks the DC's directory, the process list during the joins, the logs and the files.
 
-use roomcast::campaign::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
-use roomcast::campaign::secret::Secret;
+use roomcast::campaign::steps::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
 use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
 use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
+use roomcast::secrets::NamedSecret as Secret;
 use roomcast_lab::samba::DomainConfig;
 use roomcast_lab::{RoomConfig, VirtualRoom};
 use std::path::Path;

@@ -147,7 +147,7 @@ fn config(srv: &Server, lab: &Lab, machines: Vec<Machine>, master: &str) -> Imag
 }
 
 /// The orchestrator's glue for this test: a, c, d and h are not the subject and pass; b, f and g
-/// go to the imaging worker, as `SshWorker` delegates them.
+/// go to the imaging worker, as `StepRunner` delegates them.
 struct Campaign<'a> {
     imaging: &'a mut ImagingWorker,
 }

@@ -10,6 +10,7 @@ use roomcast::campaign::driver::{self, Stop, Worker};
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, MasterSsh};
 use roomcast::campaign::journal::Journal;
 use roomcast::campaign::run::{self, Progress, ResumeOptions, StartOptions};
+use roomcast::clock::{Clock, SystemClock};
 use roomcast::demo::lab_boot::LabBoot;
 use roomcast::demo::region;
 use roomcast::remote::ssh::SshConfig;
@@ -153,7 +154,7 @@ fn imaging_crash_child() {
         today: None,
     };
     let out = roomcast_lab::netns::run_in(&p.server_netns, || {
-        run::resume(&opts, Some(&mut worker), &observe)
+        run::resume(&opts, &SystemClock, Some(&mut worker), &observe)
     })
     .unwrap()
     .unwrap();
@@ -344,7 +345,7 @@ fn kill_9_during_the_multicast_of_g_then_resume_finishes_bit_identical_without_r
     };
     let first = room
         .server()
-        .run(|| run::start(&start, Some(&mut first_worker), &|_| {}))
+        .run(|| run::start(&start, &SystemClock, Some(&mut first_worker), &|_| {}))
         .unwrap()
         .unwrap();
     drop(first_worker);
@@ -360,7 +361,7 @@ fn kill_9_during_the_multicast_of_g_then_resume_finishes_bit_identical_without_r
         region::SIGNER,
         Verdict::Ok,
         None,
-        run::now(),
+        SystemClock.now(),
     )
     .unwrap();
     drop(journal);

@@ -11,6 +11,7 @@ use roomcast::campaign::driver::{Stop, Worker};
 use roomcast::campaign::journal::Journal;
 use roomcast::campaign::run::{self, Progress, ResumeOptions, StartOptions};
 use roomcast::campaign::setup::SetupOptions;
+use roomcast::clock::{Clock, SystemClock};
 use roomcast::inventory::db::InventoryDb;
 use roomcast_lab::samba::DomainConfig;
 use roomcast_lab::{RoomConfig, VirtualRoom};
@@ -291,7 +292,7 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
             let mut imaging = ImagingStandIn {
                 log: imaging_log.clone(),
             };
-            run::start(&opts, Some(&mut imaging), &|p| {
+            run::start(&opts, &SystemClock, Some(&mut imaging), &|p| {
                 events.lock().unwrap().push(p.clone())
             })
         })
@@ -402,6 +403,7 @@ fn a_room_file_campaign_runs_a_to_h_with_the_signoff_between_and_joins_every_pc_
                     parallel: 3,
                     today: Some("2026-11-28".parse().unwrap()),
                 },
+                &SystemClock,
                 Some(&mut imaging),
                 &|_| {},
             )
@@ -678,7 +680,7 @@ fn crash_child_campaign_start() {
         parallel: 2,
         today: Some("2026-11-28".parse().unwrap()),
     };
-    run::start(&opts, Some(&mut imaging), &|_| {}).unwrap();
+    run::start(&opts, &SystemClock, Some(&mut imaging), &|_| {}).unwrap();
 }
 
 #[test]
@@ -781,7 +783,7 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     let db = dir.path().join("roomcast.db");
     let mut setup = setup_options(dir.path(), &region, &room);
     setup.software_only = true;
-    let now = run::now().0;
+    let now = SystemClock.now().0;
     let opts = StartOptions {
         db: db.clone(),
         setup,
@@ -794,7 +796,11 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     let seen = std::sync::Mutex::new(Vec::new());
     let first = room
         .server()
-        .run(|| run::start(&opts, None, &|p| seen.lock().unwrap().push(p.clone())))
+        .run(|| {
+            run::start(&opts, &SystemClock, None, &|p| {
+                seen.lock().unwrap().push(p.clone())
+            })
+        })
         .unwrap()
         .unwrap();
     assert_eq!(first.stop, Stop::Deadline);
@@ -810,7 +816,7 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
         "no step may start after --until: {seen:?}"
     );
     assert!(
-        run::now().0 >= now + 2,
+        SystemClock.now().0 >= now + 2,
         "start() returned before its --at time"
     );
     let md = std::fs::read_to_string(&first.report_md).unwrap();
@@ -824,7 +830,9 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
         until: None,
         ..opts.clone()
     };
-    let err = run::start(&again, None, &|_| {}).unwrap_err().to_string();
+    let err = run::start(&again, &SystemClock, None, &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&format!("campaign {} still open", first.campaign)),
         "{err}"
@@ -833,7 +841,7 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
     // The next night: resume without a deadline finishes the software-only campaign.
     let second = room
         .server()
-        .run(|| run::resume(&ResumeOptions::latest(&db), None, &|_| {}))
+        .run(|| run::resume(&ResumeOptions::latest(&db), &SystemClock, None, &|_| {}))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -920,7 +928,7 @@ fn a_missing_or_malformed_secret_names_the_profile_line_and_field() {
 
 #[test]
 fn step_a_fetches_installers_over_http_and_from_a_mounted_share() {
-    use roomcast::campaign::fetch::{Fetch, fetch};
+    use roomcast::campaign::steps::collect::{Fetch, fetch};
     let dir = tempfile::tempdir().unwrap();
     let lab = roomcast_lab::Lab::builder().pcs(1).build().unwrap();
     let web = dir.path().join("web");

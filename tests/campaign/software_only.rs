@@ -3,9 +3,9 @@
 //! campaign before any PC is contacted.
 
 use roomcast::campaign::driver::{Stop, drive};
-use roomcast::campaign::install::{Detect, Shell, Software};
 use roomcast::campaign::journal::Journal;
-use roomcast::campaign::ssh_worker::{Installer, RoomSpec, SshWorker};
+use roomcast::campaign::steps::install::{Detect, Shell, Software};
+use roomcast::campaign::steps::{Installer, RoomSpec, StepRunner};
 use roomcast::remote::ssh::SshConfig;
 use roomcast_lab::sshd::{Identity, SshKeys, Sshd};
 use roomcast_lab::{Lab, addr};
@@ -113,7 +113,7 @@ fn software_only_campaign_pushes_to_running_pcs_and_one_dead_pc_fails_alone() {
             };
             let (id, actions) = journal.start(&spec.plan, clock()).unwrap();
             let state = journal.state(id).unwrap();
-            let mut worker = SshWorker::new(&spec, None);
+            let mut worker = StepRunner::new(&spec, None);
             let (state, stop) = drive(
                 &mut journal,
                 id,
@@ -178,7 +178,7 @@ fn a_bad_installer_hash_refuses_before_any_pc_is_contacted() {
             let mut journal = Journal::open_in_memory().unwrap();
             let (id, actions) = journal.start(&spec.plan, Timestamp(1)).unwrap();
             let state = journal.state(id).unwrap();
-            let mut worker = SshWorker::new(&spec, None);
+            let mut worker = StepRunner::new(&spec, None);
             drive(
                 &mut journal,
                 id,

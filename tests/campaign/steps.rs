@@ -1,8 +1,8 @@
 //! Steps c and d on a "master" that is a real OpenSSH server in a namespace, with tiny shell-script
 //! installers.
 
-use roomcast::campaign::checks::{Check, failure_summary, run_checks};
-use roomcast::campaign::install::{
+use roomcast::campaign::steps::checks::{Check, failure_summary, run_checks};
+use roomcast::campaign::steps::install::{
     Detect, Outcome, Shell, Software, Target, install_all, write_logs,
 };
 use roomcast::remote::ssh::{SshClient, SshConfig};
@@ -142,7 +142,7 @@ fn sample_process_list(stop: &std::sync::atomic::AtomicBool) -> Vec<String> {
 
 #[test]
 fn a_licence_key_reaches_the_installer_but_never_the_process_list_of_a_real_master() {
-    use roomcast::campaign::secret::Secret;
+    use roomcast::secrets::NamedSecret as Secret;
     use sha2::{Digest, Sha256};
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -68,7 +68,7 @@ pub fn run_campaign(db: &mut InventoryDb, t0: i64) -> usize {
     for n in 1..=PCS {
         db.upsert_machine(&machine(n), Timestamp(t0)).unwrap();
         let m = machine(n);
-        for (i, step) in [Step::G, Step::H].into_iter().enumerate() {
+        for (i, step) in [Step::Deploy, Step::Join].into_iter().enumerate() {
             let start = t0 + 600 * i as i64 + i64::from(n);
             db.record_intervention(
                 &Intervention {

@@ -11,4 +11,5 @@ pub mod hash;
 pub mod mac;
 pub mod mcast;
 pub mod procedure;
+pub mod time;
 pub mod wol;

@@ -11,7 +11,7 @@
 //! # use roomcast::campaign::imaging::*;
 //! # fn f(config: ImagingConfig) {
 //! let mut imaging = ImagingWorker::new(config, Box::new(PxeBoot::default()));
-//! // SshWorker::new(&spec, Some(&mut imaging)) then driver::drive(...)
+//! // steps::StepRunner::new(&spec, Some(&mut imaging)) then driver::drive(...)
 //! # }
 //! ```
 
@@ -22,6 +22,7 @@ pub use boot::{AgentBoot, BootError, Booting, Machine, PxeBoot, SessionInfo};
 use roomcast_proto::contract::{AgentMode, Report, Verdict};
 
 use super::driver::Worker;
+use crate::clock::{Clock, SystemClock};
 use crate::net::capture::CaptureConfig;
 use crate::net::http::ServedImage;
 use crate::net::proxydhcp::Subnet;
@@ -162,16 +163,25 @@ pub struct ImagingWorker {
     config: ImagingConfig,
     boot: Box<dyn AgentBoot>,
     batch: Option<Batch>,
+    clock: Arc<dyn Clock>,
 }
 
 impl ImagingWorker {
-    /// A worker over `config`, bringing PCs into the agent with `boot`.
+    /// A worker over `config`, bringing PCs into the agent with `boot`; the system clock dates the
+    /// images it captures.
     pub fn new(config: ImagingConfig, boot: Box<dyn AgentBoot>) -> ImagingWorker {
         ImagingWorker {
             config,
             boot,
             batch: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same worker, dating captured images with `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> ImagingWorker {
+        self.clock = clock;
+        self
     }
 
     /// The room's machine called `hostname`, or why it may not be imaged.
@@ -295,7 +305,7 @@ impl ImagingWorker {
                 version: c.image_version.clone(),
                 profile: c.profile.clone(),
                 captured_by: c.captured_by.clone(),
-                captured_at: rfc3339_now(),
+                captured_at: self.clock.now().to_rfc3339(),
             },
             chunk_size: c.chunk_size,
             level: c.level,
@@ -339,13 +349,10 @@ impl Worker for ImagingWorker {
             },
             _ => Err(format!("step {step} is not an imaging step")),
         };
-        match result {
-            Ok(()) => Event::StepSucceeded { step },
-            Err(reason) => Event::StepFailed {
-                step,
-                reason: format!("step {step}: {reason}"),
-            },
-        }
+        Event::of_step(
+            step,
+            result.map_err(|reason| format!("step {step}: {reason}")),
+        )
     }
 
     fn begin_batch(&mut self, step: Step, machines: &[(String, u32)], state: &State) {
@@ -389,17 +396,11 @@ impl Worker for ImagingWorker {
         } else {
             self.deploy_result(machine)
         };
-        match result {
-            Ok(()) => Event::MachineSucceeded {
-                step,
-                machine: machine.to_string(),
-            },
-            Err(reason) => Event::MachineFailed {
-                step,
-                machine: machine.to_string(),
-                reason: format!("step {step}: {reason}"),
-            },
-        }
+        Event::of_machine(
+            step,
+            machine,
+            result.map_err(|reason| format!("step {step}: {reason}")),
+        )
     }
 }
 
@@ -469,24 +470,6 @@ fn last_line(stderr: &str, stdout: &str) -> String {
         stderr
     };
     text.lines().last().unwrap_or("").trim().to_string()
-}
-
-/// Now as RFC 3339 UTC (the manifest's capture time).
-fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let date = crate::model::date::Date::from_days_since_epoch((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        date.year(),
-        date.month(),
-        date.day(),
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -583,12 +566,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn capture_time_is_rfc3339_utc() {
-        let t = rfc3339_now();
-        assert_eq!(t.len(), 20, "{t}");
-        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
     }
 }

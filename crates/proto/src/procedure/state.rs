@@ -6,10 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A point in time, in seconds since the Unix epoch. The engine never reads the clock: the caller passes
-/// `now` with every event, and the journal stores it, so a replay sees the same times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Timestamp(pub i64);
+pub use crate::time::Timestamp;
 
 /// One step of the region's procedure (framework section 7.5.4), in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,6 +54,11 @@ impl Step {
             Step::Deploy => 'g',
             Step::Join => 'h',
         }
+    }
+
+    /// The step of a letter `a`..`h`.
+    pub fn from_letter(c: char) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.letter() == c)
     }
 
     /// Steps g and h run once per PC and keep a result per machine; the others run once for the room.
@@ -298,6 +300,43 @@ impl Phase {
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Phase::New | Phase::At(_))
     }
+
+    /// One word for the phase (JSON, logs): `new`, `running`, `finished`, `refused`, `failed`,
+    /// `aborted`. [`Phase`]'s `Display` is the sentence for people.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Phase::New => "new",
+            Phase::At(_) => "running",
+            Phase::Finished => "finished",
+            Phase::Refused(_) => "refused",
+            Phase::Failed { .. } => "failed",
+            Phase::Aborted { .. } => "aborted",
+        }
+    }
+}
+
+/// The phase as reports and the command line say it, e.g. `in progress, at e:signoff`,
+/// `failed at c:install: PC01: …`.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::New => f.write_str("not started"),
+            Phase::At(step) => write!(f, "in progress, at {step}"),
+            Phase::Finished => f.write_str("finished"),
+            Phase::Refused(r) => {
+                f.write_str("refused at step a, no PC touched: ")?;
+                for (i, refusal) in r.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{refusal}")?;
+                }
+                Ok(())
+            }
+            Phase::Failed { step, reason } => write!(f, "failed at {step}: {reason}"),
+            Phase::Aborted { by } => write!(f, "aborted by {by}"),
+        }
+    }
 }
 
 /// The whole campaign state. Rebuilt exactly by replaying the journal's events through
@@ -414,6 +453,30 @@ pub enum Event {
         /// Who.
         by: String,
     },
+}
+
+impl Event {
+    /// The result of a room-level step: `StepSucceeded`, or `StepFailed` with the reason.
+    pub fn of_step(step: Step, result: Result<(), String>) -> Event {
+        match result {
+            Ok(()) => Event::StepSucceeded { step },
+            Err(reason) => Event::StepFailed { step, reason },
+        }
+    }
+
+    /// The result of a per-machine step on `machine`: `MachineSucceeded`, or `MachineFailed` with
+    /// the reason.
+    pub fn of_machine(step: Step, machine: &str, result: Result<(), String>) -> Event {
+        let machine = machine.to_string();
+        match result {
+            Ok(()) => Event::MachineSucceeded { step, machine },
+            Err(reason) => Event::MachineFailed {
+                step,
+                machine,
+                reason,
+            },
+        }
+    }
 }
 
 /// What the engine asks the orchestrator to do next.

@@ -143,6 +143,30 @@ fn check(events: &[Event], expected: &str) {
 }
 
 #[test]
+fn a_phase_says_itself_once_and_a_step_is_found_by_its_letter() {
+    let refused = Phase::Refused(vec![Refusal::InstallerUnavailable {
+        file: "setup.msi".into(),
+        reason: "gone".into(),
+    }]);
+    assert!(
+        refused
+            .to_string()
+            .starts_with("refused at step a, no PC touched: installer setup.msi"),
+        "{refused}"
+    );
+    assert_eq!(refused.word(), "refused");
+    assert_eq!(
+        Phase::At(Step::Signoff).to_string(),
+        "in progress, at e:signoff"
+    );
+    assert_eq!(Phase::At(Step::Signoff).word(), "running");
+    for s in Step::ALL {
+        assert_eq!(Step::from_letter(s.letter()), Some(s));
+    }
+    assert_eq!(Step::from_letter('i'), None);
+}
+
+#[test]
 fn start_runs_step_a() {
     check(
         &[Event::Started(plan(&["PC01", "PC02"], 1))],

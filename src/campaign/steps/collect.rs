@@ -1,14 +1,18 @@
-//! Step a's fetch: bring every installer of the profile into the local installer store from where the
-//! catalog says it lives (`file:///…`, `smb://server/share/…` through the share's mount point, or
-//! `http(s)://…`), and check its size and sha256 before it is kept.
+//! Step a: bring every installer of the profile into the local installer store, check each against
+//! the catalog, and check the profile's licences; any problem refuses the campaign before a PC is
+//! touched, naming the file or licence.
 //!
-//! Nothing half-written: a download goes to `<file>.part` and is renamed only once it matched the
-//! catalog; a mismatch deletes it and becomes a [`Refusal`] naming the file. An installer already in
-//! the store with the right size and sha256 is not fetched again (a resumed campaign costs nothing).
-
-use super::collect::verify_installer;
-use roomcast_proto::procedure::Refusal;
+//! Fetch: from where the catalog says an installer lives (`file:///…`, `smb://server/share/…`
+//! through the share's mount point, or `http(s)://…`). Nothing half-written: a download goes to
+//! `<file>.part` and is renamed only once it matched the catalog; a mismatch deletes it and becomes a
+//! [`Refusal`] naming the file. An installer already in the store with the right size and sha256 is
+//! not fetched again (a resumed campaign costs nothing).
+use super::RoomSpec;
+use crate::campaign::run::Progress;
+use roomcast_proto::procedure::licences::check_licences;
+use roomcast_proto::procedure::{Event, Refusal, Step};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +128,94 @@ fn write_limited(src: impl Read, to: &Path, size: u64) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// Step a's HTTP(S) timeouts: to connect, and to receive the body of one installer.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs step a: fetches (when `fetches` is given, from under `shares`), then checks every installer
+/// of `spec` and the licences. `Refused` names every problem at once.
+pub fn run(
+    spec: &RoomSpec,
+    fetches: Option<(&[Fetch], &Path)>,
+    observe: &(dyn Fn(&Progress) + Sync),
+) -> Event {
+    if let Some((fetches, shares)) = fetches {
+        let mut refusals = Vec::new();
+        for f in fetches {
+            match fetch(f, shares, FETCH_TIMEOUT) {
+                Ok(bytes) => observe(&Progress::Fetched {
+                    file: f.file.clone(),
+                    bytes,
+                }),
+                Err(r) => refusals.push(r),
+            }
+        }
+        if !refusals.is_empty() {
+            return Event::Refused(refusals);
+        }
+    }
+    let mut refusals: Vec<_> = spec
+        .installers
+        .iter()
+        .filter_map(|i| verify_installer(&i.path, &i.file, i.size, &i.sha256))
+        .collect();
+    refusals.extend(check_licences(
+        &spec.licensed,
+        &spec.grants,
+        spec.plan.machines.len() as u32,
+        &spec.today,
+    ));
+    if refusals.is_empty() {
+        Event::StepSucceeded {
+            step: Step::Collect,
+        }
+    } else {
+        Event::Refused(refusals)
+    }
+}
+
+/// Checks the installer at `path` against the catalog's `file`, `size` and `sha256` (lowercase hex).
+pub fn verify_installer(path: &Path, file: &str, size: u64, sha256: &str) -> Option<Refusal> {
+    let unavailable = |reason: String| {
+        Some(Refusal::InstallerUnavailable {
+            file: file.to_string(),
+            reason,
+        })
+    };
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return unavailable(format!("{}: {e}", path.display())),
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) => return unavailable(format!("{}: {e}", path.display())),
+        }
+    }
+    let actual = hex::encode(hasher.finalize());
+    if total != size {
+        return Some(Refusal::InstallerMismatch {
+            file: file.to_string(),
+            expected: format!("{size} bytes, sha256 {sha256}"),
+            actual: format!("{total} bytes, sha256 {actual}"),
+        });
+    }
+    if actual != sha256 {
+        return Some(Refusal::InstallerMismatch {
+            file: file.to_string(),
+            expected: sha256.to_string(),
+            actual,
+        });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +272,28 @@ mod tests {
         }
         assert!(!f.dest.exists());
         assert!(!dir.path().join("store/setup.sh.part").exists());
+    }
+
+    #[test]
+    fn size_and_hash_must_match_and_the_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("setup.msi");
+        std::fs::write(&p, b"abc").unwrap();
+        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(verify_installer(&p, "setup.msi", 3, good), None);
+        let bad = verify_installer(&p, "setup.msi", 3, &"0".repeat(64)).unwrap();
+        assert!(
+            bad.to_string()
+                .starts_with("installer setup.msi: expected sha256 0000"),
+            "{bad}"
+        );
+        assert!(matches!(
+            verify_installer(&p, "setup.msi", 4, good),
+            Some(Refusal::InstallerMismatch { .. })
+        ));
+        assert!(matches!(
+            verify_installer(&dir.path().join("nope"), "nope.msi", 1, good),
+            Some(Refusal::InstallerUnavailable { .. })
+        ));
     }
 }

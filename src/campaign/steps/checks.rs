@@ -1,5 +1,6 @@
 //! Step d: the profile's technical tests, run on the master over [`RemoteExec`].
 
+use super::{RoomSpec, connect};
 use crate::remote::{RemoteError, RemoteExec};
 
 /// One declared test (profile `tests:`).
@@ -26,6 +27,13 @@ pub struct CheckResult {
     pub code: u32,
     /// Why it failed (empty when passed).
     pub reason: String,
+}
+
+/// Runs step d: every test of `spec` on the master; `Err` names each failed test.
+pub fn run(spec: &RoomSpec) -> Result<(), String> {
+    let mut remote = connect(spec, &spec.plan.master)?;
+    let results = run_checks(&mut remote, &spec.checks).map_err(|e| e.to_string())?;
+    failure_summary(&results).map_or(Ok(()), Err)
 }
 
 /// Runs every test (all of them, even after a failure, so the technician sees everything at once).

@@ -5,9 +5,11 @@
 //! uploaded, the install command rendered from the catalog template is run, and both the exit code and
 //! the detection rule must then agree. Every software gets its own log, with secrets redacted.
 
-use super::render::{RenderError, render};
-use super::secret::Secret;
+use super::{RoomSpec, connect};
+use crate::campaign::render::{RenderError, render};
 use crate::remote::{RemoteError, RemoteExec, shell_quote};
+use crate::secrets::NamedSecret;
+use roomcast_proto::procedure::Step;
 use std::path::{Path, PathBuf};
 
 /// The shell family of the target, which decides how detection rules become commands.
@@ -87,7 +89,7 @@ pub struct Software {
     /// The detection rule.
     pub detect: Detect,
     /// The licence key, when the profile has one for this software.
-    pub licence_key: Option<Secret>,
+    pub licence_key: Option<NamedSecret>,
 }
 
 /// Where and how to install on one machine.
@@ -246,7 +248,7 @@ fn run_with_secret(
     sw: &Software,
     target: &Target,
     remote_path: &str,
-    key: &Secret,
+    key: &NamedSecret,
     log: &mut String,
 ) -> Result<crate::remote::Output, InstallError> {
     let (key_file, script, run, remove) = secret_paths(sw, target);
@@ -349,6 +351,33 @@ fn indent(label: &str, text: &str) -> String {
     out
 }
 
+/// Runs step c on the master or g `--software-only` on one PC: every software of `spec` installed on
+/// `machine`, one log per software under `<logs>/<step>/<machine>/`; `Err` names every failure.
+pub fn install_on(spec: &RoomSpec, step: Step, machine: &str) -> Result<(), String> {
+    let mut remote = connect(spec, machine)?;
+    let target = Target {
+        hostname: machine.to_string(),
+        shell: spec.shell,
+        staging_dir: spec.staging_dir.clone(),
+    };
+    let reports =
+        install_all(&mut remote, &target, &spec.software).map_err(|e| format!("{machine}: {e}"))?;
+    let dir = spec.logs.join(step.letter().to_string()).join(machine);
+    write_logs(&dir, &reports).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Failed(why) => Some(format!("{}@{}: {why}", r.id, r.version)),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{machine}: {}", failed.join("; ")))
+    }
+}
+
 /// Writes one `<id>.log` per software into `dir` (created if needed), each file complete or absent.
 pub fn write_logs(dir: &Path, reports: &[SoftwareReport]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -445,7 +474,7 @@ mod tests {
             "cad",
             "sh {{ installer.path }} --key-file {{ licence.key_file }}",
         );
-        s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
+        s.licence_key = Some(NamedSecret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
         let mut remote = FakeRemote::new("pc")
             .on("test -e", vec![(1, ""), (0, "")])
             .on("sh '/var", vec![(0, "licence AAAA-BBBB-CCCC accepted")]);
@@ -485,7 +514,7 @@ mod tests {
             "cad",
             "sh {{ installer.path }} KEY={{ licence.key }}",
         );
-        s.licence_key = Some(Secret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
+        s.licence_key = Some(NamedSecret::new("CAD_KEY", "AAAA-BBBB-CCCC"));
         let mut remote = FakeRemote::new("pc")
             .on("test -e", vec![(1, "")])
             .on("sh '/var", vec![(5, "")]);

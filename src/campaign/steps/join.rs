@@ -5,12 +5,14 @@
 //! `PASSWD_FD=0`): never in a command line (visible in `ps` on the PC), an environment variable, a
 //! file, the rendered script or the log.
 
-use super::render::{RenderError, render};
-use super::secret::Secret;
+use super::{RoomSpec, connect};
+use crate::campaign::render::{RenderError, render};
+use crate::campaign::steps::install::Shell;
 use crate::remote::{RemoteError, RemoteExec, shell_quote};
+use crate::secrets::NamedSecret;
 
 /// The Linux join template shipped with roomcast.
-pub const LINUX_NET_ADS: &str = include_str!("../../templates/join/linux-net-ads.sh.j2");
+pub const LINUX_NET_ADS: &str = include_str!("../../../templates/join/linux-net-ads.sh.j2");
 
 /// Where and how to join, from the profile's `domain:` and the secrets file.
 #[derive(Debug, Clone)]
@@ -26,7 +28,7 @@ pub struct Domain {
     /// The join account (profile `domain.join_account` resolves to user + password).
     pub user: String,
     /// Its password.
-    pub password: Secret,
+    pub password: NamedSecret,
 }
 
 /// Files the join writes on the PC (real PCs: Samba's defaults; tests: private paths).
@@ -91,6 +93,25 @@ pub enum JoinOutcome {
     AlreadyJoined,
     /// Renamed and joined now.
     Joined,
+}
+
+/// Runs step h on one PC: the Linux join of `spec`'s domain. Windows PCs are named and joined by the
+/// unattend.xml the image deploy writes (offline join blob, [`crate::campaign::unattend`]), which
+/// the campaign run does not provide yet: they fail with that reason.
+pub fn run(spec: &RoomSpec, machine: &str) -> Result<(), String> {
+    match &spec.join {
+        None if spec.shell == Shell::Windows => Err(format!(
+            "{machine}: Windows PCs join through the unattend.xml written at image deploy \
+             (campaign::unattend), which this run does not provide"
+        )),
+        None => Err("the profile has no domain to join".to_string()),
+        Some(j) => {
+            let mut remote = connect(spec, machine)?;
+            join_linux(&mut remote, &j.template, &j.domain, &j.paths, machine)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Checks a computer name against NetBIOS rules (≤ 15 chars, letters/digits/`-`, not all digits, no
@@ -257,7 +278,7 @@ mod tests {
             ou: "OU=B204,OU=Salles,DC=eiffel,DC=test".into(),
             server: Some("198.18.0.1".into()),
             user: "Administrator".into(),
-            password: Secret::new("AD_JOIN_EIFFEL", "S3cret!pass"),
+            password: NamedSecret::new("AD_JOIN_EIFFEL", "S3cret!pass"),
         }
     }
 

@@ -1,0 +1,115 @@
+//! What a run is told (`StartOptions`, `ResumeOptions`) and what `start` saves next to the journal
+//! so `resume` and the reports find it again: `<db dir>/campaigns/<id>/options.json` (the
+//! [`SetupOptions`], no secret in it) and `plan.json` (the room's plan as started: references only).
+
+use super::RunError;
+use crate::campaign::setup::{self, SetupOptions};
+use crate::model::Date;
+use crate::model::plan::{BytesPlan, RoomPlan};
+use roomcast_proto::procedure::Timestamp;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// What `start` needs.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The journal (normally the inventory's database file; both share it).
+    pub db: PathBuf,
+    /// The room and how to reach it.
+    pub setup: SetupOptions,
+    /// Do not start before this time.
+    pub at: Option<Timestamp>,
+    /// Start no new step or PC after this time.
+    pub until: Option<Timestamp>,
+    /// PCs worked on at once at g and h.
+    pub parallel: usize,
+    /// The date licences are checked against (`None`: the clock's today, UTC).
+    pub today: Option<Date>,
+}
+
+/// What `resume` needs; the rest comes from the options saved at `start`.
+#[derive(Debug, Clone)]
+pub struct ResumeOptions {
+    /// The journal.
+    pub db: PathBuf,
+    /// Which campaign (`None`: the latest of the journal).
+    pub campaign: Option<i64>,
+    /// Start no new step or PC after this time.
+    pub until: Option<Timestamp>,
+    /// PCs worked on at once at g and h.
+    pub parallel: usize,
+    /// The date licences are checked against (`None`: the clock's today, UTC).
+    pub today: Option<Date>,
+}
+
+impl ResumeOptions {
+    /// The latest campaign of `db`, 8 PCs at once, no deadline.
+    pub fn latest(db: &Path) -> ResumeOptions {
+        ResumeOptions {
+            db: db.to_path_buf(),
+            campaign: None,
+            until: None,
+            parallel: 8,
+            today: None,
+        }
+    }
+}
+
+/// The campaign's folder next to the journal: options, logs, reports.
+pub fn campaign_dir(db: &Path, campaign: i64) -> PathBuf {
+    setup::campaign_dir(db, campaign)
+}
+
+pub(super) fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename: a reader never sees half a file.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Saves the options (with `dir` set to the campaign's folder) and the plan as started.
+pub(super) fn save(dir: &Path, options: &SetupOptions, plan: &RoomPlan) -> Result<(), RunError> {
+    let json = serde_json::to_vec_pretty(options).expect("options serialise");
+    write_atomic(&dir.join("options.json"), &json)?;
+    let json = serde_json::to_vec_pretty(plan).expect("plan serialises");
+    write_atomic(&dir.join("plan.json"), &json)
+}
+
+/// The options campaign `id` was started with.
+pub(super) fn load(db: &Path, id: i64) -> Result<SetupOptions, RunError> {
+    let file = campaign_dir(db, id).join("options.json");
+    let bytes = std::fs::read(&file).map_err(|e| {
+        RunError::NoCampaign(format!(
+            "campaign {id}: {}: {e} (was it started with `roomcast campaign start`?)",
+            file.display()
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| RunError::Io {
+        path: file.clone(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// The part of the saved `plan.json` the reports read.
+#[derive(Debug, Deserialize)]
+pub(super) struct SavedPlan {
+    /// Byte estimates of the room's plan.
+    pub bytes: BytesPlan,
+}
+
+/// The plan saved at the start of campaign `id`; `None` when absent or unreadable (the report then
+/// has no byte figures).
+pub(super) fn saved_plan(db: &Path, id: i64) -> Option<SavedPlan> {
+    let bytes = std::fs::read(campaign_dir(db, id).join("plan.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
