@@ -402,13 +402,7 @@ impl Display {
                 total: Mutex::new(0),
             };
         }
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "roomcast=info".into()),
-            )
-            .with_writer(std::io::stderr)
-            .try_init();
+        super::room::init_tracing();
         Display::Logs
     }
 
