@@ -5,6 +5,7 @@ mod campaign;
 mod demo;
 mod inventory;
 mod lab;
+mod layout;
 mod mcast;
 mod model;
 mod store;
