@@ -1,5 +1,5 @@
 //! From a room file to what a campaign runs on: the same loader and checks as `roomcast validate` and
-//! `roomcast plan` (the room, its profile, the catalog entries it uses; all in `load_checked_room`),
+//! `roomcast plan` (the room, its profile, the catalog entries it uses; `model::checked::load_room`),
 //! then the [`RoomSpec`] the step runners need and the installers step a fetches.
 //!
 //! Secrets (`secret:NAME`: licence keys, the join account) are resolved here, once, so a missing one

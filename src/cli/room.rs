@@ -117,15 +117,9 @@ fn parse_machines(flags: &[String]) -> Result<Vec<(Mac, String)>, String> {
         .collect()
 }
 
-/// Log lines (tracing) on stderr, `RUST_LOG` or `roomcast=info`.
+/// Log lines (tracing) on stderr, `RUST_LOG` or `roomcast=info`: the agent's set-up, shared.
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "roomcast=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    roomcast_agent::cli::init_tracing();
 }
 
 /// The data-plane flags shared by `deploy` and `serve --multicast`.

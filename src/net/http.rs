@@ -519,13 +519,8 @@ async fn report(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Byt
     let version = contract_of(&headers);
     let body = match &version {
         Ok(()) => String::from_utf8_lossy(&body).into_owned(),
-        Err(e) => serde_json::to_string(&contract::Report::new(
-            Some(e.to_string()),
-            None,
-            Default::default(),
-            contract::Work::Restore(Default::default()),
-        ))
-        .expect("report serialises"),
+        Err(e) => serde_json::to_string(&contract::Report::failure(e.to_string()))
+            .expect("report serialises"),
     };
     match (s.report(token, body), version) {
         (Ok(mac), Ok(())) => (StatusCode::OK, format!("ok {mac}\n")).into_response(),

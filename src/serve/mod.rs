@@ -278,20 +278,13 @@ fn reports_since(
     service: &BootService,
     from: usize,
 ) -> std::collections::BTreeMap<Mac, roomcast_proto::contract::Report> {
-    use roomcast_proto::contract::{Report, Work};
+    use roomcast_proto::contract::Report;
     service
         .reports()
         .into_iter()
         .skip(from)
         .map(|r| {
-            let report = Report::parse(&r.body).unwrap_or_else(|e| {
-                Report::new(
-                    Some(e),
-                    None,
-                    Default::default(),
-                    Work::Restore(Default::default()),
-                )
-            });
+            let report = Report::parse(&r.body).unwrap_or_else(Report::failure);
             (r.mac, report)
         })
         .collect()

@@ -107,8 +107,9 @@ fn capture(a: AgentArgs) -> ExitCode {
     )
 }
 
-/// Logs to stderr, `RUST_LOG` or roomcast's info level.
-fn init_tracing() {
+/// Logs to stderr, `RUST_LOG` or roomcast's info level: the one tracing set-up of roomcast's
+/// binaries (the tool's long-running commands use it too).
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

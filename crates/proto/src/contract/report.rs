@@ -138,6 +138,17 @@ impl Report {
         }
     }
 
+    /// A failed restore report carrying only why: what the server records for an agent whose
+    /// report it cannot read (unreadable body, another contract version).
+    pub fn failure(error: String) -> Report {
+        Report::new(
+            Some(error),
+            None,
+            PathBuf::new(),
+            Work::Restore(RestoreFigures::default()),
+        )
+    }
+
     /// Parses a report body; the error says what is wrong in plain words (for the PC's result).
     pub fn parse(body: &str) -> Result<Report, String> {
         serde_json::from_str(body).map_err(|e| format!("unreadable agent report ({e})"))
