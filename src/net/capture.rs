@@ -221,6 +221,7 @@ impl CaptureSink {
                 len,
                 sha256: *hash,
                 compressed_len,
+                used: None,
             });
         }
         let head_len = PRIMARY_TABLE_LEN.min(f.disk_size);

@@ -590,6 +590,7 @@ fn commit_chunks(
             len: len as u32,
             sha256,
             compressed_len: clen,
+            used: None,
         };
         entries[index as usize] = match outcome {
             Outcome::Zero => (false, Some(entry(None, None))),

@@ -91,12 +91,61 @@ pub struct ChunkEntry {
     /// Size of the stored zstd frame (what the multicast sends); absent for a zero chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed_len: Option<u32>,
+    /// The bytes of this chunk a file system uses, as `[start, end)` offsets inside the chunk, sorted
+    /// and disjoint. Absent: every byte is used (whole-disk images, images older than masks, bytes
+    /// outside every partition). Empty: no byte is used: the chunk is neither stored, sent nor written.
+    /// Otherwise the free bytes were zeroed before hashing and compressing (`sha256` and the stored
+    /// frame cover the masked chunk), restore writes only these ranges, and a target chunk is compared
+    /// after masking it the same way (see [`ChunkEntry::mask`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Vec<[u32; 2]>>,
 }
 
 impl ChunkEntry {
-    /// True for a chunk of zeros (not stored; discarded or zeroed on the target).
+    /// True for a chunk whose used bytes are all zeros, or that has no used byte (not stored; its
+    /// used ranges are zeroed on the target).
     pub fn is_zero(&self) -> bool {
         self.sha256.is_none()
+    }
+
+    /// True when no byte of the chunk is used: nothing is stored, sent or written for it.
+    pub fn is_unused(&self) -> bool {
+        matches!(&self.used, Some(r) if r.is_empty())
+    }
+
+    /// True when every byte of the chunk is used (no mask).
+    pub fn is_fully_used(&self) -> bool {
+        self.used.is_none()
+    }
+
+    /// The used ranges inside the chunk (`[0, len)` when the chunk has no mask).
+    pub fn used_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        match &self.used {
+            None => vec![0..self.len as usize],
+            Some(r) => r.iter().map(|&[s, e]| s as usize..e as usize).collect(),
+        }
+    }
+
+    /// Number of used bytes in the chunk.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_ranges()
+            .iter()
+            .map(|r| (r.end - r.start) as u64)
+            .sum()
+    }
+
+    /// Zeroes every free byte of `buf` (the chunk's bytes as read from a disk), so that its sha256
+    /// can be compared with `sha256`: what a free byte holds never matters. No-op without a mask.
+    pub fn mask(&self, buf: &mut [u8]) {
+        let Some(ranges) = &self.used else { return };
+        let mut at = 0usize;
+        for &[s, e] in ranges {
+            let (s, e) = ((s as usize).min(buf.len()), (e as usize).min(buf.len()));
+            buf[at.min(s)..s].fill(0);
+            at = at.max(e);
+        }
+        let end = buf.len();
+        buf[at.min(end)..].fill(0);
     }
     /// The reference used in error messages, for a data chunk at `index`.
     pub fn chunk_ref(&self, index: u64) -> Option<ChunkRef> {
@@ -269,6 +318,27 @@ impl Manifest {
                         c.offset, c.len
                     ),
                 ));
+            }
+            if let Some(ranges) = &c.used {
+                let mut at = 0u32;
+                for &[s, e] in ranges {
+                    if s < at || e <= s || e > c.len {
+                        return Err(invalid(
+                            &format!("chunks[{i}].used"),
+                            format!(
+                                "range [{s}, {e}) is empty, out of order or beyond the chunk's {} bytes",
+                                c.len
+                            ),
+                        ));
+                    }
+                    at = e;
+                }
+                if ranges.is_empty() && c.sha256.is_some() {
+                    return Err(invalid(
+                        &format!("chunks[{i}]"),
+                        "a chunk with no used byte has no sha256".into(),
+                    ));
+                }
             }
             if c.sha256.is_some() != c.compressed_len.is_some() {
                 return Err(invalid(
@@ -508,6 +578,7 @@ mod tests {
                     len: if i == 3 { 100 } else { cs },
                     sha256: (i % 2 == 0).then_some(ChunkHash([i as u8; 32])),
                     compressed_len: (i % 2 == 0).then_some(10),
+                    used: None,
                 })
                 .collect(),
         }
@@ -556,6 +627,36 @@ mod tests {
     }
 
     #[test]
+    fn a_mask_zeroes_free_bytes_only_and_bad_ranges_are_named() {
+        let mut e = ChunkEntry {
+            offset: 0,
+            len: 8,
+            sha256: None,
+            compressed_len: None,
+            used: Some(vec![[1, 3], [5, 6]]),
+        };
+        let mut buf = [9u8; 8];
+        e.mask(&mut buf);
+        assert_eq!(buf, [0, 9, 9, 0, 0, 9, 0, 0]);
+        assert_eq!(e.used_bytes(), 3);
+        assert!(!e.is_unused());
+        e.used = Some(vec![]);
+        let mut buf = [9u8; 8];
+        e.mask(&mut buf);
+        assert_eq!(buf, [0; 8]);
+        assert!(e.is_unused());
+        e.used = None;
+        let mut buf = [9u8; 8];
+        e.mask(&mut buf);
+        assert_eq!(buf, [9; 8]);
+
+        let mut m = sample();
+        m.chunks[1].used = Some(vec![[4, 2]]);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains("chunks[1].used"), "{err}");
+    }
+
+    #[test]
     fn partition_region_chunks_come_last() {
         let mut m = sample();
         m.disk_size = 64 << 20;
@@ -566,6 +667,7 @@ mod tests {
                 len: 1 << 20,
                 sha256: None,
                 compressed_len: None,
+                used: None,
             })
             .collect();
         let order = m.write_order();
