@@ -121,6 +121,7 @@ impl ChunkEntry {
     /// The used ranges inside the chunk (`[0, len)` when the chunk has no mask).
     pub fn used_ranges(&self) -> Vec<std::ops::Range<usize>> {
         match &self.used {
+            #[allow(clippy::single_range_in_vec_init)]
             None => vec![0..self.len as usize],
             Some(r) => r.iter().map(|&[s, e]| s as usize..e as usize).collect(),
         }
