@@ -29,7 +29,11 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #              a real Samba AD DC in a namespace takes the step-h joins (`net ads join` on the PCs);
 #              samba-dsdb-modules is only a Recommends of samba but provisioning fails without it;
 #              ldb-tools' ldbsearch tells when the DC answers
+#   ntfs-3g dosfstools mtools gdisk fdisk partclone  real file systems for the file-system-aware images
+#              (mkntfs/ntfscp/ntfs-3g, mkfs.vfat/mcopy, sgdisk/sfdisk) and partclone, the peer they are
+#              measured against; ethtool checks Wake-on-LAN left armed
 packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
+    ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
 missing=()
