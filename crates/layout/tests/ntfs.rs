@@ -443,6 +443,71 @@ fn dirty_volume_is_refused_until_cleared() {
     assert!(probe(&img).unwrap().is_ok());
 }
 
+/// A 4 KiB `$LogFile` restart page (update sequence array applied) whose restart area says which
+/// log client is in use and whether the volume was closed cleanly: the fields ntfs-3g's
+/// `ntfs_is_logfile_clean` reads, not a whole journal Windows would replay.
+fn restart_page(major: u16, minor: u16, client_in_use: u16, flags: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 4096];
+    let put = |p: &mut Vec<u8>, at: usize, v: &[u8]| p[at..at + v.len()].copy_from_slice(v);
+    put(&mut p, 0, b"RSTR");
+    put(&mut p, 4, &0x1Eu16.to_le_bytes()); // update sequence array offset
+    put(&mut p, 6, &9u16.to_le_bytes()); // 1 + 4096 / 512 entries
+    put(&mut p, 16, &4096u32.to_le_bytes()); // system page size
+    put(&mut p, 20, &4096u32.to_le_bytes()); // log page size
+    put(&mut p, 24, &0x30u16.to_le_bytes()); // restart area offset
+    put(&mut p, 26, &minor.to_le_bytes());
+    put(&mut p, 28, &major.to_le_bytes());
+    put(&mut p, 0x30, &0x1000u64.to_le_bytes()); // current LSN
+    put(&mut p, 0x38, &1u16.to_le_bytes()); // log clients
+    put(&mut p, 0x3A, &0xFFFFu16.to_le_bytes()); // client free list
+    put(&mut p, 0x3C, &client_in_use.to_le_bytes());
+    put(&mut p, 0x3E, &flags.to_le_bytes());
+    put(&mut p, 0x1E, &3u16.to_le_bytes()); // update sequence number
+    for i in 1..9 {
+        let end = i * 512;
+        let saved = [p[end - 2], p[end - 1]];
+        put(&mut p, 0x1E + 2 * i, &saved);
+        put(&mut p, end - 2, &3u16.to_le_bytes());
+    }
+    p
+}
+
+#[test]
+fn unclean_journal_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "log.img", 16, 4096);
+    // mkntfs leaves the journal empty (all 0xFF): clean.
+    assert!(probe(&img).unwrap().is_ok());
+    // Where $LogFile lies, as ntfsinfo lists its runs.
+    let info =
+        String::from_utf8(run("ntfsinfo", &["-f", "-v", "-i", "2", s(&img)]).stdout).unwrap();
+    let lcn = info
+        .lines()
+        .skip_while(|l| !l.contains("Runlist:"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no $LogFile run in ntfsinfo's output:\n{info}"));
+    let at = lcn * 4096;
+    let log = ntfscat(&img, "$LogFile");
+    assert!(!log.is_empty() && log.iter().all(|&b| b == 0xFF));
+
+    // A journal with a client in use and no "clean" flag: Windows crashed or lost power.
+    patch(&img, at, &restart_page(1, 1, 0, 0));
+    assert_not_clean(&img, "not shut down cleanly", "chkdsk /f");
+    // (ntfs-3g is no referee here: Debian's mounts with its `recover` default, which resets
+    // such a journal, throwing its transactions away, and mounts read-write.)
+
+    // Version 2.0: metadata kept in Windows' cache (Fast Startup).
+    patch(&img, at, &restart_page(2, 0, 0xFFFF, 0));
+    assert_not_clean(&img, "version 2.0", "chkdsk /f");
+    // Closed cleanly.
+    patch(&img, at, &restart_page(1, 1, 0, 0x0002));
+    assert!(probe(&img).unwrap().is_ok());
+    patch(&img, at, &restart_page(1, 1, 0xFFFF, 0));
+    assert!(probe(&img).unwrap().is_ok());
+}
+
 #[test]
 fn bitlocker_is_taken_whole_and_other_bytes_are_not_ntfs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -27,6 +27,7 @@ pub(super) const MFT_RECORD_IS_DIRECTORY: u16 = 0x0002;
 
 /// Well-known MFT records.
 pub(super) const FILE_MFT: u64 = 0;
+pub(super) const FILE_LOGFILE: u64 = 2;
 pub(super) const FILE_VOLUME: u64 = 3;
 pub(super) const FILE_ROOT: u64 = 5;
 pub(super) const FILE_BITMAP: u64 = 6;
