@@ -356,12 +356,101 @@ fn pagefile_swapfile_and_hiberfil_count_as_free() {
     assert_eq!(sha(&ntfscat(&restored, "/Users/data.bin")), sha(&other));
     let header = ntfscat(&restored, "/hiberfil.sys");
     assert_eq!(header.len(), hiber.len());
-    assert_eq!(&header[..4096], &hiber[..4096]);
+    assert!(
+        header[..4096] == hiber[..4096],
+        "hiberfil.sys's header was not restored"
+    );
     assert_ne!(
         sha(&header),
         sha(&hiber),
         "the discarded clusters were not restored"
     );
+}
+
+/// Recreated files so fragmented that their runs spill into extension records through an
+/// `$ATTRIBUTE_LIST` (ntfs-3g even moves their `$FILE_NAME` there): still found, discarded, checked.
+#[test]
+fn fragmented_recreated_files_with_attribute_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "frag.img", 24, 4096);
+    // Not hibernated: the header starts with zeros (and is otherwise unique, to be found).
+    let mut hiber = noise(11, 1_200_000);
+    hiber[..4].fill(0);
+    let page = noise(12, 1_100_000);
+    {
+        let m = Mount::new(&img);
+        // Leave ~6 MiB free, fill it with one-cluster files, free every other one: only holes.
+        let free = {
+            let out = run("df", &["-B1", "--output=avail", s(&m.dir)]).stdout;
+            let text = String::from_utf8(out).unwrap();
+            text.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+        };
+        m.write("filler", &vec![0u8; (free - 6 * MIB) as usize]);
+        fs::create_dir(m.path("holes")).unwrap();
+        let mut n = 0;
+        while fs::write(m.path(&format!("holes/{n}")), noise(1000 + n, 4096)).is_ok() {
+            n += 1;
+        }
+        for i in (0..n).step_by(2) {
+            fs::remove_file(m.path(&format!("holes/{i}"))).unwrap();
+        }
+        m.write("hiberfil.sys", &hiber);
+        m.write("pagefile.sys", &page);
+    }
+    for name in ["/hiberfil.sys", "/pagefile.sys"] {
+        let info = run("ntfsinfo", &["-f", "-v", "-F", name, s(&img)]).stdout;
+        assert!(
+            String::from_utf8_lossy(&info).contains("$ATTRIBUTE_LIST"),
+            "{name} is not fragmented enough for an attribute list"
+        );
+    }
+    let fsmap = map(&img);
+    let mut discarded = fsmap.discarded.clone();
+    discarded.sort();
+    assert_eq!(
+        discarded,
+        vec![
+            (
+                "hiberfil.sys".to_string(),
+                1_200_000u64.div_ceil(4096) * 4096 - 4096
+            ),
+            (
+                "pagefile.sys".to_string(),
+                1_100_000u64.div_ceil(4096) * 4096
+            ),
+        ]
+    );
+    let saved: u64 = fsmap.discarded.iter().map(|(_, b)| b).sum();
+    assert_eq!(
+        fsmap.used.bytes() + saved,
+        bytes_in_use_per_ntfscluster(&img)
+    );
+    let disk = fs::read(&img).unwrap();
+    let clusters: std::collections::HashMap<&[u8], u64> = disk
+        .chunks(4096)
+        .enumerate()
+        .map(|(i, c)| (c, i as u64 * 4096))
+        .collect();
+    for (content, from) in [(&page, 0), (&hiber, 4096)] {
+        for c in content[from..].chunks(4096).filter(|c| c.len() == 4096) {
+            let at = clusters[c];
+            assert!(
+                !in_used(&fsmap, at, 4096),
+                "a discarded cluster at {at} is in used"
+            );
+        }
+    }
+    // Read through the attribute list.
+    let f = File::open(&img).unwrap();
+    let back = ntfs::read_file(&f, "PAGEFILE.SYS", 2 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(sha(&back), sha(&page));
+    // And its header still decides: hibernated.
+    let at = clusters[&hiber[..4096]];
+    assert!(in_used(&fsmap, at, 4096), "hiberfil.sys's header is kept");
+    patch(&img, at, b"HIBR");
+    assert_not_clean(&img, "hibernated", "powercfg /h off");
 }
 
 /// Writes `sig` over the first bytes of hiberfil.sys, found on the disk by its content.

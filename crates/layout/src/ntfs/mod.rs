@@ -330,7 +330,7 @@ fn recreated_clusters(
         return Ok(None);
     }
     // Another hard link would make the content more than Windows' page or hibernation file.
-    let names = dir::names(rec)?;
+    let names = dir::names(vol, rec)?;
     let links = volume::le16(&rec.buf, 0x12).unwrap_or(0);
     if names.is_empty() || links > 2 || names.iter().any(|(p, _)| *p != FILE_ROOT) {
         return Ok(None);

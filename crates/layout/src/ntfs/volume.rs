@@ -638,6 +638,65 @@ impl<'a> Volume<'a> {
         Ok(buf)
     }
 
+    /// The bytes of an `$ATTRIBUTE_LIST` attribute (attribute lists do not nest: extension records
+    /// have none, so following one is one level).
+    fn list_value(&self, l: &Attr<'_>) -> Result<Vec<u8>, FsError> {
+        match &l.body {
+            Body::Resident(v) => Ok(v.to_vec()),
+            Body::NonResident { .. } => {
+                let s = segment(l)?;
+                let mut runs = Vec::new();
+                decode_runs(s.runs, 0, &mut runs)?;
+                self.check_runs(&runs, "attribute list")?;
+                let v = Value::NonResident(Stream {
+                    runs,
+                    data_size: s.data_size,
+                    initialized: s.initialized,
+                    transformed: false,
+                });
+                self.read_all(&v, MAX_ATTRIBUTE_LIST, "an attribute list")
+            }
+        }
+    }
+
+    /// The values of every resident attribute of type `ty` of a file, wherever its attribute list
+    /// puts them (a file's `$FILE_NAME`s may sit in an extension record).
+    pub fn resident_values(&self, rec: &Record, ty: u32) -> Result<Vec<Vec<u8>>, FsError> {
+        let attrs = rec.attrs()?;
+        let mut out: Vec<Vec<u8>> = attrs
+            .iter()
+            .filter(|a| a.ty == ty)
+            .filter_map(|a| match a.body {
+                Body::Resident(v) => Some(v.to_vec()),
+                Body::NonResident { .. } => None,
+            })
+            .collect();
+        if let Some(l) = attrs.iter().find(|a| a.ty == AT_ATTRIBUTE_LIST) {
+            let mut records: Vec<u64> = parse_attribute_list(&self.list_value(l)?)?
+                .into_iter()
+                .filter(|e| e.ty == ty && e.record != rec.number)
+                .map(|e| e.record)
+                .collect();
+            records.sort_unstable();
+            records.dedup();
+            for n in records {
+                let x = self.record(n)?;
+                if !x.in_use() || x.base() != rec.number {
+                    return Err(bad(format!(
+                        "MFT record {}: extension record {n} does not belong to it",
+                        rec.number
+                    )));
+                }
+                for a in x.attrs()? {
+                    if let (true, Body::Resident(v)) = (a.ty == ty, a.body) {
+                        out.push(v.to_vec());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The value of attribute (`ty`, `name`) of a file, gathered from all its segments (through the
     /// attribute list when the record has one). `None` when the file has no such attribute.
     pub fn attribute(&self, rec: &Record, ty: u32, name: &[u16]) -> Result<Option<Value>, FsError> {
@@ -656,23 +715,7 @@ impl<'a> Volume<'a> {
                 }
             }
             Some(l) => {
-                // Attribute lists do not nest: extension records have none, so this is one level.
-                let value = match &l.body {
-                    Body::Resident(v) => v.to_vec(),
-                    Body::NonResident { .. } => {
-                        let s = segment(l)?;
-                        let mut runs = Vec::new();
-                        decode_runs(s.runs, 0, &mut runs)?;
-                        self.check_runs(&runs, "attribute list")?;
-                        let v = Value::NonResident(Stream {
-                            runs,
-                            data_size: s.data_size,
-                            initialized: s.initialized,
-                            transformed: false,
-                        });
-                        self.read_all(&v, MAX_ATTRIBUTE_LIST, "an attribute list")?
-                    }
-                };
+                let value = self.list_value(l)?;
                 let mut entries = parse_attribute_list(&value)?;
                 entries.retain(|e| e.ty == ty && e.name == name);
                 entries.sort_by_key(|e| e.lowest_vcn);
