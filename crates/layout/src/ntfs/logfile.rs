@@ -14,6 +14,7 @@ use super::volume::{Value, Volume, apply_fixups, le16, le32, le64};
 use crate::FsError;
 
 const NO_CLIENT: u16 = 0xFFFF;
+const MAX_LOG_FILE: u64 = 1 << 32;
 const RESTART_VOLUME_IS_CLEAN: u16 = 0x0002;
 
 /// What the journal says.
@@ -72,7 +73,8 @@ pub(super) fn restart_page(page: &mut [u8]) -> Result<Restart, String> {
 
 /// Judges the `$LogFile` whose `$DATA` is `v`.
 pub(super) fn journal(vol: &Volume<'_>, v: &Value) -> Result<Journal, FsError> {
-    let size = v.len();
+    // ntfs-3g looks no further than 4 GiB (`MaxLogFileSize`).
+    let size = v.len().min(MAX_LOG_FILE);
     let mut head = [0u8; 512];
     let mut empty = true;
     let mut found: Vec<Restart> = Vec::new();
@@ -103,6 +105,7 @@ pub(super) fn journal(vol: &Volume<'_>, v: &Value) -> Result<Journal, FsError> {
             }
         }
         pos = if pos == 0 { 512 } else { pos * 2 };
+        // (`pos` stays below 2^33: `size` is at most 4 GiB.)
     }
     if empty {
         return Ok(Journal::Empty);

@@ -42,6 +42,9 @@ const FIXUP_BLOCK: usize = 512;
 pub(super) const MAX_RUNS: usize = 1 << 20;
 /// An attribute list larger than this is not a real one (real lists are a few KiB).
 const MAX_ATTRIBUTE_LIST: u64 = 4 << 20;
+/// Extension records one attribute may spread over (each holds ~100 runs: a file in 100,000
+/// fragments or more is beyond what Windows writes for the files read here).
+const MAX_EXTENSIONS: usize = 4096;
 /// Cluster sizes Windows can format (512 B .. 2 MiB).
 const MAX_CLUSTER: u64 = 2 << 20;
 
@@ -587,8 +590,9 @@ impl<'a> Volume<'a> {
             match r.lcn {
                 None => buf[pos..pos + n].fill(0),
                 Some(lcn) => {
-                    let at = (lcn + (vcn - r.vcn))
-                        .checked_mul(cs)
+                    let at = lcn
+                        .checked_add(vcn - r.vcn)
+                        .and_then(|c| c.checked_mul(cs))
                         .and_then(|b| b.checked_add(within))
                         .ok_or_else(|| bad("cluster position overflows"))?;
                     self.read(at, &mut buf[pos..pos + n])?;
@@ -679,6 +683,13 @@ impl<'a> Volume<'a> {
                 .collect();
             records.sort_unstable();
             records.dedup();
+            if records.len() > MAX_EXTENSIONS {
+                return Err(bad(format!(
+                    "MFT record {}: attributes spread over {} records (at most {MAX_EXTENSIONS})",
+                    rec.number,
+                    records.len()
+                )));
+            }
             for n in records {
                 let x = self.record(n)?;
                 if !x.in_use() || x.base() != rec.number {
@@ -718,9 +729,24 @@ impl<'a> Volume<'a> {
                 let value = self.list_value(l)?;
                 let mut entries = parse_attribute_list(&value)?;
                 entries.retain(|e| e.ty == ty && e.name == name);
-                entries.sort_by_key(|e| e.lowest_vcn);
+                entries.sort_by_key(|e| (e.lowest_vcn, e.record));
+                let mut records: Vec<u64> = entries.iter().map(|e| e.record).collect();
+                records.sort_unstable();
+                records.dedup();
+                if records.len() > MAX_EXTENSIONS {
+                    return Err(bad(format!(
+                        "MFT record {}: attribute 0x{ty:x} spread over {} records (at most \
+                         {MAX_EXTENSIONS})",
+                        rec.number,
+                        records.len()
+                    )));
+                }
                 for e in &entries {
-                    if e.record != rec.number && !extensions.iter().any(|x| x.number == e.record) {
+                    if e.record != rec.number
+                        && extensions
+                            .binary_search_by_key(&e.record, |x| x.number)
+                            .is_err()
+                    {
                         let x = self.record(e.record)?;
                         if !x.in_use() || x.base() != rec.number {
                             return Err(bad(format!(
@@ -728,7 +754,8 @@ impl<'a> Volume<'a> {
                                 rec.number, e.record
                             )));
                         }
-                        extensions.push(x);
+                        let at = extensions.partition_point(|y| y.number < x.number);
+                        extensions.insert(at, x);
                     }
                 }
                 for e in &entries {
@@ -736,8 +763,9 @@ impl<'a> Volume<'a> {
                         rec
                     } else {
                         extensions
-                            .iter()
-                            .find(|x| x.number == e.record)
+                            .binary_search_by_key(&e.record, |x| x.number)
+                            .ok()
+                            .map(|i| &extensions[i])
                             .ok_or_else(|| bad("attribute list entry lost"))?
                     };
                     let held = holder.attrs()?;
