@@ -132,11 +132,45 @@ fn ntfscluster_field(info: &str, field: &str) -> u64 {
 /// bytes past the volume's last whole cluster (the backup boot sector), which a file system map
 /// must also keep.
 fn bytes_in_use_per_ntfscluster(img: &Path) -> u64 {
+    let (clusters_in_use, tail) = ntfscluster_in_use(img);
+    clusters_in_use + tail
+}
+
+/// (bytes of the clusters in use, bytes past the last whole cluster), per `ntfscluster --info`.
+fn ntfscluster_in_use(img: &Path) -> (u64, u64) {
     let out = run("ntfscluster", &["--info", "--force", s(img)]);
     let info = String::from_utf8_lossy(&out.stdout);
     let volume = ntfscluster_field(&info, "bytes per volume");
     let free = ntfscluster_field(&info, "bytes of free space");
-    volume - free + (fs::metadata(img).unwrap().len() - volume)
+    (volume - free, fs::metadata(img).unwrap().len() - volume)
+}
+
+/// The bytes partclone.ntfs (what FOG and Clonezilla capture with) copies: its used blocks, as it
+/// reports them when it captures.
+fn bytes_in_use_per_partclone(img: &Path) -> u64 {
+    let out_img = img.with_extension("partclone");
+    let out = run("partclone.ntfs", &["-c", "-s", s(img), "-O", s(&out_img)]);
+    let _ = fs::remove_file(&out_img);
+    let text = String::from_utf8_lossy(&out.stderr).replace('\r', "\n");
+    let number_before = |line: &str, unit: &str| -> Option<u64> {
+        line.split(unit)
+            .next()?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    };
+    let blocks = text
+        .lines()
+        .find(|l| l.contains("Space in use:"))
+        .and_then(|l| number_before(l, "Blocks"))
+        .unwrap_or_else(|| panic!("no used blocks in partclone's output:\n{text}"));
+    let block = text
+        .lines()
+        .find(|l| l.contains("Block size:"))
+        .and_then(|l| number_before(l, "Byte"))
+        .unwrap_or_else(|| panic!("no block size in partclone's output:\n{text}"));
+    blocks * block
 }
 
 /// A copy of `img` made the way a restore writes it: a file of random bytes of the same size, onto
@@ -199,7 +233,7 @@ fn in_used(m: &FsMap, start: u64, len: u64) -> bool {
 }
 
 /// Files written, then most of them deleted, in one volume: the map keeps exactly the clusters
-/// ntfs-3g counts in use, and a restore of only those onto random bytes gives back a volume
+/// ntfs-3g counts in use and partclone.ntfs copies (plus the backup boot sector), and a restore of only those onto random bytes gives back a volume
 /// ntfsfix finds clean with every remaining file, name and folder intact.
 fn written_then_deleted(cluster: u32) {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,6 +281,14 @@ fn written_then_deleted(cluster: u32) {
     );
     let size = fs::metadata(&img).unwrap().len();
     assert!(fsmap.used.end() <= size);
+    // partclone copies the same clusters; roomcast also keeps the backup boot sector past the
+    // last whole cluster (partclone leaves it to its restore to rewrite).
+    let (_, tail) = ntfscluster_in_use(&img);
+    assert_eq!(
+        fsmap.used.bytes() - tail,
+        bytes_in_use_per_partclone(&img),
+        "used bytes vs partclone.ntfs (cluster {cluster})"
+    );
     // Deleted files' clusters are not kept: well under the written 60 files' ~25 MB.
     assert!(fsmap.used.bytes() < 12 * MIB, "{}", fsmap.used.bytes());
 
