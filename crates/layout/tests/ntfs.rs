@@ -56,6 +56,7 @@ fn mkntfs(dir: &Path, name: &str, mib: u64, cluster: u32) -> PathBuf {
 
 /// An ntfs-3g FUSE mount of an image, unmounted on drop.
 struct Mount {
+    img: PathBuf,
     dir: PathBuf,
 }
 
@@ -64,7 +65,10 @@ impl Mount {
         let dir = img.with_extension("mnt");
         fs::create_dir_all(&dir).unwrap();
         run("ntfs-3g", &[s(img), s(&dir)]);
-        Mount { dir }
+        Mount {
+            img: img.to_path_buf(),
+            dir,
+        }
     }
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -79,10 +83,28 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        // umount waits for ntfs-3g to write the volume back and exit.
         let _ = Command::new("umount").arg(&self.dir).status();
+        // umount returns when the kernel lets go; ntfs-3g writes its last metadata back and exits
+        // after that: wait until no process runs on this image any more.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while serving(&self.img) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// True while a process (ntfs-3g) has `img` on its command line.
+fn serving(img: &Path) -> bool {
+    let needle = img.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == needle))
+        })
 }
 
 /// Deterministic pseudo-random bytes (xorshift): unique content to find on the disk.
