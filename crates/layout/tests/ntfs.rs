@@ -34,22 +34,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// An empty NTFS image of `mib` MiB with `cluster`-byte clusters, made by mkntfs.
+/// An empty NTFS image of `mib` MiB with 512-byte sectors and `cluster`-byte clusters, made by
+/// mkntfs.
 fn mkntfs(dir: &Path, name: &str, mib: u64, cluster: u32) -> PathBuf {
+    mkntfs_sectors(dir, name, mib, 512, cluster)
+}
+
+fn mkntfs_sectors(dir: &Path, name: &str, mib: u64, sector: u32, cluster: u32) -> PathBuf {
     let img = dir.join(name);
     File::create(&img).unwrap().set_len(mib * MIB).unwrap();
+    let (sector, cluster) = (sector.to_string(), cluster.to_string());
     run(
         "mkntfs",
-        &[
-            "-F",
-            "-Q",
-            "-q",
-            "-s",
-            "512",
-            "-c",
-            &cluster.to_string(),
-            s(&img),
-        ],
+        &["-F", "-Q", "-q", "-s", &sector, "-c", &cluster, s(&img)],
     );
     img
 }
@@ -257,9 +254,9 @@ fn in_used(m: &FsMap, start: u64, len: u64) -> bool {
 /// Files written, then most of them deleted, in one volume: the map keeps exactly the clusters
 /// ntfs-3g counts in use and partclone.ntfs copies (plus the backup boot sector), and a restore of only those onto random bytes gives back a volume
 /// ntfsfix finds clean with every remaining file, name and folder intact.
-fn written_then_deleted(cluster: u32) {
+fn written_then_deleted(sector: u32, cluster: u32) {
     let tmp = tempfile::tempdir().unwrap();
-    let img = mkntfs(tmp.path(), "dirty.img", 48, cluster);
+    let img = mkntfs_sectors(tmp.path(), "dirty.img", 48, sector, cluster);
     let mut kept: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     {
         let m = Mount::new(&img);
@@ -325,12 +322,50 @@ fn written_then_deleted(cluster: u32) {
 
 #[test]
 fn used_bytes_match_ntfscluster_and_restore_4k_clusters() {
-    written_then_deleted(4096);
+    written_then_deleted(512, 4096);
 }
 
 #[test]
 fn used_bytes_match_ntfscluster_and_restore_1k_clusters() {
-    written_then_deleted(1024);
+    written_then_deleted(512, 1024);
+}
+
+/// 4Kn disks: 4096-byte sectors, and then 4096-byte MFT records.
+#[test]
+fn used_bytes_match_ntfscluster_and_restore_4k_sectors_8k_clusters() {
+    written_then_deleted(4096, 8192);
+}
+
+/// A volume inside a disk, read through a `Slice` as `read_layout` hands it over: the same map,
+/// relative to the partition's start.
+#[test]
+fn a_volume_read_through_a_slice_of_a_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "part.img", 16, 4096);
+    {
+        let m = Mount::new(&img);
+        m.write("pagefile.sys", &noise(3, 300_000));
+        m.write("Windows/System32/x", b"x");
+    }
+    let volume = fs::read(&img).unwrap();
+    let mut disk = vec![0xA5u8; MIB as usize];
+    disk.extend_from_slice(&volume);
+    disk.extend(std::iter::repeat_n(0x5Au8, 3 * 512));
+    let slice = roomcast_layout::Slice {
+        disk: &disk,
+        start: MIB,
+        len: volume.len() as u64,
+    };
+    let direct = map(&img);
+    match ntfs::probe(&slice) {
+        Some(Ok(m)) => assert_eq!(m, direct),
+        other => panic!("through a slice: {other:?}"),
+    }
+    assert!(ntfs::holds_windows(&slice));
+    assert_eq!(
+        ntfs::read_file(&slice, "windows/system32/X", 10).unwrap(),
+        Some(b"x".to_vec())
+    );
 }
 
 #[test]
