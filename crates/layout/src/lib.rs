@@ -264,8 +264,18 @@ pub fn probe_fs(part: &dyn ReadAt, kind: &PartitionType) -> (String, Result<FsMa
         match probe(part) {
             None => continue,
             Some(Ok(map)) => return (map.fs.clone(), Ok(map)),
-            Some(Err(e)) => return (name.to_string(), Err(e)),
+            Some(Err(e)) => {
+                let detected = match name {
+                    "ext" => ext::name(part),
+                    "fat" => fat::name(part),
+                    _ => None,
+                };
+                return (detected.unwrap_or(name).to_string(), Err(e));
+            }
         }
+    }
+    if let Some((fs, why)) = identify(part) {
+        return (fs.into(), Err(FsError::Unsupported(why.into())));
     }
     (
         "unknown".into(),
@@ -273,4 +283,57 @@ pub fn probe_fs(part: &dyn ReadAt, kind: &PartitionType) -> (String, Result<FsMa
             "no file system roomcast reads (ext2/3/4, NTFS, FAT, swap) was found".into(),
         )),
     )
+}
+
+/// File systems and containers recognised by their signature but not read: a name and the reason the
+/// partition is taken whole.
+fn identify(part: &dyn ReadAt) -> Option<(&'static str, &'static str)> {
+    let at = |off: u64, sig: &[u8]| {
+        let mut buf = vec![0u8; sig.len()];
+        part.read_exact_at(&mut buf, off).is_ok() && buf == sig
+    };
+    const KNOWN: [(u64, &[u8], &str, &str); 8] = [
+        (
+            3,
+            b"EXFAT   ",
+            "exfat",
+            "exFAT is not read (its allocation bitmap is not mapped)",
+        ),
+        (
+            3,
+            b"-FVE-FS-",
+            "bitlocker",
+            "BitLocker-encrypted volume: its content cannot be read",
+        ),
+        (
+            0,
+            b"LUKS\xba\xbe",
+            "luks",
+            "LUKS-encrypted volume: its content cannot be read",
+        ),
+        (
+            536,
+            b"LVM2 001",
+            "lvm2",
+            "LVM physical volume: its logical volumes are not read",
+        ),
+        (0, b"XFSB", "xfs", "XFS is not read"),
+        (0x10040, b"_BHRfS_M", "btrfs", "Btrfs is not read"),
+        (
+            4096,
+            b"\xfc\x4e\x2b\xa9",
+            "linux_raid_member",
+            "Linux software RAID member (md), not read",
+        ),
+        (
+            3,
+            b"NTFS    ",
+            "ntfs",
+            "NTFS was not mapped by the NTFS reader",
+        ),
+    ];
+    KNOWN
+        .iter()
+        .find(|(off, sig, _, _)| at(*off, sig))
+        .map(|&(_, _, fs, why)| (fs, why))
 }

@@ -3,4 +3,5 @@
 mod ext;
 mod fat;
 mod swap;
+mod table;
 mod util;
