@@ -9,7 +9,7 @@
 //! | module | what it reads |
 //! |---|---|
 //! | [`extents`] | [`Extents`]: sorted, disjoint byte ranges (the currency of this crate) |
-//! | [`table`] | GPT (primary, backup) and MBR (with extended partitions) |
+//! | [`table`] | GPT (primary, backup) and MBR (with extended partitions); the GPT writes for a disk of another size ([`table::gpt_resize_patches`], issue 23) |
 //! | [`ext`] | ext2/3/4 block bitmaps (flex_bg, uninitialised groups, metadata, journal) |
 //! | [`ntfs`] | NTFS `$Bitmap`, dirty and hibernated volumes, `pagefile.sys`/`hiberfil.sys`/`swapfile.sys` |
 //! | [`fat`] | FAT12/16/32: reserved sectors, FATs, root directory, used clusters |

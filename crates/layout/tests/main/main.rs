@@ -4,6 +4,7 @@ mod disk;
 mod ext;
 mod fat;
 mod props;
+mod resize;
 mod swap;
 mod table;
 mod util;
