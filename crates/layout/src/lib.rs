@@ -189,10 +189,22 @@ pub enum LayoutError {
 }
 
 /// Reads the partition table and each partition's file system. A disk with no partition table is
-/// one "partition" probed as a file system (a bare file system on a disk) or else taken whole.
+/// one "partition" probed as a file system (a bare file system on a disk) or else taken whole: it
+/// is listed as partition 1 covering the whole disk, of MBR type 0x00.
 pub fn read_layout(disk: &dyn ReadAt) -> Result<DiskLayout, LayoutError> {
     let disk_size = disk.size();
-    let table = table::read(disk)?;
+    let mut table = table::read(disk)?;
+    if table.kind == TableKind::None && disk_size > 0 {
+        table.partitions = vec![Partition {
+            number: 1,
+            start: 0,
+            len: disk_size,
+            kind: PartitionType::Mbr {
+                type_byte: 0,
+                logical: false,
+            },
+        }];
+    }
     let mut partitions = Vec::new();
     let mut used = Extents::new();
     // Everything outside the partitions is taken whole.

@@ -245,3 +245,30 @@ fn unclean_partitions_are_refused_with_their_number() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_disk_without_table_is_probed_as_one_file_system() {
+    if !have(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = crate::ext::churned(dir.path(), "mkfs.ext4", &[], 16 * MIB);
+    let l = layout(&img).unwrap();
+    assert_eq!(l.table, TableKind::None);
+    assert_eq!(l.partitions.len(), 1);
+    assert_eq!(
+        (
+            l.partitions[0].fs.as_str(),
+            l.partitions[0].whole.as_deref()
+        ),
+        ("ext4", None)
+    );
+    assert_eq!(l.used, l.partitions[0].used);
+    assert!(l.used.bytes() < 8 * MIB);
+    // Zeros: no table, no file system, taken whole.
+    let zero = dir.path().join("zero.img");
+    File::create(&zero).unwrap().set_len(MIB).unwrap();
+    let l = layout(&zero).unwrap();
+    assert_eq!(l.used, Extents::from_range(0, MIB));
+    assert!(l.partitions[0].whole.is_some());
+}
