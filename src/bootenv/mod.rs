@@ -54,6 +54,10 @@ pub struct BuildOptions {
     pub trusted_key: Option<PathBuf>,
     /// Kernel modules to add to [`modules::DRIVERS`] (`--modules a,b`), with their dependencies.
     pub extra_modules: Vec<String>,
+    /// Modules of [`modules::DRIVERS`] to leave out (`--without-modules a,b`): a driver that
+    /// misbehaves on some PC, or a test of a card without a driver. One another module depends on
+    /// still comes in with it.
+    pub without_modules: Vec<String>,
     /// A folder of firmware files copied as is under `/lib/firmware` (`--firmware DIR`), for the
     /// cards whose driver asks for one (some Realtek, Broadcom, Intel chips).
     pub firmware: Option<PathBuf>,
@@ -70,6 +74,7 @@ impl BuildOptions {
             busybox: PathBuf::from("/bin/busybox"),
             trusted_key: None,
             extra_modules: Vec::new(),
+            without_modules: Vec::new(),
             firmware: None,
         })
     }
@@ -292,9 +297,15 @@ fn write_initramfs(
     }
     let mdir = kernel_dir.join("lib/modules").join(release);
     let index = modules::KernelModules::index(&mdir).map_err(io("listing the modules", &mdir))?;
+    let without: BTreeSet<String> = opts
+        .without_modules
+        .iter()
+        .map(|m| modules::normalize(m))
+        .collect();
     let wanted: Vec<String> = modules::DRIVERS
         .iter()
         .map(|s| s.to_string())
+        .filter(|m| !without.contains(m))
         .chain(opts.extra_modules.iter().cloned())
         .collect();
     let sel = index.select(&wanted)?;

@@ -26,6 +26,9 @@ pub enum BootenvCommand {
         /// dependencies, on top of the built-in list of network and disk drivers.
         #[arg(long, value_delimiter = ',')]
         modules: Vec<String>,
+        /// Built-in drivers to leave out (comma-separated), e.g. one that misbehaves on a PC model.
+        #[arg(long, value_delimiter = ',')]
+        without_modules: Vec<String>,
         /// A folder of firmware files, copied under /lib/firmware (e.g. `rtl_nic/rtl8168h-2.fw`).
         #[arg(long)]
         firmware: Option<PathBuf>,
@@ -40,6 +43,7 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
         agent,
         trusted_key,
         modules,
+        without_modules,
         firmware,
     } = cmd;
     let mut opts = BuildOptions::new(out)
@@ -47,6 +51,7 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
     opts.kernel_dir = kernel_dir;
     opts.trusted_key = trusted_key;
     opts.extra_modules = modules;
+    opts.without_modules = without_modules;
     opts.firmware = firmware;
     if let Some(a) = agent {
         opts.agent = a;

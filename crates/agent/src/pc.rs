@@ -121,6 +121,9 @@ pub fn main() -> ExitCode {
                 "Powering off in {} s (roomcast.wait=).",
                 cfg.wait.as_secs()
             ));
+            for l in &why {
+                screen.line(&format!("roomcast: failed: {l}"));
+            }
             screen.banner("failed", &why);
             std::thread::sleep(cfg.wait);
             ExitCode::from(1)

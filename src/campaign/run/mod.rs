@@ -302,6 +302,14 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
+    if let Some(rule) = &plan.system_disk {
+        config.cmdline = format!(
+            "{} {}={}",
+            config.cmdline,
+            roomcast_proto::contract::cmdline::SYSDISK,
+            rule.to_word()
+        );
+    }
     config.master_ssh =
         built
             .spec

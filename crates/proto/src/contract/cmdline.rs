@@ -41,9 +41,8 @@ pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline
         .split_whitespace()
         .filter_map(|w| w.split_once('='))
-        .filter(|(k, _)| *k == key)
+        .rfind(|(k, _)| *k == key)
         .map(|(_, v)| v)
-        .last()
 }
 
 /// The booting MAC: `roomcast.mac=`, else pxelinux-style `BOOTIF=01-aa-bb-cc-dd-ee-ff`;
