@@ -25,6 +25,8 @@ pub const DRIVERS: &[&str] = &[
     "igc",
     "r8169",
     "8139too",
+    // RTL8139C+ (and qemu's `rtl8139`): 8139too declines it in favour of this one.
+    "8139cp",
     "tg3",
     "bnx2",
     "atlantic",

@@ -141,6 +141,8 @@ fn boot(case: &Case) -> Outcome {
             .command(env!("CARGO_BIN_EXE_roomcast"))
             .args(["serve", "--interface", server.ifname()])
             .args(["--subnet", "198.18.0.0/16", "--campaign", "hw"])
+            // iPXE otherwise waits ~16 s for IPv6 router advertisements (docs/PERFORMANCE.md).
+            .arg("--announce-ra")
             .arg("--boot-dir")
             .arg(&boot)
             .arg("--reports")
