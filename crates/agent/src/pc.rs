@@ -31,6 +31,8 @@ pub const NIC_WAIT: Duration = Duration::from_secs(15);
 /// How long a card may take to get its link (autonegotiation of a gigabit card: 2–5 s, some
 /// switches longer).
 pub const LINK_WAIT: Duration = Duration::from_secs(30);
+/// How long the disks may take to appear before the system-disk rule is declared unmatched.
+pub const DISK_WAIT: Duration = Duration::from_secs(10);
 /// DHCP attempts (each `udhcpc -t 4 -T 3`: four DISCOVERs three seconds apart).
 pub const DHCP_ATTEMPTS: u32 = 4;
 /// Where the facts-only boot finds the interface the agent brought up.
@@ -200,7 +202,14 @@ fn run(
         ));
     };
     // 4. The disk.
-    let seen = settled_disks(sys);
+    // A disk that is late (USB waits a second before scanning, some NVMe take longer) gets up to
+    // DISK_WAIT to appear before the rule is declared unmatched.
+    let t = Instant::now();
+    let mut seen = settled_disks(sys);
+    while pick_disk(cfg, &seen).is_err() && t.elapsed() < DISK_WAIT {
+        std::thread::sleep(Duration::from_secs(1));
+        seen = hw::disks(sys);
+    }
     for d in &seen {
         screen.line(&format!("roomcast: disk {d}"));
     }
