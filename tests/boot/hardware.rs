@@ -515,3 +515,87 @@ fn a_card_without_a_driver_shows_its_pci_id() {
     );
     assert_eq!(sha256(&o.disk_files[0]), o.before[0], "disk untouched");
 }
+
+/// `bootenv build --modules`, `--without-modules`, `--firmware`: the extra module comes with its
+/// tables' lines, the left-out one is absent but named in `roomcast.absent.alias`, the firmware
+/// folder lands under `/lib/firmware`; a module the kernel lacks fails the build, named.
+#[test]
+fn bootenv_build_takes_extra_modules_and_firmware() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let fw = w.join("fw/rtl_nic");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("rtl8168h-2.fw"), b"firmware bytes").unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["bootenv", "build", "--out"])
+            .arg(w.join(out))
+            .arg("--kernel-dir")
+            .arg(kernel_dir())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = build(
+        "boot",
+        &[
+            "--modules",
+            "e100",
+            "--without-modules",
+            "tg3",
+            "--firmware",
+            w.join("fw").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = w.join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zcat {} | cpio -id --quiet",
+            w.join("boot/initrd.gz").display()
+        ))
+        .current_dir(&x)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unpacking the initramfs");
+    assert_eq!(
+        std::fs::read(x.join("lib/firmware/rtl_nic/rtl8168h-2.fw")).unwrap(),
+        b"firmware bytes"
+    );
+    let mdir = std::fs::read_dir(x.join("lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read = |n: &str| std::fs::read_to_string(mdir.join(n)).unwrap();
+    let (dep, alias, absent) = (
+        read("modules.dep"),
+        read("modules.alias"),
+        read("roomcast.absent.alias"),
+    );
+    assert!(dep.contains("/e100.ko:"), "{dep}");
+    assert!(
+        alias.lines().any(|l| l.ends_with(" e100")),
+        "e100's aliases"
+    );
+    assert!(!dep.contains("/tg3.ko"), "tg3 left out");
+    assert!(
+        absent.lines().any(|l| l.ends_with(" tg3")),
+        "and named as absent"
+    );
+    assert!(
+        dep.contains("/e1000e.ko:"),
+        "the built-in list is still there"
+    );
+
+    let o = build("bad", &["--modules", "no_such_driver"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("kernel module no_such_driver is not in the kernel package"),
+        "{err}"
+    );
+}
