@@ -1,10 +1,12 @@
 //! `roomcast bootenv build`: the boot environment a PC of the campaign PXE-boots into — the iPXE
 //! binaries (Debian's `ipxe`), a kernel (Debian's `linux-image-amd64`) and an initramfs built here
-//! (busybox-static, the PC agent's own binary `roomcast-agent` and the libraries `ldd` lists, virtio
-//! modules, an init). The agent binary is built from the `roomcast-agent` crate alone: none of the
+//! (busybox-static, the PC agent's own binary `roomcast-agent` and the libraries `ldd` lists, the
+//! network and disk drivers of real PCs with the tables the agent loads them by ([`modules`]),
+//! a technician's firmware files and extra modules, an init). The agent binary is built from the `roomcast-agent` crate alone: none of the
 //! tool's campaign, lab, SQLite, SSH, HTTP server or templates reaches a PC.
 
 pub mod cpio;
+pub mod modules;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -28,18 +30,6 @@ pub fn init_script() -> String {
 /// File name of the agent's binary, next to `roomcast` and inside the initramfs (`/bin`).
 pub const AGENT_BINARY: &str = "roomcast-agent";
 const UDHCPC_SCRIPT: &str = include_str!("../../templates/boot/udhcpc.script");
-/// Kernel modules the init loads, in order (virtio is modular in Debian's kernel).
-pub const MODULES: [&str; 9] = [
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "virtio_blk",
-];
 /// File names of the result inside the output folder.
 pub const KERNEL: &str = "vmlinuz";
 /// See [`KERNEL`].
@@ -62,6 +52,15 @@ pub struct BuildOptions {
     /// The image signer's public key the agent trusts, baked in as `/etc/roomcast/trusted.pub`
     /// (trust comes with the boot environment, never from the network).
     pub trusted_key: Option<PathBuf>,
+    /// Kernel modules to add to [`modules::DRIVERS`] (`--modules a,b`), with their dependencies.
+    pub extra_modules: Vec<String>,
+    /// Modules of [`modules::DRIVERS`] to leave out (`--without-modules a,b`): a driver that
+    /// misbehaves on some PC, or a test of a card without a driver. One another module depends on
+    /// still comes in with it.
+    pub without_modules: Vec<String>,
+    /// A folder of firmware files copied as is under `/lib/firmware` (`--firmware DIR`), for the
+    /// cards whose driver asks for one (some Realtek, Broadcom, Intel chips).
+    pub firmware: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -74,6 +73,9 @@ impl BuildOptions {
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             busybox: PathBuf::from("/bin/busybox"),
             trusted_key: None,
+            extra_modules: Vec::new(),
+            without_modules: Vec::new(),
+            firmware: None,
         })
     }
 }
@@ -89,6 +91,8 @@ pub struct BootEnv {
     pub release: String,
     /// Every file of the initramfs, for the report.
     pub initrd_files: Vec<String>,
+    /// The kernel modules inside (normalized names).
+    pub modules: Vec<String>,
 }
 
 /// A build step that failed.
@@ -104,6 +108,9 @@ pub enum BootEnvError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A module asked for is not in the kernel package.
+    #[error("bootenv: {0}")]
+    Module(#[from] modules::UnknownModule),
     /// An external tool failed (apt-get, dpkg, ldd).
     #[error("bootenv: {step}: {detail}")]
     Tool {
@@ -149,12 +156,13 @@ pub fn build(opts: &BuildOptions) -> Result<BootEnv, BootEnvError> {
     let kernel = opts.out.join(KERNEL);
     std::fs::copy(&vmlinuz, &kernel).map_err(io("copying the kernel", &vmlinuz))?;
     let initrd = opts.out.join(INITRD);
-    let initrd_files = write_initramfs(opts, &kernel_dir, &release, &initrd)?;
+    let (initrd_files, modules) = write_initramfs(opts, &kernel_dir, &release, &initrd)?;
     Ok(BootEnv {
         kernel,
         initrd,
         release,
         initrd_files,
+        modules,
     })
 }
 
@@ -243,7 +251,7 @@ fn write_initramfs(
     kernel_dir: &Path,
     release: &str,
     to: &Path,
-) -> Result<Vec<String>, BootEnvError> {
+) -> Result<(Vec<String>, Vec<String>), BootEnvError> {
     // (path inside, permission bits, contents)
     let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
     let read = |p: &Path| std::fs::read(p).map_err(io("reading", p));
@@ -287,15 +295,49 @@ fn write_initramfs(
         let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((inside, 0o755, read(&lib)?));
     }
-    let modules = kernel_dir.join("lib/modules").join(release);
-    for m in MODULES {
-        if let Some(found) = find_file(&modules, &format!("{m}.ko"))? {
-            let inside = found
-                .strip_prefix(kernel_dir)
-                .unwrap_or(&found)
-                .to_string_lossy()
-                .into_owned();
-            files.push((inside, 0o644, read(&found)?));
+    let mdir = kernel_dir.join("lib/modules").join(release);
+    let index = modules::KernelModules::index(&mdir).map_err(io("listing the modules", &mdir))?;
+    let without: BTreeSet<String> = opts
+        .without_modules
+        .iter()
+        .map(|m| modules::normalize(m))
+        .collect();
+    let wanted: Vec<String> = modules::DRIVERS
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|m| !without.contains(m))
+        .chain(opts.extra_modules.iter().cloned())
+        .collect();
+    let sel = index.select(&wanted)?;
+    let inside = format!("lib/modules/{release}");
+    for (rel, _) in sel.modules.values() {
+        let from = mdir.join(rel);
+        files.push((format!("{inside}/{rel}"), 0o644, read(&from)?));
+    }
+    files.push((
+        format!("{inside}/modules.dep"),
+        0o644,
+        sel.modules_dep().into_bytes(),
+    ));
+    files.push((
+        format!("{inside}/modules.alias"),
+        0o644,
+        sel.modules_alias().into_bytes(),
+    ));
+    files.push((
+        format!("{inside}/{}", modules::ABSENT_ALIAS),
+        0o644,
+        index.absent_aliases(&sel).into_bytes(),
+    ));
+    for extra in ["modules.builtin", "modules.order"] {
+        let from = mdir.join(extra);
+        if from.exists() {
+            files.push((format!("{inside}/{extra}"), 0o644, read(&from)?));
+        }
+    }
+    if let Some(fw) = &opts.firmware {
+        for (rel, data) in tree(fw)? {
+            files.push((format!("lib/firmware/{rel}"), 0o644, data));
         }
     }
     let mut dirs: BTreeSet<String> = ["dev", "proc", "sys", "tmp", "run", "bin", "etc"]
@@ -334,24 +376,38 @@ fn write_initramfs(
         .map_err(|e| w(e.into_error()))?
         .sync_all()
         .map_err(w)?;
-    Ok(files.into_iter().map(|(n, _, _)| n).collect())
+    Ok((
+        files.into_iter().map(|(n, _, _)| n).collect(),
+        sel.modules.into_keys().collect(),
+    ))
 }
 
-fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, BootEnvError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    for e in entries.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_file(&p, name)? {
-                return Ok(Some(f));
+/// Every file under `dir` (relative path, contents); a missing folder is an error.
+fn tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, BootEnvError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(io("reading the firmware folder", &d))?;
+        for e in entries {
+            let e = e.map_err(io("reading the firmware folder", &d))?;
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(dir)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((
+                    rel,
+                    std::fs::read(&p).map_err(io("reading a firmware file", &p))?,
+                ));
             }
-        } else if e.file_name() == name {
-            return Ok(Some(p));
         }
     }
-    Ok(None)
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -374,6 +430,6 @@ mod tests {
             init.to_ascii_lowercase()
                 .contains(&format!("--header \"{CONTRACT_HEADER}: $contract\""))
         );
-        assert!(init.contains(&format!("if {AGENT_BINARY} \"$@\" --server")));
+        assert!(init.contains(&format!("if {AGENT_BINARY} pc; then")));
     }
 }

@@ -22,6 +22,16 @@ pub enum BootenvCommand {
         /// The image signer's public key (`roomcast key generate`'s .pub) the agent will trust.
         #[arg(long)]
         trusted_key: Option<PathBuf>,
+        /// Extra kernel modules to put in (comma-separated names, e.g. `e100,mlx4_en`), with their
+        /// dependencies, on top of the built-in list of network and disk drivers.
+        #[arg(long, value_delimiter = ',')]
+        modules: Vec<String>,
+        /// Built-in drivers to leave out (comma-separated), e.g. one that misbehaves on a PC model.
+        #[arg(long, value_delimiter = ',')]
+        without_modules: Vec<String>,
+        /// A folder of firmware files, copied under /lib/firmware (e.g. `rtl_nic/rtl8168h-2.fw`).
+        #[arg(long)]
+        firmware: Option<PathBuf>,
     },
 }
 
@@ -32,11 +42,17 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
         kernel_dir,
         agent,
         trusted_key,
+        modules,
+        without_modules,
+        firmware,
     } = cmd;
     let mut opts = BuildOptions::new(out)
         .map_err(|e| CliError::UsageOrIo(format!("roomcast bootenv: {e}")))?;
     opts.kernel_dir = kernel_dir;
     opts.trusted_key = trusted_key;
+    opts.extra_modules = modules;
+    opts.without_modules = without_modules;
+    opts.firmware = firmware;
     if let Some(a) = agent {
         opts.agent = a;
     }
@@ -55,6 +71,7 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
                 size(&env.initrd),
                 env.initrd_files.len()
             );
+            println!("modules {} ({})", env.modules.len(), env.modules.join(" "));
             Ok(exit::OK)
         }
         Err(e) => Err(CliError::UsageOrIo(format!("roomcast {e}"))),

@@ -43,6 +43,8 @@ pub struct RoomTarget {
     pub group: Option<String>,
     /// The room's link speed in Mbit/s, when from a room file.
     pub link_mbps: Option<u32>,
+    /// The system-disk rule (the room's, else its profile's), when from a room file.
+    pub system_disk: Option<roomcast_proto::contract::DiskRule>,
 }
 
 impl RoomArgs {
@@ -97,6 +99,19 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
         machines,
         group: Some(net.multicast_group.value.clone()),
         link_mbps: Some(net.link_speed_mbps.value),
+        system_disk: room
+            .doc
+            .system_disk
+            .as_ref()
+            .or_else(|| {
+                checked
+                    .validation
+                    .region
+                    .profiles
+                    .get(&room.doc.profile.value)
+                    .and_then(|p| p.doc.system_disk.as_ref())
+            })
+            .map(|d| d.rule()),
     })
 }
 

@@ -126,10 +126,19 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
                     initrd: crate::bootenv::INITRD.into(),
                     // Tells the boot environment's init to run the agent rather than only report
                     // facts.
-                    cmdline: if a.image.is_some() {
-                        format!("{} {}", a.cmdline, AgentMode::Restore.cmdline_flag())
-                    } else {
-                        a.cmdline.clone()
+                    // The room's system-disk rule, when `--room` names one (issue 21).
+                    cmdline: match (&a.image, &c.system_disk) {
+                        (Some(_), Some(rule)) => format!(
+                            "{} {} {}={}",
+                            a.cmdline,
+                            AgentMode::Restore.cmdline_flag(),
+                            roomcast_proto::contract::cmdline::SYSDISK,
+                            rule.to_word()
+                        ),
+                        (Some(_), None) => {
+                            format!("{} {}", a.cmdline, AgentMode::Restore.cmdline_flag())
+                        }
+                        (None, _) => a.cmdline.clone(),
                     },
                     reports_dir: a.reports.clone(),
                     image: served,

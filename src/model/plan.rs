@@ -57,6 +57,9 @@ pub struct RoomPlan {
     pub signoff: Option<Vec<String>>,
     /// Step f: the generalise command, if any.
     pub generalize: Option<String>,
+    /// Steps b, f, g: the system-disk rule (the room's, else the profile's), as the agent gets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_disk: Option<roomcast_proto::contract::DiskRule>,
     /// Step g: the machines deployed.
     pub machines: Vec<MachinePlan>,
     /// Step g: network facts.
@@ -324,6 +327,11 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             .required
             .then(|| profile.signoff.allowed.clone()),
         generalize: profile.generalize.clone(),
+        system_disk: doc
+            .system_disk
+            .as_ref()
+            .or(profile.system_disk.as_ref())
+            .map(|d| d.rule()),
         machines,
         network: NetworkPlan {
             interface: doc.network.interface.clone(),

@@ -46,6 +46,75 @@ pub struct Profile {
     pub tests: Vec<TechnicalTest>,
     /// The teachers' sign-off at step e.
     pub signoff: Signoff,
+    /// Which disk of each PC is the system disk, the one roomcast restores or captures (a room
+    /// may say otherwise). Absent: the PC's one disk that is neither removable nor on USB; a PC
+    /// with two internal disks then refuses, naming them, and writes nothing.
+    #[serde(default)]
+    pub system_disk: Option<SystemDisk>,
+}
+
+/// The system-disk rule: every field given must hold, exactly one disk of the PC must match, or
+/// the PC refuses and reports the disks it saw. A rule without `bus: usb` (or `mmc`) never matches
+/// a USB stick, a card reader or removable media.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemDisk {
+    /// How the disk is attached: `sata` (AHCI, also IDE mode), `nvme`, `virtio`, `usb`, `mmc`
+    /// (card reader) or `scsi` (SAS, RAID).
+    #[serde(default)]
+    pub bus: Option<DiskBus>,
+    /// Pattern of the model string the disk reports (`*` any text, `?` one character, case
+    /// ignored), e.g. `Samsung SSD 9*`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Smallest size, in GB (10^9 bytes, as disks are sold).
+    #[serde(default)]
+    pub size_min_gb: Option<u64>,
+    /// Largest size, in GB.
+    #[serde(default)]
+    pub size_max_gb: Option<u64>,
+    /// Pattern of the disk's serial number (one PC's disk: rarely useful in a profile).
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+/// How a disk is attached (see [`SystemDisk::bus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// SATA through AHCI (or IDE mode).
+    Sata,
+    /// NVMe.
+    Nvme,
+    /// virtio (virtual machines).
+    Virtio,
+    /// USB mass storage.
+    Usb,
+    /// SD/MMC card reader.
+    Mmc,
+    /// SAS or RAID controller.
+    Scsi,
+}
+
+impl SystemDisk {
+    /// The contract's rule, as the agent applies it (`roomcast.sysdisk=` on the command line).
+    pub fn rule(&self) -> roomcast_proto::contract::DiskRule {
+        use roomcast_proto::contract::Bus;
+        roomcast_proto::contract::DiskRule {
+            bus: self.bus.map(|b| match b {
+                DiskBus::Sata => Bus::Sata,
+                DiskBus::Nvme => Bus::Nvme,
+                DiskBus::Virtio => Bus::Virtio,
+                DiskBus::Usb => Bus::Usb,
+                DiskBus::Mmc => Bus::Mmc,
+                DiskBus::Scsi => Bus::Scsi,
+            }),
+            model: self.model.clone(),
+            size_min: self.size_min_gb.map(|g| g.saturating_mul(1_000_000_000)),
+            size_max: self.size_max_gb.map(|g| g.saturating_mul(1_000_000_000)),
+            serial: self.serial.clone(),
+        }
+    }
 }
 
 /// Manufacturer and model, as the firmware reports them (DMI).
@@ -133,4 +202,32 @@ pub struct Signoff {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub allowed: Vec<String>,
+}
+
+#[cfg(test)]
+mod system_disk_tests {
+    use super::*;
+    use roomcast_proto::contract::{Bus, DiskRule};
+
+    #[test]
+    fn the_yaml_rule_becomes_the_agents_rule() {
+        let d: SystemDisk = serde_saphyr::from_str(
+            "bus: nvme\nmodel: \"Samsung SSD 9*\"\nsize_min_gb: 200\nsize_max_gb: 1000\n",
+        )
+        .unwrap();
+        let r = d.rule();
+        assert_eq!(
+            r,
+            DiskRule {
+                bus: Some(Bus::Nvme),
+                model: Some("Samsung SSD 9*".into()),
+                size_min: Some(200_000_000_000),
+                size_max: Some(1_000_000_000_000),
+                serial: None,
+            }
+        );
+        assert_eq!(DiskRule::parse(&r.to_word()), Ok(r));
+        assert!(serde_saphyr::from_str::<SystemDisk>("bus: floppy\n").is_err());
+        assert!(serde_saphyr::from_str::<SystemDisk>("size: 3\n").is_err());
+    }
 }

@@ -32,6 +32,10 @@ pub struct Room {
     /// The machines of the room.
     #[schemars(with = "Vec<Machine>")]
     pub machines: Spanned<Vec<Machine>>,
+    /// The system-disk rule of this room's PCs, replacing the profile's `system_disk` (same
+    /// fields), e.g. a room whose PCs got a second disk.
+    #[serde(default)]
+    pub system_disk: Option<super::profile::SystemDisk>,
 }
 
 /// A school.

@@ -27,7 +27,9 @@ pub const BIOS_BOOT_FILE: &str = "undionly.kpxe";
 /// firmware's network driver (faster on OVMF than `ipxe.efi`'s own drivers).
 pub const DEFAULT_UEFI_BOOT_FILE: &str = "snponly.efi";
 /// Extra kernel command line of the agent when nothing else is said (`roomcast serve --cmdline`).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet";
+/// The kernel console goes to the display and the serial port; the last `console=` is the one the
+/// agent's own lines go to (it writes to the display as well, `roomcast_agent::screen`).
+pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 quiet";
 
 /// What PXE needs besides the room: the boot root TFTP serves and the boot files it names.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The boot chain with real namespaces, real sockets and real PXE firmware (qemu). Root only; every
 //! test builds its own `roomcast_lab::Lab`, which removes everything on drop.
 
+mod hardware;
 pub(crate) mod pxe;
 mod services;
 mod wol;

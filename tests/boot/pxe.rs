@@ -69,7 +69,7 @@ pub(crate) fn local_disk_boot_sector() -> Vec<u8> {
     s
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
@@ -143,17 +143,17 @@ pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
 }
 
 /// Size of the image the agent restores (and of the campaign PCs' disks when an image is served).
-const IMAGE_SIZE: u64 = 32 << 20;
+pub(crate) const IMAGE_SIZE: u64 = 32 << 20;
 
 /// A captured image: 32 MiB with random, text and zero regions, in a store whose key is trusted.
-struct Image {
-    store: PathBuf,
-    id: String,
-    source_sha256: String,
-    pub_file: PathBuf,
+pub(crate) struct Image {
+    pub(crate) store: PathBuf,
+    pub(crate) id: String,
+    pub(crate) source_sha256: String,
+    pub(crate) pub_file: PathBuf,
 }
 
-fn capture_image(w: &Path) -> Image {
+pub(crate) fn capture_image(w: &Path) -> Image {
     use roomcast_store::capture::{CaptureOptions, capture};
     use roomcast_store::keys::{Signer, generate_files};
     use roomcast_store::manifest::ImageLabel;

@@ -109,6 +109,24 @@ fn plan_shows_every_machine_with_its_final_hostname() {
     assert_eq!(plan["machines"][2]["hostname"], "B204-PC03");
     assert_eq!(plan["bytes"]["installers"], 356876288u64 + 17179869184u64);
     assert!(plan["bytes"]["image"].is_null());
+    // The profile's system-disk rule, and a room's that replaces it (issue 21).
+    assert_eq!(plan["system_disk"], serde_json::json!({"bus": "sata"}));
+    let o = roomcast(
+        dir.path(),
+        &[
+            "plan",
+            "rooms/0330021U/B205.yaml",
+            "--format",
+            "json",
+            "--today",
+            "2026-01-15",
+        ],
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        plan["system_disk"],
+        serde_json::json!({"bus": "nvme", "size_min": 200_000_000_000u64})
+    );
 }
 
 #[test]

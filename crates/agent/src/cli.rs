@@ -3,7 +3,8 @@
 //!
 //! Exit codes, as the tool's: 0 the image is written (or captured) and reported; 1 the work failed
 //! and that was reported; 2 the key is unreadable or the report could not be delivered.
-//! Prints the report it sent (one JSON line) on stdout.
+//! Prints the report it sent (one JSON line) on stdout. `roomcast-agent pc` (what the init runs)
+//! exits 0 done, 1 failed (shown on the screen, reported when the network was up).
 
 use crate::AgentOptions;
 use clap::Args;
@@ -50,9 +51,13 @@ const OK: u8 = 0;
 const FAILURE: u8 = 1;
 const USAGE_OR_IO: u8 = 2;
 
-/// Parses the process arguments and runs (the binary's `main`).
+/// Parses the process arguments and runs (the binary's `main`). `roomcast-agent pc` is the boot
+/// environment's whole PC run, configured by the kernel command line ([`crate::pc`]).
 pub fn main() -> ExitCode {
     use clap::Parser;
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pc") {
+        return crate::pc::main();
+    }
     match AgentCli::try_parse() {
         Ok(cli) => run(cli.args),
         Err(e) => {

@@ -13,7 +13,10 @@
 pub mod capture;
 pub mod cli;
 mod http;
+pub mod hw;
 pub mod mcast;
+pub mod pc;
+pub mod screen;
 
 pub use http::HttpChunks;
 pub use roomcast_proto::contract::Report;
@@ -22,7 +25,9 @@ use roomcast_proto::contract::{McastFigures, RestoreFigures, SessionInfo, Transp
 use roomcast_store::disk::{Disk, DiskError};
 use roomcast_store::keys::{KeyError, TrustedSigners};
 use roomcast_store::manifest::{ManifestError, UnverifiedManifest, VerifiedManifest};
-use roomcast_store::restore::{RestoreError, RestoreOptions, RestoreReport, restore_with};
+use roomcast_store::restore::{
+    RestoreError, RestoreOptions, RestoreProgress, RestoreReport, restore_with,
+};
 use std::path::{Path, PathBuf};
 
 /// Default place of the trusted signer key inside the initramfs (`roomcast bootenv build --trusted-key`).
@@ -135,11 +140,31 @@ pub fn fetch_manifest(
 /// Restores the campaign's image onto the disk and reports. An `Err` means even the report could not
 /// be delivered; a failed restore that was reported is in [`Outcome::result`].
 pub fn run(opts: &AgentOptions) -> Result<Outcome, AgentError> {
+    run_with(opts, &Hooks::default())
+}
+
+/// What the PXE-booted agent ([`pc`]) adds to a run: progress on the PC's screen, and the PC's
+/// facts (disks, card, Wake-on-LAN) in the report.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called once the manifest verified, with the image's label and id.
+    pub image: Option<&'a dyn Fn(&VerifiedManifest)>,
+    /// Restore progress (unicast path).
+    pub progress: Option<&'a (dyn Fn(&RestoreProgress) + Sync)>,
+    /// Adds to the report before it is sent.
+    pub annotate: Option<&'a dyn Fn(&mut Report)>,
+}
+
+/// [`run`] with [`Hooks`].
+pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentError> {
     let client = http::Client::new(&opts.server, &opts.token);
     let mut image = None;
     let mut multicast = None;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
         image = Some(m.id().to_hex());
+        if let Some(f) = hooks.image {
+            f(&m);
+        }
         match session(&client)? {
             Some(info) if !info.ended => {
                 let disk = open_disk(&m, opts)?;
@@ -152,10 +177,13 @@ pub fn run(opts: &AgentOptions) -> Result<Outcome, AgentError> {
                 multicast = Some(figures.unwrap_or_default());
                 r
             }
-            _ => restore(&client, &m, opts),
+            _ => restore(&client, &m, opts, hooks.progress.unwrap_or(&|_| {})),
         }
     });
-    let report = restore_report(&opts.disk, image, &result, multicast);
+    let mut report = restore_report(&opts.disk, image, &result, multicast);
+    if let Some(f) = hooks.annotate {
+        f(&mut report);
+    }
     let body = serde_json::to_vec(&report).expect("report serialises");
     client.post(&client.url(path::REPORT), &body)?;
     Ok(Outcome { report, result })
@@ -196,6 +224,7 @@ fn restore(
     client: &http::Client,
     m: &VerifiedManifest,
     opts: &AgentOptions,
+    progress: &(dyn Fn(&RestoreProgress) + Sync),
 ) -> Result<RestoreReport, AgentError> {
     let disk = open_disk(m, opts)?;
     let source = HttpChunks::new(client.clone(), m);
@@ -208,7 +237,7 @@ fn restore(
         m,
         &disk,
         &ropts,
-        &|_| {},
+        progress,
         |_| Ok(()),
         0,
     )?)

@@ -302,6 +302,7 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
+    config.cmdline = agent_cmdline(&config.cmdline, plan.system_disk.as_ref());
     config.master_ssh =
         built
             .spec
@@ -313,6 +314,19 @@ pub fn imaging_config(
                 ssh: built.spec.ssh.clone(),
             });
     Ok(config)
+}
+
+/// The agent's kernel command line: `base`, then the room's (else the profile's) system-disk rule
+/// as `roomcast.sysdisk=` when there is one.
+fn agent_cmdline(base: &str, rule: Option<&roomcast_proto::contract::DiskRule>) -> String {
+    match rule {
+        Some(r) => format!(
+            "{base} {}={}",
+            roomcast_proto::contract::cmdline::SYSDISK,
+            r.to_word()
+        ),
+        None => base.to_string(),
+    }
 }
 
 /// The setup of a journaled campaign, rebuilt from the options saved at its start (for a caller that
@@ -464,5 +478,27 @@ impl<'a> Run<'a> {
         }
         let mut inv = InventoryDb::open(self.db)?;
         Ok(record::record_campaign(&mut inv, &run, self.clock.now())?)
+    }
+}
+
+#[cfg(test)]
+mod cmdline_tests {
+    use roomcast_proto::contract::{Bus, DiskRule, cmdline};
+
+    #[test]
+    fn the_system_disk_rule_reaches_the_agents_command_line() {
+        let rule = DiskRule {
+            bus: Some(Bus::Nvme),
+            model: Some("Samsung SSD*".into()),
+            ..DiskRule::default()
+        };
+        let c = super::agent_cmdline("console=tty0 quiet", Some(&rule));
+        assert_eq!(
+            c,
+            "console=tty0 quiet roomcast.sysdisk=bus:nvme,model:Samsung%20SSD*"
+        );
+        let word = cmdline::value(&c, cmdline::SYSDISK).unwrap();
+        assert_eq!(DiskRule::parse(word), Ok(rule));
+        assert_eq!(super::agent_cmdline("quiet", None), "quiet");
     }
 }

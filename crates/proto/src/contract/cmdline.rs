@@ -22,8 +22,39 @@ pub const DISK: &str = "roomcast.disk";
 /// `roomcast.contract=`: the contract version the server speaks (shown by the init on a mismatch).
 pub const CONTRACT: &str = "roomcast.contract";
 
+/// `roomcast.sysdisk=`: the system-disk rule ([`super::DiskRule::to_word`]) from the profile or
+/// room; absent: the one internal disk.
+pub const SYSDISK: &str = "roomcast.sysdisk";
+/// `roomcast.wait=`: seconds a PC that failed keeps its message on the screen before powering off
+/// (default [`DEFAULT_WAIT`]).
+pub const WAIT: &str = "roomcast.wait";
+/// Seconds a failed PC waits before powering off when `roomcast.wait=` is not given.
+pub const DEFAULT_WAIT: u64 = 60;
+
 /// Every key, for the init's test.
-pub const KEYS: [&str; 7] = [SERVER, TOKEN, MAC, IMAGE, CAPTURE, DISK, CONTRACT];
+pub const KEYS: [&str; 9] = [
+    SERVER, TOKEN, MAC, IMAGE, CAPTURE, DISK, CONTRACT, SYSDISK, WAIT,
+];
+
+/// The value of `key=` in a kernel command line (the last one wins, as the kernel's).
+pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .rfind(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The booting MAC: `roomcast.mac=`, else pxelinux-style `BOOTIF=01-aa-bb-cc-dd-ee-ff`;
+/// lowercase with colons.
+pub fn boot_mac(cmdline: &str) -> Option<String> {
+    if let Some(m) = value(cmdline, MAC) {
+        return Some(m.to_ascii_lowercase());
+    }
+    let b = value(cmdline, "BOOTIF")?;
+    let hex = b.strip_prefix("01-").unwrap_or(b);
+    (hex.len() == 17).then(|| hex.replace('-', ":").to_ascii_lowercase())
+}
 
 /// What the agent does once booted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +140,17 @@ impl AgentCmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_and_the_boot_mac() {
+        let c = "console=tty0 roomcast.wait=5 BOOTIF=01-52-54-00-AA-BB-CC roomcast.wait=7";
+        assert_eq!(value(c, WAIT), Some("7"));
+        assert_eq!(value(c, SYSDISK), None);
+        assert_eq!(boot_mac(c).as_deref(), Some("52:54:00:aa:bb:cc"));
+        let c = format!("{c} {MAC}=52:54:00:00:00:01");
+        assert_eq!(boot_mac(&c).as_deref(), Some("52:54:00:00:00:01"));
+        assert_eq!(boot_mac("quiet"), None);
+    }
 
     #[test]
     fn boot_scripts_give_mode_server_and_token_or_nothing() {

@@ -7,6 +7,7 @@
 //! | contract version, the headers every agent request carries | [`CONTRACT_VERSION`], [`CONTRACT_HEADER`], [`TOKEN_HEADER`], [`check_version`] |
 //! | the HTTP paths | [`path`] |
 //! | the kernel command line a boot script gives the agent | [`cmdline`] |
+//! | the system-disk rule, the disks a PC has, the choice | [`disk`] |
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
 //! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`], [`CaptureDone`] |
@@ -17,10 +18,12 @@
 
 mod blocks;
 pub mod cmdline;
+pub mod disk;
 mod report;
 
 pub use blocks::{Block, BlockMap};
 pub use cmdline::{AgentCmdline, AgentMode};
+pub use disk::{Bus, DiskChoiceError, DiskRule, DiskSeen};
 pub use report::{CaptureFigures, McastFigures, Report, RestoreFigures, Transport, Verdict, Work};
 
 use crate::hash::ChunkHash;

@@ -43,6 +43,16 @@ pub struct Report {
     pub image: Option<String>,
     /// The disk written or read.
     pub disk: PathBuf,
+    /// Every disk the PC has (the PXE-booted agent lists them; a test or a technician's run
+    /// by hand leaves it empty). Named in a failed report so the technician sees why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<super::DiskSeen>,
+    /// The network card the agent used, `eth0 (52:54:00:12:34:56, e1000e, 8086:10d3)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<String>,
+    /// Whether Wake-on-LAN (magic packet) was left armed on that card, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_on_lan: Option<String>,
     /// What was done, with its figures.
     #[serde(flatten)]
     pub work: Work,
@@ -134,6 +144,9 @@ impl Report {
             error,
             image,
             disk,
+            disks: Vec::new(),
+            nic: None,
+            wake_on_lan: None,
             work,
         }
     }
