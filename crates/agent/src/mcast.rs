@@ -2,6 +2,11 @@
 //! with that HAVE, write each rebuilt block only after its sha256 matched the signed manifest, then
 //! fetch whatever the stream did not deliver over unicast HTTP (catch-up), zero what must be zero,
 //! and write the partition-table region last.
+//!
+//! Masked images (issue 14): a chunk whose manifest entry carries used ranges is compared after
+//! zeroing the disk's free bytes ([`ChunkEntry::mask`]), only its used ranges are ever written or
+//! zeroed, and a chunk with no used byte is neither compared nor written: whatever the PC's free
+//! space holds stays there.
 
 use super::http::{Client, HttpChunks};
 use super::{AgentError, AgentOptions};
@@ -12,8 +17,8 @@ use roomcast_proto::mcast::{
     BlockSet, MachineId, Receiver, ReceiverConfig, ReceiverIdentity, Token,
 };
 use roomcast_store::chunk::{ChunkHash, is_zero};
-use roomcast_store::disk::Disk;
-use roomcast_store::manifest::VerifiedManifest;
+use roomcast_store::disk::{Disk, DiskError};
+use roomcast_store::manifest::{ChunkEntry, VerifiedManifest};
 use roomcast_store::restore::{ChunkSource, RestoreReport};
 use std::collections::HashMap;
 use std::io;
@@ -62,18 +67,49 @@ impl BlockSink for DiskSink<'_> {
                 self.held.insert(index, data.to_vec());
                 continue;
             }
-            self.disk
-                .write_all_at(&bytes, self.m.chunks[c].offset)
-                .map_err(io::Error::other)?;
+            let n = write_used(self.disk, &self.m.chunks[c], &bytes).map_err(io::Error::other)?;
             self.written_chunks += 1;
-            self.written_bytes += bytes.len() as u64;
+            self.written_bytes += n;
         }
         self.done[index as usize] = true;
         Ok(true)
     }
 }
 
-/// Which chunks of `m` the disk already holds (right sha256, or zeros for a zero chunk).
+/// Writes the used ranges of `bytes` (the chunk `e`, verified) at the chunk's offset, never a free
+/// byte; returns the bytes written.
+pub fn write_used(disk: &Disk, e: &ChunkEntry, bytes: &[u8]) -> Result<u64, DiskError> {
+    let mut n = 0;
+    for r in e.used_ranges() {
+        disk.write_all_at(&bytes[r.clone()], e.offset + r.start as u64)?;
+        n += (r.end - r.start) as u64;
+    }
+    Ok(n)
+}
+
+/// Zeroes the used ranges of the zero chunk `e`, never a free byte; returns the bytes zeroed.
+pub fn zero_used(disk: &Disk, e: &ChunkEntry) -> Result<u64, DiskError> {
+    let mut n = 0;
+    for r in e.used_ranges() {
+        let len = (r.end - r.start) as u64;
+        disk.zero_range(e.offset + r.start as u64, len)?;
+        n += len;
+    }
+    Ok(n)
+}
+
+/// Whether `buf`, the disk's bytes at chunk `e`, already holds `e` once its free bytes are zeroed
+/// (right sha256, or zeros for a zero chunk). `buf` is masked in place.
+pub fn holds(e: &ChunkEntry, buf: &mut [u8]) -> bool {
+    e.mask(buf);
+    match e.sha256 {
+        None => is_zero(buf),
+        Some(h) => !is_zero(buf) && ChunkHash::of(buf) == h,
+    }
+}
+
+/// Which chunks of `m` the disk already holds: right sha256 or zeros for a zero chunk, compared
+/// after masking with the chunk's used ranges; a chunk with no used byte is always held.
 pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<bool>, AgentError> {
     let n = m.chunks.len();
     let ok: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
@@ -89,17 +125,17 @@ pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<b
                         return;
                     }
                     let e = &m.chunks[i];
+                    if e.is_unused() {
+                        ok[i].store(true, Ordering::Relaxed);
+                        continue;
+                    }
                     buf.resize(e.len as usize, 0);
                     if let Err(err) = disk.read_exact_at(&mut buf, e.offset) {
                         *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.into());
                         next.store(n, Ordering::Relaxed);
                         return;
                     }
-                    let right = match e.sha256 {
-                        None => is_zero(&buf),
-                        Some(h) => !is_zero(&buf) && ChunkHash::of(&buf) == h,
-                    };
-                    ok[i].store(right, Ordering::Relaxed);
+                    ok[i].store(holds(e, &mut buf), Ordering::Relaxed);
                 }
             });
         }
@@ -209,7 +245,9 @@ pub fn restore(
     figures.refused_blocks = sink.refused;
     let mut report = RestoreReport {
         chunks: m.chunks.len() as u64,
-        unchanged_chunks: ok.iter().filter(|&&o| o).count() as u64,
+        unchanged_chunks: (0..ok.len())
+            .filter(|&c| ok[c] && !m.chunks[c].is_unused())
+            .count() as u64,
         written_chunks: sink.written_chunks,
         written_bytes: sink.written_bytes,
         ..RestoreReport::default()
@@ -261,10 +299,10 @@ fn catch_up(
     let one = |c: usize| -> Result<(), AgentError> {
         let e = &m.chunks[c];
         let Some(r) = e.chunk_ref(c as u64) else {
-            disk.zero_range(e.offset, u64::from(e.len))?;
+            let n = zero_used(disk, e)?;
             let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
             t.0.zeroed_chunks += 1;
-            t.0.zeroed_bytes += u64::from(e.len);
+            t.0.zeroed_bytes += n;
             return Ok(());
         };
         let block = map.block_of(c).expect("a data chunk has a block");
@@ -280,10 +318,10 @@ fn catch_up(
         let bytes = m.decode_chunk(c, &z).map_err(|e| {
             AgentError::Multicast(format!("{}: {e}", source.location(&r).display()))
         })?;
-        disk.write_all_at(&bytes, e.offset)?;
+        let n = write_used(disk, e, &bytes)?;
         let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
         t.0.written_chunks += 1;
-        t.0.written_bytes += bytes.len() as u64;
+        t.0.written_bytes += n;
         if fetched {
             t.1.catch_up_chunks += 1;
             t.1.catch_up_bytes += z.len() as u64;
