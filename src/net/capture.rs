@@ -248,6 +248,7 @@ impl CaptureSink {
             zstd_level: self.config.level,
             partition_table: PartitionTable::from_regions(f.disk_size, &head, &tail),
             chunks: entries,
+            layout: None,
         };
         manifest.validate()?;
         let (id, envelope) = sign(&manifest, &self.config.signer);

@@ -11,9 +11,9 @@ pub struct DiffReport {
     /// Of which A also has (anywhere): the store shares them.
     pub shared_chunks: u64,
     /// Chunks of B whose content differs from A's at the same offset (what a delta deploy rewrites,
-    /// zero chunks included).
+    /// zero chunks included), compared masked: only the bytes B uses count.
     pub changed_chunks: u64,
-    /// Uncompressed bytes of those changed chunks.
+    /// Bytes a delta deploy writes for those changed chunks (their used bytes).
     pub changed_bytes: u64,
     /// Of the changed chunks, the data ones (sent over the network; zero chunks are only marked).
     pub sent_chunks: u64,
@@ -25,6 +25,11 @@ pub struct DiffReport {
 
 /// Compares B to A. Chunks are matched by offset and length, so images with different chunk sizes
 /// share only the chunks whose ranges coincide.
+///
+/// Masked images (issue 14): a chunk of B with no used byte is never written, so never changed. Any
+/// other chunk is unchanged when A's chunk at the same place has the same used ranges and the same
+/// sha256 (both hashes then cover the same bytes, free ones zeroed); with different ranges the
+/// bytes B uses may differ on a disk holding A, so the chunk counts as changed.
 pub fn diff(a: &Manifest, b: &Manifest) -> DiffReport {
     let a_hashes: HashSet<_> = a.chunks.iter().filter_map(|c| c.sha256).collect();
     let b_hashes: HashSet<_> = b.chunks.iter().filter_map(|c| c.sha256).collect();
@@ -41,10 +46,11 @@ pub fn diff(a: &Manifest, b: &Manifest) -> DiffReport {
         } else {
             None
         };
-        let unchanged = before.is_some_and(|x| x.sha256 == c.sha256);
+        let unchanged =
+            c.is_unused() || before.is_some_and(|x| x.sha256 == c.sha256 && x.used == c.used);
         if !unchanged {
             r.changed_chunks += 1;
-            r.changed_bytes += c.len as u64;
+            r.changed_bytes += c.used_bytes();
             if let Some(z) = c.compressed_len {
                 r.sent_chunks += 1;
                 r.sent_bytes += z as u64;

@@ -26,6 +26,7 @@ pub mod disk;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;
+pub mod masked;
 pub mod restore;
 pub mod verify;
 
