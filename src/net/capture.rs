@@ -24,8 +24,8 @@ use roomcast_proto::mac::Mac;
 use roomcast_store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{
-    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, ManifestError,
-    PRIMARY_TABLE_LEN, PartitionTable, sign,
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, DiscardedFile, FORMAT, ImageId, ImageLabel,
+    ImageLayout, Manifest, ManifestError, PRIMARY_TABLE_LEN, PartitionRecord, PartitionTable, sign,
 };
 use roomcast_store::{Store, StoreError, StoreLock};
 use std::sync::{Arc, Mutex};
@@ -234,7 +234,7 @@ impl CaptureSink {
                 used: c.used.clone(),
             });
         }
-        check_partitions(f)?;
+        let layout = image_layout(f, &entries)?;
         check_free_bytes_are_zero(store, &entries)?;
         let head_len = PRIMARY_TABLE_LEN.min(f.disk_size);
         let tail_len = BACKUP_TABLE_LEN.min(f.disk_size);
@@ -248,7 +248,7 @@ impl CaptureSink {
             zstd_level: self.config.level,
             partition_table: PartitionTable::from_regions(f.disk_size, &head, &tail),
             chunks: entries,
-            layout: None,
+            layout: Some(layout),
         };
         manifest.validate()?;
         let (id, envelope) = sign(&manifest, &self.config.signer);
@@ -297,17 +297,18 @@ fn check_mask(
     Ok(())
 }
 
-/// The partitions the agent found must lie inside the disk, not overlap, and say no more used
-/// bytes than they hold; a whole-disk capture names none.
-fn check_partitions(f: &CaptureFinish) -> Result<(), CaptureRefused> {
+/// The manifest's layout record from what the agent sent, checked: a known table kind; partitions
+/// inside the disk, not overlapping; in a whole-disk capture each taken whole; otherwise each
+/// partition's used bytes are exactly what the chunks' masks keep inside it (so `image show`'s
+/// figures are the masks', whatever the agent claims). The total is the masks' (the disk size for
+/// a whole-disk capture), as a local capture records it.
+fn image_layout(f: &CaptureFinish, entries: &[ChunkEntry]) -> Result<ImageLayout, CaptureRefused> {
     let bad = |reason: String| CaptureRefused::Layout(format!("partitions: {reason}"));
-    if f.whole_disk && (!f.partitions.is_empty() || !f.table.is_empty()) {
-        return Err(bad("a whole-disk capture reads no partition table".into()));
-    }
-    if !f.whole_disk && !matches!(f.table.as_str(), "gpt" | "mbr" | "none") {
+    if !matches!(f.table.as_str(), "gpt" | "mbr" | "none") {
         return Err(bad(format!("table {:?} is not gpt, mbr or none", f.table)));
     }
     let mut spans: Vec<(u64, u64, u32)> = Vec::new();
+    let mut records = Vec::with_capacity(f.partitions.len());
     for p in &f.partitions {
         let end = p.start.checked_add(p.len).filter(|&e| e <= f.disk_size);
         let Some(end) = end else {
@@ -316,13 +317,35 @@ fn check_partitions(f: &CaptureFinish) -> Result<(), CaptureRefused> {
                 p.number, f.disk_size
             )));
         };
-        if p.used_bytes > p.len {
+        let counted = if f.whole_disk {
+            p.len
+        } else {
+            used_inside(entries, u64::from(f.chunk_size), p.start, end)
+        };
+        if p.used_bytes != counted {
             return Err(bad(format!(
-                "partition {} uses {} bytes of {}",
-                p.number, p.used_bytes, p.len
+                "partition {} says {} bytes used, its chunks' used ranges hold {counted}",
+                p.number, p.used_bytes
             )));
         }
         spans.push((p.start, end, p.number));
+        records.push(PartitionRecord {
+            number: p.number,
+            start: p.start,
+            len: p.len,
+            kind: p.kind.clone(),
+            fs: p.fs.clone(),
+            used_bytes: p.used_bytes,
+            whole: p.whole.clone(),
+            discarded: p
+                .discarded
+                .iter()
+                .map(|d| DiscardedFile {
+                    name: d.name.clone(),
+                    bytes: d.bytes,
+                })
+                .collect(),
+        });
     }
     spans.sort();
     for w in spans.windows(2) {
@@ -330,7 +353,35 @@ fn check_partitions(f: &CaptureFinish) -> Result<(), CaptureRefused> {
             return Err(bad(format!("partitions {} and {} overlap", w[0].2, w[1].2)));
         }
     }
-    Ok(())
+    Ok(ImageLayout {
+        mode: if f.whole_disk {
+            CaptureMode::WholeDisk
+        } else {
+            CaptureMode::FileSystems
+        },
+        table: f.table.clone(),
+        partitions: records,
+        used_bytes: if f.whole_disk {
+            f.disk_size
+        } else {
+            entries.iter().map(ChunkEntry::used_bytes).sum()
+        },
+    })
+}
+
+/// Used bytes of the chunks `entries` inside `[start, end)` of the disk.
+fn used_inside(entries: &[ChunkEntry], cs: u64, start: u64, end: u64) -> u64 {
+    let from = (start / cs) as usize;
+    let to = (end.div_ceil(cs) as usize).min(entries.len());
+    entries[from.min(to)..to]
+        .iter()
+        .flat_map(|e| {
+            e.used_ranges()
+                .into_iter()
+                .map(move |r| (e.offset + r.start as u64, e.offset + r.end as u64))
+        })
+        .map(|(a, b)| b.min(end).saturating_sub(a.max(start)))
+        .sum()
 }
 
 /// A masked data chunk's sha256 must cover the chunk with its free bytes zeroed: each distinct
@@ -541,7 +592,7 @@ mod tests {
             disk_size,
             chunk_size: CS,
             whole_disk: true,
-            table: String::new(),
+            table: "none".into(),
             partitions: vec![],
             chunks: chunks(&[Some(ha), None, Some(hc)]),
         };
@@ -603,7 +654,6 @@ mod tests {
                 start: u64::from(CS),
                 len: u64::from(CS) * 2,
                 kind: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
-                name: "root".into(),
                 fs: "ext4".into(),
                 used_bytes: 2000,
                 whole: None,
@@ -630,7 +680,10 @@ mod tests {
             s.finish(&x).unwrap_err().to_string()
         };
         // A mask that hides non-zero bytes: the sha256 does not cover the masked chunk.
-        let e = with(&|x| x.chunks[1].used = Some(vec![[0, 1000], [5000, 5500]]));
+        let e = with(&|x| {
+            x.chunks[1].used = Some(vec![[0, 1000], [5000, 5500]]);
+            x.partitions[0].used_bytes = 1500;
+        });
         assert!(e.contains("chunk #1") && e.contains("byte 5500"), "{e}");
         let e = with(&|x| x.chunks[1].used = Some(vec![[5000, 6000], [0, 1000]]));
         assert!(e.contains("chunk #1: used ranges [0, 1000)"), "{e}");
@@ -642,10 +695,22 @@ mod tests {
         assert!(e.contains("whole-disk"), "{e}");
         let e = with(&|x| x.partitions[0].len = disk_size);
         assert!(e.contains("partition 1 ends beyond"), "{e}");
+        let e = with(&|x| x.partitions[0].used_bytes = 1000);
+        assert!(
+            e.contains("partition 1 says 1000 bytes used") && e.contains("hold 2000"),
+            "{e}"
+        );
+        let e = with(&|x| x.table = "apm".into());
+        assert!(e.contains("\"apm\""), "{e}");
         let id = s.finish(&good).unwrap();
         let m = s.config.store.open_verified(&id).unwrap();
         assert_eq!(m.chunks[0].used, None);
         assert_eq!(m.chunks[1].used, Some(vec![[0, 1000], [5000, 6000]]));
         assert!(m.chunks[2].is_unused() && m.chunks[2].is_zero());
+        let l = m.layout.as_ref().unwrap();
+        assert_eq!(l.mode, CaptureMode::FileSystems);
+        assert_eq!(l.used_bytes, u64::from(CS) + 2000);
+        assert_eq!(l.partitions[0].fs, "ext4");
+        assert_eq!(l.partitions[0].used_bytes, 2000);
     }
 }

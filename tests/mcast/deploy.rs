@@ -13,8 +13,8 @@ use roomcast_store::chunk::ChunkSize;
 use roomcast_store::chunk::{ChunkHash, Compressor};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{
-    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, PRIMARY_TABLE_LEN,
-    PartitionTable, sign,
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, FORMAT, ImageId, ImageLabel, ImageLayout, Manifest,
+    PRIMARY_TABLE_LEN, PartitionTable, chunk_mask, sign,
 };
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -771,7 +771,7 @@ fn masked_image(images: &Images, source: &Path, used: &Extents) -> ImageId {
     let mut chunks = Vec::new();
     for offset in (0..size).step_by(CHUNK as usize) {
         let len = (size - offset).min(u64::from(CHUNK)) as u32;
-        let mask = roomcast_agent::capture::chunk_mask(used, offset, len);
+        let mask = chunk_mask(used, offset, len);
         let mut entry = ChunkEntry {
             offset,
             len,
@@ -807,6 +807,12 @@ fn masked_image(images: &Images, source: &Path, used: &Extents) -> ImageId {
         zstd_level: 3,
         partition_table: PartitionTable::from_regions(size, head, tail),
         chunks,
+        layout: Some(ImageLayout {
+            mode: CaptureMode::FileSystems,
+            table: "none".into(),
+            partitions: vec![],
+            used_bytes: used.bytes(),
+        }),
     };
     m.validate().unwrap();
     let (id, envelope) = sign(&m, &Signer::load(&images.key_file).unwrap());

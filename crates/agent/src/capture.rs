@@ -15,15 +15,16 @@
 
 use super::AgentError;
 use super::http::Client;
-use roomcast_layout::{DiskLayout, Extents, LayoutError, ReadAt, TableKind};
+use roomcast_layout::{Extents, LayoutError};
 use roomcast_proto::contract::{
-    CaptureChunk, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition, CapturePlan,
-    Report, Work, path,
+    CaptureChunk, CaptureDiscarded, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition,
+    CapturePlan, Report, Work, path,
 };
 use roomcast_store::chunk::{ChunkHash, Compressor, is_zero};
 use roomcast_store::disk::Disk;
-use std::io;
-use std::path::PathBuf;
+use roomcast_store::manifest::{CaptureMode, ImageLayout, PartitionRecord, chunk_mask, table_name};
+use roomcast_store::masked::read_used;
+use std::path::{Path, PathBuf};
 
 /// Largest answer body read from the server (plans, refusals, the image id).
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -75,75 +76,83 @@ fn refused(url: &str, status: u16, body: &[u8]) -> AgentError {
     }
 }
 
-/// The store's [`Disk`] as the layout readers see a disk.
-pub struct DiskReader<'a>(pub &'a Disk);
-
-impl ReadAt for DiskReader<'_> {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset).map_err(io::Error::other)
+/// The layout record of `disk` for a capture, as a local `roomcast image capture` writes it into
+/// the manifest, and the disk's used bytes (`None`: whole disk). File systems: the table and each
+/// file system's map (a file system that is not clean stops the capture here). Whole disk: the
+/// partitions from the table alone, each taken whole (a table that cannot be read is no reason to
+/// refuse a whole-disk capture).
+pub fn read_disk_layout(
+    disk: &Disk,
+    path: &Path,
+    whole_disk: bool,
+) -> Result<(ImageLayout, Option<Extents>), AgentError> {
+    if whole_disk {
+        let (table, partitions) = match roomcast_layout::table::read(disk) {
+            Ok(t) => (
+                table_name(t.kind),
+                t.partitions
+                    .iter()
+                    .map(|p| PartitionRecord {
+                        number: p.number,
+                        start: p.start,
+                        len: p.len,
+                        kind: p.kind.describe(),
+                        fs: "-".into(),
+                        used_bytes: p.len,
+                        whole: Some("--whole-disk".into()),
+                        discarded: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            Err(_) => ("none", Vec::new()),
+        };
+        let layout = ImageLayout {
+            mode: CaptureMode::WholeDisk,
+            table: table.into(),
+            partitions,
+            used_bytes: disk.size(),
+        };
+        return Ok((layout, None));
     }
-    fn size(&self) -> u64 {
-        self.0.size()
+    match roomcast_layout::read_layout(disk) {
+        Ok(l) => Ok((
+            ImageLayout::from_disk_layout(CaptureMode::FileSystems, &l),
+            Some(l.used),
+        )),
+        Err(e @ LayoutError::NotClean { .. }) => Err(AgentError::NotClean {
+            disk: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) => Err(AgentError::Layout {
+            disk: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
-/// The used ranges of the chunk `[offset, offset + len)` given the disk's used bytes: `None` when
-/// every byte is used, empty when none is (the manifest's `ChunkEntry::used`).
-pub fn chunk_mask(used: &Extents, offset: u64, len: u32) -> Option<Vec<[u32; 2]>> {
-    let w = used.window(offset, offset + u64::from(len));
-    if w.len() == 1 && w[0].start == 0 && w[0].end == u64::from(len) {
-        return None;
-    }
-    Some(w.iter().map(|r| [r.start as u32, r.end as u32]).collect())
-}
-
-/// Zeroes the bytes of `buf` outside `mask` (no-op for `None`).
-fn apply_mask(mask: &Option<Vec<[u32; 2]>>, buf: &mut [u8]) {
-    let Some(ranges) = mask else { return };
-    let mut at = 0usize;
-    for &[s, e] in ranges {
-        buf[at..s as usize].fill(0);
-        at = e as usize;
-    }
-    buf[at..].fill(0);
-}
-
-/// The partitions as the contract carries them.
-pub fn partitions(layout: &DiskLayout) -> Vec<CapturePartition> {
+/// The partitions of a layout record as the contract carries them.
+pub fn partitions(layout: &ImageLayout) -> Vec<CapturePartition> {
     layout
         .partitions
         .iter()
-        .map(|p| {
-            let (kind, name) = match &p.partition.kind {
-                roomcast_layout::PartitionType::Gpt { type_guid, name } => {
-                    (type_guid.clone(), name.clone())
-                }
-                roomcast_layout::PartitionType::Mbr { type_byte, .. } => {
-                    (format!("0x{type_byte:02x}"), String::new())
-                }
-            };
-            CapturePartition {
-                number: p.partition.number,
-                start: p.partition.start,
-                len: p.partition.len,
-                kind,
-                name,
-                fs: p.fs.clone(),
-                used_bytes: p.used.bytes(),
-                whole: p.whole.clone(),
-                discarded: p.discarded.clone(),
-            }
+        .map(|p| CapturePartition {
+            number: p.number,
+            start: p.start,
+            len: p.len,
+            kind: p.kind.clone(),
+            fs: p.fs.clone(),
+            used_bytes: p.used_bytes,
+            whole: p.whole.clone(),
+            discarded: p
+                .discarded
+                .iter()
+                .map(|d| CaptureDiscarded {
+                    name: d.name.clone(),
+                    bytes: d.bytes,
+                })
+                .collect(),
         })
         .collect()
-}
-
-/// "gpt", "mbr" or "none".
-pub fn table_name(kind: TableKind) -> &'static str {
-    match kind {
-        TableKind::Gpt => "gpt",
-        TableKind::Mbr => "mbr",
-        TableKind::None => "none",
-    }
 }
 
 fn capture(
@@ -165,34 +174,13 @@ fn capture(
     let whole_disk = opts.whole_disk || plan.whole_disk;
     report.whole_disk = whole_disk;
     // Read before anything is uploaded: a file system that must not be captured stops it here.
-    let layout = if whole_disk {
-        None
-    } else {
-        Some(
-            roomcast_layout::read_layout(&DiskReader(&disk)).map_err(|e| match e {
-                LayoutError::NotClean { .. } => AgentError::NotClean {
-                    disk: opts.disk.clone(),
-                    reason: e.to_string(),
-                },
-                other => AgentError::Layout {
-                    disk: opts.disk.clone(),
-                    reason: other.to_string(),
-                },
-            })?,
-        )
-    };
-    if let Some(l) = &layout {
-        for p in &l.partitions {
-            if let Some(why) = &p.whole {
-                tracing::info!(partition = p.partition.number, reason = %why, "taken whole");
-            }
+    let (layout, used) = read_disk_layout(&disk, &opts.disk, whole_disk)?;
+    for p in &layout.partitions {
+        if let (Some(why), false) = (&p.whole, whole_disk) {
+            tracing::info!(partition = p.number, fs = %p.fs, reason = %why, "taken whole");
         }
-        report.discarded_bytes = l
-            .partitions
-            .iter()
-            .flat_map(|p| p.discarded.iter().map(|(_, n)| n))
-            .sum();
     }
+    report.discarded_bytes = layout.discarded_bytes();
     let cs = u64::from(plan.chunk_size);
     let count = size.div_ceil(cs);
     report.disk_size = size;
@@ -207,29 +195,35 @@ fn capture(
     for index in 0..count {
         let offset = index * cs;
         let len = (size - offset).min(cs) as usize;
-        let used = layout
+        let mask = used
             .as_ref()
-            .and_then(|l| chunk_mask(&l.used, offset, len as u32));
-        if matches!(&used, Some(r) if r.is_empty()) {
+            .and_then(|u| chunk_mask(u, offset, len as u32));
+        if matches!(&mask, Some(r) if r.is_empty()) {
             report.unused_chunks += 1;
-            chunks.push(CaptureChunk { sha256: None, used });
+            chunks.push(CaptureChunk {
+                sha256: None,
+                used: mask,
+            });
             continue;
         }
-        report.used_bytes += used.as_ref().map_or(len as u64, |r| {
+        report.used_bytes += mask.as_ref().map_or(len as u64, |r| {
             r.iter().map(|[s, e]| u64::from(e - s)).sum()
         });
         let data = &mut buf[..len];
-        disk.read_exact_at(data, offset)?;
-        apply_mask(&used, data);
+        // Only the used bytes are read; the free ones are zero before hashing and compressing.
+        read_used(&disk, mask.as_deref(), offset, data)?;
         if is_zero(data) {
             report.zero_chunks += 1;
-            chunks.push(CaptureChunk { sha256: None, used });
+            chunks.push(CaptureChunk {
+                sha256: None,
+                used: mask,
+            });
             continue;
         }
         let hash = ChunkHash::of(data);
         chunks.push(CaptureChunk {
             sha256: Some(hash),
-            used,
+            used: mask,
         });
         let url = client.url(&path::capture_chunk(&hash));
         if client.exchange("HEAD", &url, &[], 0)?.0 == 200 {
@@ -254,10 +248,8 @@ fn capture(
         disk_size: size,
         chunk_size: plan.chunk_size,
         whole_disk,
-        table: layout
-            .as_ref()
-            .map_or(String::new(), |l| table_name(l.table).to_string()),
-        partitions: layout.as_ref().map_or_else(Vec::new, partitions),
+        table: layout.table.clone(),
+        partitions: partitions(&layout),
         chunks,
     };
     let url = client.url(path::CAPTURE_FINISH);
@@ -271,29 +263,4 @@ fn capture(
         reason: format!("finish answer: {e}"),
     })?;
     Ok(done.image)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chunk_mask_is_none_when_whole_empty_when_free_and_relative_otherwise() {
-        let mut used = Extents::new();
-        used.insert(0, 1500);
-        used.insert(3000, 3100);
-        used.insert(4096, 8192);
-        assert_eq!(chunk_mask(&used, 0, 1024), None);
-        assert_eq!(
-            chunk_mask(&used, 1024, 2048),
-            Some(vec![[0, 476], [1976, 2048]])
-        );
-        assert_eq!(chunk_mask(&used, 8192, 1024), Some(vec![]));
-        assert_eq!(chunk_mask(&used, 4096, 4096), None);
-        let mut buf = vec![7u8; 2048];
-        apply_mask(&chunk_mask(&used, 1024, 2048), &mut buf);
-        assert!(buf[..476].iter().all(|&b| b == 7));
-        assert!(buf[476..1976].iter().all(|&b| b == 0));
-        assert!(buf[1976..].iter().all(|&b| b == 7));
-    }
 }

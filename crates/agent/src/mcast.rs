@@ -19,6 +19,7 @@ use roomcast_proto::mcast::{
 use roomcast_store::chunk::{ChunkHash, is_zero};
 use roomcast_store::disk::{Disk, DiskError};
 use roomcast_store::manifest::{ChunkEntry, VerifiedManifest};
+use roomcast_store::masked::read_entry;
 use roomcast_store::restore::{ChunkSource, RestoreReport};
 use std::collections::HashMap;
 use std::io;
@@ -98,10 +99,9 @@ pub fn zero_used(disk: &Disk, e: &ChunkEntry) -> Result<u64, DiskError> {
     Ok(n)
 }
 
-/// Whether `buf`, the disk's bytes at chunk `e`, already holds `e` once its free bytes are zeroed
-/// (right sha256, or zeros for a zero chunk). `buf` is masked in place.
-pub fn holds(e: &ChunkEntry, buf: &mut [u8]) -> bool {
-    e.mask(buf);
+/// Whether `buf`, the disk's bytes at chunk `e` with its free bytes zeroed, holds `e` (right
+/// sha256, or zeros for a zero chunk).
+pub fn holds(e: &ChunkEntry, buf: &[u8]) -> bool {
     match e.sha256 {
         None => is_zero(buf),
         Some(h) => !is_zero(buf) && ChunkHash::of(buf) == h,
@@ -129,13 +129,13 @@ pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<b
                         ok[i].store(true, Ordering::Relaxed);
                         continue;
                     }
-                    buf.resize(e.len as usize, 0);
-                    if let Err(err) = disk.read_exact_at(&mut buf, e.offset) {
+                    // Only the used bytes are read, the free ones are zero (store's `masked`).
+                    if let Err(err) = read_entry(disk, e, &mut buf) {
                         *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.into());
                         next.store(n, Ordering::Relaxed);
                         return;
                     }
-                    ok[i].store(holds(e, &mut buf), Ordering::Relaxed);
+                    ok[i].store(holds(e, &buf), Ordering::Relaxed);
                 }
             });
         }

@@ -9,7 +9,7 @@
 //! | the kernel command line a boot script gives the agent | [`cmdline`] |
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
-//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`]), [`CaptureDone`] |
+//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`], [`CaptureDiscarded`]), [`CaptureDone`] |
 //! | what the agent reports at the end | [`Report`] |
 //!
 //! An agent speaking another contract version is refused by the server with a message naming
@@ -139,7 +139,8 @@ pub struct CaptureChunk {
     pub used: Option<Vec<[u32; 2]>>,
 }
 
-/// One partition as the agent found it, in a [`CaptureFinish`]: what the manifest records.
+/// One partition as the agent found it, in a [`CaptureFinish`]: what the manifest records (the
+/// store's `PartitionRecord`, field for field).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturePartition {
     /// Number as Linux counts it (1-based; MBR logical partitions from 5).
@@ -148,21 +149,30 @@ pub struct CapturePartition {
     pub start: u64,
     /// Length in bytes.
     pub len: u64,
-    /// Its type as the table records it: a GPT type GUID or an MBR type byte (`0x83`).
+    /// Its type as the table records it (a GPT type GUID or an MBR type byte, as
+    /// `roomcast_layout::PartitionType::describe` says).
+    #[serde(rename = "type")]
     pub kind: String,
-    /// GPT partition name (empty for MBR).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    /// The file system found ("ext4", "ntfs", "fat32", "swap") or "unknown".
+    /// The file system found ("ext4", "ntfs", "fat32", "swap"), "unknown", or "-" in a whole-disk
+    /// capture.
     pub fs: String,
-    /// Bytes of the partition that are captured.
+    /// Bytes of the partition that are captured (`len` when taken whole).
     pub used_bytes: u64,
     /// Why the partition is taken whole, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole: Option<String>,
-    /// Files whose clusters count as free (`pagefile.sys`...), with their sizes in bytes.
+    /// Files whose clusters count as free (`pagefile.sys`...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub discarded: Vec<(String, u64)>,
+    pub discarded: Vec<CaptureDiscarded>,
+}
+
+/// A file whose bytes count as free although it holds them (`pagefile.sys`...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureDiscarded {
+    /// The file's name.
+    pub name: String,
+    /// Bytes it holds that count as free.
+    pub bytes: u64,
 }
 
 /// `POST /capture/finish`: the disk as the agent read it.
@@ -172,13 +182,12 @@ pub struct CaptureFinish {
     pub disk_size: u64,
     /// Chunk size the agent used (must be the plan's).
     pub chunk_size: u32,
-    /// True when the disk was taken whole (no chunk carries a mask, no partition was read).
+    /// True when the disk was taken whole (no chunk carries a mask, no file system was read).
     pub whole_disk: bool,
-    /// The partition table's kind: "gpt", "mbr" or "none" (empty for a whole-disk capture).
-    #[serde(default)]
+    /// The partition table's kind: "gpt", "mbr" or "none".
     pub table: String,
-    /// Every partition found, in table order (empty for a whole-disk capture).
-    #[serde(default)]
+    /// Every partition found, in table order (in a whole-disk capture: from the table alone, each
+    /// taken whole).
     pub partitions: Vec<CapturePartition>,
     /// Every chunk in disk order.
     pub chunks: Vec<CaptureChunk>,
