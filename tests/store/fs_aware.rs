@@ -274,37 +274,25 @@ fn assert_refused(fx: &Fixture, disk: &Path, number: u32, fs_name: &str, words: 
     assert_eq!(chunks, 0, "no chunk stored");
 }
 
-/// A hibernated or dirty NTFS and an ext4 needing journal recovery are refused, naming the
-/// partition, the reason and the fix; nothing is stored.
-#[test]
-fn unclean_file_systems_are_refused_naming_the_partition() {
-    let fx = Fixture::new();
+fn small_master(fx: &Fixture) -> DirtyDisk {
     let spec = DirtySpec {
         swap: 0,
         ..DirtySpec::small()
     };
-    let master = build(&fx, "master.img", &spec);
-    let ntfs = master.part(FsKind::Ntfs).unwrap().clone();
+    build(fx, "master.img", &spec)
+}
+
+/// An ext4 needing journal recovery is refused, naming the partition, the reason and the fix;
+/// nothing is stored. The clean master itself is captured.
+#[test]
+fn an_ext4_needing_recovery_is_refused_naming_the_partition() {
+    let fx = Fixture::new();
+    let master = small_master(&fx);
     let ext = master.part(FsKind::Ext4).unwrap().clone();
-
-    let hib = fx.path("hibernated.img");
-    fs::copy(&master.path, &hib).unwrap();
-    dirty_disk::mark_ntfs_hibernated(&hib, &ntfs).unwrap();
-    assert_refused(&fx, &hib, ntfs.number, "ntfs", "hibernat");
-    fs::remove_file(&hib).unwrap();
-
-    let dirty = fx.path("dirty.img");
-    fs::copy(&master.path, &dirty).unwrap();
-    dirty_disk::mark_ntfs_dirty(&dirty, &ntfs).unwrap();
-    assert_refused(&fx, &dirty, ntfs.number, "ntfs", "dirty");
-    fs::remove_file(&dirty).unwrap();
-
     let journal = fx.path("journal.img");
     fs::copy(&master.path, &journal).unwrap();
     dirty_disk::mark_ext4_needs_recovery(&journal, &ext).unwrap();
     assert_refused(&fx, &journal, ext.number, "ext4", "recovery");
-
-    // The clean master itself is captured.
     capture::capture(
         &fx.store,
         &master.path,
@@ -316,15 +304,31 @@ fn unclean_file_systems_are_refused_naming_the_partition() {
     .unwrap();
 }
 
+/// A hibernated NTFS (Windows Fast Startup) and a dirty one are refused, naming the partition,
+/// the reason and the fix; nothing is stored.
+#[test]
+fn a_hibernated_or_dirty_ntfs_is_refused_naming_the_partition() {
+    let fx = Fixture::new();
+    let master = small_master(&fx);
+    let ntfs = master.part(FsKind::Ntfs).unwrap().clone();
+
+    let hib = fx.path("hibernated.img");
+    fs::copy(&master.path, &hib).unwrap();
+    dirty_disk::mark_ntfs_hibernated(&hib, &ntfs).unwrap();
+    assert_refused(&fx, &hib, ntfs.number, "ntfs", "hibernat");
+    fs::remove_file(&hib).unwrap();
+
+    let dirty = fx.path("dirty.img");
+    fs::copy(&master.path, &dirty).unwrap();
+    dirty_disk::mark_ntfs_dirty(&dirty, &ntfs).unwrap();
+    assert_refused(&fx, &dirty, ntfs.number, "ntfs", "dirty");
+}
+
 /// `--whole-disk`: every byte, no mask, named as such; restore writes the whole disk.
 #[test]
 fn whole_disk_capture_takes_every_byte_and_says_so() {
     let fx = Fixture::new();
-    let spec = DirtySpec {
-        swap: 0,
-        ..DirtySpec::small()
-    };
-    let master = build(&fx, "master.img", &spec);
+    let master = small_master(&fx);
     let r = capture::capture_as(
         &fx.store,
         &master.path,
