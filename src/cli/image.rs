@@ -333,7 +333,7 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 ia.short()
             );
             println!(
-                "changed chunks  {} ({} written) differ at their offset (used bytes compared)",
+                "changed chunks  {} ({}) differ at their offset (used bytes compared; that much written)",
                 d.changed_chunks,
                 bytes(d.changed_bytes)
             );

@@ -121,6 +121,17 @@ impl Extents {
             .collect()
     }
 
+    /// True when every byte of `[start, end)` is in the set (an empty range always is).
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        if end <= start {
+            return true;
+        }
+        let i = self.0.partition_point(|r| r.end <= start);
+        self.0
+            .get(i)
+            .is_some_and(|r| r.start <= start && end <= r.end)
+    }
+
     /// Last used byte + 1, or 0.
     pub fn end(&self) -> u64 {
         self.0.last().map_or(0, |r| r.end)
@@ -144,5 +155,7 @@ mod tests {
         assert_eq!(e.window(8, 12), vec![2..4]);
         assert_eq!(e.window(0, 100), vec![0..5, 10..40]);
         assert_eq!(e.clipped(3, 12).ranges(), &[3..5, 10..12]);
+        assert!(e.contains(10, 40) && e.contains(0, 1) && e.contains(7, 7));
+        assert!(!e.contains(4, 6) && !e.contains(39, 41) && !e.contains(40, 41));
     }
 }

@@ -15,6 +15,7 @@
 //! | [`fat`] | FAT12/16/32: reserved sectors, FATs, root directory, used clusters |
 //! | [`swap`] | Linux swap: its header page only |
 
+mod bytes;
 pub mod ext;
 pub mod extents;
 pub mod fat;
@@ -159,6 +160,9 @@ pub struct DiskLayout {
     /// Every byte to capture, absolute: bytes outside every partition (boot code, tables, gaps, a BIOS
     /// boot partition) whole, plus each partition's used bytes.
     pub used: Extents,
+    /// What the table reader repaired or doubts ([`Table::notes`]: a damaged primary GPT read from
+    /// its backup...), for the capture summary.
+    pub notes: Vec<String>,
 }
 
 /// Why a disk cannot be captured file-system-aware.
@@ -237,6 +241,7 @@ pub fn read_layout(disk: &dyn ReadAt) -> Result<DiskLayout, LayoutError> {
         table: table.kind,
         partitions,
         used,
+        notes: table.notes,
     })
 }
 

@@ -334,6 +334,52 @@ pub fn capture_as(
     mode: CaptureMode,
     progress: &(dyn Fn(&CaptureProgress) + Sync),
 ) -> Result<CaptureReport, CaptureError> {
+    capture_inner(
+        store,
+        source,
+        label,
+        signer,
+        opts,
+        How::Read(mode),
+        progress,
+    )
+}
+
+/// Captures `source` taking only the bytes of `used` (absolute offsets; everything else is free),
+/// recording `layout` in the manifest: for callers that read the layout themselves, and for tests
+/// of arbitrary masks. `layout.mode` must be [`CaptureMode::FileSystems`].
+#[allow(clippy::too_many_arguments)]
+pub fn capture_with_layout(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    layout: ImageLayout,
+    used: roomcast_layout::Extents,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    let how = How::Given(Box::new(layout), used);
+    capture_inner(store, source, label, signer, opts, how, progress)
+}
+
+/// Where a capture's layout comes from.
+enum How {
+    /// Read from the source in this mode.
+    Read(CaptureMode),
+    /// Given by the caller.
+    Given(Box<ImageLayout>, roomcast_layout::Extents),
+}
+
+fn capture_inner(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    how: How,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
     if !store.trusted()?.contains(&signer.verifying_key()) {
         return Err(CaptureError::UntrustedKey {
             fingerprint: fingerprint(&signer.verifying_key()),
@@ -344,7 +390,10 @@ pub fn capture_as(
     refuse_in_use(source)?;
     let disk = Disk::open_read(source).map_err(CaptureError::Open)?;
     let disk_size = disk.size();
-    let (layout, used) = read_source_layout(&disk, mode)?;
+    let (layout, used) = match how {
+        How::Read(mode) => read_source_layout(&disk, mode)?,
+        How::Given(layout, used) => (*layout, Some(used)),
+    };
     let cs = opts.chunk_size;
     let count = cs.count(disk_size);
 

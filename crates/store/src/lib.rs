@@ -30,6 +30,9 @@ pub mod masked;
 pub mod restore;
 pub mod verify;
 
+/// The layout crate (partition tables, allocation maps) the store captures through.
+pub use roomcast_layout as layout;
+
 use chunk::{ChunkError, ChunkHash};
 use keys::{KeyError, TrustedSigners};
 use manifest::{ImageId, ManifestError, UnverifiedManifest, VerifiedManifest};

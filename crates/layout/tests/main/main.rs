@@ -1,0 +1,4 @@
+//! The layout crate's one integration-test binary: real file systems made by the real tools.
+
+mod ext;
+mod util;
