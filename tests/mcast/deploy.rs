@@ -6,12 +6,12 @@
 use crate::store::util::{Fixture, random};
 use roomcast_lab::dirty_disk::{self, DirtyDisk, DirtySpec};
 use roomcast_lab::{Lab, Node, Tbf};
-use roomcast_layout::Extents;
 use roomcast_store::Store;
 use roomcast_store::capture::{self, CaptureOptions};
 use roomcast_store::chunk::ChunkSize;
 use roomcast_store::chunk::{ChunkHash, Compressor};
 use roomcast_store::keys::Signer;
+use roomcast_store::layout::Extents;
 use roomcast_store::manifest::{
     BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, FORMAT, ImageId, ImageLabel, ImageLayout, Manifest,
     PRIMARY_TABLE_LEN, PartitionTable, chunk_mask, sign,

@@ -15,13 +15,13 @@
 
 use super::AgentError;
 use super::http::Client;
-use roomcast_layout::{Extents, LayoutError};
 use roomcast_proto::contract::{
     CaptureChunk, CaptureDiscarded, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition,
     CapturePlan, Report, Work, path,
 };
 use roomcast_store::chunk::{ChunkHash, Compressor, is_zero};
 use roomcast_store::disk::Disk;
+use roomcast_store::layout::{self as roomcast_layout, Extents, LayoutError};
 use roomcast_store::manifest::{CaptureMode, ImageLayout, PartitionRecord, chunk_mask, table_name};
 use roomcast_store::masked::read_used;
 use std::path::{Path, PathBuf};
