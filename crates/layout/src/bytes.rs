@@ -51,3 +51,43 @@ pub(crate) fn read_vec(dev: &dyn ReadAt, offset: u64, len: usize) -> io::Result<
     dev.read_exact_at(&mut buf, offset)?;
     Ok(buf)
 }
+
+/// Calls `f(first, end)` for each run of set bits among the first `nbits`; returns how many are set.
+pub(crate) fn set_runs(bits: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) -> u64 {
+    let mut count = 0;
+    let mut run: Option<u64> = None;
+    let mut i = 0u64;
+    while i < nbits {
+        let byte = bits[(i / 8) as usize];
+        if i.is_multiple_of(8) && i + 8 <= nbits && (byte == 0 || byte == 0xff) {
+            match (byte, run) {
+                (0, Some(s)) => {
+                    f(s, i);
+                    run = None;
+                }
+                (0xff, None) => run = Some(i),
+                _ => {}
+            }
+            if byte == 0xff {
+                count += 8;
+            }
+            i += 8;
+            continue;
+        }
+        let set = byte >> (i % 8) & 1 == 1;
+        match (set, run) {
+            (true, None) => run = Some(i),
+            (false, Some(s)) => {
+                f(s, i);
+                run = None;
+            }
+            _ => {}
+        }
+        count += u64::from(set);
+        i += 1;
+    }
+    if let Some(s) = run {
+        f(s, nbits);
+    }
+    count
+}

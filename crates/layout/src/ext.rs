@@ -16,7 +16,7 @@
 //! partition, a bitmap whose free count contradicts its group descriptor or the superblock, or a
 //! journal block the bitmap says is free.
 
-use crate::bytes::{be32, le16, le32, read_vec};
+use crate::bytes::{be32, le16, le32, read_vec, set_runs};
 use crate::{Extents, FsError, FsMap, Probe, ReadAt};
 
 const MAGIC: u16 = 0xef53;
@@ -406,46 +406,6 @@ fn read_descs(part: &dyn ReadAt, fs: &Fs, name: &str) -> Result<Vec<Desc>, FsErr
         }
     }
     Ok(out)
-}
-
-/// Calls `f(first, end)` for each run of set bits among the first `nbits`; returns how many are set.
-fn set_runs(bits: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) -> u64 {
-    let mut count = 0;
-    let mut run: Option<u64> = None;
-    let mut i = 0u64;
-    while i < nbits {
-        let byte = bits[(i / 8) as usize];
-        if i.is_multiple_of(8) && i + 8 <= nbits && (byte == 0 || byte == 0xff) {
-            match (byte, run) {
-                (0, Some(s)) => {
-                    f(s, i);
-                    run = None;
-                }
-                (0xff, None) => run = Some(i),
-                _ => {}
-            }
-            if byte == 0xff {
-                count += 8;
-            }
-            i += 8;
-            continue;
-        }
-        let set = byte >> (i % 8) & 1 == 1;
-        match (set, run) {
-            (true, None) => run = Some(i),
-            (false, Some(s)) => {
-                f(s, i);
-                run = None;
-            }
-            _ => {}
-        }
-        count += u64::from(set);
-        i += 1;
-    }
-    if let Some(s) = run {
-        f(s, nbits);
-    }
-    count
 }
 
 fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {
