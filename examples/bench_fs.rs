@@ -242,6 +242,22 @@ fn main() {
         mib(disk_size),
         100.0 * rc_used as f64 / disk_size as f64
     );
+    let ranges: usize = m
+        .chunks
+        .iter()
+        .filter_map(|c| c.used.as_ref())
+        .map(Vec::len)
+        .sum();
+    println!(
+        "(manifest {} bytes, {} used ranges over {} masked chunks, {} chunks with no used byte)",
+        m.to_bytes().len(),
+        ranges,
+        m.chunks
+            .iter()
+            .filter(|c| c.used.as_ref().is_some_and(|u| !u.is_empty()))
+            .count(),
+        m.unused_chunks()
+    );
 }
 
 fn tool(fs: FsKind) -> Option<&'static str> {
