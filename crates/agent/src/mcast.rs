@@ -375,3 +375,136 @@ fn parallel(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_store::keys::{Signer, TrustedSigners, generate_files};
+    use roomcast_store::manifest::{
+        ImageLabel, Manifest, PartitionTable, UnverifiedManifest, sign,
+    };
+
+    const CS: u32 = 64 * 1024;
+
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| {
+                (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .rotate_left(u32::from(seed)) as u8
+                    | 1
+            })
+            .collect()
+    }
+
+    /// Four chunks: used whole, used in two ranges, not used at all, used but zero.
+    fn image(dir: &std::path::Path, master: &[u8]) -> VerifiedManifest {
+        let masks: [Option<Vec<[u32; 2]>>; 4] = [
+            None,
+            Some(vec![[0, 4096], [40_000, 50_000]]),
+            Some(vec![]),
+            Some(vec![[100, 9000]]),
+        ];
+        let chunks = masks
+            .into_iter()
+            .enumerate()
+            .map(|(i, used)| {
+                let offset = i as u64 * u64::from(CS);
+                let mut e = ChunkEntry {
+                    offset,
+                    len: CS,
+                    sha256: None,
+                    compressed_len: None,
+                    used,
+                };
+                let mut buf = master[offset as usize..offset as usize + CS as usize].to_vec();
+                e.mask(&mut buf);
+                if !e.is_unused() && !is_zero(&buf) {
+                    e.sha256 = Some(ChunkHash::of(&buf));
+                    e.compressed_len = Some(1);
+                }
+                e
+            })
+            .collect();
+        let m = Manifest {
+            format: roomcast_store::manifest::FORMAT,
+            label: ImageLabel {
+                name: "t".into(),
+                version: "1".into(),
+                profile: None,
+                captured_by: "t".into(),
+                captured_at: "2026-11-28T12:00:00Z".into(),
+            },
+            disk_size: 4 * u64::from(CS),
+            chunk_size: CS,
+            zstd_level: 3,
+            partition_table: PartitionTable::from_regions(4 * u64::from(CS), &[], &[]),
+            chunks,
+            layout: None,
+        };
+        let (key, public, _) = generate_files(&dir.join("keys")).unwrap();
+        let (_, envelope) = sign(&m, &Signer::load(&key).unwrap());
+        let trusted =
+            TrustedSigners::from_keys(vec![roomcast_store::keys::load_public(&public).unwrap()]);
+        UnverifiedManifest::from_envelope(&envelope)
+            .unwrap()
+            .verify(&trusted)
+            .unwrap()
+    }
+
+    #[test]
+    fn survey_compares_used_bytes_and_writes_touch_no_free_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut master = noise(3, 4 * CS as usize);
+        let zero_chunk = 3 * CS as usize;
+        master[zero_chunk + 100..zero_chunk + 9000].fill(0);
+        let m = image(dir.path(), &master);
+        assert!(m.chunks[3].is_zero() && !m.chunks[3].is_unused());
+
+        // A PC holding the used bytes, with its own free bytes: every chunk held.
+        let mut pc = noise(7, master.len());
+        for e in &m.chunks {
+            for r in e.used_ranges() {
+                let (s, t) = (e.offset as usize + r.start, e.offset as usize + r.end);
+                pc[s..t].copy_from_slice(&master[s..t]);
+            }
+        }
+        let path = dir.path().join("pc.img");
+        std::fs::write(&path, &pc).unwrap();
+        let disk = Disk::open_write(&path, 0).unwrap();
+        assert_eq!(survey(&m, &disk, 2).unwrap(), vec![true; 4]);
+        // One used byte wrong in chunk 1, one in the zero chunk: those two only are wanted.
+        disk.write_all_at(&[0], u64::from(CS) + 40_001).unwrap();
+        disk.write_all_at(&[9], 3 * u64::from(CS) + 8999).unwrap();
+        assert_eq!(
+            survey(&m, &disk, 2).unwrap(),
+            vec![true, false, true, false]
+        );
+
+        // Writing and zeroing touch the used ranges only.
+        let before = std::fs::read(&path).unwrap();
+        let c1 = &m.chunks[1];
+        let masked: Vec<u8> = {
+            let mut b = master[CS as usize..2 * CS as usize].to_vec();
+            c1.mask(&mut b);
+            b
+        };
+        assert_eq!(write_used(&disk, c1, &masked).unwrap(), 4096 + 10_000);
+        assert_eq!(zero_used(&disk, &m.chunks[3]).unwrap(), 8900);
+        let after = std::fs::read(&path).unwrap();
+        for (i, e) in m.chunks.iter().enumerate() {
+            let mut at = 0;
+            let end = e.len as usize..e.len as usize;
+            for r in e.used_ranges().iter().chain(std::iter::once(&end)) {
+                let (fa, fb) = (e.offset as usize + at, e.offset as usize + r.start);
+                assert_eq!(
+                    after[fa..fb],
+                    before[fa..fb],
+                    "chunk {i}: free bytes written"
+                );
+                at = r.end;
+            }
+        }
+        assert_eq!(survey(&m, &disk, 1).unwrap(), vec![true; 4]);
+    }
+}
