@@ -501,6 +501,10 @@ mod tests {
     const CS: u32 = 64 * 1024;
 
     fn sink(dir: &std::path::Path) -> CaptureSink {
+        sink_with(dir, false)
+    }
+
+    fn sink_with(dir: &std::path::Path, whole_disk: bool) -> CaptureSink {
         let (key, public, _) = keys::generate_files(&dir.join("keys")).unwrap();
         let store = Store::open_or_create(&dir.join("store")).unwrap();
         store.trust(&public).unwrap();
@@ -517,7 +521,7 @@ mod tests {
             },
             chunk_size: ChunkSize::new(CS).unwrap(),
             level: 3,
-            whole_disk: false,
+            whole_disk,
         })
         .unwrap()
     }
@@ -712,5 +716,30 @@ mod tests {
         assert_eq!(l.used_bytes, u64::from(CS) + 2000);
         assert_eq!(l.partitions[0].fs, "ext4");
         assert_eq!(l.partitions[0].used_bytes, 2000);
+    }
+
+    #[test]
+    fn a_plan_for_the_whole_disk_wants_a_whole_disk_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink_with(dir.path(), true);
+        assert!(s.plan().whole_disk);
+        let a = vec![1u8; CS as usize];
+        let ha = ChunkHash::of(&a);
+        s.accept_chunk(0, u64::from(CS), ha, &frame(&a)).unwrap();
+        let mut f = CaptureFinish {
+            disk_size: u64::from(CS),
+            chunk_size: CS,
+            whole_disk: false,
+            table: "none".into(),
+            partitions: vec![],
+            chunks: chunks(&[Some(ha)]),
+        };
+        let e = s.finish(&f).unwrap_err().to_string();
+        assert!(e.contains("the plan asked for the whole disk"), "{e}");
+        f.whole_disk = true;
+        let id = s.finish(&f).unwrap();
+        let m = s.config.store.open_verified(&id).unwrap();
+        assert_eq!(m.mode(), CaptureMode::WholeDisk);
+        assert_eq!(m.layout.as_ref().unwrap().used_bytes, u64::from(CS));
     }
 }

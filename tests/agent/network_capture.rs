@@ -150,8 +150,8 @@ fn capture_through_the_agent_equals_a_local_capture_masks_and_partitions_include
     assert!(out.report.capture().unwrap().whole_disk);
 }
 
-/// A plan that asks for the whole disk is followed, and a finish that is not whole-disk is then
-/// refused by the server.
+/// A plan that asks for the whole disk is followed by an agent not told `--whole-disk` (the server
+/// refusing any other finish is `net::capture`'s unit test).
 #[test]
 fn the_servers_plan_can_ask_for_the_whole_disk() {
     let work = tempfile::tempdir().unwrap();
