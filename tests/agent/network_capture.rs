@@ -165,6 +165,9 @@ fn the_servers_plan_can_ask_for_the_whole_disk() {
     assert!(out.report.capture().unwrap().whole_disk);
 }
 
+/// A `dirty_disk::mark_*` function.
+type Mark = fn(&Path, &dirty_disk::DiskPart) -> Result<(), roomcast_lab::LabError>;
+
 /// A hibernated NTFS and an ext4 needing journal recovery: the agent refuses before any upload,
 /// its failed report names the disk, the partition, the reason and the fix, and the server's
 /// store holds no chunk and no image.
@@ -172,7 +175,7 @@ fn the_servers_plan_can_ask_for_the_whole_disk() {
 fn a_file_system_that_is_not_clean_is_refused_by_the_agent_and_nothing_is_uploaded() {
     let work = tempfile::tempdir().unwrap();
     let disk = master(work.path());
-    let cases: [(FsKind, fn(&Path, &dirty_disk::DiskPart) -> _); 2] = [
+    let cases: [(FsKind, Mark); 2] = [
         (FsKind::Ntfs, dirty_disk::mark_ntfs_hibernated),
         (FsKind::Ext4, dirty_disk::mark_ext4_needs_recovery),
     ];
