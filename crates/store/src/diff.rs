@@ -66,7 +66,10 @@ mod tests {
     use crate::chunk::ChunkHash;
     use crate::manifest::{ChunkEntry, ImageLabel, PartitionTable};
 
-    fn image(chunks: Vec<(Option<u8>, Option<Vec<[u32; 2]>>)>) -> Manifest {
+    /// (hash byte, used ranges) of each chunk.
+    type Chunks = Vec<(Option<u8>, Option<Vec<[u32; 2]>>)>;
+
+    fn image(chunks: Chunks) -> Manifest {
         let cs = 65536u32;
         let disk_size = chunks.len() as u64 * cs as u64;
         Manifest {
