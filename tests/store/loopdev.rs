@@ -68,7 +68,7 @@ fn restore_refuses_a_mounted_device() {
 }
 
 /// A mounted source is refused before anything is stored (its file systems would change under the
-/// read); unmounted, the same device is captured.
+/// read); unmounted, the same device is captured file-system-aware.
 #[test]
 fn capture_refuses_a_mounted_device() {
     let fx = Fixture::new();
@@ -95,4 +95,11 @@ fn capture_refuses_a_mounted_device() {
     drop(mounted);
     let r = fx.capture_with(&src.dev, 64 * 1024).unwrap();
     assert_eq!(fx.store.image_ids().unwrap(), vec![r.id]);
+    // A bare file system (no table) is read as one: only its used bytes are taken.
+    let p = &r.layout.partitions;
+    assert!(
+        p.len() == 1 && p[0].fs == "ext4" && p[0].whole.is_none(),
+        "{p:?}"
+    );
+    assert!(r.used_bytes < r.disk_size / 2, "{r:?}");
 }
