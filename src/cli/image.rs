@@ -204,10 +204,15 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 bytes(discarded)
             );
             println!(
-                "data {} compressed to {} ({:.2}x); {} newly written",
+                "data {} compressed to {} ({:.2}x){}; {} newly written",
                 bytes(r.data_bytes),
                 bytes(r.compressed_bytes),
                 ratio(r.data_bytes, r.compressed_bytes),
+                if r.layout.mode == CaptureMode::FileSystems {
+                    ", free bytes of the stored chunks zeroed"
+                } else {
+                    ""
+                },
                 bytes(r.new_bytes)
             );
             Ok(exit::OK)
@@ -251,7 +256,8 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 Ok(v) => format!("ok, signer {}", v.signer_fingerprint()),
                 Err(e) => format!("REFUSED: {e}"),
             };
-            let zero = m.chunks.iter().filter(|c| c.is_zero()).count();
+            let unused = m.unused_chunks();
+            let zero = m.chunks.iter().filter(|c| c.is_zero()).count() - unused;
             println!("id           {id}");
             println!("name         {}", m.label.name);
             println!("version      {}", m.label.version);
@@ -265,10 +271,11 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 m.disk_size
             );
             println!(
-                "chunks       {} of {} ({} zero), zstd level {}",
+                "chunks       {} of {} ({} zero, {} with no used byte), zstd level {}",
                 m.chunks.len(),
                 bytes(m.chunk_size as u64),
                 zero,
+                unused,
                 m.zstd_level
             );
             println!(

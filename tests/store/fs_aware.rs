@@ -542,3 +542,51 @@ fn cli_capture_summary_and_show_give_used_bytes_per_partition() {
     assert!(out.contains("mode whole-disk"), "{out}");
     assert!(out.contains("saved 0 B"), "{out}");
 }
+
+/// Onto a real block device (a loop device over a disk of random bytes), as the agent writes a PC:
+/// the master's file systems come out clean with the master's trees, the free bytes are untouched,
+/// and a second restore writes nothing.
+#[test]
+fn masked_restore_onto_a_block_device() {
+    let fx = Fixture::new();
+    let master = small_master(&fx);
+    let r = capture::capture(
+        &fx.store,
+        &master.path,
+        label("m"),
+        &fx.signer,
+        &opts(),
+        &|_| {},
+    )
+    .unwrap();
+    let m = manifest(&fx, &r.id);
+    let file = fx.path("pc.img");
+    random_disk(&file, master.size, 21);
+    let before = fs::read(&file).unwrap();
+    {
+        let dev = super::util::LoopDev::attach(&file);
+        let rr = fx.restore(&r.id, &dev.dev).unwrap();
+        assert_eq!(rr.written_bytes + rr.zeroed_bytes, m.used_bytes(), "{rr:?}");
+        let again = fx.restore(&r.id, &dev.dev).unwrap();
+        assert_eq!(
+            (again.written_bytes, again.zeroed_bytes),
+            (0, 0),
+            "{again:?}"
+        );
+    }
+    let after = fs::read(&file).unwrap();
+    for c in &m.chunks {
+        let mut used = vec![false; c.len as usize];
+        for u in c.used_ranges() {
+            used[u].fill(true);
+        }
+        for (k, &u) in used.iter().enumerate() {
+            if !u {
+                let at = c.offset as usize + k;
+                assert_eq!(after[at], before[at], "free byte {at} written");
+            }
+        }
+    }
+    drop((before, after));
+    assert_same_trees(&master, &file);
+}

@@ -99,13 +99,38 @@ pub fn probe(part: &dyn ReadAt) -> Probe {
     Some(map(part, &sb))
 }
 
+/// "ext2", "ext3" or "ext4" when `part` holds an ext file system (blkid's rule: ext4 when a feature
+/// ext3 lacks is on, ext3 when it has a journal).
+pub fn name(part: &dyn ReadAt) -> Option<&'static str> {
+    let sb = read_vec(part, 1024, 1024).ok()?;
+    if le16(&sb, 56) != MAGIC {
+        return None;
+    }
+    if le32(&sb, 76) == 0 {
+        return Some(fs_name(0, 0, 0));
+    }
+    Some(fs_name(le32(&sb, 92), le32(&sb, 96), le32(&sb, 100)))
+}
+
+fn fs_name(compat: u32, incompat: u32, ro_compat: u32) -> &'static str {
+    if incompat & !(INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG) != 0
+        || ro_compat & !(RO_SPARSE_SUPER | RO_LARGE_FILE | RO_BTREE_DIR) != 0
+    {
+        "ext4"
+    } else if compat & COMPAT_HAS_JOURNAL != 0 {
+        "ext3"
+    } else {
+        "ext2"
+    }
+}
+
 fn unsupported(why: impl Into<String>) -> FsError {
     FsError::Unsupported(why.into())
 }
 
-fn not_clean(name: &str, reason: &str, fsck: &str) -> FsError {
+fn not_clean(reason: &str, fsck: &str) -> FsError {
     FsError::NotClean {
-        reason: format!("{name}: {reason}"),
+        reason: reason.to_string(),
         fix: format!(
             "run `{fsck}` on this partition from a rescue system, or boot the master and shut it down cleanly"
         ),
@@ -230,71 +255,53 @@ fn parse(part: &dyn ReadAt, sb: &[u8]) -> Result<(Fs, &'static str), FsError> {
     } else {
         (le32(sb, 92), le32(sb, 96), le32(sb, 100))
     };
-    let name = if incompat & !(INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG) != 0
-        || ro_compat & !(RO_SPARSE_SUPER | RO_LARGE_FILE | RO_BTREE_DIR) != 0
-    {
-        "ext4"
-    } else if compat & COMPAT_HAS_JOURNAL != 0 {
-        "ext3"
-    } else {
-        "ext2"
-    };
+    let name = fs_name(compat, incompat, ro_compat);
     let fsck = "e2fsck -f";
     // Cleanliness first: it is what the technician can act on.
     if incompat & INCOMPAT_RECOVER != 0 {
         return Err(not_clean(
-            name,
             "the journal needs recovery (the file system was not unmounted cleanly)",
             fsck,
         ));
     }
     let state = le16(sb, 58);
     if state & STATE_ERROR != 0 {
-        return Err(not_clean(
-            name,
-            "errors are recorded in the file system",
-            fsck,
-        ));
+        return Err(not_clean("errors are recorded in the file system", fsck));
     }
     if state & STATE_VALID == 0 {
-        return Err(not_clean(
-            name,
-            "the file system was not cleanly unmounted",
-            fsck,
-        ));
+        return Err(not_clean("the file system was not cleanly unmounted", fsck));
     }
     if le32(sb, 232) != 0 || ro_compat & RO_ORPHAN_PRESENT != 0 {
         return Err(not_clean(
-            name,
             "orphan inodes are pending (files deleted while open when the system stopped)",
             fsck,
         ));
     }
     if incompat & INCOMPAT_JOURNAL_DEV != 0 {
-        return Err(unsupported(format!(
-            "{name}: an external journal device, not a file system"
-        )));
+        return Err(unsupported(
+            "an external journal device, not a file system".to_string(),
+        ));
     }
     let unknown = incompat & !INCOMPAT_KNOWN;
     if unknown != 0 {
         return Err(unsupported(format!(
-            "{name}: incompatible features this reader does not know (0x{unknown:x})"
+            "incompatible features this reader does not know (0x{unknown:x})"
         )));
     }
     if ro_compat & RO_BIGALLOC != 0 {
-        return Err(unsupported(format!(
-            "{name}: bigalloc (cluster bitmaps) is not read"
-        )));
+        return Err(unsupported(
+            "bigalloc (cluster bitmaps) is not read".to_string(),
+        ));
     }
     let unknown = ro_compat & !RO_KNOWN;
     if unknown != 0 {
         return Err(unsupported(format!(
-            "{name}: read-only features this reader does not know (0x{unknown:x})"
+            "read-only features this reader does not know (0x{unknown:x})"
         )));
     }
     let bad = |what: String| {
         Err(unsupported(format!(
-            "{name} superblock: {what} (damaged superblock?)"
+            "superblock: {what} (damaged superblock?)"
         )))
     };
     let mut blocks = u64::from(le32(sb, 4));
@@ -331,7 +338,7 @@ fn parse(part: &dyn ReadAt, sb: &[u8]) -> Result<(Fs, &'static str), FsError> {
     let fs_bytes = blocks.saturating_mul(bs);
     if fs_bytes > part.size() {
         return Err(unsupported(format!(
-            "{name}: the file system ({fs_bytes} bytes) is larger than its partition ({} bytes): truncated?",
+            "the file system ({fs_bytes} bytes) is larger than its partition ({} bytes): truncated?",
             part.size()
         )));
     }
@@ -369,14 +376,14 @@ fn parse(part: &dyn ReadAt, sb: &[u8]) -> Result<(Fs, &'static str), FsError> {
     Ok((fs, name))
 }
 
-fn read_descs(part: &dyn ReadAt, fs: &Fs, name: &str) -> Result<Vec<Desc>, FsError> {
+fn read_descs(part: &dyn ReadAt, fs: &Fs) -> Result<Vec<Desc>, FsError> {
     let mut out = Vec::with_capacity(fs.groups as usize);
     let wide = fs.has(INCOMPAT_64BIT) && fs.desc_size >= 64;
     for i in 0..fs.desc_blocks {
         let at = fs.desc_block(i);
         if at >= fs.blocks {
             return Err(unsupported(format!(
-                "{name}: group descriptor block {i} (block {at}) is beyond the file system"
+                "group descriptor block {i} (block {at}) is beyond the file system"
             )));
         }
         let block = read_vec(part, at * fs.bs, fs.bs as usize)?;
@@ -410,7 +417,7 @@ fn read_descs(part: &dyn ReadAt, fs: &Fs, name: &str) -> Result<Vec<Desc>, FsErr
 
 fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {
     let (fs, name) = parse(part, sb)?;
-    let descs = read_descs(part, &fs, name)?;
+    let descs = read_descs(part, &fs)?;
     let csum = fs.ro_compat & (RO_GDT_CSUM | RO_METADATA_CSUM) != 0;
     let bs = fs.bs;
     let itb = fs.inode_table_blocks();
@@ -425,7 +432,7 @@ fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {
         ] {
             if at < fs.first_data_block || at.saturating_add(n) > fs.blocks {
                 return Err(unsupported(format!(
-                    "{name}: group {g}'s {what} (block {at}) is outside the file system"
+                    "group {g}'s {what} (block {at}) is outside the file system"
                 )));
             }
             meta.insert(at * bs, (at + n) * bs);
@@ -457,7 +464,7 @@ fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {
         };
         if free != d.free {
             return Err(unsupported(format!(
-                "{name}: group {g}'s block bitmap has {free} free blocks but its descriptor says {}: \
+                "group {g}'s block bitmap has {free} free blocks but its descriptor says {}: \
                  the file system contradicts itself (`e2fsck -f` repairs it)",
                 d.free
             )));
@@ -470,11 +477,11 @@ fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {
     }
     if sb_free != total_free {
         return Err(unsupported(format!(
-            "{name}: the block bitmaps have {total_free} free blocks but the superblock says {sb_free}: \
+            "the block bitmaps have {total_free} free blocks but the superblock says {sb_free}: \
              the file system contradicts itself (`e2fsck -f` repairs it)"
         )));
     }
-    check_journal(part, &fs, &descs, name, sb, &used)?;
+    check_journal(part, &fs, &descs, sb, &used)?;
     Ok(FsMap {
         fs: name.to_string(),
         used,
@@ -487,7 +494,6 @@ fn check_journal(
     part: &dyn ReadAt,
     fs: &Fs,
     descs: &[Desc],
-    name: &str,
     sb: &[u8],
     used: &Extents,
 ) -> Result<(), FsError> {
@@ -495,29 +501,25 @@ fn check_journal(
     if fs.compat & COMPAT_HAS_JOURNAL == 0 || inum == 0 {
         return Ok(());
     }
-    let extents = inode_extents(part, fs, descs, inum).map_err(|why| {
-        unsupported(format!(
-            "{name}: the journal (inode {inum}) cannot be read: {why}"
-        ))
-    })?;
+    let extents = inode_extents(part, fs, descs, inum)
+        .map_err(|why| unsupported(format!("the journal (inode {inum}) cannot be read: {why}")))?;
     for &(start, n) in &extents {
         if start.saturating_add(n) > fs.blocks || !used.contains(start * fs.bs, (start + n) * fs.bs)
         {
             return Err(unsupported(format!(
-                "{name}: the journal's blocks {start}..{} are not all marked used in the block bitmap",
+                "the journal's blocks {start}..{} are not all marked used in the block bitmap",
                 start.saturating_add(n)
             )));
         }
     }
     let Some(&(first, _)) = extents.first() else {
         return Err(unsupported(format!(
-            "{name}: the journal (inode {inum}) has no block"
+            "the journal (inode {inum}) has no block"
         )));
     };
     let jsb = read_vec(part, first * fs.bs, 1024)?;
     if be32(&jsb, 0) == JOURNAL_MAGIC && be32(&jsb, 28) != 0 {
         return Err(not_clean(
-            name,
             "the journal holds transactions to replay (the file system was not unmounted cleanly)",
             "e2fsck -f",
         ));

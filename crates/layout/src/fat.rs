@@ -25,6 +25,15 @@ pub fn probe(part: &dyn ReadAt) -> Probe {
     Some(map(part, &bpb, &bs))
 }
 
+/// "fat12", "fat16" or "fat32" when `part` starts with a FAT boot sector.
+pub fn name(part: &dyn ReadAt) -> Option<&'static str> {
+    let bs = read_vec(part, 0, 512).ok()?;
+    if &bs[3..11] == b"EXFAT   " {
+        return None;
+    }
+    Bpb::parse(&bs).map(|b| b.name())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bits {
     B12,
@@ -123,9 +132,9 @@ fn unsupported(why: String) -> FsError {
     FsError::Unsupported(why)
 }
 
-fn not_clean(name: &str, reason: &str) -> FsError {
+fn not_clean(reason: &str) -> FsError {
     FsError::NotClean {
-        reason: format!("{name}: {reason}"),
+        reason: reason.to_string(),
         fix:
             "run `fsck.vfat -a` on this partition (or `chkdsk /f` in Windows), or boot the master \
               and shut it down cleanly"
@@ -141,14 +150,12 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
     let fs_bytes = b.total * b.bps;
     if fs_bytes > part.size() {
         return Err(unsupported(format!(
-            "{name}: the file system ({fs_bytes} bytes) is larger than its partition ({} bytes): truncated?",
+            "the file system ({fs_bytes} bytes) is larger than its partition ({} bytes): truncated?",
             part.size()
         )));
     }
     if b.clusters == 0 {
-        return Err(unsupported(format!(
-            "{name}: no data area (BPB not believable)"
-        )));
+        return Err(unsupported("no data area (BPB not believable)".to_string()));
     }
     let entry_bits: u64 = match b.bits {
         Bits::B12 => 12,
@@ -159,7 +166,7 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
     let max_cluster = b.clusters + 1;
     if fat_bytes * 8 / entry_bits < b.clusters + 2 {
         return Err(unsupported(format!(
-            "{name}: a FAT of {fat_bytes} bytes cannot hold {} clusters (BPB contradicts itself)",
+            "a FAT of {fat_bytes} bytes cannot hold {} clusters (BPB contradicts itself)",
             b.clusters
         )));
     }
@@ -167,7 +174,6 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
     let state = u8_at(boot, if b.bits == Bits::B32 { 65 } else { 37 });
     if state & 0x01 != 0 {
         return Err(not_clean(
-            name,
             "the volume is marked dirty (it was not cleanly unmounted)",
         ));
     }
@@ -175,7 +181,7 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
         let active = u64::from(b.ext_flags & 0x0f);
         if active >= b.fats {
             return Err(unsupported(format!(
-                "{name}: the active FAT {active} does not exist ({} FATs)",
+                "the active FAT {active} does not exist ({} FATs)",
                 b.fats
             )));
         }
@@ -211,7 +217,7 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
                 let c = n + i;
                 if c == 0 && k == 0 && v & 0xff != u32::from(b.media) {
                     return Err(unsupported(format!(
-                        "{name}: FAT[0] (0x{v:x}) does not carry the media byte 0x{:02x}",
+                        "FAT[0] (0x{v:x}) does not carry the media byte 0x{:02x}",
                         b.media
                     )));
                 }
@@ -223,12 +229,11 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
                     };
                     if clean == 0 {
                         return Err(not_clean(
-                            name,
                             "the volume is marked dirty (Windows did not shut it down cleanly)",
                         ));
                     }
                     if no_error == 0 {
-                        return Err(not_clean(name, "the volume records a disk I/O error"));
+                        return Err(not_clean("the volume records a disk I/O error"));
                     }
                 }
                 if c < 2 || c > max_cluster || v == 0 {
@@ -241,7 +246,7 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
                 };
                 if v != bad && v < eoc_min && (v < 2 || u64::from(v) > max_cluster) {
                     return Err(unsupported(format!(
-                        "{name}: cluster {c}'s chain points to cluster {v}, outside the volume (2..={max_cluster})"
+                        "cluster {c}'s chain points to cluster {v}, outside the volume (2..={max_cluster})"
                     )));
                 }
                 bitmap[(c / 8) as usize] |= 1 << (c % 8);
@@ -254,7 +259,7 @@ fn map(part: &dyn ReadAt, b: &Bpb, boot: &[u8]) -> Result<FsMap, FsError> {
         let r = b.root_cluster;
         if r < 2 || r > max_cluster || bitmap[(r / 8) as usize] >> (r % 8) & 1 == 0 {
             return Err(unsupported(format!(
-                "{name}: the root directory's cluster {r} is not allocated in the FAT"
+                "the root directory's cluster {r} is not allocated in the FAT"
             )));
         }
     }

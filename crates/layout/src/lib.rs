@@ -9,7 +9,7 @@
 //! | module | what it reads |
 //! |---|---|
 //! | [`extents`] | [`Extents`]: sorted, disjoint byte ranges (the currency of this crate) |
-//! | [`table`] | GPT (primary, backup) and MBR (with extended partitions) |
+//! | [`table`] | GPT (primary, backup) and MBR (with extended partitions); the GPT writes for a disk of another size ([`table::gpt_resize_patches`], issue 23) |
 //! | [`ext`] | ext2/3/4 block bitmaps (flex_bg, uninitialised groups, metadata, journal) |
 //! | [`ntfs`] | NTFS `$Bitmap`, dirty and hibernated volumes, `pagefile.sys`/`hiberfil.sys`/`swapfile.sys` |
 //! | [`fat`] | FAT12/16/32: reserved sectors, FATs, root directory, used clusters |
@@ -189,10 +189,22 @@ pub enum LayoutError {
 }
 
 /// Reads the partition table and each partition's file system. A disk with no partition table is
-/// one "partition" probed as a file system (a bare file system on a disk) or else taken whole.
+/// one "partition" probed as a file system (a bare file system on a disk) or else taken whole: it
+/// is listed as partition 1 covering the whole disk, of MBR type 0x00.
 pub fn read_layout(disk: &dyn ReadAt) -> Result<DiskLayout, LayoutError> {
     let disk_size = disk.size();
-    let table = table::read(disk)?;
+    let mut table = table::read(disk)?;
+    if table.kind == TableKind::None && disk_size > 0 {
+        table.partitions = vec![Partition {
+            number: 1,
+            start: 0,
+            len: disk_size,
+            kind: PartitionType::Mbr {
+                type_byte: 0,
+                logical: false,
+            },
+        }];
+    }
     let mut partitions = Vec::new();
     let mut used = Extents::new();
     // Everything outside the partitions is taken whole.
@@ -264,8 +276,18 @@ pub fn probe_fs(part: &dyn ReadAt, kind: &PartitionType) -> (String, Result<FsMa
         match probe(part) {
             None => continue,
             Some(Ok(map)) => return (map.fs.clone(), Ok(map)),
-            Some(Err(e)) => return (name.to_string(), Err(e)),
+            Some(Err(e)) => {
+                let detected = match name {
+                    "ext" => ext::name(part),
+                    "fat" => fat::name(part),
+                    _ => None,
+                };
+                return (detected.unwrap_or(name).to_string(), Err(e));
+            }
         }
+    }
+    if let Some((fs, why)) = identify(part) {
+        return (fs.into(), Err(FsError::Unsupported(why.into())));
     }
     (
         "unknown".into(),
@@ -273,4 +295,57 @@ pub fn probe_fs(part: &dyn ReadAt, kind: &PartitionType) -> (String, Result<FsMa
             "no file system roomcast reads (ext2/3/4, NTFS, FAT, swap) was found".into(),
         )),
     )
+}
+
+/// File systems and containers recognised by their signature but not read: a name and the reason the
+/// partition is taken whole.
+fn identify(part: &dyn ReadAt) -> Option<(&'static str, &'static str)> {
+    let at = |off: u64, sig: &[u8]| {
+        let mut buf = vec![0u8; sig.len()];
+        part.read_exact_at(&mut buf, off).is_ok() && buf == sig
+    };
+    const KNOWN: [(u64, &[u8], &str, &str); 8] = [
+        (
+            3,
+            b"EXFAT   ",
+            "exfat",
+            "exFAT is not read (its allocation bitmap is not mapped)",
+        ),
+        (
+            3,
+            b"-FVE-FS-",
+            "bitlocker",
+            "BitLocker-encrypted volume: its content cannot be read",
+        ),
+        (
+            0,
+            b"LUKS\xba\xbe",
+            "luks",
+            "LUKS-encrypted volume: its content cannot be read",
+        ),
+        (
+            536,
+            b"LVM2 001",
+            "lvm2",
+            "LVM physical volume: its logical volumes are not read",
+        ),
+        (0, b"XFSB", "xfs", "XFS is not read"),
+        (0x10040, b"_BHRfS_M", "btrfs", "Btrfs is not read"),
+        (
+            4096,
+            b"\xfc\x4e\x2b\xa9",
+            "linux_raid_member",
+            "Linux software RAID member (md), not read",
+        ),
+        (
+            3,
+            b"NTFS    ",
+            "ntfs",
+            "NTFS was not mapped by the NTFS reader",
+        ),
+    ];
+    KNOWN
+        .iter()
+        .find(|(off, sig, _, _)| at(*off, sig))
+        .map(|&(_, _, fs, why)| (fs, why))
 }

@@ -767,3 +767,167 @@ fn guid_text(b: &[u8]) -> String {
         b[15]
     )
 }
+
+/// A disk known by its first and last bytes only (an image's head and tail, as a manifest keeps
+/// them): reads inside either succeed, others fail with `UnexpectedEof`.
+pub struct HeadTail<'a> {
+    /// The disk's first bytes.
+    pub head: &'a [u8],
+    /// The disk's last bytes (they end at `size`).
+    pub tail: &'a [u8],
+    /// The disk's size in bytes.
+    pub size: u64,
+}
+
+impl ReadAt for HeadTail<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        if end <= self.head.len() as u64 {
+            buf.copy_from_slice(&self.head[offset as usize..end as usize]);
+            return Ok(());
+        }
+        let tail_start = self.size.saturating_sub(self.tail.len() as u64);
+        if offset >= tail_start && end <= self.size {
+            let at = (offset - tail_start) as usize;
+            buf.copy_from_slice(&self.tail[at..at + buf.len()]);
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("bytes {offset}..{end} are neither in the disk's head nor in its tail"),
+        ))
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// Bytes to write at an offset of a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    /// Where, in bytes from the disk's start.
+    pub offset: u64,
+    /// What.
+    pub bytes: Vec<u8>,
+}
+
+/// Where the last partition ends (bytes from the disk's start; 0 with no partition): what a target
+/// disk must hold at least. For GPT a [`HeadTail`] of the image is enough; MBR logical partitions
+/// need the extended partition's boot records.
+pub fn last_partition_end(disk: &dyn ReadAt) -> Result<u64, LayoutError> {
+    Ok(read(disk)?
+        .partitions
+        .iter()
+        .map(|p| p.start + p.len)
+        .max()
+        .unwrap_or(0))
+}
+
+/// The writes that make the GPT of `disk` (an image, or its [`HeadTail`]) fit a disk of `new_size`
+/// bytes once the image is written onto it (issue 23): the backup entries and header at the new
+/// end, the primary header's alternate LBA and last usable LBA, both CRCs recomputed, the
+/// protective MBR's size; on a larger disk the old backup header (now in the middle) is zeroed. A
+/// damaged primary is rebuilt from the backup (header and entries). Partitions are not moved nor
+/// resized: a partition ending beyond the new last usable sector is a [`LayoutError::Table`]
+/// naming it and the bytes missing. Not for MBR disks (they need nothing): an error.
+///
+/// Apply the patches in order, after the image's bytes.
+pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>, LayoutError> {
+    let table = read(disk)?;
+    if table.kind != TableKind::Gpt {
+        return Err(LayoutError::Table(
+            "not a GPT disk: an MBR needs no change for another disk size".into(),
+        ));
+    }
+    let ss = u64::from(table.sector_size);
+    let old_last = disk.size() / ss - 1;
+    let primary = read_gpt_header(disk, ss, 1);
+    let (hdr, raw, rebuild_primary) = match primary {
+        Ok(h) => (h, read_vec(disk, ss, ss as usize)?, false),
+        Err(_) => {
+            // read() succeeded with a damaged primary, so the backup at the end is good.
+            let h = read_gpt_header(disk, ss, old_last).map_err(LayoutError::Table)?;
+            (h, read_vec(disk, old_last * ss, ss as usize)?, true)
+        }
+    };
+    let new_sectors = new_size / ss;
+    let entry_sectors = hdr.entry_sectors(ss);
+    let new_last = new_sectors.saturating_sub(1);
+    let backup_entries = new_last.saturating_sub(entry_sectors);
+    let last_usable = backup_entries.saturating_sub(1);
+    let primary_entries = if rebuild_primary { 2 } else { hdr.entries_lba };
+    if new_sectors < 3 + 2 * entry_sectors || hdr.first_usable > last_usable {
+        return Err(LayoutError::Table(format!(
+            "GPT: a disk of {new_size} bytes cannot hold the partition table"
+        )));
+    }
+    for p in &table.partitions {
+        let end = p.start + p.len;
+        if end > (last_usable + 1) * ss {
+            return Err(LayoutError::Table(format!(
+                "GPT: partition {} ends at byte {end}, beyond the new disk's last usable byte {}: \
+                 {} bytes missing",
+                p.number,
+                (last_usable + 1) * ss,
+                end - (last_usable + 1) * ss
+            )));
+        }
+    }
+    let header_size = le32(&raw, 12) as usize;
+    let header = |my: u64, alt: u64, entries: u64| {
+        let mut h = raw[..header_size].to_vec();
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alt.to_le_bytes());
+        h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        h[72..80].copy_from_slice(&entries.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = crc32(&h);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    };
+    let mut patches = Vec::new();
+    // The protective MBR's 0xee entry covers LBA 1 to the end (or 0xffffffff sectors).
+    let mbr = read_vec(disk, 0, 512)?;
+    let old_cover = old_last.min(0xffff_ffff);
+    for i in 0..4 {
+        let o = 446 + 16 * i;
+        if mbr[o + 4] == 0xee && u64::from(le32(&mbr, o + 8)) == 1 {
+            let covered = u64::from(le32(&mbr, o + 12));
+            if covered == old_cover || covered == 0xffff_ffff {
+                let size = new_last.min(0xffff_ffff) as u32;
+                patches.push(Patch {
+                    offset: (o + 12) as u64,
+                    bytes: size.to_le_bytes().to_vec(),
+                });
+            }
+        }
+    }
+    if rebuild_primary {
+        patches.push(Patch {
+            offset: primary_entries * ss,
+            bytes: hdr.entries.clone(),
+        });
+    }
+    patches.push(Patch {
+        offset: ss,
+        bytes: header(1, new_last, primary_entries),
+    });
+    // Growing: the old backup header, now after the last partition in the middle of the disk.
+    if old_last < new_last {
+        patches.push(Patch {
+            offset: old_last * ss,
+            bytes: vec![0; ss as usize],
+        });
+    }
+    patches.push(Patch {
+        offset: backup_entries * ss,
+        bytes: hdr.entries.clone(),
+    });
+    patches.push(Patch {
+        offset: new_last * ss,
+        bytes: header(new_last, 1, backup_entries),
+    });
+    Ok(patches)
+}

@@ -34,28 +34,26 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// An empty NTFS image of `mib` MiB with `cluster`-byte clusters, made by mkntfs.
+/// An empty NTFS image of `mib` MiB with 512-byte sectors and `cluster`-byte clusters, made by
+/// mkntfs.
 fn mkntfs(dir: &Path, name: &str, mib: u64, cluster: u32) -> PathBuf {
+    mkntfs_sectors(dir, name, mib, 512, cluster)
+}
+
+fn mkntfs_sectors(dir: &Path, name: &str, mib: u64, sector: u32, cluster: u32) -> PathBuf {
     let img = dir.join(name);
     File::create(&img).unwrap().set_len(mib * MIB).unwrap();
+    let (sector, cluster) = (sector.to_string(), cluster.to_string());
     run(
         "mkntfs",
-        &[
-            "-F",
-            "-Q",
-            "-q",
-            "-s",
-            "512",
-            "-c",
-            &cluster.to_string(),
-            s(&img),
-        ],
+        &["-F", "-Q", "-q", "-s", &sector, "-c", &cluster, s(&img)],
     );
     img
 }
 
 /// An ntfs-3g FUSE mount of an image, unmounted on drop.
 struct Mount {
+    img: PathBuf,
     dir: PathBuf,
 }
 
@@ -64,7 +62,10 @@ impl Mount {
         let dir = img.with_extension("mnt");
         fs::create_dir_all(&dir).unwrap();
         run("ntfs-3g", &[s(img), s(&dir)]);
-        Mount { dir }
+        Mount {
+            img: img.to_path_buf(),
+            dir,
+        }
     }
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -79,10 +80,28 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        // umount waits for ntfs-3g to write the volume back and exit.
         let _ = Command::new("umount").arg(&self.dir).status();
+        // umount returns when the kernel lets go; ntfs-3g writes its last metadata back and exits
+        // after that: wait until no process runs on this image any more.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while serving(&self.img) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// True while a process (ntfs-3g) has `img` on its command line.
+fn serving(img: &Path) -> bool {
+    let needle = img.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == needle))
+        })
 }
 
 /// Deterministic pseudo-random bytes (xorshift): unique content to find on the disk.
@@ -132,11 +151,45 @@ fn ntfscluster_field(info: &str, field: &str) -> u64 {
 /// bytes past the volume's last whole cluster (the backup boot sector), which a file system map
 /// must also keep.
 fn bytes_in_use_per_ntfscluster(img: &Path) -> u64 {
+    let (clusters_in_use, tail) = ntfscluster_in_use(img);
+    clusters_in_use + tail
+}
+
+/// (bytes of the clusters in use, bytes past the last whole cluster), per `ntfscluster --info`.
+fn ntfscluster_in_use(img: &Path) -> (u64, u64) {
     let out = run("ntfscluster", &["--info", "--force", s(img)]);
     let info = String::from_utf8_lossy(&out.stdout);
     let volume = ntfscluster_field(&info, "bytes per volume");
     let free = ntfscluster_field(&info, "bytes of free space");
-    volume - free + (fs::metadata(img).unwrap().len() - volume)
+    (volume - free, fs::metadata(img).unwrap().len() - volume)
+}
+
+/// The bytes partclone.ntfs (what FOG and Clonezilla capture with) copies: its used blocks, as it
+/// reports them when it captures.
+fn bytes_in_use_per_partclone(img: &Path) -> u64 {
+    let out_img = img.with_extension("partclone");
+    let out = run("partclone.ntfs", &["-c", "-s", s(img), "-O", s(&out_img)]);
+    let _ = fs::remove_file(&out_img);
+    let text = String::from_utf8_lossy(&out.stderr).replace('\r', "\n");
+    let number_before = |line: &str, unit: &str| -> Option<u64> {
+        line.split(unit)
+            .next()?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    };
+    let blocks = text
+        .lines()
+        .find(|l| l.contains("Space in use:"))
+        .and_then(|l| number_before(l, "Blocks"))
+        .unwrap_or_else(|| panic!("no used blocks in partclone's output:\n{text}"));
+    let block = text
+        .lines()
+        .find(|l| l.contains("Block size:"))
+        .and_then(|l| number_before(l, "Byte"))
+        .unwrap_or_else(|| panic!("no block size in partclone's output:\n{text}"));
+    blocks * block
 }
 
 /// A copy of `img` made the way a restore writes it: a file of random bytes of the same size, onto
@@ -199,11 +252,11 @@ fn in_used(m: &FsMap, start: u64, len: u64) -> bool {
 }
 
 /// Files written, then most of them deleted, in one volume: the map keeps exactly the clusters
-/// ntfs-3g counts in use, and a restore of only those onto random bytes gives back a volume
+/// ntfs-3g counts in use and partclone.ntfs copies (plus the backup boot sector), and a restore of only those onto random bytes gives back a volume
 /// ntfsfix finds clean with every remaining file, name and folder intact.
-fn written_then_deleted(cluster: u32) {
+fn written_then_deleted(sector: u32, cluster: u32) {
     let tmp = tempfile::tempdir().unwrap();
-    let img = mkntfs(tmp.path(), "dirty.img", 48, cluster);
+    let img = mkntfs_sectors(tmp.path(), "dirty.img", 48, sector, cluster);
     let mut kept: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     {
         let m = Mount::new(&img);
@@ -247,6 +300,14 @@ fn written_then_deleted(cluster: u32) {
     );
     let size = fs::metadata(&img).unwrap().len();
     assert!(fsmap.used.end() <= size);
+    // partclone copies the same clusters; roomcast also keeps the backup boot sector past the
+    // last whole cluster (partclone leaves it to its restore to rewrite).
+    let (_, tail) = ntfscluster_in_use(&img);
+    assert_eq!(
+        fsmap.used.bytes() - tail,
+        bytes_in_use_per_partclone(&img),
+        "used bytes vs partclone.ntfs (cluster {cluster})"
+    );
     // Deleted files' clusters are not kept: well under the written 60 files' ~25 MB.
     assert!(fsmap.used.bytes() < 12 * MIB, "{}", fsmap.used.bytes());
 
@@ -261,12 +322,50 @@ fn written_then_deleted(cluster: u32) {
 
 #[test]
 fn used_bytes_match_ntfscluster_and_restore_4k_clusters() {
-    written_then_deleted(4096);
+    written_then_deleted(512, 4096);
 }
 
 #[test]
 fn used_bytes_match_ntfscluster_and_restore_1k_clusters() {
-    written_then_deleted(1024);
+    written_then_deleted(512, 1024);
+}
+
+/// 4Kn disks: 4096-byte sectors, and then 4096-byte MFT records.
+#[test]
+fn used_bytes_match_ntfscluster_and_restore_4k_sectors_8k_clusters() {
+    written_then_deleted(4096, 8192);
+}
+
+/// A volume inside a disk, read through a `Slice` as `read_layout` hands it over: the same map,
+/// relative to the partition's start.
+#[test]
+fn a_volume_read_through_a_slice_of_a_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "part.img", 16, 4096);
+    {
+        let m = Mount::new(&img);
+        m.write("pagefile.sys", &noise(3, 300_000));
+        m.write("Windows/System32/x", b"x");
+    }
+    let volume = fs::read(&img).unwrap();
+    let mut disk = vec![0xA5u8; MIB as usize];
+    disk.extend_from_slice(&volume);
+    disk.extend(std::iter::repeat_n(0x5Au8, 3 * 512));
+    let slice = roomcast_layout::Slice {
+        disk: &disk,
+        start: MIB,
+        len: volume.len() as u64,
+    };
+    let direct = map(&img);
+    match ntfs::probe(&slice) {
+        Some(Ok(m)) => assert_eq!(m, direct),
+        other => panic!("through a slice: {other:?}"),
+    }
+    assert!(ntfs::holds_windows(&slice));
+    assert_eq!(
+        ntfs::read_file(&slice, "windows/system32/X", 10).unwrap(),
+        Some(b"x".to_vec())
+    );
 }
 
 #[test]
@@ -356,12 +455,101 @@ fn pagefile_swapfile_and_hiberfil_count_as_free() {
     assert_eq!(sha(&ntfscat(&restored, "/Users/data.bin")), sha(&other));
     let header = ntfscat(&restored, "/hiberfil.sys");
     assert_eq!(header.len(), hiber.len());
-    assert_eq!(&header[..4096], &hiber[..4096]);
+    assert!(
+        header[..4096] == hiber[..4096],
+        "hiberfil.sys's header was not restored"
+    );
     assert_ne!(
         sha(&header),
         sha(&hiber),
         "the discarded clusters were not restored"
     );
+}
+
+/// Recreated files so fragmented that their runs spill into extension records through an
+/// `$ATTRIBUTE_LIST` (ntfs-3g even moves their `$FILE_NAME` there): still found, discarded, checked.
+#[test]
+fn fragmented_recreated_files_with_attribute_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "frag.img", 24, 4096);
+    // Not hibernated: the header starts with zeros (and is otherwise unique, to be found).
+    let mut hiber = noise(11, 1_200_000);
+    hiber[..4].fill(0);
+    let page = noise(12, 1_100_000);
+    {
+        let m = Mount::new(&img);
+        // Leave ~6 MiB free, fill it with one-cluster files, free every other one: only holes.
+        let free = {
+            let out = run("df", &["-B1", "--output=avail", s(&m.dir)]).stdout;
+            let text = String::from_utf8(out).unwrap();
+            text.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+        };
+        m.write("filler", &vec![0u8; (free - 6 * MIB) as usize]);
+        fs::create_dir(m.path("holes")).unwrap();
+        let mut n = 0;
+        while fs::write(m.path(&format!("holes/{n}")), noise(1000 + n, 4096)).is_ok() {
+            n += 1;
+        }
+        for i in (0..n).step_by(2) {
+            fs::remove_file(m.path(&format!("holes/{i}"))).unwrap();
+        }
+        m.write("hiberfil.sys", &hiber);
+        m.write("pagefile.sys", &page);
+    }
+    for name in ["/hiberfil.sys", "/pagefile.sys"] {
+        let info = run("ntfsinfo", &["-f", "-v", "-F", name, s(&img)]).stdout;
+        assert!(
+            String::from_utf8_lossy(&info).contains("$ATTRIBUTE_LIST"),
+            "{name} is not fragmented enough for an attribute list"
+        );
+    }
+    let fsmap = map(&img);
+    let mut discarded = fsmap.discarded.clone();
+    discarded.sort();
+    assert_eq!(
+        discarded,
+        vec![
+            (
+                "hiberfil.sys".to_string(),
+                1_200_000u64.div_ceil(4096) * 4096 - 4096
+            ),
+            (
+                "pagefile.sys".to_string(),
+                1_100_000u64.div_ceil(4096) * 4096
+            ),
+        ]
+    );
+    let saved: u64 = fsmap.discarded.iter().map(|(_, b)| b).sum();
+    assert_eq!(
+        fsmap.used.bytes() + saved,
+        bytes_in_use_per_ntfscluster(&img)
+    );
+    let disk = fs::read(&img).unwrap();
+    let clusters: std::collections::HashMap<&[u8], u64> = disk
+        .chunks(4096)
+        .enumerate()
+        .map(|(i, c)| (c, i as u64 * 4096))
+        .collect();
+    for (content, from) in [(&page, 0), (&hiber, 4096)] {
+        for c in content[from..].chunks(4096).filter(|c| c.len() == 4096) {
+            let at = clusters[c];
+            assert!(
+                !in_used(&fsmap, at, 4096),
+                "a discarded cluster at {at} is in used"
+            );
+        }
+    }
+    // Read through the attribute list.
+    let f = File::open(&img).unwrap();
+    let back = ntfs::read_file(&f, "PAGEFILE.SYS", 2 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(sha(&back), sha(&page));
+    // And its header still decides: hibernated.
+    let at = clusters[&hiber[..4096]];
+    assert!(in_used(&fsmap, at, 4096), "hiberfil.sys's header is kept");
+    patch(&img, at, b"HIBR");
+    assert_not_clean(&img, "hibernated", "powercfg /h off");
 }
 
 /// Writes `sig` over the first bytes of hiberfil.sys, found on the disk by its content.
@@ -440,6 +628,71 @@ fn dirty_volume_is_refused_until_cleared() {
     if String::from_utf8_lossy(&info.stdout).contains("DIRTY") {
         panic!("ntfsfix --clear-dirty left the volume dirty");
     }
+    assert!(probe(&img).unwrap().is_ok());
+}
+
+/// A 4 KiB `$LogFile` restart page (update sequence array applied) whose restart area says which
+/// log client is in use and whether the volume was closed cleanly: the fields ntfs-3g's
+/// `ntfs_is_logfile_clean` reads, not a whole journal Windows would replay.
+fn restart_page(major: u16, minor: u16, client_in_use: u16, flags: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 4096];
+    let put = |p: &mut Vec<u8>, at: usize, v: &[u8]| p[at..at + v.len()].copy_from_slice(v);
+    put(&mut p, 0, b"RSTR");
+    put(&mut p, 4, &0x1Eu16.to_le_bytes()); // update sequence array offset
+    put(&mut p, 6, &9u16.to_le_bytes()); // 1 + 4096 / 512 entries
+    put(&mut p, 16, &4096u32.to_le_bytes()); // system page size
+    put(&mut p, 20, &4096u32.to_le_bytes()); // log page size
+    put(&mut p, 24, &0x30u16.to_le_bytes()); // restart area offset
+    put(&mut p, 26, &minor.to_le_bytes());
+    put(&mut p, 28, &major.to_le_bytes());
+    put(&mut p, 0x30, &0x1000u64.to_le_bytes()); // current LSN
+    put(&mut p, 0x38, &1u16.to_le_bytes()); // log clients
+    put(&mut p, 0x3A, &0xFFFFu16.to_le_bytes()); // client free list
+    put(&mut p, 0x3C, &client_in_use.to_le_bytes());
+    put(&mut p, 0x3E, &flags.to_le_bytes());
+    put(&mut p, 0x1E, &3u16.to_le_bytes()); // update sequence number
+    for i in 1..9 {
+        let end = i * 512;
+        let saved = [p[end - 2], p[end - 1]];
+        put(&mut p, 0x1E + 2 * i, &saved);
+        put(&mut p, end - 2, &3u16.to_le_bytes());
+    }
+    p
+}
+
+#[test]
+fn unclean_journal_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = mkntfs(tmp.path(), "log.img", 16, 4096);
+    // mkntfs leaves the journal empty (all 0xFF): clean.
+    assert!(probe(&img).unwrap().is_ok());
+    // Where $LogFile lies, as ntfsinfo lists its runs.
+    let info =
+        String::from_utf8(run("ntfsinfo", &["-f", "-v", "-i", "2", s(&img)]).stdout).unwrap();
+    let lcn = info
+        .lines()
+        .skip_while(|l| !l.contains("Runlist:"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no $LogFile run in ntfsinfo's output:\n{info}"));
+    let at = lcn * 4096;
+    let log = ntfscat(&img, "$LogFile");
+    assert!(!log.is_empty() && log.iter().all(|&b| b == 0xFF));
+
+    // A journal with a client in use and no "clean" flag: Windows crashed or lost power.
+    patch(&img, at, &restart_page(1, 1, 0, 0));
+    assert_not_clean(&img, "not shut down cleanly", "chkdsk /f");
+    // (ntfs-3g is no referee here: Debian's mounts with its `recover` default, which resets
+    // such a journal, throwing its transactions away, and mounts read-write.)
+
+    // Version 2.0: metadata kept in Windows' cache (Fast Startup).
+    patch(&img, at, &restart_page(2, 0, 0xFFFF, 0));
+    assert_not_clean(&img, "version 2.0", "chkdsk /f");
+    // Closed cleanly.
+    patch(&img, at, &restart_page(1, 1, 0, 0x0002));
+    assert!(probe(&img).unwrap().is_ok());
+    patch(&img, at, &restart_page(1, 1, 0xFFFF, 0));
     assert!(probe(&img).unwrap().is_ok());
 }
 

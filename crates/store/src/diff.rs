@@ -59,3 +59,70 @@ pub fn diff(a: &Manifest, b: &Manifest) -> DiffReport {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::ChunkHash;
+    use crate::manifest::{ChunkEntry, ImageLabel, PartitionTable};
+
+    /// (hash byte, used ranges) of each chunk.
+    type Chunks = Vec<(Option<u8>, Option<Vec<[u32; 2]>>)>;
+
+    fn image(chunks: Chunks) -> Manifest {
+        let cs = 65536u32;
+        let disk_size = chunks.len() as u64 * cs as u64;
+        Manifest {
+            format: crate::manifest::FORMAT,
+            label: ImageLabel {
+                name: "d".into(),
+                version: "1".into(),
+                profile: None,
+                captured_by: "t@h".into(),
+                captured_at: "2026-12-07T00:00:00Z".into(),
+            },
+            disk_size,
+            chunk_size: cs,
+            zstd_level: 3,
+            partition_table: PartitionTable::from_regions(disk_size, &[0; 4], &[0; 4]),
+            chunks: chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, (h, used))| ChunkEntry {
+                    offset: i as u64 * cs as u64,
+                    len: cs,
+                    sha256: h.map(|b| ChunkHash([b; 32])),
+                    compressed_len: h.map(|_| 100),
+                    used,
+                })
+                .collect(),
+            layout: None,
+        }
+    }
+
+    #[test]
+    fn masked_chunks_compare_by_ranges_and_hash_and_unused_ones_never_change() {
+        let r = |s, e| Some(vec![[s, e]]);
+        let a = image(vec![
+            (Some(1), r(0, 4096)),
+            (Some(2), r(0, 4096)),
+            (Some(3), None),
+            (Some(4), r(0, 100)),
+        ]);
+        let b = image(vec![
+            // Same ranges, same hash: unchanged.
+            (Some(1), r(0, 4096)),
+            // Same hash, other ranges: the bytes B uses may be free on A's disk.
+            (Some(2), r(0, 8192)),
+            // No used byte: never written.
+            (None, Some(vec![])),
+            // Used bytes all zero: zeroed, nothing sent.
+            (None, r(0, 100)),
+        ]);
+        let d = diff(&a, &b);
+        assert_eq!(d.changed_chunks, 2, "{d:?}");
+        assert_eq!(d.changed_bytes, 8192 + 100);
+        assert_eq!((d.sent_chunks, d.sent_bytes), (1, 100));
+        assert_eq!(d.full_bytes, 200);
+    }
+}

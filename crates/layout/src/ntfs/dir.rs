@@ -8,7 +8,7 @@
 //! [`MAX_INDEX`] bytes of index blocks per directory.
 
 use super::volume::{
-    AT_BITMAP, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT, Body, FILE_UPCASE, Record, Value,
+    AT_BITMAP, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT, FILE_UPCASE, Record, Value,
     Volume, apply_fixups, bad, le16, le32, le64,
 };
 use crate::FsError;
@@ -180,7 +180,7 @@ pub(super) fn lookup(
         if !rec.in_use() || rec.base() != 0 || (seq != 0 && rec.sequence() != seq) {
             continue;
         }
-        if names(&rec)?
+        if names(vol, &rec)?
             .iter()
             .any(|(p, nm)| *p == dir.number && up.eq(nm, name))
         {
@@ -190,15 +190,11 @@ pub(super) fn lookup(
     Ok(None)
 }
 
-/// The `$FILE_NAME`s of a base record (parent directory, name).
-pub(super) fn names(rec: &Record) -> Result<Vec<(u64, Vec<u16>)>, FsError> {
-    Ok(rec
-        .attrs()?
+/// The `$FILE_NAME`s of a file (parent directory, name), wherever its attribute list puts them.
+pub(super) fn names(vol: &Volume<'_>, rec: &Record) -> Result<Vec<(u64, Vec<u16>)>, FsError> {
+    Ok(vol
+        .resident_values(rec, AT_FILE_NAME)?
         .iter()
-        .filter(|a| a.ty == AT_FILE_NAME)
-        .filter_map(|a| match a.body {
-            Body::Resident(v) => file_name(v),
-            Body::NonResident { .. } => None,
-        })
+        .filter_map(|v| file_name(v))
         .collect())
 }

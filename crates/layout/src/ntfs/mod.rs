@@ -20,13 +20,14 @@
 //!   stale one a PC's own hibernation left at the same place.
 
 mod dir;
+mod logfile;
 mod volume;
 
 use crate::{Extents, FsError, FsMap, Probe, ReadAt};
 use dir::Upcase;
 use volume::{
     AT_BITMAP, AT_DATA, AT_INDEX_ALLOCATION, AT_VOLUME_INFORMATION, BootKind, FILE_BITMAP,
-    FILE_ROOT, FILE_VOLUME, Record, Value, Volume, bad,
+    FILE_LOGFILE, FILE_ROOT, FILE_VOLUME, Record, Value, Volume, bad,
 };
 
 /// The files whose content Windows recreates at boot, so their clusters count as free.
@@ -77,6 +78,7 @@ fn map(vol: &Volume<'_>) -> Result<FsMap, FsError> {
     if let Some((_, rec)) = recreated.iter().find(|(n, _)| *n == "hiberfil.sys") {
         check_hiberfile(vol, rec)?;
     }
+    check_journal(vol)?;
 
     let cs = vol.boot.cluster_size;
     let mut used = bitmap(vol)?;
@@ -143,6 +145,24 @@ fn check_volume_flags(vol: &Volume<'_>) -> Result<(), FsError> {
         });
     }
     Ok(())
+}
+
+/// Refuses a volume whose journal waits to be replayed (see [`logfile`]).
+fn check_journal(vol: &Volume<'_>) -> Result<(), FsError> {
+    let rec = vol.record(FILE_LOGFILE)?;
+    let v = vol
+        .attribute(&rec, AT_DATA, &[])?
+        .ok_or_else(|| bad("$LogFile has no $DATA"))?;
+    match logfile::journal(vol, &v)? {
+        logfile::Journal::Empty | logfile::Journal::Clean => Ok(()),
+        logfile::Journal::Unclean(why) => Err(FsError::NotClean {
+            reason: format!("NTFS volume was not shut down cleanly: {why}"),
+            fix: FIX_DIRTY.into(),
+        }),
+        logfile::Journal::Unreadable(why) => Err(FsError::Unsupported(format!(
+            "NTFS: the journal ($LogFile) cannot be judged ({why})"
+        ))),
+    }
 }
 
 /// Refuses a volume whose hiberfil.sys holds a hibernation image (hibernation or Fast Startup),
@@ -310,7 +330,7 @@ fn recreated_clusters(
         return Ok(None);
     }
     // Another hard link would make the content more than Windows' page or hibernation file.
-    let names = dir::names(rec)?;
+    let names = dir::names(vol, rec)?;
     let links = volume::le16(&rec.buf, 0x12).unwrap_or(0);
     if names.is_empty() || links > 2 || names.iter().any(|(p, _)| *p != FILE_ROOT) {
         return Ok(None);

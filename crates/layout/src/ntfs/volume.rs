@@ -27,6 +27,7 @@ pub(super) const MFT_RECORD_IS_DIRECTORY: u16 = 0x0002;
 
 /// Well-known MFT records.
 pub(super) const FILE_MFT: u64 = 0;
+pub(super) const FILE_LOGFILE: u64 = 2;
 pub(super) const FILE_VOLUME: u64 = 3;
 pub(super) const FILE_ROOT: u64 = 5;
 pub(super) const FILE_BITMAP: u64 = 6;
@@ -41,6 +42,9 @@ const FIXUP_BLOCK: usize = 512;
 pub(super) const MAX_RUNS: usize = 1 << 20;
 /// An attribute list larger than this is not a real one (real lists are a few KiB).
 const MAX_ATTRIBUTE_LIST: u64 = 4 << 20;
+/// Extension records one attribute may spread over (each holds ~100 runs: a file in 100,000
+/// fragments or more is beyond what Windows writes for the files read here).
+const MAX_EXTENSIONS: usize = 4096;
 /// Cluster sizes Windows can format (512 B .. 2 MiB).
 const MAX_CLUSTER: u64 = 2 << 20;
 
@@ -586,8 +590,9 @@ impl<'a> Volume<'a> {
             match r.lcn {
                 None => buf[pos..pos + n].fill(0),
                 Some(lcn) => {
-                    let at = (lcn + (vcn - r.vcn))
-                        .checked_mul(cs)
+                    let at = lcn
+                        .checked_add(vcn - r.vcn)
+                        .and_then(|c| c.checked_mul(cs))
                         .and_then(|b| b.checked_add(within))
                         .ok_or_else(|| bad("cluster position overflows"))?;
                     self.read(at, &mut buf[pos..pos + n])?;
@@ -637,6 +642,72 @@ impl<'a> Volume<'a> {
         Ok(buf)
     }
 
+    /// The bytes of an `$ATTRIBUTE_LIST` attribute (attribute lists do not nest: extension records
+    /// have none, so following one is one level).
+    fn list_value(&self, l: &Attr<'_>) -> Result<Vec<u8>, FsError> {
+        match &l.body {
+            Body::Resident(v) => Ok(v.to_vec()),
+            Body::NonResident { .. } => {
+                let s = segment(l)?;
+                let mut runs = Vec::new();
+                decode_runs(s.runs, 0, &mut runs)?;
+                self.check_runs(&runs, "attribute list")?;
+                let v = Value::NonResident(Stream {
+                    runs,
+                    data_size: s.data_size,
+                    initialized: s.initialized,
+                    transformed: false,
+                });
+                self.read_all(&v, MAX_ATTRIBUTE_LIST, "an attribute list")
+            }
+        }
+    }
+
+    /// The values of every resident attribute of type `ty` of a file, wherever its attribute list
+    /// puts them (a file's `$FILE_NAME`s may sit in an extension record).
+    pub fn resident_values(&self, rec: &Record, ty: u32) -> Result<Vec<Vec<u8>>, FsError> {
+        let attrs = rec.attrs()?;
+        let mut out: Vec<Vec<u8>> = attrs
+            .iter()
+            .filter(|a| a.ty == ty)
+            .filter_map(|a| match a.body {
+                Body::Resident(v) => Some(v.to_vec()),
+                Body::NonResident { .. } => None,
+            })
+            .collect();
+        if let Some(l) = attrs.iter().find(|a| a.ty == AT_ATTRIBUTE_LIST) {
+            let mut records: Vec<u64> = parse_attribute_list(&self.list_value(l)?)?
+                .into_iter()
+                .filter(|e| e.ty == ty && e.record != rec.number)
+                .map(|e| e.record)
+                .collect();
+            records.sort_unstable();
+            records.dedup();
+            if records.len() > MAX_EXTENSIONS {
+                return Err(bad(format!(
+                    "MFT record {}: attributes spread over {} records (at most {MAX_EXTENSIONS})",
+                    rec.number,
+                    records.len()
+                )));
+            }
+            for n in records {
+                let x = self.record(n)?;
+                if !x.in_use() || x.base() != rec.number {
+                    return Err(bad(format!(
+                        "MFT record {}: extension record {n} does not belong to it",
+                        rec.number
+                    )));
+                }
+                for a in x.attrs()? {
+                    if let (true, Body::Resident(v)) = (a.ty == ty, a.body) {
+                        out.push(v.to_vec());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The value of attribute (`ty`, `name`) of a file, gathered from all its segments (through the
     /// attribute list when the record has one). `None` when the file has no such attribute.
     pub fn attribute(&self, rec: &Record, ty: u32, name: &[u16]) -> Result<Option<Value>, FsError> {
@@ -655,28 +726,27 @@ impl<'a> Volume<'a> {
                 }
             }
             Some(l) => {
-                // Attribute lists do not nest: extension records have none, so this is one level.
-                let value = match &l.body {
-                    Body::Resident(v) => v.to_vec(),
-                    Body::NonResident { .. } => {
-                        let s = segment(l)?;
-                        let mut runs = Vec::new();
-                        decode_runs(s.runs, 0, &mut runs)?;
-                        self.check_runs(&runs, "attribute list")?;
-                        let v = Value::NonResident(Stream {
-                            runs,
-                            data_size: s.data_size,
-                            initialized: s.initialized,
-                            transformed: false,
-                        });
-                        self.read_all(&v, MAX_ATTRIBUTE_LIST, "an attribute list")?
-                    }
-                };
+                let value = self.list_value(l)?;
                 let mut entries = parse_attribute_list(&value)?;
                 entries.retain(|e| e.ty == ty && e.name == name);
-                entries.sort_by_key(|e| e.lowest_vcn);
+                entries.sort_by_key(|e| (e.lowest_vcn, e.record));
+                let mut records: Vec<u64> = entries.iter().map(|e| e.record).collect();
+                records.sort_unstable();
+                records.dedup();
+                if records.len() > MAX_EXTENSIONS {
+                    return Err(bad(format!(
+                        "MFT record {}: attribute 0x{ty:x} spread over {} records (at most \
+                         {MAX_EXTENSIONS})",
+                        rec.number,
+                        records.len()
+                    )));
+                }
                 for e in &entries {
-                    if e.record != rec.number && !extensions.iter().any(|x| x.number == e.record) {
+                    if e.record != rec.number
+                        && extensions
+                            .binary_search_by_key(&e.record, |x| x.number)
+                            .is_err()
+                    {
                         let x = self.record(e.record)?;
                         if !x.in_use() || x.base() != rec.number {
                             return Err(bad(format!(
@@ -684,7 +754,8 @@ impl<'a> Volume<'a> {
                                 rec.number, e.record
                             )));
                         }
-                        extensions.push(x);
+                        let at = extensions.partition_point(|y| y.number < x.number);
+                        extensions.insert(at, x);
                     }
                 }
                 for e in &entries {
@@ -692,8 +763,9 @@ impl<'a> Volume<'a> {
                         rec
                     } else {
                         extensions
-                            .iter()
-                            .find(|x| x.number == e.record)
+                            .binary_search_by_key(&e.record, |x| x.number)
+                            .ok()
+                            .map(|i| &extensions[i])
                             .ok_or_else(|| bad("attribute list entry lost"))?
                     };
                     let held = holder.attrs()?;

@@ -17,7 +17,7 @@ fn field(dump: &str, name: &str) -> u64 {
 
 /// A file system made with `mkfs args`, written with files, most deleted: (image, kept files as
 /// (path in the fs, content)).
-fn churned(
+pub fn churned(
     dir: &Path,
     mkfs: &str,
     args: &[&str],

@@ -36,7 +36,7 @@ fn geometry(img: &str) -> (u64, u64) {
 }
 
 /// A FAT image with files written, most deleted: (image, kept files as (path, content)).
-fn churned(dir: &Path, bits: &str, spc: &str, size: u64) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+pub fn churned(dir: &Path, bits: &str, spc: &str, size: u64) -> (PathBuf, Vec<(String, Vec<u8>)>) {
     let img = dir.join("fat.img");
     random_file(&img, size, 21);
     let img_s = img.to_str().unwrap().to_string();

@@ -128,6 +128,13 @@ pub fn restore_used(src: &Path, used: &Extents, dst: &Path, seed: u64) {
     }
 }
 
+/// Copies the file `part` into `disk` at byte `offset` (a file system built apart, put in place).
+pub fn put_at(disk: &Path, part: &Path, offset: u64) {
+    let data = std::fs::read(part).unwrap();
+    let d = OpenOptions::new().write(true).open(disk).unwrap();
+    d.write_all_at(&data, offset).unwrap();
+}
+
 /// Writes `bytes` at `offset` of `path`.
 pub fn patch(path: &Path, offset: u64, bytes: &[u8]) {
     let d = OpenOptions::new().write(true).open(path).unwrap();
