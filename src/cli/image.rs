@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use roomcast_store::capture::{self, CaptureOptions, CaptureProgress};
 use roomcast_store::chunk::{ChunkSize, DEFAULT_LEVEL};
 use roomcast_store::keys::Signer;
-use roomcast_store::manifest::{ImageId, ImageLabel};
+use roomcast_store::manifest::{CaptureMode, ImageId, ImageLabel, ImageLayout, Manifest};
 use roomcast_store::restore::{self, RestoreOptions, RestoreProgress};
 use roomcast_store::{DEFAULT_STORE, STORE_ENV, Store, StoreError, diff, verify};
 use std::io::IsTerminal;
@@ -47,6 +47,10 @@ enum ImageCommand {
         /// Signing key (PKCS#8 PEM, from `roomcast key generate`).
         #[arg(long, env = "ROOMCAST_KEY", default_value = "/etc/roomcast/signer.key")]
         key: PathBuf,
+        /// Take every byte of the disk, free space included, without reading the file systems
+        /// (the image says so). By default only the bytes the file systems use are taken.
+        #[arg(long)]
+        whole_disk: bool,
     },
     /// List the images of the store.
     List,
@@ -139,6 +143,7 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
             chunk_size,
             level,
             key,
+            whole_disk,
         } => {
             let signer = Signer::load(&key).map_err(StoreError::from)?;
             let store = Store::open_or_create(store_dir)?;
@@ -154,13 +159,19 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 level,
                 workers: 0,
             };
+            let mode = if whole_disk {
+                CaptureMode::WholeDisk
+            } else {
+                CaptureMode::FileSystems
+            };
             let bar = bar("capture");
-            let r = capture::capture(
+            let r = capture::capture_as(
                 &store,
                 &from,
                 label,
                 &signer,
                 &opts,
+                mode,
                 &|p: &CaptureProgress| {
                     if let Some(b) = &bar {
                         b.set_length(p.bytes_total);
@@ -174,18 +185,34 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
             let r = r?;
             println!("image {}", r.id);
             println!(
-                "disk {} in {} chunks: {} zero, {} already stored, {} new",
+                "disk {} in {} chunks: {} unused, {} zero, {} already stored, {} new",
                 bytes(r.disk_size),
                 r.chunks,
+                r.unused_chunks,
                 r.zero_chunks,
                 r.reused_chunks,
                 r.new_chunks
             );
+            print_layout(&r.layout, r.disk_size);
+            let discarded = r.layout.discarded_bytes();
             println!(
-                "data {} compressed to {} ({:.2}x); {} newly written",
+                "captured {} of {}; saved {} (free space {}, discarded files {})",
+                bytes(r.used_bytes),
+                bytes(r.disk_size),
+                bytes(r.saved_bytes()),
+                bytes(r.saved_bytes().saturating_sub(discarded)),
+                bytes(discarded)
+            );
+            println!(
+                "data {} compressed to {} ({:.2}x){}; {} newly written",
                 bytes(r.data_bytes),
                 bytes(r.compressed_bytes),
                 ratio(r.data_bytes, r.compressed_bytes),
+                if r.layout.mode == CaptureMode::FileSystems {
+                    ", free bytes of the stored chunks zeroed"
+                } else {
+                    ""
+                },
                 bytes(r.new_bytes)
             );
             Ok(exit::OK)
@@ -229,7 +256,8 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 Ok(v) => format!("ok, signer {}", v.signer_fingerprint()),
                 Err(e) => format!("REFUSED: {e}"),
             };
-            let zero = m.chunks.iter().filter(|c| c.is_zero()).count();
+            let unused = m.unused_chunks();
+            let zero = m.chunks.iter().filter(|c| c.is_zero()).count() - unused;
             println!("id           {id}");
             println!("name         {}", m.label.name);
             println!("version      {}", m.label.version);
@@ -243,10 +271,11 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 m.disk_size
             );
             println!(
-                "chunks       {} of {} ({} zero), zstd level {}",
+                "chunks       {} of {} ({} zero, {} with no used byte), zstd level {}",
                 m.chunks.len(),
                 bytes(m.chunk_size as u64),
                 zero,
+                unused,
                 m.zstd_level
             );
             println!(
@@ -255,6 +284,7 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 bytes(m.stored_bytes())
             );
             println!("partitions   {}", m.partition_table.kind());
+            show_layout(&m);
             Ok(exit::OK)
         }
         ImageCommand::Verify { id } => {
@@ -310,7 +340,7 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 ia.short()
             );
             println!(
-                "changed chunks  {} ({}) differ at their offset",
+                "changed chunks  {} ({}) differ at their offset (used bytes compared; that much written)",
                 d.changed_chunks,
                 bytes(d.changed_bytes)
             );
@@ -370,16 +400,64 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
             let r = r?;
             println!("restored image {} onto {}", id, to.display());
             println!(
-                "{} chunks: {} already right, {} written ({}), {} zeroed ({}), {} done before a resume",
+                "{} chunks: {} already right, {} written ({}), {} zeroed ({}), {} with no used byte, {} done before a resume",
                 r.chunks,
                 r.unchanged_chunks,
                 r.written_chunks,
                 bytes(r.written_bytes),
                 r.zeroed_chunks,
                 bytes(r.zeroed_bytes),
+                r.unused_chunks,
                 r.resumed_chunks
             );
             Ok(exit::OK)
+        }
+    }
+}
+
+/// One line per partition: number, file system, size, used bytes, and why it was taken whole.
+fn print_layout(l: &ImageLayout, disk_size: u64) {
+    println!("mode {}, partition table {}", l.mode.as_str(), l.table);
+    for p in &l.partitions {
+        let mut line = format!(
+            "  partition {:<2} {:<7} {:>10}  used {:>10}",
+            p.number,
+            p.fs,
+            bytes(p.len),
+            bytes(p.used_bytes)
+        );
+        if let Some(why) = &p.whole {
+            line.push_str(&format!("  taken whole: {why}"));
+        }
+        for d in &p.discarded {
+            line.push_str(&format!("  discarded {} ({})", d.name, bytes(d.bytes)));
+        }
+        println!("{line}");
+    }
+    let inside: u64 = l.partitions.iter().map(|p| p.len).sum();
+    if l.mode == CaptureMode::FileSystems {
+        println!(
+            "  outside partitions {} (taken whole)",
+            bytes(disk_size.saturating_sub(inside))
+        );
+    }
+}
+
+/// `image show`'s capture section: mode, used bytes per partition, chunks with no used byte.
+fn show_layout(m: &Manifest) {
+    match &m.layout {
+        None => {
+            println!("capture      whole disk (an image from before file-system-aware capture)")
+        }
+        Some(l) => {
+            println!(
+                "capture      {}, used {} of {}, {} chunks with no used byte",
+                l.mode.as_str(),
+                bytes(m.used_bytes()),
+                bytes(m.disk_size),
+                m.unused_chunks()
+            );
+            print_layout(l, m.disk_size);
         }
     }
 }

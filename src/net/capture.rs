@@ -19,13 +19,13 @@
 //! The agent never holds a signing key: trust in an image comes from the server having verified each
 //! chunk it was given.
 
-use roomcast_proto::contract::{CaptureFinish, CapturePlan};
+use roomcast_proto::contract::{CaptureChunk, CaptureFinish, CapturePlan};
 use roomcast_proto::mac::Mac;
 use roomcast_store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{
-    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, ManifestError,
-    PRIMARY_TABLE_LEN, PartitionTable, sign,
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, DiscardedFile, FORMAT, ImageId, ImageLabel,
+    ImageLayout, Manifest, ManifestError, PRIMARY_TABLE_LEN, PartitionRecord, PartitionTable, sign,
 };
 use roomcast_store::{Store, StoreError, StoreLock};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,8 @@ pub struct CaptureConfig {
     pub chunk_size: ChunkSize,
     /// zstd level the agent compresses with.
     pub level: i32,
+    /// Ask the agent to take every byte of the disk (no file-system map, no mask).
+    pub whole_disk: bool,
 }
 
 /// Why an upload or the finish was refused; each names the chunk or field.
@@ -132,6 +134,7 @@ impl CaptureSink {
         CapturePlan {
             chunk_size: self.config.chunk_size.get(),
             level: self.config.level,
+            whole_disk: self.config.whole_disk,
         }
     }
 
@@ -196,12 +199,19 @@ impl CaptureSink {
                 cs.get()
             )));
         }
+        if self.config.whole_disk && !f.whole_disk {
+            return Err(CaptureRefused::Layout(
+                "the plan asked for the whole disk, the agent sent a file-system-aware capture"
+                    .into(),
+            ));
+        }
         let store = &self.config.store;
         let mut entries = Vec::with_capacity(f.chunks.len());
-        for (i, hash) in f.chunks.iter().enumerate() {
+        for (i, c) in f.chunks.iter().enumerate() {
             let offset = i as u64 * u64::from(cs.get());
             let len = (f.disk_size - offset).min(u64::from(cs.get())) as u32;
-            let compressed_len = match hash {
+            check_mask(i, len, c, f.whole_disk)?;
+            let compressed_len = match &c.sha256 {
                 None => None,
                 Some(h) => match store.chunk_len(h) {
                     Some(n) => Some(n as u32),
@@ -219,11 +229,13 @@ impl CaptureSink {
             entries.push(ChunkEntry {
                 offset,
                 len,
-                sha256: *hash,
+                sha256: c.sha256,
                 compressed_len,
-                used: None,
+                used: c.used.clone(),
             });
         }
+        let layout = image_layout(f, &entries)?;
+        check_free_bytes_are_zero(store, &entries)?;
         let head_len = PRIMARY_TABLE_LEN.min(f.disk_size);
         let tail_len = BACKUP_TABLE_LEN.min(f.disk_size);
         let head = read_range(store, &entries, 0, head_len)?;
@@ -236,6 +248,7 @@ impl CaptureSink {
             zstd_level: self.config.level,
             partition_table: PartitionTable::from_regions(f.disk_size, &head, &tail),
             chunks: entries,
+            layout: Some(layout),
         };
         manifest.validate()?;
         let (id, envelope) = sign(&manifest, &self.config.signer);
@@ -251,6 +264,197 @@ impl CaptureSink {
             .unwrap_or_else(|p| p.into_inner())
             .map(|(_, id)| id)
     }
+}
+
+/// Checks one chunk's used ranges as the agent sent them: sorted, disjoint, non-empty, inside the
+/// chunk; none for a whole-disk capture; a chunk with no used byte names no sha256.
+fn check_mask(
+    index: usize,
+    len: u32,
+    c: &CaptureChunk,
+    whole_disk: bool,
+) -> Result<(), CaptureRefused> {
+    let bad =
+        |reason: String| CaptureRefused::Layout(format!("chunk #{index}: used ranges {reason}"));
+    let Some(ranges) = &c.used else {
+        return Ok(());
+    };
+    if whole_disk {
+        return Err(bad("in a whole-disk capture".into()));
+    }
+    if ranges.is_empty() && c.sha256.is_some() {
+        return Err(bad("are empty but the chunk names a sha256".into()));
+    }
+    let mut at = 0u32;
+    for (k, &[s, e]) in ranges.iter().enumerate() {
+        if e <= s || e > len || (k > 0 && s <= at) {
+            return Err(bad(format!(
+                "[{s}, {e}) is empty, out of order, touching the previous one or beyond the chunk's {len} bytes"
+            )));
+        }
+        at = e;
+    }
+    Ok(())
+}
+
+/// The manifest's layout record from what the agent sent, checked: a known table kind; partitions
+/// inside the disk, not overlapping; in a whole-disk capture each taken whole; otherwise each
+/// partition's used bytes are exactly what the chunks' masks keep inside it (so `image show`'s
+/// figures are the masks', whatever the agent claims). The total is the masks' (the disk size for
+/// a whole-disk capture), as a local capture records it.
+fn image_layout(f: &CaptureFinish, entries: &[ChunkEntry]) -> Result<ImageLayout, CaptureRefused> {
+    let bad = |reason: String| CaptureRefused::Layout(format!("partitions: {reason}"));
+    if !matches!(f.table.as_str(), "gpt" | "mbr" | "none") {
+        return Err(bad(format!("table {:?} is not gpt, mbr or none", f.table)));
+    }
+    let mut spans: Vec<(u64, u64, u32)> = Vec::new();
+    let mut records = Vec::with_capacity(f.partitions.len());
+    for p in &f.partitions {
+        let end = p.start.checked_add(p.len).filter(|&e| e <= f.disk_size);
+        let Some(end) = end else {
+            return Err(bad(format!(
+                "partition {} ends beyond the disk's {} bytes",
+                p.number, f.disk_size
+            )));
+        };
+        let counted = if f.whole_disk {
+            p.len
+        } else {
+            used_inside(entries, u64::from(f.chunk_size), p.start, end)
+        };
+        if p.used_bytes != counted {
+            return Err(bad(format!(
+                "partition {} says {} bytes used, its chunks' used ranges hold {counted}",
+                p.number, p.used_bytes
+            )));
+        }
+        spans.push((p.start, end, p.number));
+        records.push(PartitionRecord {
+            number: p.number,
+            start: p.start,
+            len: p.len,
+            kind: p.kind.clone(),
+            fs: p.fs.clone(),
+            used_bytes: p.used_bytes,
+            whole: p.whole.clone(),
+            discarded: p
+                .discarded
+                .iter()
+                .map(|d| DiscardedFile {
+                    name: d.name.clone(),
+                    bytes: d.bytes,
+                })
+                .collect(),
+        });
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(bad(format!("partitions {} and {} overlap", w[0].2, w[1].2)));
+        }
+    }
+    Ok(ImageLayout {
+        mode: if f.whole_disk {
+            CaptureMode::WholeDisk
+        } else {
+            CaptureMode::FileSystems
+        },
+        table: f.table.clone(),
+        partitions: records,
+        used_bytes: if f.whole_disk {
+            f.disk_size
+        } else {
+            entries.iter().map(ChunkEntry::used_bytes).sum()
+        },
+    })
+}
+
+/// Used bytes of the chunks `entries` inside `[start, end)` of the disk.
+fn used_inside(entries: &[ChunkEntry], cs: u64, start: u64, end: u64) -> u64 {
+    let from = (start / cs) as usize;
+    let to = (end.div_ceil(cs) as usize).min(entries.len());
+    entries[from.min(to)..to]
+        .iter()
+        .flat_map(|e| {
+            e.used_ranges()
+                .into_iter()
+                .map(move |r| (e.offset + r.start as u64, e.offset + r.end as u64))
+        })
+        .map(|(a, b)| b.min(end).saturating_sub(a.max(start)))
+        .sum()
+}
+
+/// A masked data chunk's sha256 must cover the chunk with its free bytes zeroed: each distinct
+/// (chunk, mask) pair is decoded from the store (already checked against its name at upload) and
+/// its free bytes must all be zero, so no deleted data enters an image under a mask that hides it.
+/// Runs on every core.
+fn check_free_bytes_are_zero(store: &Store, entries: &[ChunkEntry]) -> Result<(), CaptureRefused> {
+    let mut seen = std::collections::HashSet::new();
+    let todo: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            let e = &entries[i];
+            e.sha256.is_some() && e.used.is_some() && seen.insert((e.sha256, e.used.clone()))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first: Mutex<Option<(usize, CaptureRefused)>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(todo.len()).max(1) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { return };
+                    if let Err(e) = free_bytes_are_zero(store, i, &entries[i]) {
+                        let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
+                        if f.as_ref().is_none_or(|(j, _)| i < *j) {
+                            *f = Some((i, e));
+                        }
+                        next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn free_bytes_are_zero(store: &Store, i: usize, e: &ChunkEntry) -> Result<(), CaptureRefused> {
+    let r = e.chunk_ref(i as u64).expect("a data chunk");
+    let p = store.chunk_path(&r.sha256);
+    let z = std::fs::read(&p).map_err(|source| StoreError::Io {
+        path: p.clone(),
+        op: format!("reading {r}"),
+        source,
+    })?;
+    let data = decode_verified(r.clone(), u64::from(e.len), &z)
+        .map_err(|source| StoreError::BadChunk { path: p, source })?;
+    let mut at = 0usize;
+    let used = e.used_ranges();
+    let free = used
+        .iter()
+        .map(|u| {
+            let f = at..u.start;
+            at = u.end;
+            f
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .chain(std::iter::once(at..data.len()));
+    for f in free {
+        if let Some(k) = data[f.clone()].iter().position(|&b| b != 0) {
+            return Err(CaptureRefused::Layout(format!(
+                "{r}: byte {} is outside the chunk's used ranges but not zero: a masked chunk's \
+                 sha256 must cover the chunk with its free bytes zeroed",
+                f.start + k
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes `offset..offset+len` of the disk described by `entries`, from the store's verified chunks.
@@ -290,12 +494,17 @@ fn read_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roomcast_proto::contract::CapturePartition;
     use roomcast_store::chunk::Compressor;
     use roomcast_store::keys;
 
     const CS: u32 = 64 * 1024;
 
     fn sink(dir: &std::path::Path) -> CaptureSink {
+        sink_with(dir, false)
+    }
+
+    fn sink_with(dir: &std::path::Path, whole_disk: bool) -> CaptureSink {
         let (key, public, _) = keys::generate_files(&dir.join("keys")).unwrap();
         let store = Store::open_or_create(&dir.join("store")).unwrap();
         store.trust(&public).unwrap();
@@ -312,8 +521,18 @@ mod tests {
             },
             chunk_size: ChunkSize::new(CS).unwrap(),
             level: 3,
+            whole_disk,
         })
         .unwrap()
+    }
+
+    fn chunks(list: &[Option<ChunkHash>]) -> Vec<CaptureChunk> {
+        list.iter()
+            .map(|h| CaptureChunk {
+                sha256: *h,
+                used: None,
+            })
+            .collect()
     }
 
     fn frame(data: &[u8]) -> Vec<u8> {
@@ -376,7 +595,10 @@ mod tests {
         let missing = CaptureFinish {
             disk_size,
             chunk_size: CS,
-            chunks: vec![Some(ha), None, Some(hc)],
+            whole_disk: true,
+            table: "none".into(),
+            partitions: vec![],
+            chunks: chunks(&[Some(ha), None, Some(hc)]),
         };
         s.accept_chunk(0, u64::from(CS), ha, &frame(&a)).unwrap();
         let err = s.finish(&missing).unwrap_err().to_string();
@@ -386,7 +608,7 @@ mod tests {
         );
         s.accept_chunk(2, 1000, hc, &frame(&c)).unwrap();
         let short = CaptureFinish {
-            chunks: vec![Some(ha), None],
+            chunks: chunks(&[Some(ha), None]),
             ..missing.clone()
         };
         assert!(matches!(
@@ -410,5 +632,114 @@ mod tests {
             s.finish(&missing).unwrap_err(),
             CaptureRefused::AlreadyDone(_)
         ));
+    }
+
+    #[test]
+    fn masks_travel_into_the_manifest_and_are_checked_against_the_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path());
+        let disk_size = u64::from(CS) * 3;
+        // Chunk 0 used whole, chunk 1 used in [0, 1000) and [5000, 6000) (zeros elsewhere), chunk 2
+        // not at all.
+        let a = vec![1u8; CS as usize];
+        let mut b = vec![0u8; CS as usize];
+        b[..1000].fill(2);
+        b[5000..6000].fill(3);
+        let (ha, hb) = (ChunkHash::of(&a), ChunkHash::of(&b));
+        s.accept_chunk(0, u64::from(CS), ha, &frame(&a)).unwrap();
+        s.accept_chunk(1, u64::from(CS), hb, &frame(&b)).unwrap();
+        let good = CaptureFinish {
+            disk_size,
+            chunk_size: CS,
+            whole_disk: false,
+            table: "gpt".into(),
+            partitions: vec![CapturePartition {
+                number: 1,
+                start: u64::from(CS),
+                len: u64::from(CS) * 2,
+                kind: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
+                fs: "ext4".into(),
+                used_bytes: 2000,
+                whole: None,
+                discarded: vec![],
+            }],
+            chunks: vec![
+                CaptureChunk {
+                    sha256: Some(ha),
+                    used: None,
+                },
+                CaptureChunk {
+                    sha256: Some(hb),
+                    used: Some(vec![[0, 1000], [5000, 6000]]),
+                },
+                CaptureChunk {
+                    sha256: None,
+                    used: Some(vec![]),
+                },
+            ],
+        };
+        let with = |f: &dyn Fn(&mut CaptureFinish)| {
+            let mut x = good.clone();
+            f(&mut x);
+            s.finish(&x).unwrap_err().to_string()
+        };
+        // A mask that hides non-zero bytes: the sha256 does not cover the masked chunk.
+        let e = with(&|x| {
+            x.chunks[1].used = Some(vec![[0, 1000], [5000, 5500]]);
+            x.partitions[0].used_bytes = 1500;
+        });
+        assert!(e.contains("chunk #1") && e.contains("byte 5500"), "{e}");
+        let e = with(&|x| x.chunks[1].used = Some(vec![[5000, 6000], [0, 1000]]));
+        assert!(e.contains("chunk #1: used ranges [0, 1000)"), "{e}");
+        let e = with(&|x| x.chunks[1].used = Some(vec![[0, 1000], [5000, CS + 1]]));
+        assert!(e.contains("beyond the chunk"), "{e}");
+        let e = with(&|x| x.chunks[2].sha256 = Some(ha));
+        assert!(e.contains("chunk #2: used ranges are empty"), "{e}");
+        let e = with(&|x| x.whole_disk = true);
+        assert!(e.contains("whole-disk"), "{e}");
+        let e = with(&|x| x.partitions[0].len = disk_size);
+        assert!(e.contains("partition 1 ends beyond"), "{e}");
+        let e = with(&|x| x.partitions[0].used_bytes = 1000);
+        assert!(
+            e.contains("partition 1 says 1000 bytes used") && e.contains("hold 2000"),
+            "{e}"
+        );
+        let e = with(&|x| x.table = "apm".into());
+        assert!(e.contains("\"apm\""), "{e}");
+        let id = s.finish(&good).unwrap();
+        let m = s.config.store.open_verified(&id).unwrap();
+        assert_eq!(m.chunks[0].used, None);
+        assert_eq!(m.chunks[1].used, Some(vec![[0, 1000], [5000, 6000]]));
+        assert!(m.chunks[2].is_unused() && m.chunks[2].is_zero());
+        let l = m.layout.as_ref().unwrap();
+        assert_eq!(l.mode, CaptureMode::FileSystems);
+        assert_eq!(l.used_bytes, u64::from(CS) + 2000);
+        assert_eq!(l.partitions[0].fs, "ext4");
+        assert_eq!(l.partitions[0].used_bytes, 2000);
+    }
+
+    #[test]
+    fn a_plan_for_the_whole_disk_wants_a_whole_disk_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink_with(dir.path(), true);
+        assert!(s.plan().whole_disk);
+        let a = vec![1u8; CS as usize];
+        let ha = ChunkHash::of(&a);
+        s.accept_chunk(0, u64::from(CS), ha, &frame(&a)).unwrap();
+        let mut f = CaptureFinish {
+            disk_size: u64::from(CS),
+            chunk_size: CS,
+            whole_disk: false,
+            table: "none".into(),
+            partitions: vec![],
+            chunks: chunks(&[Some(ha)]),
+        };
+        let e = s.finish(&f).unwrap_err().to_string();
+        assert!(e.contains("the plan asked for the whole disk"), "{e}");
+        f.whole_disk = true;
+        let id = s.finish(&f).unwrap();
+        let m = s.config.store.open_verified(&id).unwrap();
+        assert_eq!(m.mode(), CaptureMode::WholeDisk);
+        assert_eq!(m.layout.as_ref().unwrap().used_bytes, u64::from(CS));
     }
 }

@@ -1,6 +1,8 @@
 //! The agent against the real boot HTTP router on 127.0.0.1, serving a real store: restore over HTTP,
 //! the token rules of the image endpoints, and a tampered chunk refused.
 
+mod network_capture;
+
 use crate::store::util::{Fixture, random};
 use roomcast::net::files::BootRoot;
 use roomcast::net::http::{BootConfig, BootService, ServedImage};
@@ -103,6 +105,11 @@ impl Server {
             }),
         };
         let service = BootService::new(config, BootRoot::new(img.dir.path()).unwrap()).unwrap();
+        Server::serve(service)
+    }
+
+    /// Serves `service` on 127.0.0.1.
+    fn serve(service: Arc<BootService>) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();

@@ -145,12 +145,120 @@ pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
 /// Size of the image the agent restores (and of the campaign PCs' disks when an image is served).
 pub(crate) const IMAGE_SIZE: u64 = 32 << 20;
 
-/// A captured image: 32 MiB with random, text and zero regions, in a store whose key is trusted.
+/// What the campaign serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serve {
+    /// No image: the boot environment reports and powers off.
+    Nothing,
+    /// A 32 MiB image of random, text and zero regions, captured whole (no partition table).
+    Plain,
+    /// A masked image of a small dirty disk (GPT: ESP FAT32, NTFS, ext4, files written then mostly
+    /// deleted), restored onto PCs whose disks hold random bytes.
+    Masked,
+}
+
+/// A captured image, in a store whose key is trusted.
 pub(crate) struct Image {
     pub(crate) store: PathBuf,
     pub(crate) id: String,
+    pub(crate) source: PathBuf,
     pub(crate) source_sha256: String,
     pub(crate) pub_file: PathBuf,
+    /// The dirty disk's partitions, for a masked image.
+    pub(crate) parts: Vec<roomcast_lab::dirty_disk::DiskPart>,
+}
+
+impl Image {
+    /// The size of the disk the PCs need.
+    fn disk_size(&self) -> u64 {
+        std::fs::metadata(&self.source).unwrap().len()
+    }
+}
+
+/// The masked image: a dirty disk small enough for a TCG guest (about 70 MiB).
+fn capture_masked_image(w: &Path) -> Image {
+    use roomcast_lab::dirty_disk::{self, DirtySpec};
+    use roomcast_store::capture::{CaptureOptions, capture};
+    use roomcast_store::keys::{Signer, generate_files};
+    let (key_file, pub_file, _) = generate_files(&w.join("keys")).unwrap();
+    let store = roomcast_store::Store::open_or_create(&w.join("store")).unwrap();
+    store.trust(&pub_file).unwrap();
+    let spec = DirtySpec {
+        esp: 36 << 20,
+        ntfs: 16 << 20,
+        ext4: 16 << 20,
+        swap: 0,
+        unknown: 0,
+        pagefile: 1 << 20,
+        fill: 0.7,
+        max_file: 1 << 20,
+        ..DirtySpec::small()
+    };
+    let disk = dirty_disk::build(&w.join("master.img"), &spec).unwrap();
+    let report = capture(
+        &store,
+        &disk.path,
+        roomcast_store::manifest::ImageLabel {
+            name: "e2e-masked".into(),
+            version: "1".into(),
+            profile: None,
+            captured_by: "test@host".into(),
+            captured_at: "2026-11-28T12:00:00Z".into(),
+        },
+        &Signer::load(&key_file).unwrap(),
+        &CaptureOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(
+        report.unused_chunks > 0 && report.used_bytes < disk.size / 2,
+        "the dirty disk's image is masked: {report:?}"
+    );
+    Image {
+        store: store.root().to_path_buf(),
+        id: report.id.to_hex(),
+        source_sha256: sha256(&disk.path),
+        source: disk.path.clone(),
+        pub_file,
+        parts: disk.parts,
+    }
+}
+
+/// Checks a PC's disk after a masked restore: used bytes equal the master's, free bytes still hold
+/// what the PC's disk held before, every file system checks clean.
+fn check_masked_disk(img: &Image, before: &[u8], pc: &Path) {
+    let store = roomcast_store::Store::open(&img.store).unwrap();
+    let m = store.open_verified(&img.id.parse().unwrap()).unwrap();
+    let (master, after) = (
+        std::fs::read(&img.source).unwrap(),
+        std::fs::read(pc).unwrap(),
+    );
+    let mut free = 0u64;
+    for c in &m.chunks {
+        let base = c.offset as usize;
+        let mut at = 0usize;
+        let end = c.len as usize..c.len as usize;
+        for r in c.used_ranges().iter().chain(std::iter::once(&end)) {
+            let (fa, fb, ub) = (base + at, base + r.start, base + r.end);
+            assert!(
+                after[fa..fb] == before[fa..fb],
+                "{}: free bytes {fa}..{fb} were written",
+                pc.display()
+            );
+            assert!(
+                after[fb..ub] == master[fb..ub],
+                "{}: used bytes {fb}..{ub} differ from the master's",
+                pc.display()
+            );
+            free += (fb - fa) as u64;
+            at = r.end;
+        }
+    }
+    assert!(free > 0);
+    for p in &img.parts {
+        roomcast_lab::dirty_disk::fsck(pc, p)
+            .unwrap_or_else(|e| panic!("{}: partition {}: {e}", pc.display(), p.number));
+    }
 }
 
 pub(crate) fn capture_image(w: &Path) -> Image {
@@ -192,7 +300,9 @@ pub(crate) fn capture_image(w: &Path) -> Image {
         store: store.root().to_path_buf(),
         id: report.id.to_hex(),
         source_sha256: sha256(&source),
+        source,
         pub_file,
+        parts: Vec::new(),
     }
 }
 
@@ -205,13 +315,17 @@ fn pxe_room(
     stranger: bool,
     uefi: bool,
     authoritative: bool,
-    image: bool,
+    serve_image: Serve,
     multicast: bool,
 ) -> f64 {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let boot = w.join("boot");
-    let image = image.then(|| capture_image(w));
+    let image = match serve_image {
+        Serve::Nothing => None,
+        Serve::Plain => Some(capture_image(w)),
+        Serve::Masked => Some(capture_masked_image(w)),
+    };
     let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["bootenv", "build", "--out"])
         .arg(&boot)
@@ -309,14 +423,23 @@ fn pxe_room(
     std::thread::sleep(Duration::from_millis(1500));
 
     let mut specs = Vec::new();
+    let mut randoms = Vec::new();
     for (i, m) in macs.iter().enumerate() {
         let disk = w.join(format!("pc{i}.img"));
-        let size = if image.is_some() {
-            IMAGE_SIZE
+        if serve_image == Serve::Masked {
+            // A PC used for years: its free space holds old bytes, which must stay there.
+            let size = image.as_ref().unwrap().disk_size() as usize;
+            let bytes = crate::store::util::random(0x5EED + i as u64, size);
+            std::fs::write(&disk, &bytes).unwrap();
+            randoms.push(bytes);
         } else {
-            64 << 20
-        };
-        std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+            let size = if image.is_some() {
+                IMAGE_SIZE
+            } else {
+                64 << 20
+            };
+            std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+        }
         specs.push(VmSpec {
             mac: m.clone(),
             disk,
@@ -434,13 +557,18 @@ fn pxe_room(
             "roomcast: report accepted"
         };
         assert!(serial(s).contains(done), "{}", logs());
-        if let Some(img) = &image {
-            assert_eq!(
+        match (&image, serve_image) {
+            (Some(img), Serve::Masked) => {
+                let i = specs.iter().position(|x| x.mac == s.mac).unwrap();
+                check_masked_disk(img, &randoms[i], &s.disk);
+            }
+            (Some(img), _) => assert_eq!(
                 sha256(&s.disk),
                 img.source_sha256,
                 "the PC's disk equals the image\n{}",
                 logs()
-            );
+            ),
+            (None, _) => {}
         }
     }
     if stranger {
@@ -475,28 +603,28 @@ fn pxe_room(
 
 #[test]
 fn campaign_pc_pxe_boots_and_reports_stranger_boots_its_disk() {
-    pxe_room(1, true, false, false, false, false);
+    pxe_room(1, true, false, false, Serve::Nothing, false);
 }
 
 /// Issue 5's acceptance: the campaign PC PXE-boots, its agent restores a 32 MiB image onto the empty
 /// virtio disk (sha256 equal to the source), reports and powers off; the stranger's disk is untouched.
 #[test]
 fn campaign_pc_pxe_boots_and_restores_the_image() {
-    pxe_room(1, true, false, false, true, false);
+    pxe_room(1, true, false, false, Serve::Plain, false);
 }
 
 /// The real UEFI path: OVMF's firmware PXE gets `snponly.efi` by TFTP (proxy OFFER, then port 4011
 /// ACK), then iPXE gets its script over HTTP.
 #[test]
 fn uefi_pc_pxe_boots_through_tftp_and_reports() {
-    pxe_room(1, false, true, false, false, false);
+    pxe_room(1, false, true, false, Serve::Nothing, false);
 }
 
 /// An isolated room: roomcast's opt-in authoritative DHCP gives the addresses (to campaign MACs only)
 /// and the boot file in one reply; the stranger still boots its own disk.
 #[test]
 fn authoritative_mode_boots_without_a_school_dhcp_server() {
-    pxe_room(1, true, false, true, false, false);
+    pxe_room(1, true, false, true, Serve::Nothing, false);
 }
 
 /// The 3-PC measurement of docs/PERFORMANCE.md (slow under TCG on a shared machine):
@@ -504,7 +632,7 @@ fn authoritative_mode_boots_without_a_school_dhcp_server() {
 #[test]
 #[ignore]
 fn three_campaign_pcs() {
-    pxe_room(3, false, false, false, false, false);
+    pxe_room(3, false, false, false, Serve::Nothing, false);
 }
 
 /// Measurement: 3 campaign PCs restoring the 32 MiB image at once (docs/PERFORMANCE.md):
@@ -512,12 +640,20 @@ fn three_campaign_pcs() {
 #[test]
 #[ignore]
 fn three_campaign_pcs_restore_the_image() {
-    pxe_room(3, false, false, false, true, false);
+    pxe_room(3, false, false, false, Serve::Plain, false);
 }
 
 /// The PXE-booted agent takes the multicast stream `roomcast serve --multicast` offers (the same
 /// path as `roomcast agent` by hand), verifies every chunk and writes the image.
 #[test]
 fn campaign_pc_pxe_boots_and_receives_the_image_by_multicast() {
-    pxe_room(1, false, false, false, true, true);
+    pxe_room(1, false, false, false, Serve::Plain, true);
+}
+
+/// Issue 14: a masked image of a dirty disk (GPT: ESP FAT32, NTFS, ext4) by multicast to a
+/// PXE-booted PC whose disk holds random bytes: its used bytes end equal to the master's, its free
+/// bytes are still its own, its file systems check clean.
+#[test]
+fn campaign_pc_pxe_boots_and_receives_a_masked_image_by_multicast() {
+    pxe_room(1, false, false, false, Serve::Masked, true);
 }

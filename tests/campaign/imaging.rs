@@ -465,6 +465,7 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
                 },
                 chunk_size: ChunkSize::new(CHUNK).unwrap(),
                 level: 3,
+                whole_disk: false,
             };
             let session = Session::start(
                 SessionSpec {

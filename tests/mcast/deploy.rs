@@ -4,12 +4,18 @@
 //! summary must say how it got there. Needs root (CI runs as root); the lab removes what it made.
 
 use crate::store::util::{Fixture, random};
+use roomcast_lab::dirty_disk::{self, DirtyDisk, DirtySpec};
 use roomcast_lab::{Lab, Node, Tbf};
 use roomcast_store::Store;
 use roomcast_store::capture::{self, CaptureOptions};
 use roomcast_store::chunk::ChunkSize;
+use roomcast_store::chunk::{ChunkHash, Compressor};
 use roomcast_store::keys::Signer;
-use roomcast_store::manifest::{ImageId, ImageLabel};
+use roomcast_store::layout::Extents;
+use roomcast_store::manifest::{
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, FORMAT, ImageId, ImageLabel, ImageLayout, Manifest,
+    PRIMARY_TABLE_LEN, PartitionTable, chunk_mask, sign,
+};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -71,6 +77,30 @@ impl Images {
         )
         .unwrap();
         (report.id, source)
+    }
+
+    /// Captures the existing disk file `source` (file-system aware: the store reads its layout).
+    fn capture_file(&self, source: &Path) -> ImageId {
+        capture::capture(
+            &self.store,
+            source,
+            ImageLabel {
+                name: "mcast-masked".into(),
+                version: "1".into(),
+                profile: None,
+                captured_by: "test@host".into(),
+                captured_at: "2026-11-28T12:00:00Z".into(),
+            },
+            &Signer::load(&self.key_file).unwrap(),
+            &CaptureOptions {
+                chunk_size: ChunkSize::new(CHUNK).unwrap(),
+                level: 3,
+                workers: 2,
+            },
+            &|_| {},
+        )
+        .unwrap()
+        .id
     }
 
     /// The common image: 16 MiB of random data, a text stretch, zeros, and data in the last MiB
@@ -567,4 +597,296 @@ fn deploy_refuses_a_bad_group_a_missing_interface_and_too_many_expected() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--expect 2"), "{err}");
     assert!(!images.dir.path().join("r").join("tokens").exists());
+}
+
+/// A small dirty master (GPT: ESP FAT32, NTFS with a pagefile, ext4, swap; files written then
+/// mostly deleted, free space never zeroed) captured file-system aware; its image must leave most
+/// of the disk free, or the test would prove nothing.
+fn dirty_master(images: &Images) -> (DirtyDisk, ImageId) {
+    let disk =
+        dirty_disk::build(&images.dir.path().join("master.img"), &DirtySpec::small()).unwrap();
+    let id = images.capture_file(&disk.path);
+    let m = images.store.open_verified(&id).unwrap();
+    let used: u64 = m.chunks.iter().map(|c| c.used_bytes()).sum();
+    assert!(
+        used < disk.size / 2,
+        "the image of the dirty disk uses {used} of {} bytes: its file systems were not read",
+        disk.size
+    );
+    (disk, id)
+}
+
+/// Checks every chunk of `pc` (a PC's disk after the deploy) against the master: used ranges equal
+/// the master's bytes, free ranges still hold what the PC's disk held before (`before`).
+fn check_used_and_free(m: &Manifest, master: &[u8], before: &[u8], pc: &[u8], who: &str) {
+    let (mut used, mut free) = (0u64, 0u64);
+    for (i, c) in m.chunks.iter().enumerate() {
+        let base = c.offset as usize;
+        let mut at = 0usize;
+        let ranges = c.used_ranges();
+        let tail = c.len as usize..c.len as usize;
+        for r in ranges.iter().chain(std::iter::once(&tail)) {
+            let (fa, fb) = (base + at, base + r.start);
+            assert!(
+                pc[fa..fb] == before[fa..fb],
+                "{who}: chunk #{i}: free bytes {fa}..{fb} were written"
+            );
+            free += (fb - fa) as u64;
+            let (ua, ub) = (base + r.start, base + r.end);
+            assert!(
+                pc[ua..ub] == master[ua..ub],
+                "{who}: chunk #{i}: used bytes {ua}..{ub} differ from the master's"
+            );
+            used += (ub - ua) as u64;
+            at = r.end;
+        }
+    }
+    assert_eq!(used + free, m.disk_size);
+    assert!(free > 0, "{who}: no free byte to check");
+}
+
+/// A masked image of a dirty disk by multicast to PCs whose disks hold random bytes: every PC's
+/// used bytes equal the master's, its free bytes are still its own random bytes (nothing was
+/// written there), its file systems check clean and hold the master's files.
+#[test]
+fn a_masked_image_reaches_random_disks_leaving_their_free_space_untouched() {
+    let images = Images::new();
+    let (master, id) = dirty_master(&images);
+    let m = images.store.open_verified(&id).unwrap();
+    let master_bytes = std::fs::read(&master.path).unwrap();
+    let mut d = Deploy::start(&images, &id, 3, 0, &["--json"]);
+    let befores: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let b = random(500 + i as u64, master.size as usize);
+            std::fs::write(d.disk(i), &b).unwrap();
+            b
+        })
+        .collect();
+    let mut agents: Vec<Proc> = (0..3)
+        .map(|i| d.agent(&images, i, &d.tokens[i].clone(), &format!("agent{i}")))
+        .collect();
+    let used: u64 = m.chunks.iter().map(|c| c.used_bytes()).sum();
+    for (i, a) in agents.iter_mut().enumerate() {
+        assert!(
+            a.wait(Duration::from_secs(120)).success(),
+            "agent{i}:\n{}",
+            a.log()
+        );
+        let r = a.report();
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["transport"], "multicast", "{r}");
+        assert_eq!(r["used_bytes"], used, "{r}");
+        let unused = m.chunks.iter().filter(|c| c.is_unused()).count() as u64;
+        assert!(unused > 0, "the dirty disk has whole free chunks");
+        assert_eq!(r["unused_chunks"], unused, "{r}");
+        let written = r["written_bytes"].as_u64().unwrap() + r["zeroed_bytes"].as_u64().unwrap();
+        assert!(
+            written <= used,
+            "pc{i}: {written} bytes written or zeroed, the image uses {used}: {r}"
+        );
+        let pc = std::fs::read(d.disk(i)).unwrap();
+        check_used_and_free(&m, &master_bytes, &befores[i], &pc, &format!("pc{i}"));
+        for p in &master.parts {
+            dirty_disk::fsck(&d.disk(i), p)
+                .unwrap_or_else(|e| panic!("pc{i}: partition {}: {e}", p.number));
+            let want = dirty_disk::tree(&master.path, p).unwrap();
+            let got = dirty_disk::tree(&d.disk(i), p).unwrap();
+            assert_eq!(got, want, "pc{i}: partition {} ({:?})", p.number, p.fs);
+        }
+    }
+    assert!(
+        d.server.wait(Duration::from_secs(60)).success(),
+        "{}",
+        d.server.log()
+    );
+}
+
+/// Delta: PCs already holding the image's used bytes, each with its own random free space, get
+/// nothing written, and the stream carries nothing.
+#[test]
+fn a_pc_holding_the_used_bytes_gets_nothing_written_whatever_its_free_space() {
+    let images = Images::new();
+    let (master, id) = dirty_master(&images);
+    let m = images.store.open_verified(&id).unwrap();
+    let master_bytes = std::fs::read(&master.path).unwrap();
+    let mut d = Deploy::start(&images, &id, 2, 0, &["--json"]);
+    let befores: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            let mut b = random(700 + i as u64, master.size as usize);
+            for c in &m.chunks {
+                for r in c.used_ranges() {
+                    let (s, e) = (c.offset as usize + r.start, c.offset as usize + r.end);
+                    b[s..e].copy_from_slice(&master_bytes[s..e]);
+                }
+            }
+            assert_ne!(b, master_bytes, "the free space differs from the master's");
+            std::fs::write(d.disk(i), &b).unwrap();
+            b
+        })
+        .collect();
+    let mut agents: Vec<Proc> = (0..2)
+        .map(|i| d.agent(&images, i, &d.tokens[i].clone(), &format!("agent{i}")))
+        .collect();
+    for (i, a) in agents.iter_mut().enumerate() {
+        assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log());
+        let r = a.report();
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["written_chunks"], 0, "{r}");
+        assert_eq!(r["zeroed_chunks"], 0, "{r}");
+        assert_eq!(r["written_bytes"], 0, "{r}");
+        assert_eq!(
+            r["multicast"]["held_blocks"], r["multicast"]["blocks"],
+            "every block held: {r}"
+        );
+        assert_eq!(
+            std::fs::read(d.disk(i)).unwrap(),
+            befores[i],
+            "pc{i} untouched"
+        );
+    }
+    assert!(
+        d.server.wait(Duration::from_secs(60)).success(),
+        "{}",
+        d.server.log()
+    );
+    let log = d.server.log();
+    let summary: serde_json::Value =
+        serde_json::from_str(log.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    for m in summary["machines"].as_array().unwrap() {
+        assert_eq!(m["outcome"], "done", "{m}");
+        assert_eq!(m["bytes_written"], 0, "{m}");
+    }
+    assert!(
+        summary["wire_bytes"].as_u64().unwrap() < 64 * 1024,
+        "nothing to stream: {summary}"
+    );
+}
+
+/// An image of `source` masked with `used` (absolute byte ranges), built here without reading any
+/// file system: the agent's side alone, whatever the layout readers find.
+fn masked_image(images: &Images, source: &Path, used: &Extents) -> ImageId {
+    let data = std::fs::read(source).unwrap();
+    let size = data.len() as u64;
+    let mut compressor = Compressor::new(3).unwrap();
+    let mut chunks = Vec::new();
+    for offset in (0..size).step_by(CHUNK as usize) {
+        let len = (size - offset).min(u64::from(CHUNK)) as u32;
+        let mask = chunk_mask(used, offset, len);
+        let mut entry = ChunkEntry {
+            offset,
+            len,
+            sha256: None,
+            compressed_len: None,
+            used: mask,
+        };
+        let mut buf = data[offset as usize..(offset + u64::from(len)) as usize].to_vec();
+        entry.mask(&mut buf);
+        if !entry.is_unused() && buf.iter().any(|&b| b != 0) {
+            let h = ChunkHash::of(&buf);
+            let mut z = Vec::new();
+            compressor.compress(&buf, &mut z).unwrap();
+            images.store.insert_chunk(&h, &z).unwrap();
+            entry.sha256 = Some(h);
+            entry.compressed_len = Some(z.len() as u32);
+        }
+        chunks.push(entry);
+    }
+    let head = &data[..PRIMARY_TABLE_LEN as usize];
+    let tail = &data[(size - BACKUP_TABLE_LEN) as usize..];
+    let m = Manifest {
+        format: FORMAT,
+        label: ImageLabel {
+            name: "hand-masked".into(),
+            version: "1".into(),
+            profile: None,
+            captured_by: "test@host".into(),
+            captured_at: "2026-11-28T12:00:00Z".into(),
+        },
+        disk_size: size,
+        chunk_size: CHUNK,
+        zstd_level: 3,
+        partition_table: PartitionTable::from_regions(size, head, tail),
+        chunks,
+        layout: Some(ImageLayout {
+            mode: CaptureMode::FileSystems,
+            table: "none".into(),
+            partitions: vec![],
+            used_bytes: used.bytes(),
+        }),
+    };
+    m.validate().unwrap();
+    let (id, envelope) = sign(&m, &Signer::load(&images.key_file).unwrap());
+    images.store.commit_manifest(&id, &envelope).unwrap();
+    id
+}
+
+/// The agent's half of masked images, independent of the file-system readers: a disk of random
+/// bytes masked by hand (whole chunks, partial chunks, used ranges that are zeros, chunks with no
+/// used byte, the partition-table region), multicast to PCs of random bytes, one of them stopped
+/// and caught up over HTTP: used bytes equal, free bytes untouched.
+#[test]
+fn hand_masked_image_writes_only_used_ranges_by_stream_and_catch_up() {
+    let images = Images::new();
+    let source = images.dir.path().join("hand.img");
+    let mut data = random(41, DISK as usize);
+    // Used but zero: must be zeroed on the PCs.
+    data[(6 << 20)..(6 << 20) + 300_000].fill(0);
+    std::fs::write(&source, &data).unwrap();
+    let mut used = Extents::new();
+    used.insert(0, 1 << 20); // the partition-table region, whole
+    used.insert(2 << 20, 5 << 20); // whole chunks
+    for k in 0..40u64 {
+        // 4 KiB used every 20 KiB: partial chunks
+        let at = (5 << 20) + k * 20 * 1024;
+        used.insert(at, at + 4096);
+    }
+    used.insert(6 << 20, (6 << 20) + 300_000); // used zeros (one zero chunk, one partial)
+    used.insert(DISK - (300 << 10), DISK - (100 << 10)); // the backup table's region, in part
+    let id = masked_image(&images, &source, &used);
+    let m = images.store.open_verified(&id).unwrap();
+    assert!(m.chunks.iter().any(|c| c.is_unused()));
+    assert!(m.chunks.iter().any(|c| c.is_zero() && !c.is_unused()));
+    let mut d = Deploy::start(&images, &id, 3, 0, &["--rate", "40M", "--dead-after", "3"]);
+    let befores: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let b = random(600 + i as u64, DISK as usize);
+            std::fs::write(d.disk(i), &b).unwrap();
+            b
+        })
+        .collect();
+    let mut agents: Vec<Proc> = (0..3)
+        .map(|i| d.agent(&images, i, &d.tokens[i].clone(), &format!("agent{i}")))
+        .collect();
+    d.server.wait_for("joined", 3, Duration::from_secs(30));
+    agents[2].signal(libc::SIGSTOP);
+    for a in agents.iter_mut().take(2) {
+        assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log());
+    }
+    d.server
+        .wait_for("stream ended", 1, Duration::from_secs(60));
+    agents[2].signal(libc::SIGCONT);
+    assert!(
+        agents[2].wait(Duration::from_secs(120)).success(),
+        "{}",
+        agents[2].log()
+    );
+    assert!(agents[2].report()["catch_up_bytes"].as_u64().unwrap() > 0);
+    let used_bytes = used.bytes();
+    for (i, a) in agents.iter().enumerate() {
+        let r = a.report();
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["used_bytes"], used_bytes, "{r}");
+        assert_eq!(
+            r["written_bytes"].as_u64().unwrap() + r["zeroed_bytes"].as_u64().unwrap(),
+            used_bytes,
+            "random disks: every used byte written, nothing else: {r}"
+        );
+        let pc = std::fs::read(d.disk(i)).unwrap();
+        check_used_and_free(&m, &data, &befores[i], &pc, &format!("pc{i}"));
+    }
+    assert!(
+        d.server.wait(Duration::from_secs(60)).success(),
+        "{}",
+        d.server.log()
+    );
 }

@@ -66,3 +66,40 @@ fn restore_refuses_a_mounted_device() {
     drop(mounted);
     fx.restore(&r.id, &dst.dev).unwrap();
 }
+
+/// A mounted source is refused before anything is stored (its file systems would change under the
+/// read); unmounted, the same device is captured file-system-aware.
+#[test]
+fn capture_refuses_a_mounted_device() {
+    let fx = Fixture::new();
+    let file = fx.path("src.img");
+    sparse_disk(&file, 16 << 20, &[]);
+    let src = LoopDev::attach(&file);
+    super::util::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-b", "4096"])
+            .arg(&src.dev),
+    );
+    let mounted = super::util::Mounted::mount(&src.dev, &fx.path("mnt"));
+    let err = fx.capture_with(&src.dev, 64 * 1024).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, roomcast_store::capture::CaptureError::InUse { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("in use") && msg.contains("nothing was captured"),
+        "{msg}"
+    );
+    assert!(fx.store.image_ids().unwrap().is_empty());
+    drop(mounted);
+    let r = fx.capture_with(&src.dev, 64 * 1024).unwrap();
+    assert_eq!(fx.store.image_ids().unwrap(), vec![r.id]);
+    // A bare file system (no table) is read as one: only its used bytes are taken.
+    let p = &r.layout.partitions;
+    assert!(
+        p.len() == 1 && p[0].fs == "ext4" && p[0].whole.is_none(),
+        "{p:?}"
+    );
+    assert!(r.used_bytes < r.disk_size / 2, "{r:?}");
+}

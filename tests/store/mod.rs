@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod fs_aware;
 mod loopdev;
 mod roundtrip;
 pub(crate) mod util;

@@ -1,16 +1,30 @@
 //! The agent's capture mode (step f, `roomcast agent --capture`): read the master's disk, cut it as
-//! the store does (fixed chunks, zero chunks not sent, sha256 names, zstd frames), upload the chunks
-//! the server lacks, then ask the server to sign the image. The agent holds no signing key: the
-//! server checks every frame against its name before keeping it (the server's `net::capture` in the roomcast crate).
+//! the store does (fixed chunks, sha256 names, zstd frames), upload the chunks the server lacks,
+//! then ask the server to sign the image. The agent holds no signing key: the server checks every
+//! frame against its name before keeping it, and the masks against the frames (the server's
+//! `net::capture` in the roomcast crate).
+//!
+//! File-system aware (issue 14), as a local `roomcast image capture`: the agent reads the disk's
+//! layout (`roomcast_layout::read_layout`: partition table, each file system's allocation map). A
+//! file system that must not be captured as it is (dirty, hibernated, journal to replay) stops the
+//! capture before anything is uploaded, and the failed report names the partition, the reason and
+//! the fix. Otherwise each chunk's free bytes are zeroed before hashing and compressing, a chunk
+//! with no used byte is neither read, uploaded nor stored, and the finish message carries each
+//! chunk's used ranges and the partitions found, from which the server builds the manifest.
+//! `--whole-disk` (or the plan's `whole_disk`) takes every byte, as before.
 
 use super::AgentError;
 use super::http::Client;
 use roomcast_proto::contract::{
-    CaptureDone, CaptureFigures, CaptureFinish, CapturePlan, Report, Work, path,
+    CaptureChunk, CaptureDiscarded, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition,
+    CapturePlan, Report, Work, path,
 };
 use roomcast_store::chunk::{ChunkHash, Compressor, is_zero};
 use roomcast_store::disk::Disk;
-use std::path::PathBuf;
+use roomcast_store::layout::{self as roomcast_layout, Extents, LayoutError};
+use roomcast_store::manifest::{CaptureMode, ImageLayout, PartitionRecord, chunk_mask, table_name};
+use roomcast_store::masked::read_used;
+use std::path::{Path, PathBuf};
 
 /// Largest answer body read from the server (plans, refusals, the image id).
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -24,6 +38,8 @@ pub struct CaptureAgentOptions {
     pub token: String,
     /// The disk to read.
     pub disk: PathBuf,
+    /// Take every byte of the disk (`--whole-disk`), whatever the plan says.
+    pub whole_disk: bool,
 }
 
 /// The outcome of a capture run: the report as sent, and the image id or the error.
@@ -60,6 +76,85 @@ fn refused(url: &str, status: u16, body: &[u8]) -> AgentError {
     }
 }
 
+/// The layout record of `disk` for a capture, as a local `roomcast image capture` writes it into
+/// the manifest, and the disk's used bytes (`None`: whole disk). File systems: the table and each
+/// file system's map (a file system that is not clean stops the capture here). Whole disk: the
+/// partitions from the table alone, each taken whole (a table that cannot be read is no reason to
+/// refuse a whole-disk capture).
+pub fn read_disk_layout(
+    disk: &Disk,
+    path: &Path,
+    whole_disk: bool,
+) -> Result<(ImageLayout, Option<Extents>), AgentError> {
+    if whole_disk {
+        let (table, partitions) = match roomcast_layout::table::read(disk) {
+            Ok(t) => (
+                table_name(t.kind),
+                t.partitions
+                    .iter()
+                    .map(|p| PartitionRecord {
+                        number: p.number,
+                        start: p.start,
+                        len: p.len,
+                        kind: p.kind.describe(),
+                        fs: "-".into(),
+                        used_bytes: p.len,
+                        whole: Some("--whole-disk".into()),
+                        discarded: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            Err(_) => ("none", Vec::new()),
+        };
+        let layout = ImageLayout {
+            mode: CaptureMode::WholeDisk,
+            table: table.into(),
+            partitions,
+            used_bytes: disk.size(),
+        };
+        return Ok((layout, None));
+    }
+    match roomcast_layout::read_layout(disk) {
+        Ok(l) => Ok((
+            ImageLayout::from_disk_layout(CaptureMode::FileSystems, &l),
+            Some(l.used),
+        )),
+        Err(e @ LayoutError::NotClean { .. }) => Err(AgentError::NotClean {
+            disk: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) => Err(AgentError::Layout {
+            disk: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The partitions of a layout record as the contract carries them.
+pub fn partitions(layout: &ImageLayout) -> Vec<CapturePartition> {
+    layout
+        .partitions
+        .iter()
+        .map(|p| CapturePartition {
+            number: p.number,
+            start: p.start,
+            len: p.len,
+            kind: p.kind.clone(),
+            fs: p.fs.clone(),
+            used_bytes: p.used_bytes,
+            whole: p.whole.clone(),
+            discarded: p
+                .discarded
+                .iter()
+                .map(|d| CaptureDiscarded {
+                    name: d.name.clone(),
+                    bytes: d.bytes,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 fn capture(
     client: &Client,
     opts: &CaptureAgentOptions,
@@ -76,6 +171,16 @@ fn capture(
     }
     let disk = Disk::open_read(&opts.disk)?;
     let size = disk.size();
+    let whole_disk = opts.whole_disk || plan.whole_disk;
+    report.whole_disk = whole_disk;
+    // Read before anything is uploaded: a file system that must not be captured stops it here.
+    let (layout, used) = read_disk_layout(&disk, &opts.disk, whole_disk)?;
+    for p in &layout.partitions {
+        if let (Some(why), false) = (&p.whole, whole_disk) {
+            tracing::info!(partition = p.number, fs = %p.fs, reason = %why, "taken whole");
+        }
+    }
+    report.discarded_bytes = layout.discarded_bytes();
     let cs = u64::from(plan.chunk_size);
     let count = size.div_ceil(cs);
     report.disk_size = size;
@@ -86,19 +191,40 @@ fn capture(
     })?;
     let mut buf = vec![0u8; plan.chunk_size as usize];
     let mut frame = Vec::new();
-    let mut chunks: Vec<Option<ChunkHash>> = Vec::with_capacity(count as usize);
+    let mut chunks: Vec<CaptureChunk> = Vec::with_capacity(count as usize);
     for index in 0..count {
         let offset = index * cs;
         let len = (size - offset).min(cs) as usize;
+        let mask = used
+            .as_ref()
+            .and_then(|u| chunk_mask(u, offset, len as u32));
+        if matches!(&mask, Some(r) if r.is_empty()) {
+            report.unused_chunks += 1;
+            chunks.push(CaptureChunk {
+                sha256: None,
+                used: mask,
+            });
+            continue;
+        }
+        report.used_bytes += mask.as_ref().map_or(len as u64, |r| {
+            r.iter().map(|[s, e]| u64::from(e - s)).sum()
+        });
         let data = &mut buf[..len];
-        disk.read_exact_at(data, offset)?;
+        // Only the used bytes are read; the free ones are zero before hashing and compressing.
+        read_used(&disk, mask.as_deref(), offset, data)?;
         if is_zero(data) {
             report.zero_chunks += 1;
-            chunks.push(None);
+            chunks.push(CaptureChunk {
+                sha256: None,
+                used: mask,
+            });
             continue;
         }
         let hash = ChunkHash::of(data);
-        chunks.push(Some(hash));
+        chunks.push(CaptureChunk {
+            sha256: Some(hash),
+            used: mask,
+        });
         let url = client.url(&path::capture_chunk(&hash));
         if client.exchange("HEAD", &url, &[], 0)?.0 == 200 {
             report.reused_chunks += 1;
@@ -121,6 +247,9 @@ fn capture(
     let finish = CaptureFinish {
         disk_size: size,
         chunk_size: plan.chunk_size,
+        whole_disk,
+        table: layout.table.clone(),
+        partitions: partitions(&layout),
         chunks,
     };
     let url = client.url(path::CAPTURE_FINISH);

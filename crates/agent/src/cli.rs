@@ -33,6 +33,10 @@ pub struct AgentArgs {
     /// server, which verifies every chunk and signs the image. Needs no trusted key.
     #[arg(long)]
     capture: bool,
+    /// With `--capture`: take every byte of the disk, as before file-system maps (no partition is
+    /// read, deleted data included). The server's plan can ask for it too.
+    #[arg(long, requires = "capture")]
+    whole_disk: bool,
 }
 
 /// `roomcast-agent`'s own parser (the tool embeds [`AgentArgs`] as `roomcast agent`).
@@ -105,6 +109,7 @@ fn capture(a: AgentArgs) -> ExitCode {
         server: a.server,
         token: a.token,
         disk: a.disk,
+        whole_disk: a.whole_disk,
     };
     finish(
         "roomcast agent --capture",

@@ -70,15 +70,39 @@ pub enum AgentError {
     /// The multicast path could not start or its catch-up failed.
     #[error("multicast: {0}")]
     Multicast(String),
+    /// Capture: a file system must not be captured as it is (dirty, hibernated, journal to
+    /// replay); nothing was uploaded.
+    #[error("{}: {reason}; nothing was uploaded", disk.display())]
+    NotClean {
+        /// The disk read.
+        disk: PathBuf,
+        /// Partition, file system, reason and fix (`LayoutError::NotClean`).
+        reason: String,
+    },
+    /// Capture: the disk's partition table could not be read (or the disk itself).
+    #[error("{}: {reason}; nothing was uploaded (--whole-disk takes every byte without reading it)", disk.display())]
+    Layout {
+        /// The disk read.
+        disk: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The restore report: the store's figures, how the image came, and what the stream did.
 fn restore_report(
     disk: &Path,
-    image: Option<String>,
+    manifest: Option<&VerifiedManifest>,
     outcome: &Result<RestoreReport, AgentError>,
     multicast: Option<McastFigures>,
 ) -> Report {
+    let image = manifest.map(|m| m.id().to_hex());
+    let (used_bytes, unused_chunks) = manifest.map_or((0, 0), |m| {
+        (
+            m.chunks.iter().map(|c| c.used_bytes()).sum(),
+            m.chunks.iter().filter(|c| c.is_unused()).count() as u64,
+        )
+    });
     let (r, error) = match outcome {
         Ok(r) => (r.clone(), None),
         Err(e) => (RestoreReport::default(), Some(e.to_string())),
@@ -87,6 +111,8 @@ fn restore_report(
         chunks: r.chunks,
         written_chunks: r.written_chunks,
         unchanged_chunks: r.unchanged_chunks,
+        unused_chunks,
+        used_bytes,
         zeroed_chunks: r.zeroed_chunks,
         written_bytes: r.written_bytes,
         zeroed_bytes: r.zeroed_bytes,
@@ -158,18 +184,18 @@ pub struct Hooks<'a> {
 /// [`run`] with [`Hooks`].
 pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentError> {
     let client = http::Client::new(&opts.server, &opts.token);
-    let mut image = None;
+    let mut manifest = None;
     let mut multicast = None;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
-        image = Some(m.id().to_hex());
+        let m = manifest.insert(m);
         if let Some(f) = hooks.image {
-            f(&m);
+            f(m);
         }
         match session(&client)? {
             Some(info) if !info.ended => {
-                let disk = open_disk(&m, opts)?;
+                let disk = open_disk(m, opts)?;
                 let mut figures = None;
-                let r = mcast::restore(&client, &m, &info, &disk, opts).map(|(r, f)| {
+                let r = mcast::restore(&client, m, &info, &disk, opts).map(|(r, f)| {
                     figures = Some(f);
                     r
                 });
@@ -177,10 +203,10 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
                 multicast = Some(figures.unwrap_or_default());
                 r
             }
-            _ => restore(&client, &m, opts, hooks.progress.unwrap_or(&|_| {})),
+            _ => restore(&client, m, opts, hooks.progress.unwrap_or(&|_| {})),
         }
     });
-    let mut report = restore_report(&opts.disk, image, &result, multicast);
+    let mut report = restore_report(&opts.disk, manifest.as_ref(), &result, multicast);
     if let Some(f) = hooks.annotate {
         f(&mut report);
     }

@@ -2,6 +2,11 @@
 //! with that HAVE, write each rebuilt block only after its sha256 matched the signed manifest, then
 //! fetch whatever the stream did not deliver over unicast HTTP (catch-up), zero what must be zero,
 //! and write the partition-table region last.
+//!
+//! Masked images (issue 14): a chunk whose manifest entry carries used ranges is compared after
+//! zeroing the disk's free bytes ([`ChunkEntry::mask`]), only its used ranges are ever written or
+//! zeroed, and a chunk with no used byte is neither compared nor written: whatever the PC's free
+//! space holds stays there.
 
 use super::http::{Client, HttpChunks};
 use super::{AgentError, AgentOptions};
@@ -12,8 +17,9 @@ use roomcast_proto::mcast::{
     BlockSet, MachineId, Receiver, ReceiverConfig, ReceiverIdentity, Token,
 };
 use roomcast_store::chunk::{ChunkHash, is_zero};
-use roomcast_store::disk::Disk;
-use roomcast_store::manifest::VerifiedManifest;
+use roomcast_store::disk::{Disk, DiskError};
+use roomcast_store::manifest::{ChunkEntry, VerifiedManifest};
+use roomcast_store::masked::read_entry;
 use roomcast_store::restore::{ChunkSource, RestoreReport};
 use std::collections::HashMap;
 use std::io;
@@ -62,18 +68,48 @@ impl BlockSink for DiskSink<'_> {
                 self.held.insert(index, data.to_vec());
                 continue;
             }
-            self.disk
-                .write_all_at(&bytes, self.m.chunks[c].offset)
-                .map_err(io::Error::other)?;
+            let n = write_used(self.disk, &self.m.chunks[c], &bytes).map_err(io::Error::other)?;
             self.written_chunks += 1;
-            self.written_bytes += bytes.len() as u64;
+            self.written_bytes += n;
         }
         self.done[index as usize] = true;
         Ok(true)
     }
 }
 
-/// Which chunks of `m` the disk already holds (right sha256, or zeros for a zero chunk).
+/// Writes the used ranges of `bytes` (the chunk `e`, verified) at the chunk's offset, never a free
+/// byte; returns the bytes written.
+pub fn write_used(disk: &Disk, e: &ChunkEntry, bytes: &[u8]) -> Result<u64, DiskError> {
+    let mut n = 0;
+    for r in e.used_ranges() {
+        disk.write_all_at(&bytes[r.clone()], e.offset + r.start as u64)?;
+        n += (r.end - r.start) as u64;
+    }
+    Ok(n)
+}
+
+/// Zeroes the used ranges of the zero chunk `e`, never a free byte; returns the bytes zeroed.
+pub fn zero_used(disk: &Disk, e: &ChunkEntry) -> Result<u64, DiskError> {
+    let mut n = 0;
+    for r in e.used_ranges() {
+        let len = (r.end - r.start) as u64;
+        disk.zero_range(e.offset + r.start as u64, len)?;
+        n += len;
+    }
+    Ok(n)
+}
+
+/// Whether `buf`, the disk's bytes at chunk `e` with its free bytes zeroed, holds `e` (right
+/// sha256, or zeros for a zero chunk).
+pub fn holds(e: &ChunkEntry, buf: &[u8]) -> bool {
+    match e.sha256 {
+        None => is_zero(buf),
+        Some(h) => !is_zero(buf) && ChunkHash::of(buf) == h,
+    }
+}
+
+/// Which chunks of `m` the disk already holds: right sha256 or zeros for a zero chunk, compared
+/// after masking with the chunk's used ranges; a chunk with no used byte is always held.
 pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<bool>, AgentError> {
     let n = m.chunks.len();
     let ok: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
@@ -89,17 +125,17 @@ pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<b
                         return;
                     }
                     let e = &m.chunks[i];
-                    buf.resize(e.len as usize, 0);
-                    if let Err(err) = disk.read_exact_at(&mut buf, e.offset) {
+                    if e.is_unused() {
+                        ok[i].store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Only the used bytes are read, the free ones are zero (store's `masked`).
+                    if let Err(err) = read_entry(disk, e, &mut buf) {
                         *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.into());
                         next.store(n, Ordering::Relaxed);
                         return;
                     }
-                    let right = match e.sha256 {
-                        None => is_zero(&buf),
-                        Some(h) => !is_zero(&buf) && ChunkHash::of(&buf) == h,
-                    };
-                    ok[i].store(right, Ordering::Relaxed);
+                    ok[i].store(holds(e, &buf), Ordering::Relaxed);
                 }
             });
         }
@@ -209,7 +245,9 @@ pub fn restore(
     figures.refused_blocks = sink.refused;
     let mut report = RestoreReport {
         chunks: m.chunks.len() as u64,
-        unchanged_chunks: ok.iter().filter(|&&o| o).count() as u64,
+        unchanged_chunks: (0..ok.len())
+            .filter(|&c| ok[c] && !m.chunks[c].is_unused())
+            .count() as u64,
         written_chunks: sink.written_chunks,
         written_bytes: sink.written_bytes,
         ..RestoreReport::default()
@@ -261,10 +299,10 @@ fn catch_up(
     let one = |c: usize| -> Result<(), AgentError> {
         let e = &m.chunks[c];
         let Some(r) = e.chunk_ref(c as u64) else {
-            disk.zero_range(e.offset, u64::from(e.len))?;
+            let n = zero_used(disk, e)?;
             let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
             t.0.zeroed_chunks += 1;
-            t.0.zeroed_bytes += u64::from(e.len);
+            t.0.zeroed_bytes += n;
             return Ok(());
         };
         let block = map.block_of(c).expect("a data chunk has a block");
@@ -280,10 +318,10 @@ fn catch_up(
         let bytes = m.decode_chunk(c, &z).map_err(|e| {
             AgentError::Multicast(format!("{}: {e}", source.location(&r).display()))
         })?;
-        disk.write_all_at(&bytes, e.offset)?;
+        let n = write_used(disk, e, &bytes)?;
         let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
         t.0.written_chunks += 1;
-        t.0.written_bytes += bytes.len() as u64;
+        t.0.written_bytes += n;
         if fetched {
             t.1.catch_up_chunks += 1;
             t.1.catch_up_bytes += z.len() as u64;
@@ -335,5 +373,138 @@ fn parallel(
     match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_store::keys::{Signer, TrustedSigners, generate_files};
+    use roomcast_store::manifest::{
+        ImageLabel, Manifest, PartitionTable, UnverifiedManifest, sign,
+    };
+
+    const CS: u32 = 64 * 1024;
+
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| {
+                (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .rotate_left(u32::from(seed)) as u8
+                    | 1
+            })
+            .collect()
+    }
+
+    /// Four chunks: used whole, used in two ranges, not used at all, used but zero.
+    fn image(dir: &std::path::Path, master: &[u8]) -> VerifiedManifest {
+        let masks: [Option<Vec<[u32; 2]>>; 4] = [
+            None,
+            Some(vec![[0, 4096], [40_000, 50_000]]),
+            Some(vec![]),
+            Some(vec![[100, 9000]]),
+        ];
+        let chunks = masks
+            .into_iter()
+            .enumerate()
+            .map(|(i, used)| {
+                let offset = i as u64 * u64::from(CS);
+                let mut e = ChunkEntry {
+                    offset,
+                    len: CS,
+                    sha256: None,
+                    compressed_len: None,
+                    used,
+                };
+                let mut buf = master[offset as usize..offset as usize + CS as usize].to_vec();
+                e.mask(&mut buf);
+                if !e.is_unused() && !is_zero(&buf) {
+                    e.sha256 = Some(ChunkHash::of(&buf));
+                    e.compressed_len = Some(1);
+                }
+                e
+            })
+            .collect();
+        let m = Manifest {
+            format: roomcast_store::manifest::FORMAT,
+            label: ImageLabel {
+                name: "t".into(),
+                version: "1".into(),
+                profile: None,
+                captured_by: "t".into(),
+                captured_at: "2026-11-28T12:00:00Z".into(),
+            },
+            disk_size: 4 * u64::from(CS),
+            chunk_size: CS,
+            zstd_level: 3,
+            partition_table: PartitionTable::from_regions(4 * u64::from(CS), &[], &[]),
+            chunks,
+            layout: None,
+        };
+        let (key, public, _) = generate_files(&dir.join("keys")).unwrap();
+        let (_, envelope) = sign(&m, &Signer::load(&key).unwrap());
+        let trusted =
+            TrustedSigners::from_keys(vec![roomcast_store::keys::load_public(&public).unwrap()]);
+        UnverifiedManifest::from_envelope(&envelope)
+            .unwrap()
+            .verify(&trusted)
+            .unwrap()
+    }
+
+    #[test]
+    fn survey_compares_used_bytes_and_writes_touch_no_free_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut master = noise(3, 4 * CS as usize);
+        let zero_chunk = 3 * CS as usize;
+        master[zero_chunk + 100..zero_chunk + 9000].fill(0);
+        let m = image(dir.path(), &master);
+        assert!(m.chunks[3].is_zero() && !m.chunks[3].is_unused());
+
+        // A PC holding the used bytes, with its own free bytes: every chunk held.
+        let mut pc = noise(7, master.len());
+        for e in &m.chunks {
+            for r in e.used_ranges() {
+                let (s, t) = (e.offset as usize + r.start, e.offset as usize + r.end);
+                pc[s..t].copy_from_slice(&master[s..t]);
+            }
+        }
+        let path = dir.path().join("pc.img");
+        std::fs::write(&path, &pc).unwrap();
+        let disk = Disk::open_write(&path, 0).unwrap();
+        assert_eq!(survey(&m, &disk, 2).unwrap(), vec![true; 4]);
+        // One used byte wrong in chunk 1, one in the zero chunk: those two only are wanted.
+        disk.write_all_at(&[0], u64::from(CS) + 40_001).unwrap();
+        disk.write_all_at(&[9], 3 * u64::from(CS) + 8999).unwrap();
+        assert_eq!(
+            survey(&m, &disk, 2).unwrap(),
+            vec![true, false, true, false]
+        );
+
+        // Writing and zeroing touch the used ranges only.
+        let before = std::fs::read(&path).unwrap();
+        let c1 = &m.chunks[1];
+        let masked: Vec<u8> = {
+            let mut b = master[CS as usize..2 * CS as usize].to_vec();
+            c1.mask(&mut b);
+            b
+        };
+        assert_eq!(write_used(&disk, c1, &masked).unwrap(), 4096 + 10_000);
+        assert_eq!(zero_used(&disk, &m.chunks[3]).unwrap(), 8900);
+        let after = std::fs::read(&path).unwrap();
+        for (i, e) in m.chunks.iter().enumerate() {
+            let mut at = 0;
+            let end = e.len as usize..e.len as usize;
+            for r in e.used_ranges().iter().chain(std::iter::once(&end)) {
+                let (fa, fb) = (e.offset as usize + at, e.offset as usize + r.start);
+                assert_eq!(
+                    after[fa..fb],
+                    before[fa..fb],
+                    "chunk {i}: free bytes written"
+                );
+                at = r.end;
+            }
+        }
+        assert_eq!(survey(&m, &disk, 1).unwrap(), vec![true; 4]);
     }
 }

@@ -27,6 +27,7 @@ pub mod bench;
 pub mod cleanup;
 mod cmd;
 pub mod daemon;
+pub mod dirty_disk;
 mod error;
 pub mod loss;
 pub mod mcast_contender;

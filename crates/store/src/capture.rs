@@ -11,14 +11,21 @@
 //!
 //! Holes of a sparse image file (SEEK_DATA) become zero chunks without being read.
 //!
+//! File-system-aware (issue 14, the default, [`CaptureMode::FileSystems`]): the source's partition
+//! table and each file system's allocation map are read first (`roomcast_layout::read_layout`); a file
+//! system that is not clean stops the capture before anything is stored. Each chunk then carries its
+//! used ranges ([`ChunkEntry::used`]): only those bytes are read, the free bytes are zero before the
+//! chunk is hashed and compressed (deleted data never reaches the store), and a chunk with no used
+//! byte is neither read nor stored. [`CaptureMode::WholeDisk`] (`--whole-disk`) takes every byte.
+//!
 //! Each worker owns a single-threaded zstd compressor: parallelism is across chunks, so both cores
 //! compress and hash at once while the reader keeps the next buffers full.
 
 use super::chunk::{ChunkHash, ChunkRef, ChunkSize, Compressor, is_zero};
 use super::keys::{Signer, fingerprint};
 use super::manifest::{
-    BACKUP_TABLE_LEN, ChunkEntry, FORMAT, ImageId, ImageLabel, Manifest, PRIMARY_TABLE_LEN,
-    PartitionTable, sign,
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, FORMAT, ImageId, ImageLabel, ImageLayout, Manifest,
+    PRIMARY_TABLE_LEN, PartitionRecord, PartitionTable, chunk_mask, sign, table_name,
 };
 use super::{Store, StoreError, io_err, sync_dir};
 use crate::disk::{Disk, DiskError};
@@ -29,6 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+
+/// A chunk's used ranges ([`ChunkEntry::used`]).
+type Mask = Option<Vec<[u32; 2]>>;
 
 /// Tunables of a capture.
 #[derive(Debug, Clone)]
@@ -85,6 +95,19 @@ pub struct CaptureReport {
     pub compressed_bytes: u64,
     /// Compressed bytes newly written to the store.
     pub new_bytes: u64,
+    /// Of the chunks, those with no used byte (neither read nor stored).
+    pub unused_chunks: u64,
+    /// Bytes captured: the used bytes of every chunk (the disk size for a whole-disk capture).
+    pub used_bytes: u64,
+    /// The mode, the partitions found, their file systems and used bytes, as the manifest records it.
+    pub layout: ImageLayout,
+}
+
+impl CaptureReport {
+    /// Bytes not captured: free space, deleted files and discarded files (`pagefile.sys`...).
+    pub fn saved_bytes(&self) -> u64 {
+        self.disk_size - self.used_bytes
+    }
 }
 
 /// Why a capture failed. The store is left consistent: no manifest, no partial chunk file.
@@ -103,6 +126,42 @@ pub enum CaptureError {
     /// The source could not be opened.
     #[error("capture source: {0}")]
     Open(DiskError),
+    /// The source is a block device in use (mounted, or held by another program).
+    #[error(
+        "capture source {path}: in use (mounted or held by another program): {source}; unmount it, or capture from a boot where it is not in use; nothing was captured"
+    )]
+    InUse {
+        /// The device.
+        path: PathBuf,
+        /// What `open(O_EXCL)` said.
+        source: std::io::Error,
+    },
+    /// A file system of the source is not clean: nothing was captured.
+    #[error(
+        "capture source {path}: partition {number} ({fs}): {reason}; fix: {fix}; nothing was captured"
+    )]
+    NotClean {
+        /// The source.
+        path: PathBuf,
+        /// Partition number (1-based, as Linux counts).
+        number: u32,
+        /// Its file system.
+        fs: String,
+        /// What is wrong.
+        reason: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// The partition table contradicts itself or the disk.
+    #[error(
+        "capture source {path}: {reason}; nothing was captured (`--whole-disk` takes every byte without reading the table)"
+    )]
+    Layout {
+        /// The source.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Writing a chunk into the store failed (e.g. the store's disk is full).
     #[error("capture failed storing {chunk}: {path}: {source}")]
     WriteChunk {
@@ -132,10 +191,13 @@ struct Job {
     index: u64,
     len: usize,
     buf: Vec<u8>,
+    used: Mask,
 }
 
 enum Outcome {
     Zero,
+    /// A chunk with no used byte: not read, not stored.
+    Unused,
     Existing {
         hash: ChunkHash,
         clen: u32,
@@ -152,17 +214,170 @@ enum Msg {
         index: u64,
         len: u64,
         outcome: Outcome,
+        used: Mask,
     },
     Failed(CaptureError),
 }
 
-/// Captures `source` into `store` as a new image signed by `signer`.
+/// Captures `source` into `store` as a new image signed by `signer`, file-system-aware
+/// ([`CaptureMode::FileSystems`]).
 pub fn capture(
     store: &Store,
     source: &Path,
     label: ImageLabel,
     signer: &Signer,
     opts: &CaptureOptions,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    capture_as(
+        store,
+        source,
+        label,
+        signer,
+        opts,
+        CaptureMode::FileSystems,
+        progress,
+    )
+}
+
+/// A block device opened with `O_EXCL` fails while mounted or held: the capture refuses such a
+/// source (its file systems change under the read).
+fn refuse_in_use(source: &Path) -> Result<(), CaptureError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if !fs::metadata(source).is_ok_and(|m| m.file_type().is_block_device()) {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(source)
+        .map(drop)
+        .map_err(|e| CaptureError::InUse {
+            path: source.to_path_buf(),
+            source: e,
+        })
+}
+
+/// The layout record and used bytes of `disk` for `mode`: the file systems' maps, or (whole disk)
+/// the partitions from the table alone, each taken whole.
+fn read_source_layout(
+    disk: &Disk,
+    mode: CaptureMode,
+) -> Result<(ImageLayout, Option<roomcast_layout::Extents>), CaptureError> {
+    let path = disk.path().to_path_buf();
+    match mode {
+        CaptureMode::FileSystems => match roomcast_layout::read_layout(disk) {
+            Ok(l) => Ok((ImageLayout::from_disk_layout(mode, &l), Some(l.used))),
+            Err(roomcast_layout::LayoutError::NotClean {
+                number,
+                fs,
+                reason,
+                fix,
+            }) => Err(CaptureError::NotClean {
+                path,
+                number,
+                fs,
+                reason,
+                fix,
+            }),
+            Err(roomcast_layout::LayoutError::Table(reason)) => Err(CaptureError::Layout {
+                path,
+                reason: format!("partition table: {reason}"),
+            }),
+            Err(roomcast_layout::LayoutError::Io(e)) => Err(CaptureError::Layout {
+                path,
+                reason: format!("reading the layout: {e}"),
+            }),
+        },
+        CaptureMode::WholeDisk => {
+            // The table is recorded for `image show`; a table that cannot be read is no reason to
+            // refuse a whole-disk capture.
+            let (table, partitions) = match roomcast_layout::table::read(disk) {
+                Ok(t) => (
+                    table_name(t.kind),
+                    t.partitions
+                        .iter()
+                        .map(|p| PartitionRecord {
+                            number: p.number,
+                            start: p.start,
+                            len: p.len,
+                            kind: p.kind.describe(),
+                            fs: "-".into(),
+                            used_bytes: p.len,
+                            whole: Some("--whole-disk".into()),
+                            discarded: Vec::new(),
+                        })
+                        .collect(),
+                ),
+                Err(_) => ("none", Vec::new()),
+            };
+            Ok((
+                ImageLayout {
+                    mode,
+                    table: table.into(),
+                    partitions,
+                    used_bytes: disk.size(),
+                },
+                None,
+            ))
+        }
+    }
+}
+
+/// Captures `source` into `store` as a new image signed by `signer`, in `mode`.
+pub fn capture_as(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    mode: CaptureMode,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    capture_inner(
+        store,
+        source,
+        label,
+        signer,
+        opts,
+        How::Read(mode),
+        progress,
+    )
+}
+
+/// Captures `source` taking only the bytes of `used` (absolute offsets; everything else is free),
+/// recording `layout` in the manifest: for callers that read the layout themselves, and for tests
+/// of arbitrary masks. `layout.mode` must be [`CaptureMode::FileSystems`].
+#[allow(clippy::too_many_arguments)]
+pub fn capture_with_layout(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    layout: ImageLayout,
+    used: roomcast_layout::Extents,
+    progress: &(dyn Fn(&CaptureProgress) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    let how = How::Given(Box::new(layout), used);
+    capture_inner(store, source, label, signer, opts, how, progress)
+}
+
+/// Where a capture's layout comes from.
+enum How {
+    /// Read from the source in this mode.
+    Read(CaptureMode),
+    /// Given by the caller.
+    Given(Box<ImageLayout>, roomcast_layout::Extents),
+}
+
+fn capture_inner(
+    store: &Store,
+    source: &Path,
+    label: ImageLabel,
+    signer: &Signer,
+    opts: &CaptureOptions,
+    how: How,
     progress: &(dyn Fn(&CaptureProgress) + Sync),
 ) -> Result<CaptureReport, CaptureError> {
     if !store.trusted()?.contains(&signer.verifying_key()) {
@@ -172,8 +387,13 @@ pub fn capture(
         });
     }
     let _lock = store.lock_shared()?;
+    refuse_in_use(source)?;
     let disk = Disk::open_read(source).map_err(CaptureError::Open)?;
     let disk_size = disk.size();
+    let (layout, used) = match how {
+        How::Read(mode) => read_source_layout(&disk, mode)?,
+        How::Given(layout, used) => (*layout, Some(used)),
+    };
     let cs = opts.chunk_size;
     let count = cs.count(disk_size);
 
@@ -198,7 +418,17 @@ pub fn capture(
         opts.workers
     };
     let tag = format!("capture-{}-{}", std::process::id(), rand::random::<u32>());
-    let result = run_pipeline(store, &disk, cs, count, workers, opts.level, &tag, progress);
+    let result = run_pipeline(
+        store,
+        &disk,
+        used.as_ref(),
+        cs,
+        count,
+        workers,
+        opts.level,
+        &tag,
+        progress,
+    );
     let entries = match result {
         Ok(e) => e,
         Err(e) => {
@@ -217,11 +447,16 @@ pub fn capture(
         data_bytes: 0,
         compressed_bytes: 0,
         new_bytes: 0,
+        unused_chunks: 0,
+        used_bytes: 0,
+        layout: layout.clone(),
     };
     let mut chunks = Vec::with_capacity(count as usize);
     for (i, (outcome_new, entry)) in entries.into_iter().enumerate() {
         let entry = entry.unwrap_or_else(|| panic!("chunk {i} has no outcome"));
+        report.used_bytes += entry.used_bytes();
         match (entry.compressed_len, outcome_new) {
+            (None, _) if entry.is_unused() => report.unused_chunks += 1,
             (None, _) => report.zero_chunks += 1,
             (Some(c), true) => {
                 report.new_chunks += 1;
@@ -243,6 +478,7 @@ pub fn capture(
         zstd_level: opts.level,
         partition_table: PartitionTable::from_regions(disk_size, &head, &tail),
         chunks,
+        layout: Some(layout),
     };
     manifest.validate().map_err(|source| StoreError::Manifest {
         path: disk.path().to_path_buf(),
@@ -270,6 +506,7 @@ type Entries = Vec<(bool, Option<ChunkEntry>)>;
 fn run_pipeline(
     store: &Store,
     disk: &Disk,
+    used: Option<&roomcast_layout::Extents>,
     cs: ChunkSize,
     count: u64,
     workers: usize,
@@ -297,7 +534,11 @@ fn run_pipeline(
 
         let reader_msg = msg_tx.clone();
         let stop_ref = &stop;
-        s.spawn(move || read_chunks(disk, chunk, count, free_rx, job_tx, reader_msg, stop_ref));
+        s.spawn(move || {
+            read_chunks(
+                disk, used, chunk, count, free_rx, job_tx, reader_msg, stop_ref,
+            )
+        });
         for _ in 0..workers {
             let job_rx = Arc::clone(&job_rx);
             let msg_tx = msg_tx.clone();
@@ -356,8 +597,10 @@ fn run_pipeline(
     Ok(entries)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_chunks(
     disk: &Disk,
+    used: Option<&roomcast_layout::Extents>,
     chunk: usize,
     count: u64,
     free_rx: Receiver<Vec<u8>>,
@@ -375,6 +618,19 @@ fn read_chunks(
         }
         let offset = index * chunk as u64;
         let len = (size - offset).min(chunk as u64) as usize;
+        let mask = used.and_then(|u| chunk_mask(u, offset, len as u32));
+        if mask.as_ref().is_some_and(|m| m.is_empty()) {
+            let unused = Msg::Done {
+                index,
+                len: len as u64,
+                outcome: Outcome::Unused,
+                used: mask,
+            };
+            if msg_tx.send(unused).is_err() {
+                return;
+            }
+            continue;
+        }
         if offset >= data_from {
             data_from = disk.next_data(offset).unwrap_or(u64::MAX);
         }
@@ -391,6 +647,7 @@ fn read_chunks(
                 index,
                 len: len as u64,
                 outcome: Outcome::Zero,
+                used: mask,
             };
             if msg_tx.send(hole).is_err() {
                 return;
@@ -398,7 +655,10 @@ fn read_chunks(
             continue;
         }
         let Ok(mut buf) = free_rx.recv() else { return };
-        if let Err(source) = disk.read_exact_at(&mut buf[..len], offset) {
+        // Free bytes are zero from here on: they are never hashed, compressed nor stored.
+        if let Err(source) =
+            crate::masked::read_used(disk, mask.as_deref(), offset, &mut buf[..len])
+        {
             let _ = msg_tx.send(Msg::Failed(CaptureError::Source {
                 index,
                 offset,
@@ -406,7 +666,13 @@ fn read_chunks(
             }));
             return;
         }
-        if job_tx.send(Job { index, len, buf }).is_err() {
+        let job = Job {
+            index,
+            len,
+            buf,
+            used: mask,
+        };
+        if job_tx.send(job).is_err() {
             return;
         }
     }
@@ -485,6 +751,7 @@ fn work(
                 index: job.index,
                 len,
                 outcome,
+                used: job.used,
             },
             Err(e) => Msg::Failed(e),
         };
@@ -576,12 +843,13 @@ fn commit_chunks(
                 source: std::io::Error::other("a capture worker stopped unexpectedly"),
             }));
         };
-        let (index, len, outcome) = match msg {
+        let (index, len, outcome, used) = match msg {
             Msg::Done {
                 index,
                 len,
                 outcome,
-            } => (index, len, outcome),
+                used,
+            } => (index, len, outcome, used),
             Msg::Failed(e) => return Err(e),
         };
         let offset = index * chunk;
@@ -590,10 +858,10 @@ fn commit_chunks(
             len: len as u32,
             sha256,
             compressed_len: clen,
-            used: None,
+            used: used.clone(),
         };
         entries[index as usize] = match outcome {
-            Outcome::Zero => (false, Some(entry(None, None))),
+            Outcome::Zero | Outcome::Unused => (false, Some(entry(None, None))),
             Outcome::Existing { hash, clen } => (false, Some(entry(Some(hash), Some(clen)))),
             Outcome::New { hash, clen, tmp } => {
                 if let Some(&c) = written.get(&hash) {

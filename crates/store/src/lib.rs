@@ -26,8 +26,12 @@ pub mod disk;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;
+pub mod masked;
 pub mod restore;
 pub mod verify;
+
+/// The layout crate (partition tables, allocation maps) the store captures through.
+pub use roomcast_layout as layout;
 
 use chunk::{ChunkError, ChunkHash};
 use keys::{KeyError, TrustedSigners};

@@ -227,6 +227,140 @@ pub struct Manifest {
     pub partition_table: PartitionTable,
     /// Every chunk of the disk, in order, zero chunks included.
     pub chunks: Vec<ChunkEntry>,
+    /// How the disk was captured: the mode, the partition table and each partition's file system
+    /// and used bytes. Absent in images captured before file-system-aware capture (read as a
+    /// whole-disk capture with no partition recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<ImageLayout>,
+}
+
+/// How an image was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureMode {
+    /// Only the bytes the file systems use (plus everything outside the partitions); the chunks
+    /// carry their used ranges.
+    FileSystems,
+    /// Every byte of the disk (`--whole-disk`): no chunk carries a mask.
+    WholeDisk,
+}
+
+impl CaptureMode {
+    /// The mode as the manifest and `image show` spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CaptureMode::FileSystems => "file-systems",
+            CaptureMode::WholeDisk => "whole-disk",
+        }
+    }
+}
+
+/// A file whose bytes count as free although it holds them (`pagefile.sys`...): its content is
+/// recreated at boot, so it is neither stored nor written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardedFile {
+    /// The file's name, as the file system records it.
+    pub name: String,
+    /// Bytes it holds that count as free.
+    pub bytes: u64,
+}
+
+/// One partition of the captured disk, as found at capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    /// Number as Linux counts it (1-based; MBR logical partitions from 5).
+    pub number: u32,
+    /// First byte on the disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Its type as the table records it: a GPT type GUID, or an MBR type byte (`0x83`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The file system found in it (`ext4`, `ntfs`, `fat32`, `swap`), or `unknown`.
+    pub fs: String,
+    /// Bytes captured in it: the file system's used bytes, or `len` when taken whole.
+    pub used_bytes: u64,
+    /// Why it was taken whole (every byte captured), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<String>,
+    /// Files whose bytes counted as free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discarded: Vec<DiscardedFile>,
+}
+
+/// The manifest's record of how the disk was captured (see [`Manifest::layout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageLayout {
+    /// File systems or whole disk.
+    pub mode: CaptureMode,
+    /// The partition table found: `gpt`, `mbr` or `none`.
+    pub table: String,
+    /// Each partition, in table order.
+    pub partitions: Vec<PartitionRecord>,
+    /// Bytes captured in all: every partition's used bytes plus the bytes outside the partitions.
+    pub used_bytes: u64,
+}
+
+impl ImageLayout {
+    /// The record of a layout read by `roomcast_layout::read_layout`.
+    pub fn from_disk_layout(mode: CaptureMode, l: &roomcast_layout::DiskLayout) -> Self {
+        ImageLayout {
+            mode,
+            table: table_name(l.table).into(),
+            partitions: l
+                .partitions
+                .iter()
+                .map(|p| PartitionRecord {
+                    number: p.partition.number,
+                    start: p.partition.start,
+                    len: p.partition.len,
+                    kind: p.partition.kind.describe(),
+                    fs: p.fs.clone(),
+                    used_bytes: p.used.bytes(),
+                    whole: p.whole.clone(),
+                    discarded: p
+                        .discarded
+                        .iter()
+                        .map(|(name, bytes)| DiscardedFile {
+                            name: name.clone(),
+                            bytes: *bytes,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            used_bytes: l.used.bytes(),
+        }
+    }
+
+    /// Bytes of all discarded files (see [`DiscardedFile`]).
+    pub fn discarded_bytes(&self) -> u64 {
+        self.partitions
+            .iter()
+            .flat_map(|p| &p.discarded)
+            .map(|d| d.bytes)
+            .sum()
+    }
+}
+
+/// `gpt`, `mbr` or `none`.
+pub fn table_name(t: roomcast_layout::TableKind) -> &'static str {
+    match t {
+        roomcast_layout::TableKind::Gpt => "gpt",
+        roomcast_layout::TableKind::Mbr => "mbr",
+        roomcast_layout::TableKind::None => "none",
+    }
+}
+
+/// The used ranges of the chunk `[offset, offset + len)` given the disk's used bytes: `None` when
+/// every byte is used (the chunk carries no mask), `Some(vec![])` when none is, otherwise the ranges
+/// relative to the chunk's start (what [`ChunkEntry::used`] holds).
+pub fn chunk_mask(used: &roomcast_layout::Extents, offset: u64, len: u32) -> Option<Vec<[u32; 2]>> {
+    let w = used.window(offset, offset + len as u64);
+    if w.len() == 1 && w[0].start == 0 && w[0].end == len as u64 {
+        return None;
+    }
+    Some(w.iter().map(|r| [r.start as u32, r.end as u32]).collect())
 }
 
 /// A manifest that cannot be read or is inconsistent.
@@ -348,7 +482,48 @@ impl Manifest {
                 ));
             }
         }
+        if let Some(l) = &self.layout {
+            for (k, p) in l.partitions.iter().enumerate() {
+                if p.start
+                    .checked_add(p.len)
+                    .is_none_or(|e| e > self.disk_size)
+                    || p.used_bytes > p.len
+                {
+                    return Err(invalid(
+                        &format!("layout.partitions[{k}]"),
+                        format!(
+                            "partition {}: start {} len {} used {} does not fit a disk of {} bytes",
+                            p.number, p.start, p.len, p.used_bytes, self.disk_size
+                        ),
+                    ));
+                }
+            }
+            if l.mode == CaptureMode::WholeDisk && self.chunks.iter().any(|c| c.used.is_some()) {
+                return Err(invalid(
+                    "layout.mode",
+                    "a whole-disk image has chunks with used ranges".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// How the disk was captured ([`CaptureMode::WholeDisk`] for images without a layout).
+    pub fn mode(&self) -> CaptureMode {
+        self.layout
+            .as_ref()
+            .map_or(CaptureMode::WholeDisk, |l| l.mode)
+    }
+
+    /// Bytes a restore writes on a blank disk: every chunk's used bytes (zero chunks included: their
+    /// used bytes are zeroed), chunks with no used byte excluded.
+    pub fn used_bytes(&self) -> u64 {
+        self.chunks.iter().map(ChunkEntry::used_bytes).sum()
+    }
+
+    /// Chunks with no used byte (neither stored, sent nor written).
+    pub fn unused_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_unused()).count()
     }
 
     /// Parses and validates manifest JSON bytes.
@@ -582,6 +757,7 @@ mod tests {
                     used: None,
                 })
                 .collect(),
+            layout: None,
         }
     }
 

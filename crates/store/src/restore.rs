@@ -1,10 +1,14 @@
 //! Restore: rebuild a disk from a verified manifest, writing only what differs (delta).
 //!
 //! For each chunk, in [`Manifest::write_order`](crate::manifest::Manifest::write_order): read the
-//! target at the chunk's offset; if it already holds the right bytes (same sha256, or zeros for a zero
-//! chunk) skip it; otherwise fetch the compressed chunk, decompress, check its sha256 against the signed
-//! manifest, and only then write it (zero chunks: punch-hole / zero-out). Worker threads do this for
-//! different chunks at once. The partition-table region goes last, after a sync of everything else.
+//! target at the chunk's offset, masked with the chunk's used ranges (free bytes read as zero, see
+//! [`crate::masked`]); if it already holds the right bytes (same sha256, or zeros for a zero chunk)
+//! skip it; otherwise fetch the compressed chunk, decompress, check its sha256 against the signed
+//! manifest, and only then write its used ranges (zero chunks: punch-hole / zero-out of the used
+//! ranges). Free bytes are never written, and a chunk with no used byte is not even read: a disk
+//! whose used bytes equal the image's gets nothing written, whatever its free space holds. Worker
+//! threads do this for different chunks at once. The partition-table region goes last, after a sync
+//! of everything else.
 //!
 //! A progress file in the store's `restores/` records how far the write order is done and synced; a
 //! restore that crashed resumes from there (and the delta check makes even a lost progress file cheap).
@@ -96,6 +100,8 @@ pub struct RestoreReport {
     pub zeroed_chunks: u64,
     /// Bytes zeroed.
     pub zeroed_bytes: u64,
+    /// Chunks with no used byte: neither read nor written.
+    pub unused_chunks: u64,
 }
 
 /// Tunables of a restore.
@@ -346,6 +352,7 @@ fn run_phase(
 }
 
 enum Action {
+    Unused,
     Unchanged,
     Written(u64),
     Zeroed(u64),
@@ -360,15 +367,20 @@ fn one_chunk(
     chunk_buf: &mut Vec<u8>,
 ) -> Result<Action, RestoreError> {
     let e = &manifest.chunks[index];
+    if e.is_unused() {
+        return Ok(Action::Unused);
+    }
     let len = e.len as usize;
-    target_buf.resize(len, 0);
-    disk.read_exact_at(target_buf, e.offset)?;
+    // Free bytes read as zeros: the comparison sees only what the image defines.
+    crate::masked::read_entry(disk, e, target_buf)?;
     let Some(r) = e.chunk_ref(index as u64) else {
         if is_zero(target_buf) {
             return Ok(Action::Unchanged);
         }
-        disk.zero_range(e.offset, len as u64)?;
-        return Ok(Action::Zeroed(len as u64));
+        for u in e.used_ranges() {
+            disk.zero_range(e.offset + u.start as u64, (u.end - u.start) as u64)?;
+        }
+        return Ok(Action::Zeroed(e.used_bytes()));
     };
     if !is_zero(target_buf) && ChunkHash::of(target_buf) == r.sha256 {
         return Ok(Action::Unchanged);
@@ -380,8 +392,11 @@ fn one_chunk(
             source: source_err,
         }
     })?;
-    disk.write_all_at(chunk_buf, e.offset)?;
-    Ok(Action::Written(len as u64))
+    // Only the used ranges: the target's free bytes are never written.
+    for u in e.used_ranges() {
+        disk.write_all_at(&chunk_buf[u.clone()], e.offset + u.start as u64)?;
+    }
+    Ok(Action::Written(e.used_bytes()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -398,6 +413,7 @@ fn mark_done(
     let mut s = shared.lock().expect("restore state");
     s.done[pos] = true;
     match action {
+        Action::Unused => s.report.unused_chunks += 1,
         Action::Unchanged => s.report.unchanged_chunks += 1,
         Action::Written(b) => {
             s.report.written_chunks += 1;

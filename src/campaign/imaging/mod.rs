@@ -309,6 +309,7 @@ impl ImagingWorker {
             },
             chunk_size: c.chunk_size,
             level: c.level,
+            whole_disk: false,
         };
         let session = Session::start(
             self.spec(Step::Capture, AgentMode::Capture, vec![master.clone()]),

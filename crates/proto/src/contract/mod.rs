@@ -10,7 +10,7 @@
 //! | the system-disk rule, the disks a PC has, the choice | [`disk`] |
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
-//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`], [`CaptureDone`] |
+//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`], [`CaptureDiscarded`]), [`CaptureDone`] |
 //! | what the agent reports at the end | [`Report`] |
 //!
 //! An agent speaking another contract version is refused by the server with a message naming
@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 
 /// Version of this contract. Raise it whenever a type of this module changes in a way an agent
-/// of the previous version would misread.
-pub const CONTRACT_VERSION: u32 = 1;
+/// of the previous version would misread. 2: masked images (issue 14): the capture plan may ask
+/// for a file-system-aware capture, the finish carries masks and partitions.
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// Header carrying the agent's contract version on every request.
 pub const CONTRACT_HEADER: &str = "x-roomcast-contract";
@@ -121,6 +122,60 @@ pub struct CapturePlan {
     pub chunk_size: u32,
     /// zstd level.
     pub level: i32,
+    /// Take every byte of the disk, as before file-system maps (`--whole-disk`): no partition is
+    /// read, no chunk is masked. Otherwise the agent reads the disk's layout and sends only the
+    /// bytes its file systems use.
+    #[serde(default)]
+    pub whole_disk: bool,
+}
+
+/// One chunk of the disk as the agent read it, in a [`CaptureFinish`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureChunk {
+    /// sha256 of the (masked) chunk; `None` when its used bytes are all zero or it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<ChunkHash>,
+    /// The used ranges `[start, end)` inside the chunk, sorted and disjoint; `None`: every byte is
+    /// used; empty: no byte is (the chunk is neither uploaded nor stored). The free bytes were zeroed
+    /// before hashing and compressing. The manifest's `ChunkEntry::used`, as the agent computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Vec<[u32; 2]>>,
+}
+
+/// One partition as the agent found it, in a [`CaptureFinish`]: what the manifest records (the
+/// store's `PartitionRecord`, field for field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePartition {
+    /// Number as Linux counts it (1-based; MBR logical partitions from 5).
+    pub number: u32,
+    /// First byte on the disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Its type as the table records it (a GPT type GUID or an MBR type byte, as
+    /// `roomcast_layout::PartitionType::describe` says).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The file system found ("ext4", "ntfs", "fat32", "swap"), "unknown", or "-" in a whole-disk
+    /// capture.
+    pub fs: String,
+    /// Bytes of the partition that are captured (`len` when taken whole).
+    pub used_bytes: u64,
+    /// Why the partition is taken whole, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<String>,
+    /// Files whose clusters count as free (`pagefile.sys`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discarded: Vec<CaptureDiscarded>,
+}
+
+/// A file whose bytes count as free although it holds them (`pagefile.sys`...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureDiscarded {
+    /// The file's name.
+    pub name: String,
+    /// Bytes it holds that count as free.
+    pub bytes: u64,
 }
 
 /// `POST /capture/finish`: the disk as the agent read it.
@@ -130,8 +185,15 @@ pub struct CaptureFinish {
     pub disk_size: u64,
     /// Chunk size the agent used (must be the plan's).
     pub chunk_size: u32,
-    /// Every chunk in disk order: its sha256, or `None` for an all-zero chunk.
-    pub chunks: Vec<Option<ChunkHash>>,
+    /// True when the disk was taken whole (no chunk carries a mask, no file system was read).
+    pub whole_disk: bool,
+    /// The partition table's kind: "gpt", "mbr" or "none".
+    pub table: String,
+    /// Every partition found, in table order (in a whole-disk capture: from the table alone, each
+    /// taken whole).
+    pub partitions: Vec<CapturePartition>,
+    /// Every chunk in disk order.
+    pub chunks: Vec<CaptureChunk>,
 }
 
 /// `POST /capture/finish` answer.

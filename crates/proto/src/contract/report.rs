@@ -75,13 +75,20 @@ pub struct RestoreFigures {
     pub chunks: u64,
     /// Data chunks fetched and written.
     pub written_chunks: u64,
-    /// Chunks already right on the disk (skipped).
+    /// Chunks already right on the disk (skipped): their used bytes were equal.
     pub unchanged_chunks: u64,
+    /// Chunks of the image with no used byte: never compared, sent nor written.
+    #[serde(default)]
+    pub unused_chunks: u64,
+    /// Bytes the image's file systems use (plus the bytes outside every partition): the most a
+    /// restore writes. The disk size for a whole-disk image.
+    #[serde(default)]
+    pub used_bytes: u64,
     /// Zero chunks zeroed.
     pub zeroed_chunks: u64,
-    /// Bytes written from fetched chunks.
+    /// Bytes written from fetched chunks (used ranges only: a free byte is never written).
     pub written_bytes: u64,
-    /// Bytes zeroed.
+    /// Bytes zeroed (used ranges of zero chunks only).
     pub zeroed_bytes: u64,
     /// `multicast` when a session was offered and taken, `unicast` otherwise.
     pub transport: Transport,
@@ -121,8 +128,21 @@ pub struct CaptureFigures {
     pub disk_size: u64,
     /// Chunks of the disk.
     pub chunks: u64,
-    /// All-zero chunks (not sent).
+    /// Chunks whose used bytes are all zero (not sent).
     pub zero_chunks: u64,
+    /// True when the disk was taken whole (`--whole-disk`): no file system was read.
+    #[serde(default)]
+    pub whole_disk: bool,
+    /// Bytes captured: what the file systems use plus the bytes outside every partition (the disk
+    /// size for a whole-disk capture).
+    #[serde(default)]
+    pub used_bytes: u64,
+    /// Chunks with no used byte (neither read for hashing, sent nor stored).
+    #[serde(default)]
+    pub unused_chunks: u64,
+    /// Bytes of `pagefile.sys`, `hiberfil.sys` and `swapfile.sys` counted as free.
+    #[serde(default)]
+    pub discarded_bytes: u64,
     /// Chunks the server already had (not sent).
     pub reused_chunks: u64,
     /// Chunks uploaded.
