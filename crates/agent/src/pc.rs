@@ -255,6 +255,8 @@ fn run(
             server: server.clone(),
             token: token.clone(),
             disk: disk.clone(),
+            // The server's plan says whether to take every byte.
+            whole_disk: false,
         };
         screen.line(&format!("roomcast: capturing {}", disk.display()));
         return match crate::capture::run_capture(&opts) {
