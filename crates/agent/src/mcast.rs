@@ -5,7 +5,7 @@
 
 use super::http::{Client, HttpChunks};
 use super::{AgentError, AgentOptions};
-use roomcast_mcast::{BlockSink, McastAddr, run_receiver};
+use roomcast_mcast::{BlockSink, McastAddr};
 use roomcast_proto::contract::{BlockMap, McastFigures, SessionInfo};
 use roomcast_proto::mac::Mac;
 use roomcast_proto::mcast::{
@@ -195,8 +195,18 @@ pub fn restore(
         interface,
         group: info.group,
     };
-    let outcome =
-        run_receiver(receiver, control, addr, &mut sink, STALL).map_err(|e| e.to_string());
+    let mut membership = roomcast_mcast::Membership::default();
+    let outcome = roomcast_mcast::run_receiver_reporting(
+        receiver,
+        control,
+        addr,
+        &mut sink,
+        STALL,
+        &mut membership,
+    )
+    .map_err(|e| e.to_string());
+    figures.from_start = Some(membership.from_start);
+    figures.rejoins = membership.rejoins;
     match outcome {
         Ok(true) => figures.complete = true,
         Ok(false) => figures.left_behind = Some("the session ended before every block".into()),
