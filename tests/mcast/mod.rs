@@ -3,4 +3,5 @@
 
 mod deploy;
 mod lab;
+mod network;
 mod sessions;
