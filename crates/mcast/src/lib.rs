@@ -113,7 +113,7 @@ pub fn interface_mtu(addr: Ipv4Addr) -> Option<u32> {
 }
 
 /// Name of the interface holding IPv4 address `addr` (`getifaddrs`).
-fn interface_name(addr: Ipv4Addr) -> Option<String> {
+pub fn interface_name(addr: Ipv4Addr) -> Option<String> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
     unsafe {
