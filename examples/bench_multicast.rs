@@ -64,6 +64,10 @@ struct Args {
     /// Rounds of the network matrix (each round runs every case once per contender).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// The `roomcast` binary to measure (default: the one built next to this example), e.g. a
+    /// build of an earlier commit, to compare two versions in one run.
+    #[arg(long, value_name = "PATH")]
+    roomcast_bin: Option<PathBuf>,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/dev/shm")]
@@ -389,7 +393,11 @@ fn network_matrix(
     let n = args.case.pcs[0];
     let loss = args.case.loss.first().copied().unwrap_or(0);
     let udpcast = Udpcast;
-    let mut roomcast = RoomcastCli::new(roomcast_bin()?);
+    let bin = match &args.roomcast_bin {
+        Some(b) => b.clone(),
+        None => roomcast_bin()?,
+    };
+    let mut roomcast = RoomcastCli::new(bin);
     roomcast.rate_bps = args
         .pace_pct
         .map(|p| args.case.mbit * 10_000 * p * 1464 / 1478);

@@ -238,7 +238,8 @@ pub async fn run_session(
         if joined.iter().all(|m| reports.contains_key(m)) || Instant::now() >= deadline {
             break reports;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The last report ends the deploy: look often (a lookup is a lock and a short list).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
     let machines = plan

@@ -250,6 +250,7 @@ pub struct Sender {
     started: bool,
     finished: bool,
     next_adapt: Timestamp,
+    next_unreached_check: Timestamp,
     stats: SenderStats,
 }
 
@@ -324,6 +325,7 @@ impl Sender {
         Ok(Sender {
             rate: RateController::new(cfg.rate.clone(), now),
             next_adapt: now + cfg.rate.adapt_interval,
+            next_unreached_check: now,
             cfg,
             session,
             roster: roster.into_iter().collect(),
@@ -956,7 +958,9 @@ impl Sender {
                 }
             }
         }
-        if self.started {
+        if self.started && now >= self.next_unreached_check {
+            // Every datagram comes through here: look at most four times a second.
+            self.next_unreached_check = now + UNREACHED_CHECK;
             self.find_unreached(now);
         }
         if now >= self.next_adapt {
@@ -1104,6 +1108,9 @@ impl Sender {
 }
 
 const DATA_LEN_FIXED: usize = super::wire::DATA_HEADER_LEN;
+
+/// How often [`Sender::handle_timeout`] looks for unreached receivers.
+const UNREACHED_CHECK: Duration = Duration::from_millis(250);
 
 /// Datagrams the stream must have sent since a receiver's last progress before it can be called
 /// unreached (a stream that idles proves nothing).
