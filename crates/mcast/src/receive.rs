@@ -343,20 +343,6 @@ pub fn run_receiver_reporting(
         if progress.elapsed() >= stall {
             return Err(NetError::Stalled(stall));
         }
-        if receiver.poll_rejoin(now(start)) {
-            // Leave, then join: the kernel sends a fresh report (a membership it already holds
-            // would not be reported again before the next query).
-            let group = addr.group.ip();
-            let _ = udp.leave_multicast_v4(group, &addr.interface);
-            udp.join_multicast_v4(group, &addr.interface)
-                .map_err(io_err("joining the multicast group again"))?;
-            membership.rejoins = receiver.stats().rejoins;
-            membership.from_start = receiver.received_from_start();
-            tracing::info!(
-                rejoins = membership.rejoins,
-                "no datagram from the stream: joined the group again"
-            );
-        }
         membership.datagrams = receiver.stats().datagrams;
 
         ctl.fill()
@@ -382,6 +368,22 @@ pub fn run_receiver_reporting(
             .map_err(io_err("receiving from the multicast group"))?;
         for i in 0..got {
             receiver.handle_datagram(datagrams.get(i), now(start));
+        }
+        // Only after reading what the socket holds: a loop held up by a slow write finds the
+        // stream waiting in its buffer, which is not silence.
+        if receiver.poll_rejoin(now(start)) {
+            // Leave, then join: the kernel sends a fresh report (a membership it already holds
+            // would not be reported again before the next query).
+            let group = addr.group.ip();
+            let _ = udp.leave_multicast_v4(group, &addr.interface);
+            udp.join_multicast_v4(group, &addr.interface)
+                .map_err(io_err("joining the multicast group again"))?;
+            membership.rejoins = receiver.stats().rejoins;
+            membership.from_start = receiver.received_from_start();
+            tracing::info!(
+                rejoins = membership.rejoins,
+                "no datagram from the stream: joined the group again"
+            );
         }
         if got == BATCH || got_control {
             continue;
