@@ -439,3 +439,79 @@ impl Receiver {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcast::wire::{DataPacket, Token};
+
+    fn joined(blocks: u32) -> Receiver {
+        let mut rx = Receiver::new(
+            ReceiverConfig::default(),
+            ReceiverIdentity {
+                machine: MachineId([2, 0, 0, 0, 0, 1]),
+                token: Token([1; 32]),
+                disk_size: 1 << 30,
+            },
+            BlockSet::new(blocks),
+        );
+        rx.set_path_mtu(1400);
+        assert!(matches!(
+            rx.poll_control(Timestamp::ZERO),
+            Some(Up::Hello { mtu: 1400, .. })
+        ));
+        rx.handle_control(
+            Down::Welcome {
+                session: SessionId(9),
+                block_count: blocks,
+                symbol_size: 1400,
+                status_interval_ms: 50,
+            },
+            Timestamp::ZERO,
+        );
+        rx
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_micros(ms * 1000)
+    }
+
+    #[test]
+    fn silence_after_the_start_asks_for_a_rejoin_once_a_second() {
+        let mut rx = joined(2);
+        // Before START, silence is the sender waiting for the room: no re-join.
+        assert!(!rx.poll_rejoin(at(5000)));
+        rx.handle_control(Down::Start { symbol_size: 1000 }, at(5000));
+        assert!(!rx.poll_rejoin(at(5900)));
+        assert!(rx.poll_rejoin(at(6000)));
+        assert!(!rx.poll_rejoin(at(6500)));
+        // A datagram of the session (symbols now of the START's size) resets the silence.
+        let symbol = vec![0u8; 1000];
+        let mut d = Vec::new();
+        DataPacket {
+            session: SessionId(9),
+            seq: 1,
+            block: 0,
+            block_len: 5000,
+            symbol_id: 0,
+            symbol: &symbol,
+        }
+        .encode_into(&mut d);
+        rx.handle_datagram(&d, at(6800));
+        assert_eq!(rx.stats().datagrams, 1, "the START's symbol size is taken");
+        assert!(!rx.poll_rejoin(at(7700)));
+        assert!(rx.poll_rejoin(at(7800)));
+        assert_eq!(rx.stats().rejoins, 2);
+        assert!(!rx.received_from_start());
+        // Its next wake-up is no later than the next re-join.
+        assert!(rx.poll_timeout().is_some_and(|t| t <= at(8800)));
+    }
+
+    #[test]
+    fn a_receiver_reached_from_the_start_says_so() {
+        let mut rx = joined(1);
+        rx.handle_control(Down::Start { symbol_size: 1400 }, at(0));
+        assert!(!rx.poll_rejoin(at(900)));
+        assert!(rx.received_from_start());
+    }
+}

@@ -660,6 +660,24 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_without_its_mtu_still_decodes() {
+        let hello = Up::Hello {
+            machine: MachineId([2, 0, 0, 0, 0, 1]),
+            token: Token([9; 32]),
+            disk_size: 1 << 30,
+            have: BlockSet::new(9),
+            mtu: 1400,
+        };
+        let bytes = hello.encode(SessionId(0));
+        let (_, old) = Up::decode(&bytes[..bytes.len() - 2]).unwrap();
+        assert!(matches!(old, Up::Hello { mtu: 0, .. }), "{old:?}");
+        assert!(matches!(
+            Down::decode(&Down::Start { symbol_size: 0 }.encode()),
+            Err(WireError::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn a_huge_count_is_refused_before_allocating() {
         let mut bytes = Up::Status(Status::default()).encode(SessionId(1));
         let at = HEADER_LEN + 24;
