@@ -7,7 +7,17 @@
 //! sudo cargo run --release --example bench_multicast                       # N = 1,3,10 x loss 0,1,5
 //! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --mib 64   # quick look
 //! sudo cargo run --release --example bench_multicast -- --pcs 1 --loss 0 --delta  # delta only
+//! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --network all --rounds 2
 //! ```
+//!
+//! `--network CASE,...` (or `all`): the network matrix of issue 22 (`roomcast_lab::Network`:
+//! snooping-off, snooping-no-querier, igmpv2-querier, igmpv3-querier, router-port, fast-leave,
+//! mtu-1400, unreached-pc). Each round builds one lab per case and runs udpcast and roomcast there
+//! back to back (the order alternating between rounds), so every ratio compares deliveries a few
+//! seconds apart: roomcast over udpcast in the same cell, roomcast over its own snooping-off time
+//! of the same round, and, where one PC never gets the group, the other PCs' time over that
+//! snooping-off time. udpcast gets 60 s per cell (it cannot finish where its datagrams never
+//! arrive).
 //!
 //! Columns: end to end (first process started to last PC done), image Mbit/s (image bytes over
 //! that time), x line (over the time the image bytes take at the link rate), steady (image bytes
@@ -20,7 +30,7 @@
 use clap::Parser;
 use roomcast_lab::bench::{self, CaseResult, Contender, Udpcast};
 use roomcast_lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
-use roomcast_lab::{Lab, Tbf};
+use roomcast_lab::{Lab, LabGroup, Network, Tbf};
 use roomcast_proto::mcast::DEFAULT_SYMBOL_SIZE;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +58,16 @@ struct Args {
     /// Only the delta case: each PC holds an older image where 1 block in 8 differs.
     #[arg(long)]
     delta: bool,
+    /// The network matrix instead of the loss cases: comma-separated cases, or `all`.
+    #[arg(long, value_delimiter = ',')]
+    network: Vec<String>,
+    /// Rounds of the network matrix (each round runs every case once per contender).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// The `roomcast` binary to measure (default: the one built next to this example), e.g. a
+    /// build of an earlier commit, to compare two versions in one run.
+    #[arg(long, value_name = "PATH")]
+    roomcast_bin: Option<PathBuf>,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/dev/shm")]
@@ -170,6 +190,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         bytes as f64 * 8.0 / limit,
         load()
     );
+    if !args.network.is_empty() {
+        return network_matrix(args, &image, &sha, work.path(), tbf);
+    }
     let contenders = contenders(args)?;
     if args.delta {
         return delta(args, &image, work.path(), tbf);
@@ -311,5 +334,196 @@ fn delta(
         }
     }
     lab.teardown()?;
+    Ok(())
+}
+
+/// The network cases asked for, snooping-off first (every roomcast time is compared with it).
+fn network_cases(names: &[String]) -> Result<Vec<Network>, String> {
+    let mut cases = vec![Network::Flood];
+    for n in names {
+        if n == "all" {
+            cases.extend(Network::ALL);
+        } else {
+            cases.push(n.parse::<Network>()?);
+        }
+    }
+    let mut seen = Vec::new();
+    cases.retain(|c| {
+        let new = !seen.contains(c);
+        seen.push(*c);
+        new
+    });
+    Ok(cases)
+}
+
+/// One round's figures of one cell.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    udpcast: Option<f64>,
+    roomcast: Option<f64>,
+    /// The last PC the stream reaches, done (unreached-pc: all PCs but the cut one).
+    reached: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    })
+}
+
+fn fmt(x: Option<f64>, digits: usize) -> String {
+    x.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn network_matrix(
+    args: &Args,
+    image: &Path,
+    sha: &str,
+    work: &Path,
+    tbf: Tbf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cases = network_cases(&args.network)?;
+    let n = args.case.pcs[0];
+    let loss = args.case.loss.first().copied().unwrap_or(0);
+    let udpcast = Udpcast;
+    let bin = match &args.roomcast_bin {
+        Some(b) => b.clone(),
+        None => roomcast_bin()?,
+    };
+    let mut roomcast = RoomcastCli::new(bin);
+    roomcast.rate_bps = args
+        .pace_pct
+        .map(|p| args.case.mbit * 10_000 * p * 1464 / 1478);
+    let group = LabGroup::from_low(42, 1).addr();
+    println!(
+        "network matrix: {n} PCs, {loss} % loss, {} round(s); udpcast gets 60 s per cell",
+        args.rounds
+    );
+    println!(
+        "| round | network | udpcast s | roomcast s | x udpcast | x own snooping-off | reached PCs done s | reached x own snooping-off | CPU busy | load |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut table: Vec<Vec<Cell>> = vec![Vec::new(); cases.len()];
+    let mut failures = 0;
+    for round in 0..args.rounds {
+        let mut flood: Option<f64> = None;
+        for (k, &case) in cases.iter().enumerate() {
+            let lab = Lab::builder().pcs(n).rate(tbf).network(case).build()?;
+            for pc in lab.pcs() {
+                if loss > 0 {
+                    lab.set_loss(pc, loss, bench::PORTS)?;
+                }
+            }
+            if case.unreached_pc() {
+                let last = lab.pcs().last().ok_or("no PC")?;
+                lab.block_group(last, group)?;
+            }
+            let mut cell = Cell::default();
+            let mut busy = f64::NAN;
+            let order: [&dyn Contender; 2] = if round % 2 == 0 {
+                [&udpcast, &roomcast]
+            } else {
+                [&roomcast, &udpcast]
+            };
+            for c in order {
+                let is_udpcast = c.name() == "udpcast";
+                let timeout = is_udpcast.then(|| Duration::from_secs(60));
+                match bench::run_case_within(c, &lab, image, sha, work, loss, timeout) {
+                    Ok(r) => {
+                        let t = r.elapsed.as_secs_f64();
+                        if is_udpcast {
+                            cell.udpcast = Some(t);
+                        } else {
+                            busy = r.cpu_busy;
+                            cell.roomcast = Some(t);
+                            let cut = case
+                                .unreached_pc()
+                                .then(|| lab.pcs().last().map(|p| p.role().to_owned()))
+                                .flatten();
+                            cell.reached = roomcast
+                                .last_pc_times()
+                                .iter()
+                                .filter(|(role, _)| Some(role) != cut.as_ref())
+                                .map(|(_, d)| d.as_secs_f64())
+                                .reduce(f64::max);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("round {round}, {case}, {}: {e}", c.name());
+                        if !is_udpcast {
+                            failures += 1;
+                        }
+                    }
+                }
+            }
+            lab.teardown()?;
+            if case == Network::Flood {
+                flood = cell.roomcast;
+            }
+            let over = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| x / y);
+            println!(
+                "| {round} | {case} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
+                fmt(cell.udpcast, 2),
+                fmt(cell.roomcast, 2),
+                fmt(over(cell.roomcast, cell.udpcast), 3),
+                fmt(over(cell.roomcast, flood), 3),
+                fmt(cell.reached, 2),
+                fmt(over(cell.reached, flood), 3),
+                busy,
+                load()
+            );
+            table[k].push(cell);
+        }
+    }
+    println!();
+    println!(
+        "medians over {} round(s), ratios taken within each round:",
+        args.rounds
+    );
+    println!(
+        "| network | udpcast s | roomcast s | x udpcast | x own snooping-off | reached x own snooping-off |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let flood_of = |round: usize| table[0].get(round).and_then(|c| c.roomcast);
+    for (k, case) in cases.iter().enumerate() {
+        let cells = &table[k];
+        let col = |f: &dyn Fn(usize, &Cell) -> Option<f64>| {
+            median(
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(r, c)| f(r, c))
+                    .collect(),
+            )
+        };
+        println!(
+            "| {case} | {} | {} | {} | {} | {} |",
+            fmt(col(&|_, c| c.udpcast), 2),
+            fmt(col(&|_, c| c.roomcast), 2),
+            fmt(
+                col(&|_, c| c.roomcast.zip(c.udpcast).map(|(a, b)| a / b)),
+                3
+            ),
+            fmt(
+                col(&|r, c| c.roomcast.zip(flood_of(r)).map(|(a, b)| a / b)),
+                3
+            ),
+            fmt(
+                col(&|r, c| c.reached.zip(flood_of(r)).map(|(a, b)| a / b)),
+                3
+            ),
+        );
+    }
+    println!("load average {} at end", load());
+    if failures > 0 {
+        return Err(format!("{failures} roomcast cell(s) failed").into());
+    }
     Ok(())
 }

@@ -186,6 +186,7 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
         }
         Progress::Done(m) => format!("{} has every block", name(m, names)),
         Progress::Dead(m) => format!("{} silent: declared dead, left behind", name(m, names)),
+        Progress::Unreached(m) => crate::serve::unreached_note(&name(m, names)),
         Progress::Failed(m, r) => format!("{} gave up the stream: {r}", name(m, names)),
         Progress::StreamEnded { wire_bytes } => {
             format!(
@@ -219,6 +220,9 @@ pub(super) fn summary_json(
                 "failure": match &m.outcome { Outcome::Failed(e) => Some(e), _ => None },
                 "joined": m.joined,
                 "multicast_complete": m.multicast_complete,
+                "unreached": m.unreached,
+                "note": m.unreached.then(|| crate::serve::unreached_note(&name(&m.mac, names))),
+                "from_start": m.from_start,
                 "blocks_written": m.blocks_written,
                 "bytes_written": m.bytes_written,
                 "catch_up_bytes": m.catch_up_bytes,
@@ -233,6 +237,7 @@ pub(super) fn summary_json(
         "wire_bytes": r.wire_bytes,
         "packets": r.packets,
         "repair_symbols": r.repair_symbols,
+        "symbol_size": r.symbol_size,
         "stream_secs": r.stream_time.as_secs_f64(),
         "total_secs": r.total_time.as_secs_f64(),
         "succeeded": r.succeeded(),
@@ -243,12 +248,15 @@ pub(super) fn summary_json(
 /// The per-machine table and the stream's figures.
 pub(super) fn print_summary(r: &DeployReport, names: &std::collections::BTreeMap<Mac, String>) {
     println!(
-        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams ({} repair), first join to end of stream {:.1} s, total {:.1} s",
+        "summary: image {} ({} blocks, {}), {} on the wire in {} datagrams of {} bytes ({} repair), first join to end of stream {:.1} s, total {:.1} s",
         &r.image[..12],
         r.blocks,
         bytes(r.image_bytes),
         bytes(r.wire_bytes),
         r.packets,
+        usize::from(r.symbol_size)
+            + roomcast_proto::mcast::wire::DATA_HEADER_LEN
+            + roomcast_proto::mcast::IP_UDP_OVERHEAD,
         r.repair_symbols,
         r.stream_time.as_secs_f64(),
         r.total_time.as_secs_f64()
@@ -256,6 +264,7 @@ pub(super) fn print_summary(r: &DeployReport, names: &std::collections::BTreeMap
     for m in &r.machines {
         let why = match &m.outcome {
             Outcome::Failed(e) => format!(": {e}"),
+            _ if m.unreached => format!(": {}", crate::serve::unreached_note("it")),
             _ => String::new(),
         };
         println!(

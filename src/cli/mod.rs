@@ -6,6 +6,7 @@ pub mod campaign;
 pub mod campaign_run;
 pub mod demo;
 pub mod deploy;
+pub mod doctor;
 pub mod exit;
 pub mod image;
 pub mod inventory;
@@ -63,6 +64,9 @@ pub enum Command {
     Wake(wake::WakeArgs),
     /// Stream an image to a room's PCs by multicast (with HTTP catch-up), then summarise per PC.
     Deploy(deploy::DeployArgs),
+    /// Check a room's network before the night: a few seconds of multicast test stream to the PCs
+    /// that are up (`doctor --listen SERVER` on each), reporting who receives it.
+    Doctor(doctor::DoctorArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(roomcast_agent::cli::AgentArgs),
 }
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Wake(args) => wake::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Doctor(args) => doctor::run(args),
         // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
         Command::Agent(args) => return roomcast_agent::cli::run(args),
     };

@@ -129,6 +129,12 @@ pub struct MachineResult {
     pub joined: bool,
     /// The session counted it complete (every block written).
     pub multicast_complete: bool,
+    /// The stream never reached it (it talked, but received nothing while the others did): let
+    /// go to finish over HTTP. See [`unreached_note`].
+    pub unreached: bool,
+    /// Its agent said the stream reached it without having to join the group again (`None`: no
+    /// report, or no multicast figures in it).
+    pub from_start: Option<bool>,
     /// Blocks it had written, last the session heard.
     pub blocks_written: u32,
     /// Disk bytes its agent wrote (from its report).
@@ -156,6 +162,9 @@ pub struct DeployReport {
     pub packets: u64,
     /// Repair symbols among them.
     pub repair_symbols: u64,
+    /// Bytes of each symbol: the datagrams were this plus 64 (data header, UDP, IPv4), sized for
+    /// the smallest MTU among the server's interface and the PCs that joined before the start.
+    pub symbol_size: u16,
     /// From the first join to the end of the stream.
     pub stream_time: Duration,
     /// From the start to the last report (or the end of the catch-up wait).
@@ -201,6 +210,9 @@ pub enum Progress {
     Done(Mac),
     /// A PC was declared dead.
     Dead(Mac),
+    /// A PC talks to the server but receives nothing from the group: it was let go to finish
+    /// over HTTP ([`unreached_note`]).
+    Unreached(Mac),
     /// A PC's agent gave up the stream.
     Failed(Mac, String),
     /// The stream ended; agents not complete catch up over HTTP.
@@ -210,6 +222,14 @@ pub enum Progress {
     },
     /// A PC's agent reported.
     Reported(Mac, bool),
+}
+
+/// What the deploy says about a PC the stream does not reach, `who` being its name.
+pub fn unreached_note(who: &str) -> String {
+    format!(
+        "{who} receives nothing from the multicast group: IGMP snooping? see docs/MULTICAST.md \
+         (it finishes over HTTP)"
+    )
 }
 
 /// Why a deploy could not run (machines that fail are results, not errors).

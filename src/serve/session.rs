@@ -9,8 +9,8 @@ use roomcast_mcast::{BlockSource, McastAddr, run_sender};
 use roomcast_proto::contract::BlockMap;
 use roomcast_proto::mac::Mac;
 use roomcast_proto::mcast::{
-    MachineId, RateConfig, ReceiverReport, Sender, SenderConfig, SenderEvent, SenderStats,
-    SessionId, Timestamp, Token,
+    DEFAULT_SYMBOL_SIZE, MachineId, RateConfig, ReceiverReport, Sender, SenderConfig, SenderEvent,
+    SenderStats, SessionId, Timestamp, Token, symbol_for_mtu,
 };
 use roomcast_store::Store;
 use roomcast_store::manifest::ImageId;
@@ -90,6 +90,7 @@ impl BlockSource for StoreBlocks<'_> {
             SenderEvent::Rejected { reason, .. } => Progress::Rejected(reason.clone()),
             SenderEvent::Done(m) => Progress::Done(Mac(m.0)),
             SenderEvent::Dead(m) => Progress::Dead(Mac(m.0)),
+            SenderEvent::Unreached(m) => Progress::Unreached(Mac(m.0)),
             SenderEvent::Failed { machine, reason } => {
                 Progress::Failed(Mac(machine.0), reason.clone())
             }
@@ -131,6 +132,12 @@ pub async fn run_session(
         Ok(SocketAddr::V4(a)) => a,
         _ => bind,
     };
+    // Datagrams that fit the interface's MTU (a VLAN tag eaten, a tunnel); the PCs' own MTUs,
+    // told in their HELLO, may shrink them further before the start.
+    let mtu = roomcast_mcast::interface_mtu(plan.interface);
+    let symbol_size = mtu
+        .and_then(|m| symbol_for_mtu(m.min(u32::from(u16::MAX)) as u16))
+        .map_or(DEFAULT_SYMBOL_SIZE, |s| s.min(DEFAULT_SYMBOL_SIZE));
     let tokens: BTreeMap<Mac, [u8; 32]> = plan
         .machines
         .iter()
@@ -147,6 +154,7 @@ pub async fn run_session(
         start_wait: plan.data.start_wait,
         expect: plan.expect.max(1),
         disk_size: manifest.disk_size,
+        symbol_size,
         ..SenderConfig::default()
     };
     let roster = tokens.iter().map(|(m, t)| (MachineId(m.0), Token(*t)));
@@ -230,7 +238,8 @@ pub async fn run_session(
         if joined.iter().all(|m| reports.contains_key(m)) || Instant::now() >= deadline {
             break reports;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The last report ends the deploy: look often (a lookup is a lock and a short list).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
     let machines = plan
@@ -239,6 +248,7 @@ pub async fn run_session(
         .map(|mac| {
             let rr = receivers.iter().find(|r| r.machine == MachineId(mac.0));
             let complete = rr.is_some_and(|r| r.complete);
+            let unreached = rr.is_some_and(|r| r.unreached);
             let dead = rr.is_some_and(|r| r.dead);
             let report = reports.get(mac).cloned();
             let outcome = match &report {
@@ -264,6 +274,10 @@ pub async fn run_session(
                 outcome,
                 joined: joined.contains(mac),
                 multicast_complete: complete,
+                unreached,
+                from_start: figures
+                    .and_then(|f| f.multicast.as_ref())
+                    .and_then(|m| m.from_start),
                 blocks_written: rr.map_or(0, |r| r.written),
                 bytes_written: figures.map_or(0, |f| f.written_bytes),
                 catch_up_bytes: figures.map_or(0, |f| f.catch_up_bytes),
@@ -279,6 +293,7 @@ pub async fn run_session(
         wire_bytes: stats.wire_bytes,
         packets: stats.packets,
         repair_symbols: stats.repair_symbols,
+        symbol_size: stats.symbol_size,
         stream_time: first_join.map_or(Duration::ZERO, |t| stream_end.saturating_duration_since(t)),
         total_time: started.elapsed(),
     })

@@ -3,6 +3,7 @@
 
 mod basics;
 mod loss;
+mod network;
 mod shaping;
 mod udpcast;
 

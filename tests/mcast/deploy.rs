@@ -5,7 +5,7 @@
 
 use crate::store::util::{Fixture, random};
 use roomcast_lab::dirty_disk::{self, DirtyDisk, DirtySpec};
-use roomcast_lab::{Lab, Node, Tbf};
+use roomcast_lab::{Lab, Network, Node, Tbf};
 use roomcast_store::Store;
 use roomcast_store::capture::{self, CaptureOptions};
 use roomcast_store::chunk::ChunkSize;
@@ -29,7 +29,7 @@ const DISK: u64 = 24 << 20;
 const HTTP_PORT: u16 = 8080;
 
 /// A store with a trusted key and images captured from source files.
-struct Images {
+pub(super) struct Images {
     dir: tempfile::TempDir,
     store: Store,
     pub_file: PathBuf,
@@ -37,7 +37,7 @@ struct Images {
 }
 
 impl Images {
-    fn new() -> Images {
+    pub(super) fn new() -> Images {
         let f = Fixture::new();
         Images {
             dir: f.dir,
@@ -105,7 +105,7 @@ impl Images {
 
     /// The common image: 16 MiB of random data, a text stretch, zeros, and data in the last MiB
     /// (the partition-table region, written last).
-    fn v1(&self) -> (ImageId, PathBuf) {
+    pub(super) fn v1(&self) -> (ImageId, PathBuf) {
         self.capture("1", &v1_writes())
     }
 }
@@ -118,16 +118,16 @@ fn v1_writes() -> Vec<(u64, Vec<u8>)> {
     ]
 }
 
-fn sha256_file(p: &Path) -> String {
+pub(super) fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-fn blank_disk(p: &Path) {
+pub(super) fn blank_disk(p: &Path) {
     File::create(p).unwrap().set_len(DISK).unwrap();
 }
 
 /// A child process with its output in a log file; killed on drop.
-struct Proc {
+pub(super) struct Proc {
     name: String,
     log: PathBuf,
     child: Child,
@@ -150,11 +150,11 @@ impl Proc {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub(super) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -194,7 +194,7 @@ impl Proc {
     }
 
     /// The agent's JSON report (the last line of its stdout).
-    fn report(&self) -> serde_json::Value {
+    pub(super) fn report(&self) -> serde_json::Value {
         let log = self.log();
         let line = log
             .lines()
@@ -215,18 +215,31 @@ impl Drop for Proc {
 }
 
 /// One deploy: the lab, the server process, the tokens it issued.
-struct Deploy {
-    lab: Lab,
-    dir: tempfile::TempDir,
-    server: Proc,
-    tokens: Vec<String>,
+pub(super) struct Deploy {
+    pub(super) lab: Lab,
+    pub(super) dir: tempfile::TempDir,
+    pub(super) server: Proc,
+    pub(super) tokens: Vec<String>,
 }
 
 impl Deploy {
     fn start(images: &Images, id: &ImageId, pcs: usize, loss: u8, extra: &[&str]) -> Deploy {
+        Self::start_on(images, id, pcs, loss, Network::Flood, extra)
+    }
+
+    /// [`Deploy::start`] on a switch set up as `network`.
+    pub(super) fn start_on(
+        images: &Images,
+        id: &ImageId,
+        pcs: usize,
+        loss: u8,
+        network: Network,
+        extra: &[&str],
+    ) -> Deploy {
         let lab = Lab::builder()
             .pcs(pcs)
             .rate(Tbf::mbit(200))
+            .network(network)
             .build()
             .unwrap();
         if loss > 0 {
@@ -277,11 +290,11 @@ impl Deploy {
         format!("http://{}:{HTTP_PORT}", self.lab.server().addr().addr())
     }
 
-    fn disk(&self, i: usize) -> PathBuf {
+    pub(super) fn disk(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("pc{i}.img"))
     }
 
-    fn agent(&self, images: &Images, i: usize, token: &str, name: &str) -> Proc {
+    pub(super) fn agent(&self, images: &Images, i: usize, token: &str, name: &str) -> Proc {
         let pc: &Node = &self.lab.pcs()[i];
         let mut cmd = pc.command(BIN);
         cmd.arg("agent")

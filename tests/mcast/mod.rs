@@ -2,5 +2,7 @@
 //! sessions and the decoders' robustness are the protocol crate's own tests (`crates/proto/tests/mcast/`).
 
 mod deploy;
+mod doctor;
 mod lab;
+mod network;
 mod sessions;

@@ -29,6 +29,7 @@ fn sender_of_blocks(session: u64, lens: &[u32]) -> Sender {
         token: Token([3; 32]),
         disk_size: 1000,
         have: BlockSet::new(lens.len() as u32),
+        mtu: 0,
     };
     s.handle_control(ConnId(1), hello, Timestamp::ZERO);
     // Its first STATUS says it listens: the sender may start.
@@ -118,6 +119,7 @@ fn bad_token_unknown_machine_and_small_disk_are_refused() {
             token,
             disk_size,
             have: BlockSet::new(1),
+            mtu: 0,
         };
         s.handle_control(conn, hello, Timestamp::ZERO);
         let (c, msg) = s.poll_control().expect("an answer");

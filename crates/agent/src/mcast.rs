@@ -10,7 +10,7 @@
 
 use super::http::{Client, HttpChunks};
 use super::{AgentError, AgentOptions};
-use roomcast_mcast::{BlockSink, McastAddr, run_receiver};
+use roomcast_mcast::{BlockSink, McastAddr};
 use roomcast_proto::contract::{BlockMap, McastFigures, SessionInfo};
 use roomcast_proto::mac::Mac;
 use roomcast_proto::mcast::{
@@ -231,8 +231,21 @@ pub fn restore(
         interface,
         group: info.group,
     };
-    let outcome =
-        run_receiver(receiver, control, addr, &mut sink, STALL).map_err(|e| e.to_string());
+    let mut membership = roomcast_mcast::Membership::default();
+    let outcome = roomcast_mcast::run_receiver_reporting(
+        receiver,
+        control,
+        addr,
+        &mut sink,
+        STALL,
+        &mut membership,
+    )
+    .map_err(|e| e.to_string());
+    figures.from_start = Some(membership.from_start);
+    figures.rejoins = membership.rejoins;
+    if matches!(outcome, Ok(false)) {
+        wait_for_stream_end(client);
+    }
     match outcome {
         Ok(true) => figures.complete = true,
         Ok(false) => figures.left_behind = Some("the session ended before every block".into()),
@@ -267,6 +280,23 @@ pub fn restore(
         &mut figures,
     )?;
     Ok((report, figures))
+}
+
+/// Let go before the end (the server found the stream does not reach this PC): the catch-up
+/// waits until the session is over, so that it does not take the server's link from the PCs the
+/// stream does reach. Any answer but "still streaming" ends the wait.
+fn wait_for_stream_end(client: &Client) {
+    let mut told = false;
+    while let Ok(Some(info)) = super::session(client) {
+        if info.ended {
+            return;
+        }
+        if !told {
+            tracing::info!("let go by the server: catching up over HTTP once the stream ends");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Everything the stream did not put on the disk: data chunks over HTTP, zero chunks zeroed, then

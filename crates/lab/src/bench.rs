@@ -229,6 +229,7 @@ impl Contender for UnicastTcp {
 pub struct Processes {
     contender: String,
     children: Vec<(String, PathBuf, Child)>,
+    exited: Vec<Option<Instant>>,
 }
 
 impl Processes {
@@ -237,6 +238,7 @@ impl Processes {
         Self {
             contender: contender.to_owned(),
             children: Vec::new(),
+            exited: Vec::new(),
         }
     }
 
@@ -271,6 +273,7 @@ impl Processes {
             .spawn()
             .map_err(io_err)?;
         self.children.push((node.role().to_owned(), log, child));
+        self.exited.push(None);
         Ok(())
     }
 
@@ -284,7 +287,9 @@ impl Processes {
             for i in running {
                 let (role, log, child) = &mut self.children[i];
                 match child.try_wait() {
-                    Ok(Some(status)) if status.success() => {}
+                    Ok(Some(status)) if status.success() => {
+                        self.exited[i] = Some(Instant::now());
+                    }
                     Ok(Some(status)) => {
                         return Err(self.failure(i, &format!("exited with {status}")));
                     }
@@ -316,6 +321,16 @@ impl Processes {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// When each process was seen to have exited successfully (by [`Processes::wait_all`], within
+    /// its 20 ms polling), with its node's role, in spawn order.
+    pub fn exit_times(&self) -> Vec<(String, Option<Instant>)> {
+        self.children
+            .iter()
+            .zip(&self.exited)
+            .map(|((role, _, _), t)| (role.clone(), *t))
+            .collect()
     }
 
     fn log_tail(&self, i: usize) -> String {
@@ -478,6 +493,27 @@ pub fn run_case(
     work_dir: &Path,
     loss_percent: u8,
 ) -> Result<CaseResult, BenchError> {
+    run_case_within(
+        contender,
+        lab,
+        image,
+        image_sha256,
+        work_dir,
+        loss_percent,
+        None,
+    )
+}
+
+/// [`run_case`], giving up after `timeout` (default: the image's time at 20 Mbit/s plus a minute).
+pub fn run_case_within(
+    contender: &dyn Contender,
+    lab: &Lab,
+    image: &Path,
+    image_sha256: &str,
+    work_dir: &Path,
+    loss_percent: u8,
+    timeout: Option<Duration>,
+) -> Result<CaseResult, BenchError> {
     let bytes = std::fs::metadata(image)
         .map_err(|source| BenchError::Io {
             step: "reading the image size".into(),
@@ -498,7 +534,7 @@ pub fn run_case(
         groups: (LabGroup::from_low(42, 1), LabGroup::from_low(42, 2)),
         portbase: *PORTS.start(),
         // The time at 20 Mbit/s plus a minute: only a hang reaches it.
-        timeout: Duration::from_secs(60 + bytes * 8 / 20_000_000),
+        timeout: timeout.unwrap_or(Duration::from_secs(60 + bytes * 8 / 20_000_000)),
     };
     contender.prepare(image, work_dir)?;
     for out in &outputs {

@@ -32,6 +32,7 @@ mod error;
 pub mod loss;
 pub mod mcast_contender;
 pub mod netns;
+pub mod network;
 pub mod room;
 pub mod samba;
 pub mod shaping;
@@ -41,6 +42,7 @@ pub use addr::{LabGroup, LabIpv4};
 pub use cleanup::LabPrefix;
 pub use error::LabError;
 pub use loss::LossCounters;
+pub use network::Network;
 pub use room::{RoomConfig, RoomPc, VirtualRoom};
 pub use shaping::Tbf;
 
@@ -55,9 +57,9 @@ pub struct LabConfig {
     pub pcs: usize,
     /// Rate limit put on both ends of every veth, or none (veth speed, several Gbit/s).
     pub rate: Option<Tbf>,
-    /// IGMP snooping on the bridge (with the bridge as querier). Off, the bridge floods multicast
-    /// to every port like a plain switch.
-    pub multicast_snooping: bool,
+    /// The switch's multicast settings (snooping, querier, router port, fast-leave, the PCs'
+    /// MTU). Default: snooping off, the bridge floods multicast to every port like a plain switch.
+    pub network: Network,
     /// A chosen prefix, or a random free one.
     pub prefix: Option<LabPrefix>,
 }
@@ -67,7 +69,7 @@ impl Default for LabConfig {
         Self {
             pcs: 1,
             rate: None,
-            multicast_snooping: false,
+            network: Network::Flood,
             prefix: None,
         }
     }
@@ -92,9 +94,19 @@ impl LabBuilder {
         self
     }
 
-    /// Turns IGMP snooping on or off on the bridge (default off).
+    /// Turns IGMP snooping on (with the bridge as IGMPv2 querier) or off (default off).
     pub fn multicast_snooping(mut self, on: bool) -> Self {
-        self.config.multicast_snooping = on;
+        self.config.network = if on {
+            Network::QuerierV2
+        } else {
+            Network::Flood
+        };
+        self
+    }
+
+    /// The switch as one of the network cases schools have ([`Network`]).
+    pub fn network(mut self, network: Network) -> Self {
+        self.config.network = network;
         self
     }
 
@@ -179,6 +191,7 @@ pub struct Lab {
     pcs: Vec<Node>,
     extras: Vec<Node>,
     taps: Vec<String>,
+    network: Network,
     removed: bool,
 }
 
@@ -241,9 +254,10 @@ impl Lab {
             pcs: Vec::new(),
             extras: Vec::new(),
             taps: Vec::new(),
+            network: Network::Flood,
             removed: false,
         };
-        lab.create_bridge(config.multicast_snooping)?;
+        lab.create_bridge(config.network)?;
         let server = lab.create_node("srv", "vsrv", "s".into(), addr::server_addr())?;
         lab.server = Some(server);
         for i in 0..config.pcs {
@@ -251,6 +265,10 @@ impl Lab {
             let pc = lab.create_node(&format!("pc{i}"), &format!("vc{i}"), format!("p{i}"), a)?;
             lab.pcs.push(pc);
         }
+        config
+            .network
+            .apply_ports(lab.prefix.as_str(), lab.server(), &lab.pcs)?;
+        lab.network = config.network;
         tracing::info!(prefix = %lab.prefix, pcs = config.pcs, "lab up");
         Ok(lab)
     }
@@ -263,23 +281,12 @@ impl Lab {
         cmd::run(&self.step(what), "ip", args).map(drop)
     }
 
-    fn create_bridge(&self, snooping: bool) -> Result<(), LabError> {
+    fn create_bridge(&self, network: Network) -> Result<(), LabError> {
         let br = &self.bridge;
-        let snoop = if snooping { "1" } else { "0" };
-        let mut args = vec![
-            "link",
-            "add",
-            "name",
-            br,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            snoop,
-        ];
-        if snooping {
-            // Without a querier, memberships learnt from unsolicited joins expire after ~4 min.
-            args.extend(["mcast_querier", "1"]);
-        }
+        // Without a querier, memberships learnt from unsolicited joins expire after ~4 min.
+        let settings = network.bridge_args();
+        let mut args = vec!["link", "add", "name", br, "type", "bridge"];
+        args.extend(settings.iter().map(String::as_str));
         self.ip("creating the bridge", &args)?;
         // No IPv6 address on the switch: the host itself never takes part in the room.
         self.ip(
@@ -380,6 +387,16 @@ impl Lab {
     /// The rate every link was built with.
     pub fn rate(&self) -> Option<Tbf> {
         self.rate
+    }
+
+    /// The network case the switch was built as.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// Cuts `node` off multicast group `group` ([`network::block_group`]).
+    pub fn block_group(&self, node: &Node, group: std::net::Ipv4Addr) -> Result<(), LabError> {
+        network::block_group(self.prefix.as_str(), node, group)
     }
 
     /// The deploy server.

@@ -87,7 +87,7 @@ fn parse_packets(out: &str) -> Option<u64> {
     None
 }
 
-fn nft_script(step: &str, netns: &str, script: &str) -> Result<(), LabError> {
+pub(crate) fn nft_script(step: &str, netns: &str, script: &str) -> Result<(), LabError> {
     let mut command = Command::new("ip");
     command.args(["netns", "exec", netns, "nft", "-f", "-"]);
     let described = cmd::describe(&command);

@@ -520,6 +520,8 @@ pub struct RoomcastCli {
     /// `--rate` given to deploy, bits per second; `None`: [`RateConfig::for_link`] of the lab.
     pub rate_bps: Option<u64>,
     prepared: Mutex<Option<Prepared>>,
+    /// Each PC's time to done in the last delivery (from the deploy's start), by role.
+    last_times: Mutex<Vec<(String, std::time::Duration)>>,
 }
 
 #[derive(Debug)]
@@ -539,7 +541,17 @@ impl RoomcastCli {
             bin,
             rate_bps: None,
             prepared: Mutex::new(None),
+            last_times: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Each PC's time from the deploy's start to its agent's exit in the last delivery, by role
+    /// (`pc0`, ...): the room's time without one PC, for instance.
+    pub fn last_pc_times(&self) -> Vec<(String, std::time::Duration)> {
+        self.last_times
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Captures `image` into a new store under `dir` (1 MiB chunks, zstd 3) and returns the store,
@@ -676,6 +688,7 @@ impl Contender for RoomcastCli {
             })
             .unwrap_or(RateConfig::default().max_bps);
         let http_port = d.portbase + 51;
+        let started = std::time::Instant::now();
         let mut procs = super::bench::Processes::new(self.name());
         let mut c = srv.command(&self.bin.to_string_lossy());
         c.arg("deploy")
@@ -722,6 +735,15 @@ impl Contender for RoomcastCli {
                 .args(["--workers", "2"]);
             procs.spawn(pc, c, d.log_dir)?;
         }
-        procs.wait_all(d.timeout)
+        procs.wait_all(d.timeout)?;
+        if let Ok(mut t) = self.last_times.lock() {
+            *t = procs
+                .exit_times()
+                .into_iter()
+                .filter(|(role, _)| role != "srv")
+                .filter_map(|(role, at)| at.map(|at| (role, at - started)))
+                .collect();
+        }
+        Ok(())
     }
 }

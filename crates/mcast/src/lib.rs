@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 mod receive;
-pub use receive::run_receiver;
+pub use receive::{Membership, run_receiver, run_receiver_reporting};
 #[cfg(feature = "sender")]
 mod send;
 #[cfg(feature = "sender")]
@@ -82,6 +82,64 @@ pub struct McastAddr {
     pub interface: Ipv4Addr,
     /// Group and port, in 239.255.0.0/16.
     pub group: SocketAddrV4,
+}
+
+/// MTU of the local interface that holds `addr` (`SIOCGIFMTU`, in the caller's network
+/// namespace), or `None` if no interface has it.
+pub fn interface_mtu(addr: Ipv4Addr) -> Option<u32> {
+    let name = interface_name(addr)?;
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain datagram socket, closed below; the ioctl reads the NUL-terminated name and
+    // writes the MTU into the zeroed ifreq it is given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+        u32::try_from(req.ifr_ifru.ifru_mtu).ok()
+    }
+}
+
+/// Name of the interface holding IPv4 address `addr` (`getifaddrs`).
+pub fn interface_name(addr: Ipv4Addr) -> Option<String> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                if Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == addr {
+                    found = Some(
+                        std::ffi::CStr::from_ptr(ifa.ifa_name)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                    break;
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
 }
 
 fn now(start: Instant) -> Timestamp {

@@ -239,19 +239,60 @@ impl Control {
     }
 }
 
+/// What a receiver learnt about its group membership, filled in as the session goes (also when
+/// [`run_receiver_reporting`] returns an error).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// MTU of the receiving interface, told to the sender in the HELLO (`None`: not found).
+    pub mtu: Option<u32>,
+    /// Times the group was joined again because the stream stopped reaching this PC.
+    pub rejoins: u64,
+    /// The stream reached this PC without a re-join (false as soon as one was needed).
+    pub from_start: bool,
+    /// Datagrams of the session received.
+    pub datagrams: u64,
+}
+
 /// Runs one PC's side of a session on the calling thread: connects to the deploy server at
 /// `server`, listens on `addr`, hands every rebuilt block to `sink`. Returns once every block is
 /// written (`true`) or the server ended the session without it (`false`); gives up with
 /// [`NetError::Stalled`] when no block was written for `stall` (counted from the start, so it must
 /// exceed how long the server waits for the room before streaming).
 pub fn run_receiver(
-    mut receiver: Receiver,
+    receiver: Receiver,
     server: SocketAddr,
     addr: McastAddr,
     sink: &mut impl BlockSink,
     stall: Duration,
 ) -> Result<bool, NetError> {
+    run_receiver_reporting(
+        receiver,
+        server,
+        addr,
+        sink,
+        stall,
+        &mut Membership::default(),
+    )
+}
+
+/// [`run_receiver`], telling the sender this interface's MTU and filling `membership`: a PC the
+/// stream stops reaching (its snooping switch forgot or never learnt its port) leaves and joins
+/// the group again after each `ReceiverConfig::rejoin_after` of silence, which sends a fresh
+/// membership report.
+pub fn run_receiver_reporting(
+    mut receiver: Receiver,
+    server: SocketAddr,
+    addr: McastAddr,
+    sink: &mut impl BlockSink,
+    stall: Duration,
+    membership: &mut Membership,
+) -> Result<bool, NetError> {
     let start = Instant::now();
+    membership.mtu = crate::interface_mtu(addr.interface);
+    membership.from_start = true;
+    if let Some(mtu) = membership.mtu {
+        receiver.set_path_mtu(mtu.min(u32::from(u16::MAX)) as u16);
+    }
     let udp = receiver_socket(addr).map_err(io_err("joining the multicast group"))?;
     let mut ctl = Control::connect(server).map_err(io_err("connecting to the deploy server"))?;
     let mut datagrams = Datagrams::new();
@@ -302,6 +343,7 @@ pub fn run_receiver(
         if progress.elapsed() >= stall {
             return Err(NetError::Stalled(stall));
         }
+        membership.datagrams = receiver.stats().datagrams;
 
         ctl.fill()
             .map_err(io_err("reading from the deploy server"))?;
@@ -326,6 +368,22 @@ pub fn run_receiver(
             .map_err(io_err("receiving from the multicast group"))?;
         for i in 0..got {
             receiver.handle_datagram(datagrams.get(i), now(start));
+        }
+        // Only after reading what the socket holds: a loop held up by a slow write finds the
+        // stream waiting in its buffer, which is not silence.
+        if receiver.poll_rejoin(now(start)) {
+            // Leave, then join: the kernel sends a fresh report (a membership it already holds
+            // would not be reported again before the next query).
+            let group = addr.group.ip();
+            let _ = udp.leave_multicast_v4(group, &addr.interface);
+            udp.join_multicast_v4(group, &addr.interface)
+                .map_err(io_err("joining the multicast group again"))?;
+            membership.rejoins = receiver.stats().rejoins;
+            membership.from_start = receiver.received_from_start();
+            tracing::info!(
+                rejoins = membership.rejoins,
+                "no datagram from the stream: joined the group again"
+            );
         }
         if got == BATCH || got_control {
             continue;

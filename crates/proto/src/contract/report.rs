@@ -119,6 +119,13 @@ pub struct McastFigures {
     pub catch_up_chunks: u64,
     /// Compressed bytes fetched over unicast HTTP afterwards.
     pub catch_up_bytes: u64,
+    /// Whether the stream reached the PC without it having to join the group again (a snooping
+    /// switch that forgot or never learnt its port); `None` from an agent that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_start: Option<bool>,
+    /// Times the PC joined the group again because the stream stopped reaching it.
+    #[serde(default)]
+    pub rejoins: u64,
 }
 
 /// What a capture did.

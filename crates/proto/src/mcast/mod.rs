@@ -28,6 +28,7 @@ pub use rate::{ETHERNET_HEADER, RateConfig, RateController};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent, ReceiverIdentity, ReceiverStats};
 pub use sender::{
     ConnId, Prepare, ReceiverReport, Sender, SenderConfig, SenderError, SenderEvent, SenderStats,
+    UNREACHED_LOSS, symbol_for_mtu,
 };
 pub use time::Timestamp;
 pub use wire::{DataPacket, Down, MachineId, SessionId, Token, Up, WireError};

@@ -21,6 +21,10 @@ pub struct ReceiverConfig {
     pub max_open_blocks: usize,
     /// Largest block accepted, in bytes (a compressed chunk of the image).
     pub max_block_len: u32,
+    /// Once the stream has started, this long without a datagram of the session means the
+    /// stream no longer reaches us (a snooping switch forgot our port): time to join the group
+    /// again ([`Receiver::poll_rejoin`]), and again after as long if still nothing comes.
+    pub rejoin_after: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -28,6 +32,7 @@ impl Default for ReceiverConfig {
         ReceiverConfig {
             max_open_blocks: 128,
             max_block_len: 16 << 20,
+            rejoin_after: Duration::from_secs(1),
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct ReceiverStats {
     pub evictions: u64,
     /// Blocks started over after too many symbols without success.
     pub restarts: u64,
+    /// Times the group was joined again because the stream stopped reaching us.
+    pub rejoins: u64,
 }
 
 struct Joined {
@@ -94,6 +101,10 @@ struct Joined {
     symbol_size: u16,
     interval: Duration,
     next_status: Timestamp,
+    /// START came at this time: the stream runs.
+    streaming_since: Option<Timestamp>,
+    /// Last datagram of the session, or last re-join: what silence is counted from.
+    quiet_since: Option<Timestamp>,
 }
 
 /// One PC's side of the multicast session.
@@ -128,6 +139,7 @@ impl Receiver {
             token: identity.token,
             disk_size: identity.disk_size,
             have: have.clone(),
+            mtu: 0,
         });
         Receiver {
             cfg,
@@ -153,6 +165,41 @@ impl Receiver {
         if self.spare.len() < SPARE_BUFFERS {
             self.spare.push(block);
         }
+    }
+
+    /// Tells the sender, in the HELLO, the MTU of the interface we receive on, so that it sizes
+    /// its datagrams for us. Call before the first [`Receiver::poll_control`].
+    pub fn set_path_mtu(&mut self, mtu: u16) {
+        if let Some(Up::Hello { mtu: m, .. }) = self.ctl.front_mut() {
+            *m = mtu;
+        }
+    }
+
+    /// Whether the stream reached us without ever having to join the group again: what the
+    /// agent reports as "received the stream from the start".
+    pub fn received_from_start(&self) -> bool {
+        self.stats.rejoins == 0
+    }
+
+    /// True when the group must be joined again now (leave, then join: a fresh membership report
+    /// that no other PC's report can suppress): the stream runs, we lack blocks, and nothing of
+    /// it came for `rejoin_after`. Counted in [`ReceiverStats::rejoins`]; the silence counts
+    /// again from now.
+    pub fn poll_rejoin(&mut self, now: Timestamp) -> bool {
+        let after = self.cfg.rejoin_after;
+        let complete = self.written.is_full();
+        let Some(j) = self.joined.as_mut() else {
+            return false;
+        };
+        let Some(quiet) = j.quiet_since.or(j.streaming_since) else {
+            return false;
+        };
+        if complete || now.saturating_since(quiet) < after {
+            return false;
+        }
+        j.quiet_since = Some(now);
+        self.stats.rejoins += 1;
+        true
     }
 
     /// Blocks written so far.
@@ -204,9 +251,24 @@ impl Receiver {
                     symbol_size,
                     interval,
                     next_status: now,
+                    streaming_since: None,
+                    quiet_since: None,
                 });
                 self.events.push_back(ReceiverEvent::Joined { session });
                 self.check_complete();
+            }
+            Down::Start { symbol_size } => {
+                let Some(j) = self.joined.as_mut() else {
+                    return;
+                };
+                if j.symbol_size != symbol_size {
+                    // Nothing was sent with the old size; decoders of it would be wrong.
+                    j.symbol_size = symbol_size;
+                    self.open.clear();
+                }
+                if j.streaming_since.is_none() {
+                    j.streaming_since = Some(now);
+                }
             }
             Down::Reject { reason } => self.events.push_back(ReceiverEvent::Rejected { reason }),
             Down::End { complete } => {
@@ -217,8 +279,8 @@ impl Receiver {
     }
 
     /// Any bytes from the multicast socket. Other sessions and garbage are counted and ignored.
-    pub fn handle_datagram(&mut self, bytes: &[u8], _now: Timestamp) {
-        let Some(j) = &self.joined else {
+    pub fn handle_datagram(&mut self, bytes: &[u8], now: Timestamp) {
+        let Some(j) = self.joined.as_mut() else {
             return;
         };
         let p = match DataPacket::decode(bytes) {
@@ -232,6 +294,8 @@ impl Receiver {
             self.stats.other_session += 1;
             return;
         }
+        // The stream reaches us (even a symbol of the wrong size says so).
+        j.quiet_since = Some(now);
         let symbol_size = j.symbol_size;
         if p.symbol.len() != usize::from(symbol_size)
             || p.block >= self.written.len()
@@ -361,11 +425,93 @@ impl Receiver {
 
     /// When [`Receiver::poll_control`] will have something to say.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.joined.as_ref().map(|j| j.next_status)
+        let j = self.joined.as_ref()?;
+        let rejoin = j
+            .quiet_since
+            .or(j.streaming_since)
+            .filter(|_| !self.written.is_full())
+            .map(|q| q + self.cfg.rejoin_after);
+        Some(rejoin.map_or(j.next_status, |r| r.min(j.next_status)))
     }
 
     /// Next event for the caller.
     pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcast::wire::{DataPacket, Token};
+
+    fn joined(blocks: u32) -> Receiver {
+        let mut rx = Receiver::new(
+            ReceiverConfig::default(),
+            ReceiverIdentity {
+                machine: MachineId([2, 0, 0, 0, 0, 1]),
+                token: Token([1; 32]),
+                disk_size: 1 << 30,
+            },
+            BlockSet::new(blocks),
+        );
+        rx.set_path_mtu(1400);
+        assert!(matches!(
+            rx.poll_control(Timestamp::ZERO),
+            Some(Up::Hello { mtu: 1400, .. })
+        ));
+        rx.handle_control(
+            Down::Welcome {
+                session: SessionId(9),
+                block_count: blocks,
+                symbol_size: 1400,
+                status_interval_ms: 50,
+            },
+            Timestamp::ZERO,
+        );
+        rx
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_micros(ms * 1000)
+    }
+
+    #[test]
+    fn silence_after_the_start_asks_for_a_rejoin_once_a_second() {
+        let mut rx = joined(2);
+        // Before START, silence is the sender waiting for the room: no re-join.
+        assert!(!rx.poll_rejoin(at(5000)));
+        rx.handle_control(Down::Start { symbol_size: 1000 }, at(5000));
+        assert!(!rx.poll_rejoin(at(5900)));
+        assert!(rx.poll_rejoin(at(6000)));
+        assert!(!rx.poll_rejoin(at(6500)));
+        // A datagram of the session (symbols now of the START's size) resets the silence.
+        let symbol = vec![0u8; 1000];
+        let mut d = Vec::new();
+        DataPacket {
+            session: SessionId(9),
+            seq: 1,
+            block: 0,
+            block_len: 5000,
+            symbol_id: 0,
+            symbol: &symbol,
+        }
+        .encode_into(&mut d);
+        rx.handle_datagram(&d, at(6800));
+        assert_eq!(rx.stats().datagrams, 1, "the START's symbol size is taken");
+        assert!(!rx.poll_rejoin(at(7700)));
+        assert!(rx.poll_rejoin(at(7800)));
+        assert_eq!(rx.stats().rejoins, 2);
+        assert!(!rx.received_from_start());
+        // Its next wake-up is no later than the next re-join.
+        assert!(rx.poll_timeout().is_some_and(|t| t <= at(8800)));
+    }
+
+    #[test]
+    fn a_receiver_reached_from_the_start_says_so() {
+        let mut rx = joined(1);
+        rx.handle_control(Down::Start { symbol_size: 1400 }, at(0));
+        assert!(!rx.poll_rejoin(at(900)));
+        assert!(rx.received_from_start());
     }
 }

@@ -70,6 +70,11 @@ pub struct SenderConfig {
     pub readahead: u32,
     /// Disk size the image needs; a receiver with a smaller disk is refused.
     pub disk_size: u64,
+    /// A receiver whose STATUS keeps coming but whose packet count has not grown for this long,
+    /// while the stream went on and other receivers got it, is *unreached*: the group does not
+    /// reach its port (IGMP snooping). It is let go (END, incomplete) to finish over HTTP and no
+    /// longer counts for repair or pacing.
+    pub unreached_after: Duration,
 }
 
 impl Default for SenderConfig {
@@ -86,6 +91,7 @@ impl Default for SenderConfig {
             encoder_cache: 64,
             readahead: 8,
             disk_size: 0,
+            unreached_after: Duration::from_secs(5),
         }
     }
 }
@@ -115,6 +121,9 @@ pub enum SenderEvent {
     },
     /// A receiver was silent for `dead_after`.
     Dead(MachineId),
+    /// A receiver talks but the stream does not reach it (see [`SenderConfig::unreached_after`]):
+    /// it was told the session is over for it and finishes over unicast.
+    Unreached(MachineId),
     /// Every receiver is done, failed or dead: the session is over.
     Finished(Vec<ReceiverReport>),
 }
@@ -128,6 +137,8 @@ pub struct ReceiverReport {
     pub complete: bool,
     /// Whether it was declared dead.
     pub dead: bool,
+    /// Whether the stream never reached it (let go to finish over unicast).
+    pub unreached: bool,
     /// Its FAIL reason, if any.
     pub failure: Option<String>,
     /// Blocks it had written, last we heard.
@@ -149,6 +160,8 @@ pub struct SenderStats {
     pub quick_repair_symbols: u64,
     /// Sweeps begun.
     pub sweeps: u32,
+    /// Bytes of each symbol in use.
+    pub symbol_size: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +170,7 @@ enum PeerState {
     Done,
     Failed,
     Dead,
+    Unreached,
 }
 
 struct Peer {
@@ -176,6 +190,9 @@ struct Peer {
     /// `counters` at the previous rate adaptation: the loss of exactly one interval, so that the
     /// effect of a rate change is judged on fresh numbers, not on a moving average.
     adapt_base: Option<(u64, u64)>,
+    /// When its packet count last grew (or the stream started for it), and the sender's sequence
+    /// number then: for telling a receiver the stream does not reach.
+    progress: (Timestamp, u64),
 }
 
 impl Peer {
@@ -233,6 +250,7 @@ pub struct Sender {
     started: bool,
     finished: bool,
     next_adapt: Timestamp,
+    next_unreached_check: Timestamp,
     stats: SenderStats,
 }
 
@@ -303,9 +321,11 @@ impl Sender {
                 lacking: 0,
             });
         }
+        let cfg_symbol = cfg.symbol_size;
         Ok(Sender {
             rate: RateController::new(cfg.rate.clone(), now),
             next_adapt: now + cfg.rate.adapt_interval,
+            next_unreached_check: now,
             cfg,
             session,
             roster: roster.into_iter().collect(),
@@ -327,7 +347,10 @@ impl Sender {
             created: now,
             started: false,
             finished: false,
-            stats: SenderStats::default(),
+            stats: SenderStats {
+                symbol_size: cfg_symbol,
+                ..SenderStats::default()
+            },
         })
     }
 
@@ -411,7 +434,8 @@ impl Sender {
                 token,
                 disk_size,
                 have,
-            } => self.hello(conn, machine, &token, disk_size, have, now),
+                mtu,
+            } => self.hello(conn, machine, &token, disk_size, have, mtu, now),
             other => {
                 let Some(&machine) = self.conns.get(&conn) else {
                     return;
@@ -471,6 +495,7 @@ impl Sender {
             .push_back(SenderEvent::Rejected { conn, reason });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hello(
         &mut self,
         conn: ConnId,
@@ -478,6 +503,7 @@ impl Sender {
         token: &Token,
         disk_size: u64,
         have: BlockSet,
+        mtu: u16,
         now: Timestamp,
     ) {
         let known = self.roster.get(&machine).is_some_and(|t| t.matches(token));
@@ -505,6 +531,22 @@ impl Sender {
         }
         if self.finished {
             return self.reject(conn, "the session is over".into());
+        }
+        if let Some(fits) = symbol_for_mtu(mtu)
+            && fits < self.cfg.symbol_size
+        {
+            if self.started {
+                // Every datagram of the running stream would be dropped or fragmented on its way.
+                return self.reject(
+                    conn,
+                    format!(
+                        "machine {machine}: its MTU of {mtu} bytes is below the stream's datagrams \
+                         ({} bytes); it restores over unicast",
+                        usize::from(self.cfg.symbol_size) + DATA_LEN_FIXED + IP_UDP_OVERHEAD
+                    ),
+                );
+            }
+            self.set_symbol_size(fits);
         }
         // A restarted agent: forget the old incarnation, take the new one's word for its disk.
         if self
@@ -537,6 +579,7 @@ impl Sender {
                 listening: false,
                 counters: (0, 0),
                 adapt_base: None,
+                progress: (now, self.seq),
             },
         );
         self.conns.insert(conn, machine);
@@ -550,7 +593,38 @@ impl Sender {
                 status_interval_ms: self.cfg.status_interval.as_millis().clamp(1, 60_000) as u32,
             },
         ));
+        if self.started {
+            self.ctl.push_back((
+                conn,
+                Down::Start {
+                    symbol_size: self.cfg.symbol_size,
+                },
+            ));
+        }
         self.events.push_back(SenderEvent::Joined(machine));
+    }
+
+    /// Smaller symbols, before anything was sent: every block's symbol count follows. A size at
+    /// which some block would need more source symbols than RaptorQ allows is not taken.
+    fn set_symbol_size(&mut self, size: u16) {
+        let max = u64::from(MAX_SOURCE_SYMBOLS) * u64::from(size);
+        if self.blocks.iter().any(|b| u64::from(b.len) > max) {
+            return;
+        }
+        self.cfg.symbol_size = size;
+        self.stats.symbol_size = size;
+        for b in &mut self.blocks {
+            b.k = source_symbols(b.len, size);
+        }
+        self.encoders.clear();
+        self.lru.clear();
+        self.requested.clear();
+        self.to_prepare.clear();
+    }
+
+    /// The symbol size in use (it shrinks before the start for a receiver with a small MTU).
+    pub fn symbol_size(&self) -> u16 {
+        self.cfg.symbol_size
     }
 
     /// An active receiver stops counting for the blocks it lacks.
@@ -568,6 +642,7 @@ impl Sender {
     fn status(&mut self, machine: MachineId, s: Status, now: Timestamp) {
         let quick_fraction = self.cfg.quick_repair_fraction;
         let settle_late = now + self.cfg.status_interval;
+        let seq_now = self.seq;
         // A block still being sent has deficits that its next symbols fill: not news.
         let in_progress = self.job.as_ref().map(|j| j.block);
         let Some(p) = self.peers.get_mut(&machine) else {
@@ -607,6 +682,9 @@ impl Sender {
             None => {}
         }
         p.highest_seq = p.highest_seq.max(s.highest_seq);
+        if s.received > p.counters.1 {
+            p.progress = (now, seq_now);
+        }
         p.counters = (s.highest_seq, s.received);
         // A fresh small deficit reported after the block's settle time still gets quick repair.
         for (&b, &d) in &p.partial {
@@ -657,25 +735,17 @@ impl Sender {
                 None => p.adapt_base = Some(p.counters),
             }
         }
-        if l.is_empty() {
-            return None;
-        }
-        l.sort_by(f64::total_cmp);
-        Some(l[l.len() / 2])
+        median_of_reached(l)
     }
 
     fn compute_median_loss(&self) -> Option<f64> {
-        let mut l: Vec<f64> = self
+        let l: Vec<f64> = self
             .peers
             .values()
             .filter(|p| p.state == PeerState::Active)
             .filter_map(|p| p.loss)
             .collect();
-        if l.is_empty() {
-            return None;
-        }
-        l.sort_by(f64::total_cmp);
-        Some(l[l.len() / 2])
+        median_of_reached(l)
     }
 
     /// Symbols that receiver `p` still needs of block `b`, inflated by its loss so that one round
@@ -873,6 +943,25 @@ impl Sender {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if !self.started && self.all_expected_here(now) && !self.peers.is_empty() {
             self.started = true;
+            let seq = self.seq;
+            for p in self.peers.values_mut() {
+                p.progress = (now, seq);
+                if let Some(c) = p.conn
+                    && p.state == PeerState::Active
+                {
+                    self.ctl.push_back((
+                        c,
+                        Down::Start {
+                            symbol_size: self.cfg.symbol_size,
+                        },
+                    ));
+                }
+            }
+        }
+        if self.started && now >= self.next_unreached_check {
+            // Every datagram comes through here: look at most four times a second.
+            self.next_unreached_check = now + UNREACHED_CHECK;
+            self.find_unreached(now);
         }
         if now >= self.next_adapt {
             self.next_adapt = now + self.cfg.rate.adapt_interval;
@@ -904,6 +993,43 @@ impl Sender {
         self.check_finished();
     }
 
+    /// Receivers that keep talking (a STATUS within the last second) but got no datagram for
+    /// `unreached_after` while the stream sent at least [`UNREACHED_PACKETS`] and another
+    /// receiver got some since: the group does not reach them. They are let go at once (END,
+    /// incomplete) to finish over unicast, and stop counting for repair and pacing.
+    fn find_unreached(&mut self, now: Timestamp) {
+        let after = self.cfg.unreached_after;
+        let fresh = self.cfg.status_interval.max(Duration::from_millis(100)) * 20;
+        let unreached: Vec<MachineId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.state == PeerState::Active
+                    && p.listening
+                    && now.saturating_since(p.last_heard) < fresh
+                    && now.saturating_since(p.progress.0) >= after
+                    && self.seq >= p.progress.1 + UNREACHED_PACKETS
+            })
+            .filter(|(m, p)| {
+                self.peers
+                    .iter()
+                    .any(|(o, q)| o != *m && q.counters.1 > 0 && q.progress.0 > p.progress.0)
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        for m in unreached {
+            self.leave(m);
+            if let Some(p) = self.peers.get_mut(&m) {
+                p.state = PeerState::Unreached;
+                if let Some(c) = p.conn {
+                    self.ctl.push_back((c, Down::End { complete: false }));
+                }
+            }
+            self.idle_until = None;
+            self.events.push_back(SenderEvent::Unreached(m));
+        }
+    }
+
     fn check_finished(&mut self) {
         if self.finished || self.peers.is_empty() || !self.started {
             return;
@@ -926,6 +1052,7 @@ impl Sender {
                 machine: *m,
                 complete: p.state == PeerState::Done,
                 dead: p.state == PeerState::Dead,
+                unreached: p.state == PeerState::Unreached,
                 failure: p.failure.clone(),
                 written: p.written.count(),
             });
@@ -981,6 +1108,39 @@ impl Sender {
 }
 
 const DATA_LEN_FIXED: usize = super::wire::DATA_HEADER_LEN;
+
+/// How often [`Sender::handle_timeout`] looks for unreached receivers.
+const UNREACHED_CHECK: Duration = Duration::from_millis(250);
+
+/// Datagrams the stream must have sent since a receiver's last progress before it can be called
+/// unreached (a stream that idles proves nothing).
+const UNREACHED_PACKETS: u64 = 64;
+
+/// Loss at or above which a receiver is left out of the median that paces the room: it gets
+/// (almost) nothing, which no rate fixes (IGMP snooping, a dead port). If every receiver is
+/// there, they all count: that is congestion.
+pub const UNREACHED_LOSS: f64 = 0.95;
+
+/// The median of the losses, leaving out receivers at [`UNREACHED_LOSS`] or above unless all are.
+fn median_of_reached(mut l: Vec<f64>) -> Option<f64> {
+    if l.iter().any(|&x| x < UNREACHED_LOSS) {
+        l.retain(|&x| x < UNREACHED_LOSS);
+    }
+    if l.is_empty() {
+        return None;
+    }
+    l.sort_by(f64::total_cmp);
+    Some(l[l.len() / 2])
+}
+
+/// The largest symbol whose datagram (data header, UDP, IPv4) fits `mtu`; `None` for an unknown
+/// (0) or implausible MTU (below IPv4's 576).
+pub fn symbol_for_mtu(mtu: u16) -> Option<u16> {
+    if mtu < 576 {
+        return None;
+    }
+    Some(mtu - (DATA_LEN_FIXED + IP_UDP_OVERHEAD) as u16)
+}
 
 /// A receiver that never saw a block's last sequence number is taken at its word about that block
 /// once this many `settle` delays passed since the block's last symbol left.

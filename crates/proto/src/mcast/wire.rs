@@ -33,6 +33,7 @@ const KIND_FAIL: u8 = 5;
 const KIND_WELCOME: u8 = 6;
 const KIND_REJECT: u8 = 7;
 const KIND_END: u8 = 8;
+const KIND_START: u8 = 9;
 
 /// Why bytes were not a valid packet or message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -210,6 +211,9 @@ pub enum Up {
         disk_size: u64,
         /// Blocks already correct on its disk (hashed at the manifest's offsets).
         have: BlockSet,
+        /// MTU of the interface it receives on (0: unknown). Optional on the wire: a HELLO
+        /// without it decodes as 0.
+        mtu: u16,
     },
     /// Progress.
     Status(Status),
@@ -249,6 +253,13 @@ pub enum Down {
         /// Whether the sender counted this receiver as complete.
         complete: bool,
     },
+    /// The stream starts now (or runs already, for a receiver that joined late), with symbols of
+    /// this size: it may be smaller than the WELCOME's when a receiver with a smaller MTU joined
+    /// before the start. From here on, silence means the stream does not reach the receiver.
+    Start {
+        /// Bytes of every encoding symbol from now on.
+        symbol_size: u16,
+    },
 }
 
 impl Up {
@@ -261,6 +272,7 @@ impl Up {
                 token,
                 disk_size,
                 have,
+                mtu,
             } => {
                 header(&mut out, KIND_HELLO, SessionId(0));
                 out.extend_from_slice(&machine.0);
@@ -268,6 +280,7 @@ impl Up {
                 out.extend_from_slice(&disk_size.to_be_bytes());
                 out.extend_from_slice(&have.len().to_be_bytes());
                 out.extend_from_slice(have.as_bytes());
+                out.extend_from_slice(&mtu.to_be_bytes());
             }
             Up::Status(s) => {
                 header(&mut out, KIND_STATUS, session);
@@ -311,11 +324,14 @@ impl Up {
                 let bits = r.take("have bitmap", n.div_ceil(8) as usize)?;
                 let have = BlockSet::from_bytes(n, bits)
                     .ok_or(invalid("have bitmap", "padding bits set"))?;
+                // An agent of before the MTU field ends here.
+                let mtu = if r.is_empty() { 0 } else { r.u16("mtu")? };
                 Up::Hello {
                     machine,
                     token,
                     disk_size,
                     have,
+                    mtu,
                 }
             }
             KIND_STATUS => {
@@ -377,6 +393,10 @@ impl Down {
                 header(&mut out, KIND_END, SessionId(0));
                 out.push(u8::from(*complete));
             }
+            Down::Start { symbol_size } => {
+                header(&mut out, KIND_START, SessionId(0));
+                out.extend_from_slice(&symbol_size.to_be_bytes());
+            }
         }
         out
     }
@@ -416,6 +436,13 @@ impl Down {
                     _ => return Err(invalid("complete", "not a boolean")),
                 },
             },
+            KIND_START => {
+                let symbol_size = r.u16("symbol size")?;
+                if symbol_size == 0 {
+                    return Err(invalid("symbol size", "zero"));
+                }
+                Down::Start { symbol_size }
+            }
             other => return Err(WireError::UnexpectedKind(other)),
         };
         r.finish()?;
@@ -542,6 +569,10 @@ impl<'a> Reader<'a> {
         Ok((kind, SessionId(self.u64("session")?)))
     }
 
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.bytes)
     }
@@ -588,6 +619,7 @@ mod tests {
                 token: Token([9; 32]),
                 disk_size: 1 << 40,
                 have,
+                mtu: 1400,
             },
             Up::Status(Status {
                 highest_seq: 77,
@@ -620,10 +652,29 @@ mod tests {
                 reason: "bad token".into(),
             },
             Down::End { complete: true },
+            Down::Start { symbol_size: 1336 },
         ];
         for d in downs {
             assert_eq!(Down::decode(&d.encode()).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn a_hello_without_its_mtu_still_decodes() {
+        let hello = Up::Hello {
+            machine: MachineId([2, 0, 0, 0, 0, 1]),
+            token: Token([9; 32]),
+            disk_size: 1 << 30,
+            have: BlockSet::new(9),
+            mtu: 1400,
+        };
+        let bytes = hello.encode(SessionId(0));
+        let (_, old) = Up::decode(&bytes[..bytes.len() - 2]).unwrap();
+        assert!(matches!(old, Up::Hello { mtu: 0, .. }), "{old:?}");
+        assert!(matches!(
+            Down::decode(&Down::Start { symbol_size: 0 }.encode()),
+            Err(WireError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn joined_receiver(blocks: u32) -> Receiver {
         ReceiverConfig {
             max_open_blocks: 4,
             max_block_len: 1 << 20,
+            ..ReceiverConfig::default()
         },
         ReceiverIdentity {
             machine: MachineId([2, 0, 0, 0, 0, 1]),
@@ -91,7 +92,7 @@ proptest! {
             Timestamp::ZERO,
         ).expect("valid");
         s.handle_control(ConnId(1), Up::Hello {
-            machine, token: Token([1; 32]), disk_size: 0, have: BlockSet::new(3),
+            machine, token: Token([1; 32]), disk_size: 0, have: BlockSet::new(3), mtu: 0,
         }, Timestamp::ZERO);
         for (i, m) in msgs.iter().enumerate() {
             let mut bytes = Up::Status(Default::default()).encode(SESSION);

@@ -324,3 +324,49 @@ fn a_pc_losing_most_packets_in_bursts_still_completes() {
     let o = run(&sc);
     check_all_survivors_identical(&o, &[]);
 }
+
+/// Issue 22: a PC whose switch port never gets the group (IGMP snooping) but whose control
+/// connection works is found within seconds (virtual time), let go to finish over unicast, and
+/// slows nobody: the others finish as fast as without it (pacing leaves out a receiver that gets
+/// nothing; repair never waits for it).
+fn unreached_pc_in_a_room_of(receivers: usize, loss: f64) {
+    const CUT: usize = 1;
+    let mut base = Scenario::new("no unreached PC", Loss::Independent(loss));
+    base.receivers = receivers;
+    let baseline = run(&base);
+    check_all_survivors_identical(&baseline, &[]);
+    let mut sc = base.clone();
+    sc.name = "one PC the stream never reaches".into();
+    sc.faults = vec![(CUT, Fault::NoGroup)];
+    let o = run(&sc);
+    assert_eq!(o.unreached.len(), 1, "{:?}", o.unreached);
+    let (who, at) = o.unreached[0];
+    assert_eq!(who, CUT);
+    // unreached_after (5 s) from the start, plus a status interval or two.
+    assert!(at <= Duration::from_secs(7), "found at {at:?}");
+    assert!(o.dead.is_empty(), "{:?}", o.dead);
+    for (i, ok) in o.identical.iter().enumerate() {
+        assert_eq!(*ok, i != CUT, "receiver {i}");
+    }
+    for r in &o.reports {
+        assert_eq!(r.complete, !r.unreached, "{r:?}");
+    }
+    let base_t = baseline.last_completion(&[]).as_secs_f64();
+    let healthy = o.last_completion(&[CUT]).as_secs_f64();
+    assert!(
+        healthy <= SLOWDOWN_BOUND * base_t,
+        "{receivers} PCs at {loss}: the others done at {healthy:.2} s, {base_t:.2} s without the \
+         unreached PC"
+    );
+}
+
+#[test]
+fn an_unreached_pc_among_30_is_let_go_without_slowing_the_room() {
+    unreached_pc_in_a_room_of(30, 0.01);
+}
+
+/// With two PCs the median loss is the worse one's: 100 % there must not slow the other.
+#[test]
+fn an_unreached_pc_of_two_does_not_slow_the_other() {
+    unreached_pc_in_a_room_of(2, 0.0);
+}

@@ -83,6 +83,8 @@ pub enum Fault {
     Crash { at: Duration, after: Duration },
     /// Goes silent at `at`, for good (power cut: no connection close either).
     Die { at: Duration },
+    /// The stream never reaches it (a snooping switch never learnt its port), control works.
+    NoGroup,
 }
 
 #[derive(Clone)]
@@ -154,6 +156,8 @@ pub struct Outcome {
     pub identical: Vec<bool>,
     /// Receivers the sender reported dead.
     pub dead: Vec<usize>,
+    /// Receivers the sender found the stream does not reach, with the virtual time it said so.
+    pub unreached: Vec<(usize, Duration)>,
     pub reports: Vec<ReceiverReport>,
     pub stats: SenderStats,
     /// Source symbols of the blocks some receiver lacked at the start.
@@ -258,6 +262,7 @@ struct Sim {
     pcs: Vec<Pc>,
     next_conn: u64,
     dead: Vec<usize>,
+    unreached: Vec<(usize, Duration)>,
     reports: Vec<ReceiverReport>,
     finished_at: Option<Duration>,
     bad_caught: u64,
@@ -371,6 +376,7 @@ pub fn run(sc: &Scenario) -> Outcome {
                 timers.push((ts(at + after), i, Action::Restart));
             }
             Fault::Die { at } => timers.push((ts(at), i, Action::Die)),
+            Fault::NoGroup => {}
         }
     }
     // Ordered latest first so that `pop` yields the earliest.
@@ -386,6 +392,7 @@ pub fn run(sc: &Scenario) -> Outcome {
         pcs,
         next_conn: 1,
         dead: Vec::new(),
+        unreached: Vec::new(),
         reports: Vec::new(),
         finished_at: None,
         bad_caught: 0,
@@ -413,6 +420,7 @@ pub fn run(sc: &Scenario) -> Outcome {
             })
             .collect(),
         dead: sim.dead.clone(),
+        unreached: sim.unreached.clone(),
         reports: sim.reports.clone(),
         stats: sim.sender.stats().clone(),
         needed_symbols,
@@ -590,7 +598,11 @@ impl Sim {
                     p.link.chance(if p.burst_bad { bad } else { good })
                 }
             };
-            if lost {
+            let no_group = sc
+                .faults
+                .iter()
+                .any(|(f, k)| *f == i && matches!(k, Fault::NoGroup));
+            if lost || no_group {
                 continue;
             }
             let mut delay = DATA_LATENCY;
@@ -639,6 +651,11 @@ impl Sim {
                         let i = self.pcs.iter().position(|p| p.machine == m).expect("known");
                         self.dead.push(i);
                     }
+                    SenderEvent::Unreached(m) => {
+                        let i = self.pcs.iter().position(|p| p.machine == m).expect("known");
+                        let at = self.elapsed();
+                        self.unreached.push((i, at));
+                    }
                     SenderEvent::Finished(r) => {
                         self.reports = r;
                         self.finished_at = Some(self.elapsed());
@@ -686,6 +703,8 @@ impl Sim {
         let Some(rx) = p.rx.as_mut() else {
             return false;
         };
+        // Membership is not modelled: a re-join changes nothing here.
+        let _ = rx.poll_rejoin(now);
         while let Some(msg) = rx.poll_control(now) {
             let session = rx.session().unwrap_or(SessionId(0));
             out.push(msg.encode(session));
