@@ -272,3 +272,30 @@ fn a_disk_without_table_is_probed_as_one_file_system() {
     assert_eq!(l.used, Extents::from_range(0, MIB));
     assert!(l.partitions[0].whole.is_some());
 }
+
+#[test]
+fn recognised_but_unread_file_systems_are_named_and_taken_whole() {
+    let linux = roomcast_layout::PartitionType::Gpt {
+        type_guid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
+        name: String::new(),
+    };
+    for (off, sig, want) in [
+        (0usize, &b"LUKS\xba\xbe"[..], Some("luks")),
+        (3, b"EXFAT   ", Some("exfat")),
+        (0, b"XFSB", Some("xfs")),
+        (0x10040, b"_BHRfS_M", Some("btrfs")),
+        // BitLocker: the NTFS reader may name it first; taken whole either way.
+        (3, b"-FVE-FS-", None),
+    ] {
+        let mut part = vec![0u8; MIB as usize];
+        part[off..off + sig.len()].copy_from_slice(sig);
+        let (fs, map) = roomcast_layout::probe_fs(&part, &linux);
+        assert!(
+            matches!(map, Err(roomcast_layout::FsError::Unsupported(_))),
+            "{fs}: {map:?}"
+        );
+        if let Some(want) = want {
+            assert_eq!(fs, want);
+        }
+    }
+}

@@ -125,3 +125,55 @@ proptest! {
         read_all(&img);
     }
 }
+
+/// Header fields of a GPT header (offset, width): header size, my LBA, alternate, first and last
+/// usable, entries LBA, number and size of entries, entries CRC.
+const GPT_FIELDS: [(usize, usize); 9] = [
+    (12, 4),
+    (24, 8),
+    (32, 8),
+    (40, 8),
+    (48, 8),
+    (72, 8),
+    (80, 4),
+    (84, 4),
+    (88, 4),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Wild values in a GPT whose CRCs are made right again, so the checks behind the CRCs run.
+    #[test]
+    fn gpt_with_wild_fields_and_good_crcs_never_panics(
+        fields in proptest::collection::vec(
+            (0usize..9, prop_oneof![any::<u64>(), 0u64..20_000]), 1..5),
+        entries in proptest::collection::vec((0usize..640, any::<u8>()), 0..16),
+        backup in any::<bool>(),
+    ) {
+        let seeds = seeds();
+        if seeds.is_empty() {
+            return Ok(());
+        }
+        let mut img = seeds[0].clone();
+        let len = img.len();
+        let (hdr, ents) = if backup { (len - 512, len - 512 - 32 * 512) } else { (512, 1024) };
+        for (i, b) in entries {
+            img[ents + i] = b;
+        }
+        let crc = crc32fast::hash(&img[ents..ents + 128 * 128]);
+        img[hdr + 88..hdr + 92].copy_from_slice(&crc.to_le_bytes());
+        for (f, v) in fields {
+            let (off, width) = GPT_FIELDS[f];
+            img[hdr + off..hdr + off + width].copy_from_slice(&v.to_le_bytes()[..width]);
+        }
+        let size = (u32::from_le_bytes(img[hdr + 12..hdr + 16].try_into().unwrap()) as usize).clamp(92, 512);
+        img[hdr + 16..hdr + 20].fill(0);
+        let crc = crc32fast::hash(&img[hdr..hdr + size]);
+        img[hdr + 16..hdr + 20].copy_from_slice(&crc.to_le_bytes());
+        read_all(&img);
+        let _ = table::gpt_resize_patches(&img, 16 * MIB);
+        let _ = table::gpt_resize_patches(&img, 4 * MIB);
+        let _ = table::last_partition_end(&img);
+    }
+}
