@@ -111,9 +111,11 @@ fn map(vol: &Volume<'_>) -> Result<FsMap, FsError> {
                     r.start, r.end
                 )));
             }
-            if !system.window(r.start, r.end).is_empty() {
+            if !system.window(r.start, r.end).is_empty() || !free.window(r.start, r.end).is_empty()
+            {
                 return Err(FsError::Unsupported(format!(
-                    "NTFS: {name} shares clusters with the system files (bytes {}..{})",
+                    "NTFS: {name} shares clusters with another file (bytes {}..{}): the volume's \
+                     structures contradict each other",
                     r.start, r.end
                 )));
             }
