@@ -211,23 +211,58 @@ pub fn final_hostnames(
     room: &Room,
     profile: &Profile,
 ) -> Vec<Result<String, render::RenderError>> {
-    let compiled = renderer.compile(&profile.domain.hostname.value);
+    let mut compiled = renderer.compile(&profile.domain.hostname.value);
     room.machines
         .value
         .iter()
         .enumerate()
         .map(|(i, m)| match (&m.hostname, &compiled) {
             (Some(h), _) => Ok(h.value.clone()),
-            (None, Ok(t)) => t.render(render::hostname_context(
-                &room.school.uai.value,
-                &room.room.value,
-                i + 1,
-                &m.serial.value,
-                &m.mac.value,
-            )),
+            (None, Ok(t)) => {
+                let r = t.render(render::hostname_context(
+                    &room.school.uai.value,
+                    &room.room.value,
+                    i + 1,
+                    &m.serial.value,
+                    &m.mac.value,
+                ));
+                // A template over budget for one machine is not run for the next ones: the
+                // room costs at most one budget more than its successful renders.
+                if let Err(e) = &r
+                    && e.is_over_budget()
+                {
+                    compiled = Err(e.clone());
+                }
+                r
+            }
             (None, Err(e)) => Err(e.clone()),
         })
         .collect()
+}
+
+fn unknown_vars_error(unknown: &BTreeSet<String>) -> render::RenderError {
+    let names: Vec<String> = unknown.iter().map(|v| format!("`{v}`")).collect();
+    render::RenderError {
+        message: format!("unknown variable(s) {}", names.join(", ")),
+        kind: render::RenderErrorKind::Invalid,
+    }
+}
+
+/// RC039 for a template over budget, RC032 for any other template error.
+fn template_finding(
+    src: &Source,
+    pos: Pos,
+    what: &str,
+    e: &render::RenderError,
+    hint: &str,
+) -> Finding {
+    if e.is_over_budget() {
+        src.finding(Code::TemplateBudget, pos, format!("{what}: {}", e.message))
+            .with_hint("these templates name one machine or one command: use variables and filters, no loops, macros or repetition")
+    } else {
+        src.finding(Code::TemplateError, pos, format!("{what}: {}", e.message))
+            .with_hint(hint)
+    }
 }
 
 /// Finds the catalog version a profile's `id@version` names, for its OS.
@@ -364,18 +399,23 @@ impl Cx {
             licence_key: Some("secret:LICENCE_KEY"),
             hostname: "MASTER-PC01",
         };
-        match self
-            .renderer
-            .render(&v.install.value, render::install_context(&vars))
-        {
-            Err(e) => self.push(
-                src.finding(
-                    Code::TemplateError,
-                    Pos::of(&v.install),
-                    format!("install command: {}", e.message),
-                )
-                .with_hint("variables: installer.path, installer.file, software.id, software.version, licence.key, licence.key_file, machine.hostname"),
-            ),
+        let hint = "variables: installer.path, installer.file, software.id, software.version, licence.key, licence.key_file, machine.hostname";
+        let rendered = self.renderer.compile(&v.install.value).and_then(|c| {
+            let unknown = c.unknown_variables(render::INSTALL_VARS);
+            if unknown.is_empty() {
+                c.render(render::install_context(&vars))
+            } else {
+                Err(unknown_vars_error(&unknown))
+            }
+        });
+        match rendered {
+            Err(e) => self.push(template_finding(
+                src,
+                Pos::of(&v.install),
+                "install command",
+                &e,
+                hint,
+            )),
             // Step c hides the command itself (a 0600 script run by path), but whatever the
             // script starts with the key as an argument shows it in the master's process list.
             Ok(out) if out.contains("secret:LICENCE_KEY") => self.push(
@@ -589,6 +629,8 @@ impl Cx {
             if let Err(e) = self
                 .renderer
                 .render(&v.install.value, render::install_context(&vars))
+                // Over budget is the catalog entry's finding (same limits, same context size).
+                && !e.is_over_budget()
             {
                 self.push(
                     src.finding(
@@ -697,17 +739,22 @@ impl Cx {
             self.push(src.finding(Code::BadSecret, Pos::of(&d.join_account), m));
         }
         let sample = render::hostname_context("0000000A", "ROOM", 1, "SERIAL", "00:00:00:00:00:00");
-        if let Err(e) = self.renderer.render(&d.hostname.value, sample) {
-            self.push(
-                src.finding(
-                    Code::TemplateError,
-                    Pos::of(&d.hostname),
-                    format!("hostname template: {}", e.message),
-                )
-                .with_hint(
-                    "variables: school.uai, room.id, machine.index, machine.serial, machine.mac",
-                ),
-            );
+        let rendered = self.renderer.compile(&d.hostname.value).and_then(|c| {
+            let unknown = c.unknown_variables(render::HOSTNAME_VARS);
+            if unknown.is_empty() {
+                c.render(sample)
+            } else {
+                Err(unknown_vars_error(&unknown))
+            }
+        });
+        if let Err(e) = rendered {
+            self.push(template_finding(
+                src,
+                Pos::of(&d.hostname),
+                "hostname template",
+                &e,
+                "variables: school.uai, room.id, machine.index, machine.serial, machine.mac",
+            ));
         }
     }
 
