@@ -186,12 +186,12 @@ impl std::fmt::Display for Finding {
         write!(
             f,
             "{}:{}:{}: {}[{}]: {}",
-            self.file,
+            super::source::escape_text(&self.file),
             self.line,
             self.column,
             self.severity.as_str(),
             self.code.as_str(),
-            self.message
+            super::source::escape_text(&self.message)
         )
     }
 }

@@ -71,6 +71,7 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut cx = Cx {
         findings: Vec::new(),
+        secrets: Vec::new(),
         hostnames: HashMap::new(),
         renderer: Renderer::new(),
         today,
@@ -84,6 +85,12 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut profile_files = Vec::new();
     let mut room_files = Vec::new();
     for parsed in parse_all(files) {
+        match &parsed {
+            Parsed::Catalog(e) => cx.url_credentials(&e.src),
+            Parsed::Profile(e) => cx.url_credentials(&e.src),
+            Parsed::Room(e) => cx.url_credentials(&e.src),
+            Parsed::Failed(_) => {}
+        }
         match parsed {
             Parsed::Failed(finding) => cx.findings.push(*finding),
             Parsed::Catalog(e) => cx.catalog_entry(&mut region, e),
@@ -110,6 +117,11 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         .into_iter()
         .filter(|f| targets.contains(&f.file))
         .collect();
+    for f in &mut findings {
+        cx.secrets.iter().for_each(|secret| hide(f, secret));
+        f.message = source::escape_text(&f.message);
+        f.hint = f.hint.as_deref().map(source::escape_text);
+    }
     findings.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.code).cmp(&(&b.file, b.line, b.column, b.code))
     });
@@ -183,6 +195,8 @@ fn parse_all(files: Vec<RawFile>) -> Vec<Parsed> {
 
 struct Cx {
     findings: Vec<Finding>,
+    /// Values rules found to be secrets written in clear: never printed, in any finding.
+    secrets: Vec<String>,
     /// Final hostname and its place, per room file and machine, computed once by `room`.
     hostnames: HashMap<String, Vec<Option<(String, Pos)>>>,
     renderer: Renderer,
@@ -278,9 +292,46 @@ pub fn find_version<'a>(
         .find(|v| v.version.value == version && v.os.value == os)
 }
 
+/// Replaces every occurrence of `secret` in a finding's texts by `***`.
+fn hide(f: &mut Finding, secret: &str) {
+    // Shorter values would blank out ordinary words; their own finding hides them already.
+    if secret.chars().count() < 4 {
+        return;
+    }
+    f.message = f.message.replace(secret, "***");
+    f.excerpt = f.excerpt.replace(secret, "***");
+    f.hint = f.hint.as_deref().map(|h| h.replace(secret, "***"));
+}
+
 impl Cx {
     fn push(&mut self, f: Finding) {
         self.findings.push(f);
+    }
+
+    fn secret_found(&mut self, value: &str) {
+        self.secrets.push(value.to_string());
+    }
+
+    /// RC042: a password inside a URL, anywhere in the file (installer sources, homepages,
+    /// commands, free text).
+    fn url_credentials(&mut self, src: &Source) {
+        for (i, line) in src.text.lines().enumerate() {
+            for (at, shown, password) in fields::url_credentials(line) {
+                self.secret_found(&password);
+                let pos = Pos {
+                    line: i as u64 + 1,
+                    column: line[..at].chars().count() as u64 + 1,
+                };
+                self.push(
+                    src.secret_finding(
+                        Code::CredentialsInUrl,
+                        pos,
+                        format!("`{shown}` has a password in it; it would be printed, logged and committed"),
+                    )
+                    .with_hint("remove `user:password@` from the URL; give roomcast the credentials as a `secret:NAME` (secrets file or environment)"),
+                );
+            }
+        }
     }
 
     fn catalog_entry(&mut self, region: &mut Region, e: Loaded<CatalogEntry>) {
@@ -682,7 +733,8 @@ impl Cx {
             if let Some(k) = &l.key
                 && let Err(m) = fields::secret(&k.value)
             {
-                self.push(src.finding(Code::BadSecret, Pos::of(k), m));
+                self.secret_found(&k.value);
+                self.push(src.secret_finding(Code::BadSecret, Pos::of(k), m));
             }
             if let Some(exp) = &l.expires {
                 match exp.value.parse::<Date>() {
@@ -736,7 +788,8 @@ impl Cx {
             );
         }
         if let Err(m) = fields::secret(&d.join_account.value) {
-            self.push(src.finding(Code::BadSecret, Pos::of(&d.join_account), m));
+            self.secret_found(&d.join_account.value);
+            self.push(src.secret_finding(Code::BadSecret, Pos::of(&d.join_account), m));
         }
         let sample = render::hostname_context("0000000A", "ROOM", 1, "SERIAL", "00:00:00:00:00:00");
         let rendered = self.renderer.compile(&d.hostname.value).and_then(|c| {
@@ -891,11 +944,23 @@ impl Cx {
         };
         let mut positioned = Vec::new();
         for (i, m) in doc.machines.value.iter().enumerate() {
-            if let Err(msg) = fields::mac(&m.mac.value) {
-                self.push(
+            match fields::mac(&m.mac.value) {
+                Err(msg) => self.push(
                     src.finding(Code::MalformedMac, Pos::of(&m.mac), msg)
                         .with_hint("write it as 3c:ec:ef:12:34:01"),
-                );
+                ),
+                Ok(mac) => {
+                    if let Some(why) = fields::unusable_mac(mac) {
+                        self.push(
+                            src.finding(
+                                Code::UnusableMac,
+                                Pos::of(&m.mac),
+                                format!("MAC {mac} is {why}: no PC's network card has it"),
+                            )
+                            .with_hint("copy the MAC from the PC (`ip link`, `getmac /v`, or the GLPI inventory)"),
+                        );
+                    }
+                }
             }
             if let Some(a) = &m.address {
                 let subnet = fields::cidr(&n.subnet.value).ok();
@@ -917,6 +982,27 @@ impl Cx {
                                         n.subnet.value
                                     ),
                                 ));
+                            } else if len <= 30 {
+                                let which = if ip == net {
+                                    Some("network")
+                                } else if u32::from(ip) == u32::from(net) | !mask {
+                                    Some("broadcast")
+                                } else {
+                                    None
+                                };
+                                if let Some(which) = which {
+                                    self.push(
+                                        src.finding(
+                                            Code::UnusableAddress,
+                                            Pos::of(a),
+                                            format!(
+                                                "address {ip} is the {which} address of the room subnet {}; no PC can have it",
+                                                n.subnet.value
+                                            ),
+                                        )
+                                        .with_hint("give the PC an address between the first and the last of the subnet"),
+                                    );
+                                }
                             }
                         }
                     }
@@ -988,7 +1074,8 @@ impl Cx {
     /// inventory). The first occurrence wins; each later one is a finding naming it.
     fn school_duplicates(&mut self, region: &Region) {
         type Seen = HashMap<(String, String), (String, u64)>;
-        let (mut macs, mut names, mut serials): (Seen, Seen, Seen) = Default::default();
+        let (mut macs, mut names, mut serials, mut addresses): (Seen, Seen, Seen, Seen) =
+            Default::default();
         for r in &region.rooms {
             let doc = &r.doc;
             let uai = doc.school.uai.value.clone();
@@ -1013,6 +1100,18 @@ impl Cx {
                         mac.to_string(),
                         Pos::of(&m.mac),
                         Code::DuplicateMac,
+                        &what,
+                    );
+                }
+                if let Some(a) = &m.address
+                    && let Ok(ip) = a.value.parse::<std::net::Ipv4Addr>()
+                {
+                    let what = format!("address {ip}");
+                    check(
+                        &mut addresses,
+                        ip.to_string(),
+                        Pos::of(a),
+                        Code::DuplicateAddress,
                         &what,
                     );
                 }
