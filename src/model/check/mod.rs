@@ -82,6 +82,7 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         .filter(|f| f.target)
         .map(|f| f.path.clone())
         .collect();
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut profile_files = Vec::new();
     let mut room_files = Vec::new();
     for parsed in parse_all(files) {
@@ -105,6 +106,8 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         cx.room(&mut region, r);
     }
     cx.school_duplicates(&region);
+    cx.school_wide(&region);
+    cx.case_collisions(&paths);
     cx.seats(&region);
     let machines = region
         .rooms
@@ -160,6 +163,66 @@ fn parse_one(f: RawFile) -> Parsed {
             Ok(doc) => Parsed::Room(Loaded { src, doc }),
             Err(finding) => Parsed::Failed(finding),
         },
+        FileKind::Unknown => Parsed::Failed(Box::new(unknown_place(&src))),
+    }
+}
+
+/// The line of `glpi_id: <id>` closest to a machine's `mac` (the id is not a spanned value).
+fn glpi_pos(src: &Source, mac: Pos, id: u64) -> Pos {
+    let want = id.to_string();
+    src.text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim().trim_start_matches("- ").trim() == "glpi_id" && v.trim() == want).then(|| {
+                Pos {
+                    line: i as u64 + 1,
+                    column: l.find(want.as_str()).unwrap_or(0) as u64 + 1,
+                }
+            })
+        })
+        .min_by_key(|p| p.line.abs_diff(mac.line))
+        .unwrap_or(mac)
+}
+
+/// RC050: where the file could belong, from the keys at the top of it.
+fn unknown_place(src: &Source) -> Finding {
+    let top: BTreeSet<&str> = src
+        .text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .collect();
+    let uai = src
+        .text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uai:"))
+        .map(|u| u.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|u| fields::uai(u))
+        .unwrap_or_else(|| "<UAI>".to_string());
+    let (looks, place) = if top.contains("machines") || top.contains("school") {
+        ("a room", format!("rooms/{uai}/<room>.yaml"))
+    } else if top.contains("versions") {
+        ("a catalog entry", "profiles/catalog/<id>.yaml".to_string())
+    } else if top.contains("domain") || top.contains("pc_model") {
+        ("a profile", "profiles/<name>.yaml".to_string())
+    } else {
+        ("", String::new())
+    };
+    let f = src.finding(
+        Code::UnknownPlace,
+        Pos::FILE,
+        if looks.is_empty() {
+            "this YAML file is in no place roomcast reads, so it is not checked".to_string()
+        } else {
+            format!("this file looks like {looks}, but it is not where {looks} belongs, so it is not checked")
+        },
+    );
+    if looks.is_empty() {
+        f.with_hint("roomcast reads profiles/<name>.yaml, profiles/catalog/<id>.yaml and rooms/<UAI>/<room>.yaml")
+    } else {
+        f.with_hint(format!("move it to {place}"))
     }
 }
 
@@ -310,6 +373,17 @@ impl Cx {
 
     fn secret_found(&mut self, value: &str) {
         self.secrets.push(value.to_string());
+    }
+
+    /// RC033. A value that is not a `secret:` reference at all is taken for a secret pasted
+    /// in clear: hidden everywhere. A malformed reference (`secret:ad_join`) is only a name.
+    fn bad_secret(&mut self, src: &Source, pos: Pos, value: &str, message: String) {
+        if value.starts_with("secret:") {
+            self.push(src.finding(Code::BadSecret, pos, message));
+        } else {
+            self.secret_found(value);
+            self.push(src.secret_finding(Code::BadSecret, pos, message));
+        }
     }
 
     /// RC042: a password inside a URL, anywhere in the file (installer sources, homepages,
@@ -733,8 +807,7 @@ impl Cx {
             if let Some(k) = &l.key
                 && let Err(m) = fields::secret(&k.value)
             {
-                self.secret_found(&k.value);
-                self.push(src.secret_finding(Code::BadSecret, Pos::of(k), m));
+                self.bad_secret(src, Pos::of(k), &k.value, m);
             }
             if let Some(exp) = &l.expires {
                 match exp.value.parse::<Date>() {
@@ -788,8 +861,7 @@ impl Cx {
             );
         }
         if let Err(m) = fields::secret(&d.join_account.value) {
-            self.secret_found(&d.join_account.value);
-            self.push(src.secret_finding(Code::BadSecret, Pos::of(&d.join_account), m));
+            self.bad_secret(src, Pos::of(&d.join_account), &d.join_account.value, m);
         }
         let sample = render::hostname_context("0000000A", "ROOM", 1, "SERIAL", "00:00:00:00:00:00");
         let rendered = self.renderer.compile(&d.hostname.value).and_then(|c| {
@@ -1137,6 +1209,150 @@ impl Cx {
                         Code::DuplicateHostname,
                         &what,
                     );
+                }
+            }
+        }
+    }
+
+    /// Facts of a whole school or region: rooms of a school on distinct subnets and multicast
+    /// groups, one name per UAI, one GLPI id per machine, a MAC in one school only.
+    fn school_wide(&mut self, region: &Region) {
+        type Place = (String, u64, String);
+        let mut subnets: Vec<(String, (std::net::Ipv4Addr, u8), Place)> = Vec::new();
+        let mut groups: HashMap<(String, std::net::Ipv4Addr), Place> = HashMap::new();
+        let mut names: HashMap<String, (String, Place)> = HashMap::new();
+        let mut glpi: HashMap<u64, Place> = HashMap::new();
+        let mut macs: HashMap<fields::Mac, (String, Place)> = HashMap::new();
+        for r in &region.rooms {
+            let doc = &r.doc;
+            let src = &r.src;
+            let uai = doc.school.uai.value.clone();
+            let room = doc.room.value.clone();
+            let here = |pos: Pos| (src.path.clone(), pos.line, room.clone());
+            let n = &doc.network;
+            if let Ok((net, len)) = fields::cidr(&n.subnet.value) {
+                let mask = |l: u8| if l == 0 { 0 } else { u32::MAX << (32 - l) };
+                let overlap = subnets.iter().find(|(u, (onet, olen), _)| {
+                    *u == uai && {
+                        let m = mask(len.min(*olen));
+                        u32::from(net) & m == u32::from(*onet) & m
+                    }
+                });
+                if let Some((_, (onet, olen), (file, line, oroom))) = overlap {
+                    self.findings.push(
+                        src.finding(
+                            Code::SharedSubnet,
+                            Pos::of(&n.subnet),
+                            format!(
+                                "subnet {} of room `{room}` overlaps {onet}/{olen} of room `{oroom}` of the same school ({file}:{line})",
+                                n.subnet.value
+                            ),
+                        )
+                        .with_hint("each room of a school has its own subnet: roomcast answers PXE and DHCP for the whole subnet it serves"),
+                    );
+                } else {
+                    subnets.push((uai.clone(), (net, len), here(Pos::of(&n.subnet))));
+                }
+            }
+            if let Ok(group) = n.multicast_group.value.parse::<std::net::Ipv4Addr>() {
+                match groups.get(&(uai.clone(), group)) {
+                    Some((file, line, oroom)) => self.findings.push(
+                        src.finding(
+                            Code::SharedMulticastGroup,
+                            Pos::of(&n.multicast_group),
+                            format!(
+                                "multicast group {group} is also the group of room `{oroom}` ({file}:{line})"
+                            ),
+                        )
+                        .with_hint("give each room of a school its own group, e.g. 239.255.<room>.1: two rooms rebuilt the same night would receive each other's image"),
+                    ),
+                    None => {
+                        groups.insert((uai.clone(), group), here(Pos::of(&n.multicast_group)));
+                    }
+                }
+            }
+            let name = doc.school.name.trim().to_string();
+            match names.get(&uai) {
+                Some((other, (file, line, _))) if *other != name => self.findings.push(
+                    src.finding(
+                        Code::SchoolNameMismatch,
+                        Pos::of(&doc.school.uai),
+                        format!(
+                            "school `{uai}` is named `{name}` here and `{other}` in {file}:{line}"
+                        ),
+                    )
+                    .with_hint("one UAI is one school: write the same `school.name` in every room file of the school"),
+                ),
+                Some(_) => {}
+                None => {
+                    names.insert(uai.clone(), (name, here(Pos::of(&doc.school.uai))));
+                }
+            }
+            for m in &doc.machines.value {
+                if let Some(id) = m.glpi_id {
+                    let pos = glpi_pos(src, Pos::of(&m.mac), id);
+                    match glpi.get(&id) {
+                        Some((file, line, _)) => self.findings.push(
+                            src.finding(
+                                Code::DuplicateGlpiId,
+                                pos,
+                                format!("GLPI id {id} is also given to a machine in {file}:{line}"),
+                            )
+                            .with_hint("a GLPI id names one computer: check the id in GLPI (Parc > Ordinateurs)"),
+                        ),
+                        None => {
+                            glpi.insert(id, here(pos));
+                        }
+                    }
+                }
+                if let Ok(mac) = fields::mac(&m.mac.value) {
+                    match macs.get(&mac) {
+                        Some((other, (file, line, _))) if *other != uai => self.findings.push(
+                            src.finding(
+                                Code::MacInTwoSchools,
+                                Pos::of(&m.mac),
+                                format!(
+                                    "MAC {mac} is also listed in school `{other}` ({file}:{line})"
+                                ),
+                            )
+                            .with_hint(
+                                "a PC that moved must leave the room file of its old school",
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            macs.insert(mac, (uai.clone(), here(Pos::of(&m.mac))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two files whose paths differ only by case collide in a Windows or macOS checkout.
+    fn case_collisions(&mut self, paths: &[String]) {
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        let mut sorted: Vec<&String> = paths.iter().collect();
+        sorted.sort();
+        for p in sorted {
+            match seen.get(&p.to_lowercase()) {
+                Some(first) if *first != p.as_str() => {
+                    let src = Source {
+                        path: p.clone(),
+                        text: String::new(),
+                    };
+                    self.findings.push(
+                        src.finding(
+                            Code::CaseCollision,
+                            Pos::FILE,
+                            format!("this path differs from {first} only by case; the two files are one on Windows and macOS"),
+                        )
+                        .with_hint("rename or merge one of them"),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(p.to_lowercase(), p);
                 }
             }
         }
