@@ -14,6 +14,11 @@ use crate::model::catalog::Os;
 /// templates (unattend, join scripts) a few hundred.
 pub const FUEL: u64 = 20_000;
 
+/// Fuel of all the hostname renders of one room: 100 steps for each of 20,000 machines (a
+/// hostname template takes about 20), so that a 1 MiB room file cannot multiply a costly
+/// template by its machines.
+pub const ROOM_FUEL: u64 = 2_000_000;
+
 /// Longest output of one render, in bytes (an install command, a hostname, an unattend file).
 pub const MAX_OUTPUT: usize = 64 * 1024;
 

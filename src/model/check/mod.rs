@@ -289,6 +289,7 @@ pub fn final_hostnames(
     profile: &Profile,
 ) -> Vec<Result<String, render::RenderError>> {
     let mut compiled = renderer.compile(&profile.domain.hostname.value);
+    let mut spent = 0u64;
     room.machines
         .value
         .iter()
@@ -296,21 +297,38 @@ pub fn final_hostnames(
         .map(|(i, m)| match (&m.hostname, &compiled) {
             (Some(h), _) => Ok(h.value.clone()),
             (None, Ok(t)) => {
-                let r = t.render(render::hostname_context(
+                let r = t.render_spent(render::hostname_context(
                     &room.school.uai.value,
                     &room.room.value,
                     i + 1,
                     &m.serial.value,
                     &m.mac.value,
                 ));
-                // A template over budget for one machine is not run for the next ones: the
-                // room costs at most one budget more than its successful renders.
-                if let Err(e) = &r
-                    && e.is_over_budget()
-                {
-                    compiled = Err(e.clone());
+                match r {
+                    Ok((name, s)) => {
+                        spent += s.fuel;
+                        if spent > render::ROOM_FUEL {
+                            // The room as a whole is over budget: the next machines are not
+                            // rendered.
+                            compiled = Err(render::RenderError {
+                                message: format!(
+                                    "naming the room's {} machines takes more than {} template steps",
+                                    room.machines.value.len(),
+                                    render::ROOM_FUEL
+                                ),
+                                kind: render::RenderErrorKind::OverBudget,
+                            });
+                        }
+                        Ok(name)
+                    }
+                    Err(e) => {
+                        // A template over budget for one machine is not run for the next ones.
+                        if e.is_over_budget() {
+                            compiled = Err(e.clone());
+                        }
+                        Err(e)
+                    }
                 }
-                r
             }
             (None, Err(e)) => Err(e.clone()),
         })
@@ -1007,13 +1025,30 @@ impl Cx {
             ));
         }
         let mut hostnames = Vec::new();
-        let finals: Vec<Option<String>> = match profile {
-            Some(p) => final_hostnames(&self.renderer, doc, p)
-                .into_iter()
-                .map(Result::ok)
-                .collect(),
+        let results = profile.map(|p| final_hostnames(&self.renderer, doc, p));
+        let over = results
+            .iter()
+            .flatten()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_over_budget()).cloned());
+        let finals: Vec<Option<String>> = match results {
+            Some(r) => r.into_iter().map(Result::ok).collect(),
             None => vec![None; doc.machines.value.len()],
         };
+        if let Some(e) = over {
+            self.push(
+                src.finding(
+                    Code::TemplateBudget,
+                    Pos::of(&doc.profile),
+                    format!(
+                        "the hostname template of `{}`: {}",
+                        doc.profile.value, e.message
+                    ),
+                )
+                .with_hint(
+                    "give the machines a `hostname:`, or simplify the profile's `domain.hostname`",
+                ),
+            );
+        }
         let mut positioned = Vec::new();
         for (i, m) in doc.machines.value.iter().enumerate() {
             match fields::mac(&m.mac.value) {
