@@ -143,3 +143,13 @@ fn hostname_from_template_is_checked_too() {
     );
     assert!(v.findings[0].message.contains("B204-ANNEXE-EST-PC02"));
 }
+
+#[test]
+fn every_code_is_in_the_formats_doc() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMATS.md")).unwrap();
+    for code in Code::ALL {
+        let row = format!("| {} | {} |", code.as_str(), code.severity().as_str());
+        assert!(doc.contains(&row), "docs/FORMATS.md has no row `{row}`");
+    }
+}
