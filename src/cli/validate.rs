@@ -58,7 +58,10 @@ pub fn run(args: ValidateArgs) -> u8 {
     let files = match model::load::load(&paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                crate::model::source::escape_text(&e.to_string())
+            );
             return exit::USAGE_OR_IO;
         }
     };

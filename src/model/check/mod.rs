@@ -72,6 +72,7 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut cx = Cx {
         findings: Vec::new(),
         secrets: Vec::new(),
+        bad_hostname_templates: BTreeSet::new(),
         hostnames: HashMap::new(),
         renderer: Renderer::new(),
         today,
@@ -260,6 +261,8 @@ struct Cx {
     findings: Vec<Finding>,
     /// Values rules found to be secrets written in clear: never printed, in any finding.
     secrets: Vec<String>,
+    /// Profiles (file paths) whose hostname template already has its own finding.
+    bad_hostname_templates: BTreeSet<String>,
     /// Final hostname and its place, per room file and machine, computed once by `room`.
     hostnames: HashMap<String, Vec<Option<(String, Pos)>>>,
     renderer: Renderer,
@@ -891,6 +894,7 @@ impl Cx {
             }
         });
         if let Err(e) = rendered {
+            self.bad_hostname_templates.insert(src.path.clone());
             self.push(template_finding(
                 src,
                 Pos::of(&d.hostname),
@@ -1025,6 +1029,10 @@ impl Cx {
             ));
         }
         let mut hostnames = Vec::new();
+        let profile_ok = region
+            .profiles
+            .get(&doc.profile.value)
+            .is_some_and(|p| !self.bad_hostname_templates.contains(&p.src.path));
         let results = profile.map(|p| final_hostnames(&self.renderer, doc, p));
         let over = results
             .iter()
@@ -1034,7 +1042,11 @@ impl Cx {
             Some(r) => r.into_iter().map(Result::ok).collect(),
             None => vec![None; doc.machines.value.len()],
         };
-        if let Some(e) = over {
+        // Over budget for this room only (its machines, its values): the profile's own finding
+        // covers a template that is over budget everywhere.
+        if let Some(e) = over
+            && profile_ok
+        {
             self.push(
                 src.finding(
                     Code::TemplateBudget,
@@ -1187,19 +1199,25 @@ impl Cx {
             let doc = &r.doc;
             let uai = doc.school.uai.value.clone();
             for (i, m) in doc.machines.value.iter().enumerate() {
-                let mut check =
-                    |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| match seen
-                        .get(&(uai.clone(), key.clone()))
-                    {
-                        Some((file, line)) => self.findings.push(r.src.finding(
-                            code,
-                            pos,
-                            format!("{what} is also used in {file}:{line}"),
-                        )),
+                let mut check = |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| {
+                    match seen.get(&(uai.clone(), key.clone())) {
+                        Some((file, line)) => {
+                            let f = r.src.finding(
+                                code,
+                                pos,
+                                format!("{what} is also used in {file}:{line}"),
+                            );
+                            self.findings.push(if code == Code::DuplicateAddress {
+                                f.with_hint("two PCs cannot share an address: check the school's DHCP reservations")
+                            } else {
+                                f
+                            })
+                        }
                         None => {
                             seen.insert((uai.clone(), key), (r.src.path.clone(), pos.line));
                         }
-                    };
+                    }
+                };
                 if let Ok(mac) = fields::mac(&m.mac.value) {
                     let what = format!("MAC {mac}");
                     check(
