@@ -19,6 +19,9 @@ pub struct Source {
     pub path: String,
     /// The whole text.
     pub text: String,
+    /// Where each line starts, computed on first use: a file with thousands of findings gets
+    /// each excerpt without scanning the text from the start.
+    lines: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A place in a file, 1-based, in characters.
@@ -49,6 +52,32 @@ impl Pos {
 }
 
 impl Source {
+    /// A file's text under the name it is reported under.
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Source {
+        Source {
+            path: path.into(),
+            text: text.into(),
+            lines: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Line `n` (1-based) without its end of line, or `None` past the end.
+    pub fn line(&self, n: u64) -> Option<&str> {
+        let starts = self.lines.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let i = usize::try_from(n.checked_sub(1)?).ok()?;
+        let start = *starts.get(i)?;
+        let end = starts.get(i + 1).map(|e| e - 1).unwrap_or(self.text.len());
+        if start > self.text.len() || (start == self.text.len() && i > 0) {
+            return None;
+        }
+        let line = &self.text[start..end];
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    }
+
     /// A finding at `pos` in this file, with its excerpt.
     pub fn finding(&self, code: Code, pos: Pos, message: impl Into<String>) -> Finding {
         Finding {
@@ -58,7 +87,10 @@ impl Source {
             line: pos.line,
             column: pos.column,
             message: message.into(),
-            excerpt: excerpt(&self.text, pos),
+            excerpt: match self.line(pos.line) {
+                Some(line) if pos.line > 0 => excerpt(line, Pos { line: 1, ..pos }),
+                _ => String::new(),
+            },
             hint: None,
         }
     }
@@ -69,7 +101,7 @@ impl Source {
     /// then `***` in place of the rest of the line.
     pub fn secret_finding(&self, code: Code, pos: Pos, message: impl Into<String>) -> Finding {
         let mut f = self.finding(code, pos, message);
-        if let Some(line) = self.text.lines().nth(pos.line.saturating_sub(1) as usize) {
+        if let Some(line) = self.line(pos.line) {
             let kept: String = line
                 .chars()
                 .take(pos.column.saturating_sub(1) as usize)
@@ -280,10 +312,7 @@ pub fn parse_options() -> Options {
 /// Checks size and encoding of a file's bytes: the text, or the finding that refuses it.
 /// `size` is the size on disk (the loader reads at most `MAX_FILE_BYTES + 1` bytes).
 pub fn decode(path: &str, bytes: Vec<u8>, size: u64) -> Result<Source, Box<Finding>> {
-    let whole = Source {
-        path: path.to_string(),
-        text: String::new(),
-    };
+    let whole = Source::new(path, String::new());
     if size > MAX_FILE_BYTES || bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Box::new(
             whole
@@ -298,10 +327,7 @@ pub fn decode(path: &str, bytes: Vec<u8>, size: u64) -> Result<Source, Box<Findi
         ));
     }
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(Source {
-            path: path.to_string(),
-            text,
-        }),
+        Ok(text) => Ok(Source::new(path, text)),
         Err(e) => {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             // The valid prefix is UTF-8 by construction.
@@ -309,10 +335,7 @@ pub fn decode(path: &str, bytes: Vec<u8>, size: u64) -> Result<Source, Box<Findi
             let line = prefix.matches('\n').count() as u64 + 1;
             let column = prefix.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let src = Source {
-                path: path.to_string(),
-                text,
-            };
+            let src = Source::new(path, text);
             Err(Box::new(
                 src.finding(
                     Code::NotUtf8,

@@ -246,3 +246,25 @@ fn a_costly_template_in_a_huge_room_is_bounded() {
     assert!(stdout.contains("template steps"), "{stdout}");
     assert!(peak_kib < PEAK_LIMIT_KIB, "peak {peak_kib} KiB");
 }
+
+/// 28,000 URLs with passwords in one 1 MiB file: each is a finding, none prints its password,
+/// and hiding them all stays linear (one automaton, `check::Hider`).
+#[test]
+fn a_flood_of_url_passwords_is_hidden_within_bounds() {
+    let dir = super::region(None);
+    let profile = dir.path().join("profiles/sti2d-cao.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let mut flood = String::new();
+    let mut n = 0;
+    while flood.len() < 900_000 {
+        flood.push_str(&format!("# https://u{n}:pass{n:06}@h/x\n"));
+        n += 1;
+    }
+    std::fs::write(&profile, format!("{flood}{text}")).unwrap();
+    let (exit, stdout, peak_kib, secs) = validate_repo_in_child(dir.path());
+    println!("{n} URL passwords: {secs} s, {peak_kib} KiB");
+    assert_eq!(exit, 1);
+    assert_eq!(stdout.matches("\"RC042\"").count(), n);
+    assert!(!stdout.contains(":pass0"), "a password is printed");
+    assert!(peak_kib < PEAK_LIMIT_KIB, "peak {peak_kib} KiB");
+}

@@ -121,8 +121,9 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         .into_iter()
         .filter(|f| targets.contains(&f.file))
         .collect();
+    let hider = Hider::new(&cx.secrets);
     for f in &mut findings {
-        cx.secrets.iter().for_each(|secret| hide(f, secret));
+        hider.apply(f);
         f.message = source::escape_text(&f.message);
         f.hint = f.hint.as_deref().map(source::escape_text);
     }
@@ -168,17 +169,22 @@ fn parse_one(f: RawFile) -> Parsed {
     }
 }
 
-/// The line of `glpi_id: <id>` closest to a machine's `mac` (the id is not a spanned value).
+/// The line of `glpi_id: <id>` closest to a machine's `mac` (the id is not a spanned value),
+/// looked for among the lines around it: a machine is a few lines long.
 fn glpi_pos(src: &Source, mac: Pos, id: u64) -> Pos {
     let want = id.to_string();
-    src.text
-        .lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
+    (mac.line.saturating_sub(8).max(1)..=mac.line + 8)
+        .filter_map(|n| {
+            let l = src.line(n)?;
             let (k, v) = l.split_once(':')?;
-            (k.trim().trim_start_matches("- ").trim() == "glpi_id" && v.trim() == want).then(|| {
+            let key = k
+                .trim()
+                .trim_start_matches("- ")
+                .trim_start_matches('{')
+                .trim();
+            (key == "glpi_id" && v.trim().trim_end_matches(['}', ',']).trim() == want).then(|| {
                 Pos {
-                    line: i as u64 + 1,
+                    line: n,
                     column: l.find(want.as_str()).unwrap_or(0) as u64 + 1,
                 }
             })
@@ -376,15 +382,62 @@ pub fn find_version<'a>(
         .find(|v| v.version.value == version && v.os.value == os)
 }
 
-/// Replaces every occurrence of `secret` in a finding's texts by `***`.
-fn hide(f: &mut Finding, secret: &str) {
-    // Shorter values would blank out ordinary words; their own finding hides them already.
-    if secret.chars().count() < 4 {
-        return;
+/// Every value found to be a secret, in one Aho-Corasick automaton: hiding them in all findings
+/// costs time linear in the text, however many secrets a hostile file holds.
+struct Hider {
+    automaton: Option<aho_corasick::AhoCorasick>,
+    /// The patterns, for the (unexpected) case the automaton could not be built.
+    patterns: Vec<String>,
+}
+
+impl Hider {
+    fn new(secrets: &[String]) -> Hider {
+        // Shorter values would blank out ordinary words; their own finding hides them already.
+        let mut patterns: Vec<&str> = secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|s| s.chars().count() >= 4)
+            .collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        let automaton = (!patterns.is_empty())
+            .then(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&patterns)
+                    .ok()
+            })
+            .flatten();
+        let patterns = patterns.into_iter().map(String::from).collect();
+        Hider {
+            automaton,
+            patterns,
+        }
     }
-    f.message = f.message.replace(secret, "***");
-    f.excerpt = f.excerpt.replace(secret, "***");
-    f.hint = f.hint.as_deref().map(|h| h.replace(secret, "***"));
+
+    /// `text` with every secret replaced by `***`.
+    fn hide(&self, text: &str) -> String {
+        match &self.automaton {
+            Some(a) => {
+                let mut out = String::with_capacity(text.len());
+                a.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str("***");
+                    true
+                });
+                out
+            }
+            None => self
+                .patterns
+                .iter()
+                .fold(text.to_string(), |t, p| t.replace(p.as_str(), "***")),
+        }
+    }
+
+    fn apply(&self, f: &mut Finding) {
+        f.message = self.hide(&f.message);
+        f.excerpt = self.hide(&f.excerpt);
+        f.hint = f.hint.as_deref().map(|h| self.hide(h));
+    }
 }
 
 impl Cx {
@@ -1390,10 +1443,7 @@ impl Cx {
         for p in sorted {
             match seen.get(&p.to_lowercase()) {
                 Some(first) if *first != p.as_str() => {
-                    let src = Source {
-                        path: p.clone(),
-                        text: String::new(),
-                    };
+                    let src = Source::new(p.clone(), String::new());
                     self.findings.push(
                         src.finding(
                             Code::CaseCollision,
