@@ -58,7 +58,10 @@ pub fn run(args: ValidateArgs) -> u8 {
     let files = match model::load::load(&paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                crate::model::source::escape_text(&e.to_string())
+            );
             return exit::USAGE_OR_IO;
         }
     };
@@ -76,12 +79,42 @@ pub fn outcome(v: &Validation, deny_warnings: bool) -> u8 {
     }
 }
 
-/// Renders a validation in a format.
+/// Renders a validation in a format. Every text from the files goes out escaped (control
+/// characters, terminal escape sequences, invisible characters), whatever the format.
 pub fn render(v: &Validation, format: Format) -> String {
+    let safe = Validation {
+        findings: v.findings.iter().map(sanitized).collect(),
+        region: Default::default(),
+        ..*v
+    };
     match format {
-        Format::Human => human(v),
-        Format::Json => json(v),
-        Format::Github => github(&v.findings),
+        Format::Human => human(&safe),
+        Format::Json => json(&safe),
+        Format::Github => github(&safe.findings),
+    }
+}
+
+/// A finding whose texts are safe for a terminal (`model::source::escape_text`; idempotent,
+/// so findings escaped by the model stay as they are). Tabs of the excerpt are kept: the
+/// caret line is aligned with them.
+pub fn sanitized(f: &Finding) -> Finding {
+    use crate::model::source::escape_text;
+    Finding {
+        file: escape_text(&f.file),
+        message: escape_text(&f.message),
+        excerpt: f
+            .excerpt
+            .split('\n')
+            .map(|l| {
+                l.split('\t')
+                    .map(escape_text)
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        hint: f.hint.as_deref().map(escape_text),
+        ..f.clone()
     }
 }
 

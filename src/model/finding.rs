@@ -65,6 +65,12 @@ codes! {
     WrongType = "RC005", Error, "wrong type or value";
     /// A required key is missing.
     MissingKey = "RC006", Error, "missing key";
+    /// An empty file (no document, or only comments).
+    EmptyFile = "RC007", Error, "empty file";
+    /// A key written twice in one mapping.
+    DuplicateKey = "RC008", Error, "duplicate key";
+    /// A key with no value (null) where a value is required.
+    NullValue = "RC009", Error, "key without a value";
     /// Two machines of a school share a MAC address.
     DuplicateMac = "RC010", Error, "duplicate MAC address";
     /// Two machines of a school share a hostname.
@@ -79,6 +85,12 @@ codes! {
     ModelMismatch = "RC015", Error, "machine model differs from the profile";
     /// The room's master is not one of its machines.
     MasterNotListed = "RC016", Error, "master is not a machine of the room";
+    /// A MAC address no PC can have: broadcast, multicast (group bit set) or all zeros.
+    UnusableMac = "RC017", Error, "MAC address no PC can have";
+    /// A PC address equal to its subnet's network or broadcast address.
+    UnusableAddress = "RC018", Error, "address is the subnet's network or broadcast address";
+    /// Two machines of a school share an IPv4 address.
+    DuplicateAddress = "RC019", Error, "duplicate IPv4 address";
     /// A profile uses a software absent from the catalog.
     SoftwareNotInCatalog = "RC020", Error, "software not in the catalog";
     /// A profile uses a version the catalog does not have.
@@ -117,10 +129,28 @@ codes! {
     MalformedReference = "RC037", Error, "malformed name@version reference";
     /// An install command puts the raw licence key on a command line (visible in the process list).
     SecretOnCommandLine = "RC038", Warning, "licence key on a command line";
+    /// A template over its budget: too many steps, too much data or output, too deep.
+    TemplateBudget = "RC039", Error, "template over budget";
     /// A value of the right type but the wrong shape (UAI, CIDR, sha256, date, identifier...).
     InvalidValue = "RC040", Error, "invalid value";
     /// The same catalog id, profile name@version or room defined twice.
     DuplicateDefinition = "RC041", Error, "defined twice";
+    /// A URL with credentials in it (`https://user:pass@host/...`).
+    CredentialsInUrl = "RC042", Error, "credentials in a URL";
+    /// Two rooms of one school on the same subnet.
+    SharedSubnet = "RC044", Error, "two rooms of a school on one subnet";
+    /// Two rooms of one school with the same multicast group.
+    SharedMulticastGroup = "RC045", Error, "two rooms of a school on one multicast group";
+    /// One GLPI id on two machines.
+    DuplicateGlpiId = "RC046", Error, "duplicate GLPI id";
+    /// Two names for one UAI.
+    SchoolNameMismatch = "RC047", Error, "two names for one school";
+    /// Two files whose paths differ only by case.
+    CaseCollision = "RC048", Error, "paths that differ only by case";
+    /// A MAC address in two schools.
+    MacInTwoSchools = "RC049", Warning, "MAC address in two schools";
+    /// A YAML file where no kind of file belongs.
+    UnknownPlace = "RC050", Error, "YAML file in an unknown place";
 }
 
 /// One problem found in one file, at one place.
@@ -156,12 +186,12 @@ impl std::fmt::Display for Finding {
         write!(
             f,
             "{}:{}:{}: {}[{}]: {}",
-            self.file,
+            super::source::escape_text(&self.file),
             self.line,
             self.column,
             self.severity.as_str(),
             self.code.as_str(),
-            self.message
+            super::source::escape_text(&self.message)
         )
     }
 }

@@ -17,6 +17,8 @@ pub enum FileKind {
     Profile,
     /// `rooms/<UAI>/<room>.yaml`
     Room,
+    /// Anywhere else: no kind of file belongs there (`RC050`).
+    Unknown,
 }
 
 /// A file as read from disk, not parsed yet.
@@ -62,7 +64,10 @@ pub fn repo_root(path: &Path) -> Option<PathBuf> {
     Some(comps[..i].iter().collect())
 }
 
-/// Classifies a file by the folder it sits in under its repository root.
+/// Classifies a file by the folder it sits in under its repository root: exactly
+/// `profiles/catalog/<id>.yaml`, `profiles/<name>.yaml` or `rooms/<UAI>/<room>.yaml`;
+/// anything else (a room straight under `rooms/`, a sub-folder, a file outside `profiles/` and
+/// `rooms/`) is [`FileKind::Unknown`].
 pub fn classify(path: &Path) -> FileKind {
     let names: Vec<&str> = path
         .components()
@@ -71,10 +76,14 @@ pub fn classify(path: &Path) -> FileKind {
     let top = names
         .iter()
         .rposition(|n| matches!(*n, "profiles" | "rooms"));
-    match top {
-        Some(i) if names[i] == "rooms" => FileKind::Room,
-        Some(i) if names.get(i + 1) == Some(&"catalog") && names.len() > i + 2 => FileKind::Catalog,
-        _ => FileKind::Profile,
+    let below = top.map(|i| names.len() - i - 1);
+    match (top.map(|i| names[i]), below) {
+        (Some("rooms"), Some(2)) => FileKind::Room,
+        (Some("profiles"), Some(1)) => FileKind::Profile,
+        (Some("profiles"), Some(2)) if top.and_then(|i| names.get(i + 1)) == Some(&"catalog") => {
+            FileKind::Catalog
+        }
+        _ => FileKind::Unknown,
     }
 }
 

@@ -55,6 +55,9 @@ cases! {
     unknown_key: "RC004-unknown-key" => [("RC004", B204, 16, 5)];
     wrong_type: "RC005-wrong-type" => [("RC005", B204, 12, 20)];
     missing_key: "RC006-missing-key" => [("RC006", B204, 25, 5)];
+    empty_file: "RC007-empty-file" => [("RC007", "rooms/0330021U/B206.yaml", 0, 0)];
+    duplicate_key: "RC008-duplicate-key" => [("RC008", B204, 8, 1)];
+    null_value: "RC009-null-value" => [("RC009", B204, 7, 5)];
     duplicate_mac: "RC010-duplicate-mac" => [("RC010", B205, 24, 10)];
     duplicate_hostname: "RC011-duplicate-hostname" => [("RC011", B204, 24, 15)];
     duplicate_serial: "RC012-duplicate-serial" => [("RC012", B204, 25, 13)];
@@ -62,6 +65,9 @@ cases! {
     netbios_hostname: "RC014-netbios-hostname" => [("RC014", B204, 24, 15)];
     model_mismatch: "RC015-model-mismatch" => [("RC015", B204, 26, 12)];
     master_not_listed: "RC016-master-not-listed" => [("RC016", B204, 14, 9)];
+    unusable_mac: "RC017-unusable-mac" => [("RC017", B204, 21, 10)];
+    unusable_address: "RC018-unusable-address" => [("RC018", B204, 22, 14)];
+    duplicate_address: "RC019-duplicate-address" => [("RC019", B204, 26, 14)];
     software_not_in_catalog: "RC020-software-not-in-catalog" => [("RC020", PROFILE, 9, 5)];
     unknown_version: "RC021-unknown-version" => [("RC021", PROFILE, 9, 5)];
     not_qualified: "RC022-not-qualified" => [("RC022", PROFILE, 9, 5)];
@@ -80,9 +86,21 @@ cases! {
     file_name_mismatch: "RC035-file-name-mismatch" => [("RC035", B204, 5, 7)];
     unknown_profile: "RC036-unknown-profile" => [("RC036", B204, 13, 10)];
     malformed_reference: "RC037-malformed-reference" => [("RC037", B204, 13, 10)];
+    template_budget: "RC039-template-budget" => [("RC039", PROFILE, 22, 13)];
     secret_on_command_line: "RC038-secret-on-command-line" => [("RC038", "profiles/catalog/solidworks-edu.yaml", 13, 14)];
     invalid_value: "RC040-invalid-value" => [("RC040", B204, 10, 11)];
     duplicate_definition: "RC041-duplicate-definition" => [("RC041", PROFILE, 10, 5)];
+    credentials_in_url: "RC042-credentials-in-url" => [
+        ("RC042", "profiles/catalog/libreoffice.yaml", 13, 15),
+        ("RC042", "profiles/catalog/libreoffice.yaml", 27, 15),
+    ];
+    shared_subnet: "RC044-shared-subnet" => [("RC044", B205, 10, 11)];
+    shared_multicast_group: "RC045-shared-multicast-group" => [("RC045", B205, 11, 20)];
+    duplicate_glpi_id: "RC046-duplicate-glpi-id" => [("RC046", B205, 20, 14)];
+    school_name_mismatch: "RC047-school-name-mismatch" => [("RC047", B205, 2, 8)];
+    case_collision: "RC048-case-collision" => [("RC048", "rooms/0330021U/b204.yaml", 0, 0)];
+    mac_in_two_schools: "RC049-mac-in-two-schools" => [("RC049", "rooms/0330022V/A101.yaml", 13, 10)];
+    unknown_place: "RC050-unknown-place" => [("RC050", "rooms/B206.yaml", 0, 0)];
 }
 
 #[test]
@@ -124,4 +142,14 @@ fn hostname_from_template_is_checked_too() {
         ]
     );
     assert!(v.findings[0].message.contains("B204-ANNEXE-EST-PC02"));
+}
+
+#[test]
+fn every_code_is_in_the_formats_doc() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMATS.md")).unwrap();
+    for code in Code::ALL {
+        let row = format!("| {} | {} |", code.as_str(), code.severity().as_str());
+        assert!(doc.contains(&row), "docs/FORMATS.md has no row `{row}`");
+    }
 }

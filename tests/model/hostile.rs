@@ -129,3 +129,142 @@ fn hostile_files_are_refused_by_the_binary_within_bounded_memory() {
     );
     refused_by_binary_within_memory(b"school:\n  name: Lyc\xe9e\n", Code::NotUtf8);
 }
+
+/// Runs `roomcast validate --format json DIR` under GNU time: (exit code, stdout, peak RSS in
+/// KiB, elapsed seconds). The seconds are printed for docs/PERFORMANCE.md, never asserted.
+fn validate_repo_in_child(dir: &Path) -> (i32, String, u64, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = tmp.path().join("figures");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M %e", "-o"])
+        .arg(&mem)
+        .arg(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["validate", "--format", "json", "--today", "2026-01-15"])
+        .arg(dir.join("profiles"))
+        .arg(dir.join("rooms"))
+        .output()
+        .expect("GNU time");
+    let figures = std::fs::read_to_string(&mem).unwrap();
+    let mut last = figures.lines().last().unwrap().split_whitespace();
+    let peak = last.next().unwrap().parse().unwrap();
+    let secs = last.next().unwrap().parse().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        peak,
+        secs,
+    )
+}
+
+/// The good region with the profile's hostname template, or a catalog install command,
+/// replaced by a hostile template: the binary answers RC039 within the memory bound.
+#[test]
+fn hostile_templates_are_refused_by_the_binary_within_bounded_memory() {
+    let hostname_cases = [
+        // Nested loops: 10^10 iterations without a budget.
+        "{% for a in range(100000) %}{% for b in range(100000) %}xxxxxxxxxx{% endfor %}{% endfor %}",
+        // A self-doubling macro: 2^500 bytes without a budget.
+        "{% macro d(s) %}{{ d(s ~ s) }}{% endmacro %}{{ d('x') }}",
+        // Doubling in a loop, within the recursion limit.
+        "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        // One huge allocation.
+        "{{ 'x' * 10000000000 }}",
+        "{{ '%099999999999d' | format(1) }}",
+    ];
+    let install_cases = [
+        "{% for a in range(100000) %}{{ installer.path }}{% endfor %}",
+        "{{ installer.path * 1000000000 }}",
+    ];
+    let cases = hostname_cases
+        .iter()
+        .map(|t| ("profiles/sti2d-cao.yaml", t))
+        .chain(
+            install_cases
+                .iter()
+                .map(|t| ("profiles/catalog/libreoffice.yaml", t)),
+        );
+    for (file, template) in cases {
+        let dir = super::region(None);
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("hostname: \"{{") || l.contains("install: '"))
+            .unwrap()
+            .to_string();
+        let key = line.split(':').next().unwrap();
+        let quoted = template.replace('\'', "''");
+        std::fs::write(&path, text.replace(&line, &format!("{key}: '{quoted}'"))).unwrap();
+        let (exit, stdout, peak_kib, secs) = validate_repo_in_child(dir.path());
+        println!("{template}: {secs} s, {peak_kib} KiB");
+        assert_eq!(exit, 1, "{stdout}");
+        assert!(stdout.contains("RC039"), "{template}: {stdout}");
+        assert!(peak_kib < PEAK_LIMIT_KIB, "{template}: peak {peak_kib} KiB");
+    }
+}
+
+/// A 1 MiB room of 14,000+ machines whose names come from a template that is legal but costly
+/// for each machine: the room as a whole has a budget (`render::ROOM_FUEL`), so the cost is not
+/// multiplied by the machines.
+#[test]
+fn a_costly_template_in_a_huge_room_is_bounded() {
+    let dir = super::region(None);
+    let profile = dir.path().join("profiles/sti2d-cao.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let line = text.lines().find(|l| l.contains("hostname:")).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace(
+            line,
+            "  hostname: \"{% for i in range(900) %}{% endfor %}P{{ machine.index }}\"",
+        ),
+    )
+    .unwrap();
+    let room = dir.path().join("rooms/0330021U/B204.yaml");
+    let head = std::fs::read_to_string(&room).unwrap();
+    let mut text = head.split("master:").next().unwrap().to_string();
+    text.push_str("machines:\n");
+    let mut i = 0u32;
+    loop {
+        i += 1;
+        let m = format!(
+            "  - {{mac: \"02:{:02x}:{:02x}:{:02x}:00:01\", serial: S{i}, model: OptiPlex 7010}}\n",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        );
+        if text.len() + m.len() > MAX_FILE_BYTES as usize {
+            break;
+        }
+        text.push_str(&m);
+    }
+    std::fs::write(&room, text).unwrap();
+    let (exit, stdout, peak_kib, secs) = validate_repo_in_child(dir.path());
+    println!("{i} machines, 900-step template: {secs} s, {peak_kib} KiB");
+    assert_eq!(exit, 1, "{stdout}");
+    assert!(stdout.contains("RC039"), "{stdout}");
+    assert!(stdout.contains("template steps"), "{stdout}");
+    assert!(peak_kib < PEAK_LIMIT_KIB, "peak {peak_kib} KiB");
+}
+
+/// 28,000 URLs with passwords in one 1 MiB file: each is a finding, none prints its password,
+/// and hiding them all stays linear (one automaton, `check::Hider`).
+#[test]
+fn a_flood_of_url_passwords_is_hidden_within_bounds() {
+    let dir = super::region(None);
+    let profile = dir.path().join("profiles/sti2d-cao.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let mut flood = String::new();
+    let mut n = 0;
+    while flood.len() < 900_000 {
+        flood.push_str(&format!("# https://u{n}:pass{n:06}@h/x\n"));
+        n += 1;
+    }
+    std::fs::write(&profile, format!("{flood}{text}")).unwrap();
+    let (exit, stdout, peak_kib, secs) = validate_repo_in_child(dir.path());
+    println!("{n} URL passwords: {secs} s, {peak_kib} KiB");
+    assert_eq!(exit, 1);
+    assert_eq!(stdout.matches("\"RC042\"").count(), n);
+    assert!(!stdout.contains(":pass0"), "a password is printed");
+    assert!(peak_kib < PEAK_LIMIT_KIB, "peak {peak_kib} KiB");
+}

@@ -5,6 +5,7 @@
 //! list exactly.
 
 mod broken;
+mod careless;
 mod cli;
 mod hostile;
 mod output;

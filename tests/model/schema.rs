@@ -16,6 +16,7 @@ fn validator(kind: FileKind) -> jsonschema::Validator {
         FileKind::Catalog => Kind::Catalog,
         FileKind::Profile => Kind::Profile,
         FileKind::Room => Kind::Room,
+        FileKind::Unknown => panic!("a file in an unknown place"),
     };
     jsonschema::validator_for(&schema(k)).unwrap()
 }

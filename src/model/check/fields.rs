@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::model::source;
+
 /// A MAC address, normalised to lowercase `xx:xx:xx:xx:xx:xx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
@@ -52,7 +54,8 @@ pub fn netbios(name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
     {
         return Err(format!(
-            "hostname `{name}` contains `{c}`; NetBIOS allows letters, digits and `-`"
+            "hostname `{name}` contains {}; NetBIOS allows letters, digits and `-` (ASCII only)",
+            show_char(c)
         ));
     }
     if name.starts_with('-') {
@@ -62,6 +65,23 @@ pub fn netbios(name: &str) -> Result<(), String> {
         return Err(format!("hostname `{name}` is all digits"));
     }
     Ok(())
+}
+
+/// A character for a message: `_` as `` `_` ``, and anything outside ASCII by its code point
+/// and name (`` `С` (U+0421 CYRILLIC CAPITAL LETTER ES, which looks like `C`) ``).
+pub fn show_char(c: char) -> String {
+    if c.is_ascii_graphic() {
+        format!("`{c}`")
+    } else if c.is_ascii() {
+        format!("`{}`", source::escape_text(&c.to_string()))
+    } else if source::escape_text(&c.to_string()) != c.to_string() {
+        format!("an invisible {}", source::describe_char(c))
+    } else {
+        let like = source::looks_like(c)
+            .map(|l| format!(", which looks like `{l}`"))
+            .unwrap_or_default();
+        format!("`{c}` ({}{like})", source::describe_char(c))
+    }
 }
 
 /// An identifier `[a-z0-9-]+`.
@@ -97,13 +117,63 @@ pub fn secret(s: &str) -> Result<&str, String> {
     }
 }
 
-/// A value that may be a secret pasted by mistake is shown by its first characters only.
-fn redact(s: &str) -> String {
-    let head: String = s.chars().take(3).collect();
-    if s.chars().count() > 3 {
-        format!("{head}…")
+/// A value that may be a secret pasted by mistake is never shown, not even in part.
+fn redact(_s: &str) -> String {
+    "***".to_string()
+}
+
+/// A URL with a password in it, found in any text: (byte offset of the URL, the URL with the
+/// password as `***`, the password). `https://user:pass@host/...`, `smb://DOMAIN;user:pass@host`.
+pub fn url_credentials(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let sep = from + i;
+        // The scheme: letters, digits, `+-.` before `://`.
+        let start = text[..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map(|j| j + 1)
+            .unwrap_or(0);
+        let rest = &text[sep + 3..];
+        let end = rest
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || "\"'<>".contains(c)
+            })
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if start < sep
+            && let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let password = &authority[colon + 1..at];
+            if !password.is_empty() {
+                let url_end = sep
+                    + 3
+                    + rest[end..]
+                        .find(|c: char| c.is_whitespace() || "\"'<>".contains(c))
+                        .map(|k| end + k)
+                        .unwrap_or(rest.len());
+                let url = &text[start..url_end];
+                let shown = url.replacen(&format!(":{password}@"), ":***@", 1);
+                out.push((start, shown, password.to_string()));
+            }
+        }
+        from = sep + 3;
+    }
+    out
+}
+
+/// What a MAC address cannot be on a PC's network card: `Some(why)` for the broadcast, a
+/// multicast (group bit set) or the all-zero address.
+pub fn unusable_mac(m: Mac) -> Option<&'static str> {
+    if m.0 == [0xff; 6] {
+        Some("the broadcast address")
+    } else if m.0 == [0; 6] {
+        Some("all zeros (no card has it; often a placeholder)")
+    } else if m.0[0] & 1 == 1 {
+        Some("a multicast address (the first byte is odd)")
     } else {
-        head
+        None
     }
 }
 
@@ -254,6 +324,27 @@ mod tests {
         assert!(ou_dn("OU=B204;DC=lycee-eiffel", d).is_err());
         assert!(ou_dn("OU=B204,DC=other,DC=fr", d).is_err());
         assert!(ou_dn("OU=A\\,B,DC=lycee-eiffel,DC=ac-bordeaux,DC=fr", d).is_ok());
+    }
+
+    #[test]
+    fn credentials_in_urls() {
+        let found = url_credentials("source: https://bob:hunter2@files.example/x.msi");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, "https://bob:***@files.example/x.msi");
+        assert_eq!(found[0].2, "hunter2");
+        let found = url_credentials("smb://AC-BORDEAUX;jdoe:S3cr3t!@srv/share/x.exe");
+        assert_eq!(found[0].2, "S3cr3t!");
+        assert!(url_credentials("https://files.example/a@b:c").is_empty());
+        assert!(url_credentials("smb://user@srv/share").is_empty());
+        assert!(url_credentials("no url: here@there").is_empty());
+    }
+
+    #[test]
+    fn unusable_macs() {
+        assert!(unusable_mac(mac("ff:ff:ff:ff:ff:ff").unwrap()).is_some());
+        assert!(unusable_mac(mac("00:00:00:00:00:00").unwrap()).is_some());
+        assert!(unusable_mac(mac("01:00:5e:00:00:01").unwrap()).is_some());
+        assert!(unusable_mac(mac("3c:ec:ef:12:34:01").unwrap()).is_none());
     }
 
     #[test]

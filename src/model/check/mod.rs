@@ -71,6 +71,8 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
     let mut cx = Cx {
         findings: Vec::new(),
+        secrets: Vec::new(),
+        bad_hostname_templates: BTreeSet::new(),
         hostnames: HashMap::new(),
         renderer: Renderer::new(),
         today,
@@ -81,9 +83,16 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         .filter(|f| f.target)
         .map(|f| f.path.clone())
         .collect();
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut profile_files = Vec::new();
     let mut room_files = Vec::new();
     for parsed in parse_all(files) {
+        match &parsed {
+            Parsed::Catalog(e) => cx.url_credentials(&e.src),
+            Parsed::Profile(e) => cx.url_credentials(&e.src),
+            Parsed::Room(e) => cx.url_credentials(&e.src),
+            Parsed::Failed(_) => {}
+        }
         match parsed {
             Parsed::Failed(finding) => cx.findings.push(*finding),
             Parsed::Catalog(e) => cx.catalog_entry(&mut region, e),
@@ -98,6 +107,8 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         cx.room(&mut region, r);
     }
     cx.school_duplicates(&region);
+    cx.school_wide(&region);
+    cx.case_collisions(&paths);
     cx.seats(&region);
     let machines = region
         .rooms
@@ -110,6 +121,12 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         .into_iter()
         .filter(|f| targets.contains(&f.file))
         .collect();
+    let hider = Hider::new(&cx.secrets);
+    for f in &mut findings {
+        hider.apply(f);
+        f.message = source::escape_text(&f.message);
+        f.hint = f.hint.as_deref().map(source::escape_text);
+    }
     findings.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.code).cmp(&(&b.file, b.line, b.column, b.code))
     });
@@ -148,6 +165,71 @@ fn parse_one(f: RawFile) -> Parsed {
             Ok(doc) => Parsed::Room(Loaded { src, doc }),
             Err(finding) => Parsed::Failed(finding),
         },
+        FileKind::Unknown => Parsed::Failed(Box::new(unknown_place(&src))),
+    }
+}
+
+/// The line of `glpi_id: <id>` closest to a machine's `mac` (the id is not a spanned value),
+/// looked for among the lines around it: a machine is a few lines long.
+fn glpi_pos(src: &Source, mac: Pos, id: u64) -> Pos {
+    let want = id.to_string();
+    (mac.line.saturating_sub(8).max(1)..=mac.line + 8)
+        .filter_map(|n| {
+            let l = src.line(n)?;
+            let (k, v) = l.split_once(':')?;
+            let key = k
+                .trim()
+                .trim_start_matches("- ")
+                .trim_start_matches('{')
+                .trim();
+            (key == "glpi_id" && v.trim().trim_end_matches(['}', ',']).trim() == want).then(|| {
+                Pos {
+                    line: n,
+                    column: l.find(want.as_str()).unwrap_or(0) as u64 + 1,
+                }
+            })
+        })
+        .min_by_key(|p| p.line.abs_diff(mac.line))
+        .unwrap_or(mac)
+}
+
+/// RC050: where the file could belong, from the keys at the top of it.
+fn unknown_place(src: &Source) -> Finding {
+    let top: BTreeSet<&str> = src
+        .text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .collect();
+    let uai = src
+        .text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uai:"))
+        .map(|u| u.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|u| fields::uai(u))
+        .unwrap_or_else(|| "<UAI>".to_string());
+    let (looks, place) = if top.contains("machines") || top.contains("school") {
+        ("a room", format!("rooms/{uai}/<room>.yaml"))
+    } else if top.contains("versions") {
+        ("a catalog entry", "profiles/catalog/<id>.yaml".to_string())
+    } else if top.contains("domain") || top.contains("pc_model") {
+        ("a profile", "profiles/<name>.yaml".to_string())
+    } else {
+        ("", String::new())
+    };
+    let f = src.finding(
+        Code::UnknownPlace,
+        Pos::FILE,
+        if looks.is_empty() {
+            "this YAML file is in no place roomcast reads, so it is not checked".to_string()
+        } else {
+            format!("this file looks like {looks}, but it is not where {looks} belongs, so it is not checked")
+        },
+    );
+    if looks.is_empty() {
+        f.with_hint("roomcast reads profiles/<name>.yaml, profiles/catalog/<id>.yaml and rooms/<UAI>/<room>.yaml")
+    } else {
+        f.with_hint(format!("move it to {place}"))
     }
 }
 
@@ -183,6 +265,10 @@ fn parse_all(files: Vec<RawFile>) -> Vec<Parsed> {
 
 struct Cx {
     findings: Vec<Finding>,
+    /// Values rules found to be secrets written in clear: never printed, in any finding.
+    secrets: Vec<String>,
+    /// Profiles (file paths) whose hostname template already has its own finding.
+    bad_hostname_templates: BTreeSet<String>,
     /// Final hostname and its place, per room file and machine, computed once by `room`.
     hostnames: HashMap<String, Vec<Option<(String, Pos)>>>,
     renderer: Renderer,
@@ -211,23 +297,76 @@ pub fn final_hostnames(
     room: &Room,
     profile: &Profile,
 ) -> Vec<Result<String, render::RenderError>> {
-    let compiled = renderer.compile(&profile.domain.hostname.value);
+    let mut compiled = renderer.compile(&profile.domain.hostname.value);
+    let mut spent = 0u64;
     room.machines
         .value
         .iter()
         .enumerate()
         .map(|(i, m)| match (&m.hostname, &compiled) {
             (Some(h), _) => Ok(h.value.clone()),
-            (None, Ok(t)) => t.render(render::hostname_context(
-                &room.school.uai.value,
-                &room.room.value,
-                i + 1,
-                &m.serial.value,
-                &m.mac.value,
-            )),
+            (None, Ok(t)) => {
+                let r = t.render_spent(render::hostname_context(
+                    &room.school.uai.value,
+                    &room.room.value,
+                    i + 1,
+                    &m.serial.value,
+                    &m.mac.value,
+                ));
+                match r {
+                    Ok((name, s)) => {
+                        spent += s.fuel;
+                        if spent > render::ROOM_FUEL {
+                            // The room as a whole is over budget: the next machines are not
+                            // rendered.
+                            compiled = Err(render::RenderError {
+                                message: format!(
+                                    "naming the room's {} machines takes more than {} template steps",
+                                    room.machines.value.len(),
+                                    render::ROOM_FUEL
+                                ),
+                                kind: render::RenderErrorKind::OverBudget,
+                            });
+                        }
+                        Ok(name)
+                    }
+                    Err(e) => {
+                        // A template over budget for one machine is not run for the next ones.
+                        if e.is_over_budget() {
+                            compiled = Err(e.clone());
+                        }
+                        Err(e)
+                    }
+                }
+            }
             (None, Err(e)) => Err(e.clone()),
         })
         .collect()
+}
+
+fn unknown_vars_error(unknown: &BTreeSet<String>) -> render::RenderError {
+    let names: Vec<String> = unknown.iter().map(|v| format!("`{v}`")).collect();
+    render::RenderError {
+        message: format!("unknown variable(s) {}", names.join(", ")),
+        kind: render::RenderErrorKind::Invalid,
+    }
+}
+
+/// RC039 for a template over budget, RC032 for any other template error.
+fn template_finding(
+    src: &Source,
+    pos: Pos,
+    what: &str,
+    e: &render::RenderError,
+    hint: &str,
+) -> Finding {
+    if e.is_over_budget() {
+        src.finding(Code::TemplateBudget, pos, format!("{what}: {}", e.message))
+            .with_hint("these templates name one machine or one command: use variables and filters, no loops, macros or repetition")
+    } else {
+        src.finding(Code::TemplateError, pos, format!("{what}: {}", e.message))
+            .with_hint(hint)
+    }
 }
 
 /// Finds the catalog version a profile's `id@version` names, for its OS.
@@ -243,9 +382,104 @@ pub fn find_version<'a>(
         .find(|v| v.version.value == version && v.os.value == os)
 }
 
+/// Every value found to be a secret, in one Aho-Corasick automaton: hiding them in all findings
+/// costs time linear in the text, however many secrets a hostile file holds.
+struct Hider {
+    automaton: Option<aho_corasick::AhoCorasick>,
+    /// The patterns, for the (unexpected) case the automaton could not be built.
+    patterns: Vec<String>,
+}
+
+impl Hider {
+    fn new(secrets: &[String]) -> Hider {
+        // Shorter values would blank out ordinary words; their own finding hides them already.
+        let mut patterns: Vec<&str> = secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|s| s.chars().count() >= 4)
+            .collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        let automaton = (!patterns.is_empty())
+            .then(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&patterns)
+                    .ok()
+            })
+            .flatten();
+        let patterns = patterns.into_iter().map(String::from).collect();
+        Hider {
+            automaton,
+            patterns,
+        }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    fn hide(&self, text: &str) -> String {
+        match &self.automaton {
+            Some(a) => {
+                let mut out = String::with_capacity(text.len());
+                a.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str("***");
+                    true
+                });
+                out
+            }
+            None => self
+                .patterns
+                .iter()
+                .fold(text.to_string(), |t, p| t.replace(p.as_str(), "***")),
+        }
+    }
+
+    fn apply(&self, f: &mut Finding) {
+        f.message = self.hide(&f.message);
+        f.excerpt = self.hide(&f.excerpt);
+        f.hint = f.hint.as_deref().map(|h| self.hide(h));
+    }
+}
+
 impl Cx {
     fn push(&mut self, f: Finding) {
         self.findings.push(f);
+    }
+
+    fn secret_found(&mut self, value: &str) {
+        self.secrets.push(value.to_string());
+    }
+
+    /// RC033. A value that is not a `secret:` reference at all is taken for a secret pasted
+    /// in clear: hidden everywhere. A malformed reference (`secret:ad_join`) is only a name.
+    fn bad_secret(&mut self, src: &Source, pos: Pos, value: &str, message: String) {
+        if value.starts_with("secret:") {
+            self.push(src.finding(Code::BadSecret, pos, message));
+        } else {
+            self.secret_found(value);
+            self.push(src.secret_finding(Code::BadSecret, pos, message));
+        }
+    }
+
+    /// RC042: a password inside a URL, anywhere in the file (installer sources, homepages,
+    /// commands, free text).
+    fn url_credentials(&mut self, src: &Source) {
+        for (i, line) in src.text.lines().enumerate() {
+            for (at, shown, password) in fields::url_credentials(line) {
+                self.secret_found(&password);
+                let pos = Pos {
+                    line: i as u64 + 1,
+                    column: line[..at].chars().count() as u64 + 1,
+                };
+                self.push(
+                    src.secret_finding(
+                        Code::CredentialsInUrl,
+                        pos,
+                        format!("`{shown}` has a password in it; it would be printed, logged and committed"),
+                    )
+                    .with_hint("remove `user:password@` from the URL; give roomcast the credentials as a `secret:NAME` (secrets file or environment)"),
+                );
+            }
+        }
     }
 
     fn catalog_entry(&mut self, region: &mut Region, e: Loaded<CatalogEntry>) {
@@ -364,18 +598,23 @@ impl Cx {
             licence_key: Some("secret:LICENCE_KEY"),
             hostname: "MASTER-PC01",
         };
-        match self
-            .renderer
-            .render(&v.install.value, render::install_context(&vars))
-        {
-            Err(e) => self.push(
-                src.finding(
-                    Code::TemplateError,
-                    Pos::of(&v.install),
-                    format!("install command: {}", e.message),
-                )
-                .with_hint("variables: installer.path, installer.file, software.id, software.version, licence.key, licence.key_file, machine.hostname"),
-            ),
+        let hint = "variables: installer.path, installer.file, software.id, software.version, licence.key, licence.key_file, machine.hostname";
+        let rendered = self.renderer.compile(&v.install.value).and_then(|c| {
+            let unknown = c.unknown_variables(render::INSTALL_VARS);
+            if unknown.is_empty() {
+                c.render(render::install_context(&vars))
+            } else {
+                Err(unknown_vars_error(&unknown))
+            }
+        });
+        match rendered {
+            Err(e) => self.push(template_finding(
+                src,
+                Pos::of(&v.install),
+                "install command",
+                &e,
+                hint,
+            )),
             // Step c hides the command itself (a 0600 script run by path), but whatever the
             // script starts with the key as an argument shows it in the master's process list.
             Ok(out) if out.contains("secret:LICENCE_KEY") => self.push(
@@ -589,6 +828,8 @@ impl Cx {
             if let Err(e) = self
                 .renderer
                 .render(&v.install.value, render::install_context(&vars))
+                // Over budget is the catalog entry's finding (same limits, same context size).
+                && !e.is_over_budget()
             {
                 self.push(
                     src.finding(
@@ -640,7 +881,7 @@ impl Cx {
             if let Some(k) = &l.key
                 && let Err(m) = fields::secret(&k.value)
             {
-                self.push(src.finding(Code::BadSecret, Pos::of(k), m));
+                self.bad_secret(src, Pos::of(k), &k.value, m);
             }
             if let Some(exp) = &l.expires {
                 match exp.value.parse::<Date>() {
@@ -694,20 +935,26 @@ impl Cx {
             );
         }
         if let Err(m) = fields::secret(&d.join_account.value) {
-            self.push(src.finding(Code::BadSecret, Pos::of(&d.join_account), m));
+            self.bad_secret(src, Pos::of(&d.join_account), &d.join_account.value, m);
         }
         let sample = render::hostname_context("0000000A", "ROOM", 1, "SERIAL", "00:00:00:00:00:00");
-        if let Err(e) = self.renderer.render(&d.hostname.value, sample) {
-            self.push(
-                src.finding(
-                    Code::TemplateError,
-                    Pos::of(&d.hostname),
-                    format!("hostname template: {}", e.message),
-                )
-                .with_hint(
-                    "variables: school.uai, room.id, machine.index, machine.serial, machine.mac",
-                ),
-            );
+        let rendered = self.renderer.compile(&d.hostname.value).and_then(|c| {
+            let unknown = c.unknown_variables(render::HOSTNAME_VARS);
+            if unknown.is_empty() {
+                c.render(sample)
+            } else {
+                Err(unknown_vars_error(&unknown))
+            }
+        });
+        if let Err(e) = rendered {
+            self.bad_hostname_templates.insert(src.path.clone());
+            self.push(template_finding(
+                src,
+                Pos::of(&d.hostname),
+                "hostname template",
+                &e,
+                "variables: school.uai, room.id, machine.index, machine.serial, machine.mac",
+            ));
         }
     }
 
@@ -835,20 +1082,57 @@ impl Cx {
             ));
         }
         let mut hostnames = Vec::new();
-        let finals: Vec<Option<String>> = match profile {
-            Some(p) => final_hostnames(&self.renderer, doc, p)
-                .into_iter()
-                .map(Result::ok)
-                .collect(),
+        let profile_ok = region
+            .profiles
+            .get(&doc.profile.value)
+            .is_some_and(|p| !self.bad_hostname_templates.contains(&p.src.path));
+        let results = profile.map(|p| final_hostnames(&self.renderer, doc, p));
+        let over = results
+            .iter()
+            .flatten()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_over_budget()).cloned());
+        let finals: Vec<Option<String>> = match results {
+            Some(r) => r.into_iter().map(Result::ok).collect(),
             None => vec![None; doc.machines.value.len()],
         };
+        // Over budget for this room only (its machines, its values): the profile's own finding
+        // covers a template that is over budget everywhere.
+        if let Some(e) = over
+            && profile_ok
+        {
+            self.push(
+                src.finding(
+                    Code::TemplateBudget,
+                    Pos::of(&doc.profile),
+                    format!(
+                        "the hostname template of `{}`: {}",
+                        doc.profile.value, e.message
+                    ),
+                )
+                .with_hint(
+                    "give the machines a `hostname:`, or simplify the profile's `domain.hostname`",
+                ),
+            );
+        }
         let mut positioned = Vec::new();
         for (i, m) in doc.machines.value.iter().enumerate() {
-            if let Err(msg) = fields::mac(&m.mac.value) {
-                self.push(
+            match fields::mac(&m.mac.value) {
+                Err(msg) => self.push(
                     src.finding(Code::MalformedMac, Pos::of(&m.mac), msg)
                         .with_hint("write it as 3c:ec:ef:12:34:01"),
-                );
+                ),
+                Ok(mac) => {
+                    if let Some(why) = fields::unusable_mac(mac) {
+                        self.push(
+                            src.finding(
+                                Code::UnusableMac,
+                                Pos::of(&m.mac),
+                                format!("MAC {mac} is {why}: no PC's network card has it"),
+                            )
+                            .with_hint("copy the MAC from the PC (`ip link`, `getmac /v`, or the GLPI inventory)"),
+                        );
+                    }
+                }
             }
             if let Some(a) = &m.address {
                 let subnet = fields::cidr(&n.subnet.value).ok();
@@ -870,6 +1154,27 @@ impl Cx {
                                         n.subnet.value
                                     ),
                                 ));
+                            } else if len <= 30 {
+                                let which = if ip == net {
+                                    Some("network")
+                                } else if u32::from(ip) == u32::from(net) | !mask {
+                                    Some("broadcast")
+                                } else {
+                                    None
+                                };
+                                if let Some(which) = which {
+                                    self.push(
+                                        src.finding(
+                                            Code::UnusableAddress,
+                                            Pos::of(a),
+                                            format!(
+                                                "address {ip} is the {which} address of the room subnet {}; no PC can have it",
+                                                n.subnet.value
+                                            ),
+                                        )
+                                        .with_hint("give the PC an address between the first and the last of the subnet"),
+                                    );
+                                }
                             }
                         }
                     }
@@ -941,24 +1246,31 @@ impl Cx {
     /// inventory). The first occurrence wins; each later one is a finding naming it.
     fn school_duplicates(&mut self, region: &Region) {
         type Seen = HashMap<(String, String), (String, u64)>;
-        let (mut macs, mut names, mut serials): (Seen, Seen, Seen) = Default::default();
+        let (mut macs, mut names, mut serials, mut addresses): (Seen, Seen, Seen, Seen) =
+            Default::default();
         for r in &region.rooms {
             let doc = &r.doc;
             let uai = doc.school.uai.value.clone();
             for (i, m) in doc.machines.value.iter().enumerate() {
-                let mut check =
-                    |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| match seen
-                        .get(&(uai.clone(), key.clone()))
-                    {
-                        Some((file, line)) => self.findings.push(r.src.finding(
-                            code,
-                            pos,
-                            format!("{what} is also used in {file}:{line}"),
-                        )),
+                let mut check = |seen: &mut Seen, key: String, pos: Pos, code: Code, what: &str| {
+                    match seen.get(&(uai.clone(), key.clone())) {
+                        Some((file, line)) => {
+                            let f = r.src.finding(
+                                code,
+                                pos,
+                                format!("{what} is also used in {file}:{line}"),
+                            );
+                            self.findings.push(if code == Code::DuplicateAddress {
+                                f.with_hint("two PCs cannot share an address: check the school's DHCP reservations")
+                            } else {
+                                f
+                            })
+                        }
                         None => {
                             seen.insert((uai.clone(), key), (r.src.path.clone(), pos.line));
                         }
-                    };
+                    }
+                };
                 if let Ok(mac) = fields::mac(&m.mac.value) {
                     let what = format!("MAC {mac}");
                     check(
@@ -966,6 +1278,18 @@ impl Cx {
                         mac.to_string(),
                         Pos::of(&m.mac),
                         Code::DuplicateMac,
+                        &what,
+                    );
+                }
+                if let Some(a) = &m.address
+                    && let Ok(ip) = a.value.parse::<std::net::Ipv4Addr>()
+                {
+                    let what = format!("address {ip}");
+                    check(
+                        &mut addresses,
+                        ip.to_string(),
+                        Pos::of(a),
+                        Code::DuplicateAddress,
                         &what,
                     );
                 }
@@ -991,6 +1315,147 @@ impl Cx {
                         Code::DuplicateHostname,
                         &what,
                     );
+                }
+            }
+        }
+    }
+
+    /// Facts of a whole school or region: rooms of a school on distinct subnets and multicast
+    /// groups, one name per UAI, one GLPI id per machine, a MAC in one school only.
+    fn school_wide(&mut self, region: &Region) {
+        type Place = (String, u64, String);
+        let mut subnets: Vec<(String, (std::net::Ipv4Addr, u8), Place)> = Vec::new();
+        let mut groups: HashMap<(String, std::net::Ipv4Addr), Place> = HashMap::new();
+        let mut names: HashMap<String, (String, Place)> = HashMap::new();
+        let mut glpi: HashMap<u64, Place> = HashMap::new();
+        let mut macs: HashMap<fields::Mac, (String, Place)> = HashMap::new();
+        for r in &region.rooms {
+            let doc = &r.doc;
+            let src = &r.src;
+            let uai = doc.school.uai.value.clone();
+            let room = doc.room.value.clone();
+            let here = |pos: Pos| (src.path.clone(), pos.line, room.clone());
+            let n = &doc.network;
+            if let Ok((net, len)) = fields::cidr(&n.subnet.value) {
+                let mask = |l: u8| if l == 0 { 0 } else { u32::MAX << (32 - l) };
+                let overlap = subnets.iter().find(|(u, (onet, olen), _)| {
+                    *u == uai && {
+                        let m = mask(len.min(*olen));
+                        u32::from(net) & m == u32::from(*onet) & m
+                    }
+                });
+                if let Some((_, (onet, olen), (file, line, oroom))) = overlap {
+                    self.findings.push(
+                        src.finding(
+                            Code::SharedSubnet,
+                            Pos::of(&n.subnet),
+                            format!(
+                                "subnet {} of room `{room}` overlaps {onet}/{olen} of room `{oroom}` of the same school ({file}:{line})",
+                                n.subnet.value
+                            ),
+                        )
+                        .with_hint("each room of a school has its own subnet: roomcast answers PXE and DHCP for the whole subnet it serves"),
+                    );
+                } else {
+                    subnets.push((uai.clone(), (net, len), here(Pos::of(&n.subnet))));
+                }
+            }
+            if let Ok(group) = n.multicast_group.value.parse::<std::net::Ipv4Addr>() {
+                match groups.get(&(uai.clone(), group)) {
+                    Some((file, line, oroom)) => self.findings.push(
+                        src.finding(
+                            Code::SharedMulticastGroup,
+                            Pos::of(&n.multicast_group),
+                            format!(
+                                "multicast group {group} is also the group of room `{oroom}` ({file}:{line})"
+                            ),
+                        )
+                        .with_hint("give each room of a school its own group, e.g. 239.255.<room>.1: two rooms rebuilt the same night would receive each other's image"),
+                    ),
+                    None => {
+                        groups.insert((uai.clone(), group), here(Pos::of(&n.multicast_group)));
+                    }
+                }
+            }
+            let name = doc.school.name.trim().to_string();
+            match names.get(&uai) {
+                Some((other, (file, line, _))) if *other != name => self.findings.push(
+                    src.finding(
+                        Code::SchoolNameMismatch,
+                        Pos::of(&doc.school.uai),
+                        format!(
+                            "school `{uai}` is named `{name}` here and `{other}` in {file}:{line}"
+                        ),
+                    )
+                    .with_hint("one UAI is one school: write the same `school.name` in every room file of the school"),
+                ),
+                Some(_) => {}
+                None => {
+                    names.insert(uai.clone(), (name, here(Pos::of(&doc.school.uai))));
+                }
+            }
+            for m in &doc.machines.value {
+                if let Some(id) = m.glpi_id {
+                    let pos = glpi_pos(src, Pos::of(&m.mac), id);
+                    match glpi.get(&id) {
+                        Some((file, line, _)) => self.findings.push(
+                            src.finding(
+                                Code::DuplicateGlpiId,
+                                pos,
+                                format!("GLPI id {id} is also given to a machine in {file}:{line}"),
+                            )
+                            .with_hint("a GLPI id names one computer: check the id in GLPI (Parc > Ordinateurs)"),
+                        ),
+                        None => {
+                            glpi.insert(id, here(pos));
+                        }
+                    }
+                }
+                if let Ok(mac) = fields::mac(&m.mac.value) {
+                    match macs.get(&mac) {
+                        Some((other, (file, line, _))) if *other != uai => self.findings.push(
+                            src.finding(
+                                Code::MacInTwoSchools,
+                                Pos::of(&m.mac),
+                                format!(
+                                    "MAC {mac} is also listed in school `{other}` ({file}:{line})"
+                                ),
+                            )
+                            .with_hint(
+                                "a PC that moved must leave the room file of its old school",
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            macs.insert(mac, (uai.clone(), here(Pos::of(&m.mac))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two files whose paths differ only by case collide in a Windows or macOS checkout.
+    fn case_collisions(&mut self, paths: &[String]) {
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        let mut sorted: Vec<&String> = paths.iter().collect();
+        sorted.sort();
+        for p in sorted {
+            match seen.get(&p.to_lowercase()) {
+                Some(first) if *first != p.as_str() => {
+                    let src = Source::new(p.clone(), String::new());
+                    self.findings.push(
+                        src.finding(
+                            Code::CaseCollision,
+                            Pos::FILE,
+                            format!("this path differs from {first} only by case; the two files are one on Windows and macOS"),
+                        )
+                        .with_hint("rename or merge one of them"),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(p.to_lowercase(), p);
                 }
             }
         }
