@@ -525,6 +525,19 @@ fn pxe_room(
                     out.contains(&format!("PC-{} ({m}) joined", &m[15..])),
                     "{out}"
                 );
+                // Issue 21: the PC's screen shows the stream's progress too (percent, rate).
+                if report["multicast"]["multicast_chunks"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0
+                {
+                    let spec = specs.iter().find(|s| s.mac == m.as_str()).unwrap();
+                    let screen = serial(spec);
+                    assert!(
+                        screen.contains("roomcast: restoring") && screen.contains("%"),
+                        "no progress line on the PC's screen:\n{screen}"
+                    );
+                }
                 eprintln!(
                     "pxe multicast: {} chunks from the stream, {} bytes caught up over HTTP",
                     report["multicast"]["multicast_chunks"], report["catch_up_bytes"]

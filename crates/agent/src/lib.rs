@@ -195,7 +195,8 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
             Some(info) if !info.ended => {
                 let disk = open_disk(m, opts)?;
                 let mut figures = None;
-                let r = mcast::restore(&client, m, &info, &disk, opts).map(|(r, f)| {
+                let progress = hooks.progress.unwrap_or(&|_| {});
+                let r = mcast::restore(&client, m, &info, &disk, opts, progress).map(|(r, f)| {
                     figures = Some(f);
                     r
                 });

@@ -20,6 +20,7 @@ use roomcast_store::chunk::{ChunkHash, is_zero};
 use roomcast_store::disk::{Disk, DiskError};
 use roomcast_store::manifest::{ChunkEntry, VerifiedManifest};
 use roomcast_store::masked::read_entry;
+use roomcast_store::restore::RestoreProgress;
 use roomcast_store::restore::{ChunkSource, RestoreReport};
 use std::collections::HashMap;
 use std::io;
@@ -44,6 +45,33 @@ struct DiskSink<'a> {
     written_chunks: u64,
     written_bytes: u64,
     refused: u64,
+    /// Used bytes of each block's chunks (what a block brings to the disk), for progress.
+    block_bytes: Vec<u64>,
+    /// Progress in used bytes: blocks held at the survey, then each block written.
+    progress: Progress<'a>,
+}
+
+/// The multicast path's progress, in the image's used bytes (held blocks count from the start),
+/// for the PC's screen: the same [`RestoreProgress`] the HTTP path reports.
+struct Progress<'a> {
+    report: &'a (dyn Fn(&RestoreProgress) + Sync),
+    blocks_done: u64,
+    blocks_total: u64,
+    bytes_done: u64,
+    bytes_total: u64,
+}
+
+impl Progress<'_> {
+    fn advance(&mut self, bytes: u64) {
+        self.blocks_done += 1;
+        self.bytes_done += bytes;
+        (self.report)(&RestoreProgress {
+            chunks_done: self.blocks_done,
+            chunks_total: self.blocks_total,
+            bytes_done: self.bytes_done,
+            bytes_total: self.bytes_total,
+        });
+    }
 }
 
 impl BlockSink for DiskSink<'_> {
@@ -72,7 +100,11 @@ impl BlockSink for DiskSink<'_> {
             self.written_chunks += 1;
             self.written_bytes += n;
         }
-        self.done[index as usize] = true;
+        if !self.done[index as usize] {
+            self.done[index as usize] = true;
+            let bytes = self.block_bytes[index as usize];
+            self.progress.advance(bytes);
+        }
         Ok(true)
     }
 }
@@ -179,6 +211,7 @@ pub fn restore(
     info: &SessionInfo,
     disk: &Disk,
     opts: &AgentOptions,
+    progress: &(dyn Fn(&RestoreProgress) + Sync),
 ) -> Result<(RestoreReport, McastFigures), AgentError> {
     let workers = if opts.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -193,6 +226,15 @@ pub fn restore(
             have.insert(b as u32);
         }
     }
+    let block_bytes: Vec<u64> = map
+        .blocks()
+        .iter()
+        .map(|b| b.chunks.iter().map(|&c| m.chunks[c].used_bytes()).sum())
+        .collect();
+    let held_bytes: u64 = (0..map.len())
+        .filter(|&b| have.contains(b as u32))
+        .map(|b| block_bytes[b])
+        .sum();
     let mut figures = McastFigures {
         held_blocks: have.count(),
         blocks: map.len() as u32,
@@ -216,7 +258,16 @@ pub fn restore(
         identity,
         have,
     );
+    let progress = Progress {
+        report: progress,
+        blocks_done: u64::from(figures.held_blocks),
+        blocks_total: map.len() as u64,
+        bytes_done: held_bytes,
+        bytes_total: block_bytes.iter().sum(),
+    };
     let mut sink = DiskSink {
+        block_bytes,
+        progress,
         m,
         map: &map,
         disk,
