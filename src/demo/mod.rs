@@ -75,7 +75,9 @@ pub struct PcResult {
     pub reported_hostname: String,
     /// Its disk file.
     pub disk: PathBuf,
-    /// sha256 of the whole disk.
+    /// sha256 of the disk's used bytes as the deployed image sees them (free bytes as zero:
+    /// `roomcast_store::masked::used_digest`); equal on every PC that holds the image, whatever its
+    /// free space holds.
     pub disk_sha256: String,
 }
 
@@ -532,13 +534,29 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
     })??;
 
     note(&Note::Stage("checking the PCs and the directory".into()));
+    let deployed = outcome.state.image.clone();
+    let manifest = match &deployed {
+        Some(image) => Some(
+            store
+                .resolve(image)
+                .and_then(|id| store.open_verified(&id))
+                .map_err(|e| DemoError::Image(e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut pcs = Vec::new();
     for (i, pc) in room.pcs().iter().enumerate() {
+        let disk_sha256 = match &manifest {
+            Some(m) => roomcast_store::disk::Disk::open_read(pc.disk())
+                .and_then(|d| roomcast_store::masked::used_digest(&d, m))
+                .map_err(|e| DemoError::Image(format!("{}: {e}", pc.disk().display())))?,
+            None => sha256_file(pc.disk())?,
+        };
         pcs.push(PcResult {
             hostname: region::hostname(i),
             reported_hostname: pc.hostname()?,
             disk: pc.disk().to_path_buf(),
-            disk_sha256: sha256_file(pc.disk())?,
+            disk_sha256,
         });
     }
     let in_ou: Vec<String> = dc

@@ -59,6 +59,21 @@ pub fn read_entry(disk: &Disk, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<(), 
     read_used(disk, e.used.as_deref(), e.offset, buf)
 }
 
+/// sha256 (hex) of a disk as image `m` sees it: every chunk of the image read through its used
+/// ranges, free bytes as zero, in disk order. A disk restored from `m` gives the digest of the image
+/// itself whatever its free space holds (restore never writes free bytes): what tests and the demo
+/// compare instead of the whole disk's sha256.
+pub fn used_digest(disk: &Disk, m: &crate::manifest::Manifest) -> Result<String, DiskError> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = Vec::new();
+    for e in &m.chunks {
+        read_entry(disk, e, &mut buf)?;
+        h.update(&buf);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
