@@ -19,10 +19,11 @@ use roomcast_proto::contract::{
     CaptureChunk, CaptureDiscarded, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition,
     CapturePlan, Report, Work, path,
 };
+use roomcast_store::capture::{CaptureError, read_source_layout};
 use roomcast_store::chunk::{ChunkHash, Compressor, is_zero};
 use roomcast_store::disk::Disk;
-use roomcast_store::layout::{self as roomcast_layout, Extents, LayoutError};
-use roomcast_store::manifest::{CaptureMode, ImageLayout, PartitionRecord, chunk_mask, table_name};
+use roomcast_store::layout::Extents;
+use roomcast_store::manifest::{CaptureMode, ImageLayout, chunk_mask};
 use roomcast_store::masked::read_used;
 use std::path::{Path, PathBuf};
 
@@ -86,48 +87,31 @@ pub fn read_disk_layout(
     path: &Path,
     whole_disk: bool,
 ) -> Result<(ImageLayout, Option<Extents>), AgentError> {
-    if whole_disk {
-        let (table, partitions) = match roomcast_layout::table::read(disk) {
-            Ok(t) => (
-                table_name(t.kind),
-                t.partitions
-                    .iter()
-                    .map(|p| PartitionRecord {
-                        number: p.number,
-                        start: p.start,
-                        len: p.len,
-                        kind: p.kind.describe(),
-                        fs: "-".into(),
-                        used_bytes: p.len,
-                        whole: Some("--whole-disk".into()),
-                        discarded: Vec::new(),
-                    })
-                    .collect(),
-            ),
-            Err(_) => ("none", Vec::new()),
-        };
-        let layout = ImageLayout {
-            mode: CaptureMode::WholeDisk,
-            table: table.into(),
-            partitions,
-            used_bytes: disk.size(),
-        };
-        return Ok((layout, None));
-    }
-    match roomcast_layout::read_layout(disk) {
-        Ok(l) => Ok((
-            ImageLayout::from_disk_layout(CaptureMode::FileSystems, &l),
-            Some(l.used),
-        )),
-        Err(e @ LayoutError::NotClean { .. }) => Err(AgentError::NotClean {
+    let mode = if whole_disk {
+        CaptureMode::WholeDisk
+    } else {
+        CaptureMode::FileSystems
+    };
+    read_source_layout(disk, mode).map_err(|e| match e {
+        CaptureError::NotClean {
+            number,
+            fs,
+            reason,
+            fix,
+            ..
+        } => AgentError::NotClean {
             disk: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-        Err(e) => Err(AgentError::Layout {
+            reason: format!("partition {number} ({fs}): {reason}; fix: {fix}"),
+        },
+        CaptureError::Layout { reason, .. } => AgentError::Layout {
             disk: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-    }
+            reason,
+        },
+        other => AgentError::Layout {
+            disk: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 /// The partitions of a layout record as the contract carries them.

@@ -259,8 +259,10 @@ fn refuse_in_use(source: &Path) -> Result<(), CaptureError> {
 }
 
 /// The layout record and used bytes of `disk` for `mode`: the file systems' maps, or (whole disk)
-/// the partitions from the table alone, each taken whole.
-fn read_source_layout(
+/// the partitions from the table alone, each taken whole (`None`: every byte). The one place a
+/// capture's layout is decided: a local capture and the agent's capture (step f) both call it, so
+/// their manifests agree.
+pub fn read_source_layout(
     disk: &Disk,
     mode: CaptureMode,
 ) -> Result<(ImageLayout, Option<roomcast_layout::Extents>), CaptureError> {
