@@ -247,10 +247,17 @@ pub async fn run_session(
         .iter()
         .map(|mac| {
             let rr = receivers.iter().find(|r| r.machine == MachineId(mac.0));
-            let complete = rr.is_some_and(|r| r.complete);
+            let report = reports.get(mac).cloned();
+            let figures = report.as_ref().and_then(|r| r.restore());
+            // The stream's end and a PC's last DONE cross on the wire: a PC that holds every block
+            // may leave before the sender recorded it. Its own report (a verified account of what
+            // it holds: every block checked against the signed manifest) then says so.
+            let complete = rr.is_some_and(|r| r.complete)
+                || figures
+                    .and_then(|f| f.multicast.as_ref())
+                    .is_some_and(|m| m.complete && m.catch_up_chunks == 0);
             let unreached = rr.is_some_and(|r| r.unreached);
             let dead = rr.is_some_and(|r| r.dead);
-            let report = reports.get(mac).cloned();
             let outcome = match &report {
                 Some(r) if r.is_ok() => {
                     if complete {
@@ -268,7 +275,6 @@ pub async fn run_session(
                 None if joined.contains(mac) => Outcome::LeftBehind,
                 None => Outcome::Absent,
             };
-            let figures = report.as_ref().and_then(|r| r.restore());
             MachineResult {
                 mac: *mac,
                 outcome,

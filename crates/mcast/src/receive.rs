@@ -315,7 +315,7 @@ pub fn run_receiver_reporting(
                     receiver.recycle(data);
                 }
                 ReceiverEvent::Complete => complete = true,
-                ReceiverEvent::Ended { complete } => return Ok(complete),
+                ReceiverEvent::Ended { complete: all } => return Ok(all || complete),
                 ReceiverEvent::Rejected { reason } => {
                     return Err(NetError::Io {
                         step: "joining the session",
