@@ -279,6 +279,7 @@ fn imaging_worker(
     let mut config = run::imaging_config(built, store, key, &beside(db, "imaging"))?;
     config.boot_dir = a.boot_dir.clone();
     config.reboot = a.reboot.clone();
+    config.inventory = Some(db.to_path_buf());
     Ok(ImagingWorker::new(config, Box::new(PxeBoot::default())))
 }
 

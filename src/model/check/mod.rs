@@ -1182,6 +1182,7 @@ impl Cx {
             }
             if let Some(p) = profile
                 && m.model.value != p.pc_model.model.value
+                && m.model_exception.is_none()
             {
                 self.push(
                     src.finding(
@@ -1192,7 +1193,10 @@ impl Cx {
                             m.model.value, p.pc_model.model.value
                         ),
                     )
-                    .with_hint("a room is homogeneous: one image fits one PC model"),
+                    .with_hint(
+                        "a room is homogeneous: one image fits one PC model; a PC that must differ \
+                         gets `model_exception: <why>`",
+                    ),
                 );
             }
             let hostname = match (&m.hostname, &finals[i]) {
