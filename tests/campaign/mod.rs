@@ -3,6 +3,7 @@
 mod ad;
 mod cli;
 mod crash;
+mod homogeneity;
 mod imaging;
 mod imaging_crash;
 mod imaging_pxe;
