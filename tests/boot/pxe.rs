@@ -122,6 +122,17 @@ pub(crate) fn school_dhcp(school: &roomcast_lab::Node, w: &Path) -> Guard {
     )
 }
 
+/// qemu arguments giving a PC its SMBIOS identity (system: vendor, product, serial; board:
+/// vendor, product), what the agent reads under `/sys/class/dmi/id`. No commas in the values.
+pub(crate) fn smbios(vendor: &str, product: &str, serial: &str, board: &str) -> Vec<String> {
+    vec![
+        "-smbios".into(),
+        format!("type=1,manufacturer={vendor},product={product},serial={serial}"),
+        "-smbios".into(),
+        format!("type=2,manufacturer={vendor},product={board}"),
+    ]
+}
+
 pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
     start_vm_with(tap, vm, work, &[])
 }

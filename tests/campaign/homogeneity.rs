@@ -7,7 +7,7 @@
 
 use crate::boot::pxe::{
     IMAGE_SIZE, VmSpec, capture_image, kernel_dir, local_disk_boot_sector, qemu, school_dhcp,
-    sha256, start_vm_with,
+    sha256, smbios, start_vm_with,
 };
 use crate::inventory::standin::assert_valid_inventory;
 use roomcast::campaign::driver::Worker;
@@ -26,15 +26,6 @@ struct Pc {
     vm: VmSpec,
     hostname: &'static str,
     smbios: Vec<String>,
-}
-
-fn smbios(vendor: &str, product: &str, serial: &str, board: &str) -> Vec<String> {
-    vec![
-        "-smbios".into(),
-        format!("type=1,manufacturer={vendor},product={product},serial={serial}"),
-        "-smbios".into(),
-        format!("type=2,manufacturer={vendor},product={board}"),
-    ]
 }
 
 #[test]

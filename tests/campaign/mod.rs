@@ -8,6 +8,7 @@ mod imaging;
 mod imaging_crash;
 mod imaging_pxe;
 mod remote;
+mod repair;
 mod run;
 mod software_only;
 mod steps;
