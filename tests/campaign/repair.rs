@@ -278,3 +278,125 @@ fn clone(s: &VmSpec) -> VmSpec {
         uefi: s.uefi,
     }
 }
+
+/// The room file's `model_exception` (no root, no qemu): `validate` accepts a machine of another
+/// model only with it, the campaign's PC expectations carry that model, and `repair` names what
+/// it cannot find (a hostname not in the room, no image recorded for the room).
+#[test]
+fn a_model_exception_is_written_down_and_repair_names_what_is_missing() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let addresses = ["198.18.1.1".to_string(), "198.18.1.2".to_string()];
+    let region = roomcast::demo::region::write(&w.join("repo"), &addresses, "vsrv").unwrap();
+    let room = std::fs::read_to_string(&region.room_file).unwrap();
+    let second = "serial: 'DEMO0002'\n    model: 'Virtual PC'";
+    assert!(room.contains(second), "{room}");
+    let validate = |text: &str| {
+        std::fs::write(&region.room_file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .arg("validate")
+            .arg(w.join("repo/region"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let other = room.replace(second, "serial: 'DEMO0002'\n    model: 'OptiPlex 7010'");
+    let (code, text) = validate(&other);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("RC015"), "{text}");
+    let excepted = other.replace(
+        "model: 'OptiPlex 7010'",
+        "model: 'OptiPlex 7010'\n    model_exception: 'spare PC after the flood, image tested on it'",
+    );
+    let (code, text) = validate(&excepted);
+    assert_eq!(code, Some(0), "{text}");
+
+    let secrets = w.join("secrets");
+    std::fs::write(
+        &secrets,
+        format!("{}=Administrator%pw\n", roomcast::demo::region::JOIN_SECRET),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let setup = SetupOptions {
+        room_file: region.room_file.clone(),
+        installers: w.join("installers"),
+        shares: w.join("shares"),
+        dir: w.join("repair"),
+        ssh_user: "root".into(),
+        ssh_key: w.join("no-key"),
+        known_hosts: w.join("known_hosts"),
+        port: 22,
+        connect_timeout_secs: 3,
+        software_only: false,
+        retries: None,
+        staging_dir: None,
+        join_paths: None,
+        domain_controller: None,
+        secrets: Some(secrets),
+    };
+    let today = SystemClock.today();
+    let built = roomcast::campaign::setup::build(&setup, today).unwrap();
+    let config = roomcast::campaign::run::imaging_config(&built, w, w, w).unwrap();
+    let expected: Vec<(String, String, Option<String>, String)> = config
+        .expected
+        .iter()
+        .map(|(mac, e)| {
+            (
+                mac.to_string(),
+                e.profile_model.clone(),
+                e.exception_model.clone(),
+                e.serial.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expected,
+        [
+            (
+                "52:54:00:de:00:01".into(),
+                "Virtual PC".into(),
+                None,
+                "DEMO0001".into()
+            ),
+            (
+                "52:54:00:de:00:02".into(),
+                "Virtual PC".into(),
+                Some("OptiPlex 7010".into()),
+                "DEMO0002".into()
+            ),
+        ]
+    );
+
+    let opts = |hostname: &str| RepairOptions {
+        setup: setup.clone(),
+        hostname: hostname.into(),
+        store: w.join("store"),
+        signer_key: w.join("key"),
+        image: None,
+        db: w.join("roomcast.db"),
+        work_dir: w.join("repair"),
+        today,
+    };
+    let e = repair::prepare(&opts("DEMO-PC09"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("has no machine `DEMO-PC09`") && e.contains("DEMO-PC01, DEMO-PC02"),
+        "{e}"
+    );
+    assert!(e.contains(&region.room_file.display().to_string()), "{e}");
+    let e = repair::prepare(&opts("DEMO-PC02"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("records no image deployed") && e.contains("--image"),
+        "{e}"
+    );
+}
