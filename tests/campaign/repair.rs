@@ -313,6 +313,18 @@ fn a_model_exception_is_written_down_and_repair_names_what_is_missing() {
     );
     let (code, text) = validate(&excepted);
     assert_eq!(code, Some(0), "{text}");
+    // An exception must say why: a blank one is refused, naming the file, line and field.
+    let (code, text) = validate(&other.replace(
+        "model: 'OptiPlex 7010'",
+        "model: 'OptiPlex 7010'\n    model_exception: '  '",
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("RC040") && text.contains("`model_exception` is empty"),
+        "{text}"
+    );
+    assert!(text.contains("DEMO.yaml:"), "{text}");
+    std::fs::write(&region.room_file, &excepted).unwrap();
 
     let secrets = w.join("secrets");
     std::fs::write(

@@ -329,6 +329,8 @@ impl ImagingWorker {
             Some(capture),
             self.boot.as_ref(),
         )?;
+        // The master is a PC of the room: its agent asks for clearance before reading its disk too.
+        session.expect(self.config.expected.clone(), false);
         session.boot_all(self.boot.as_ref());
         let report = session.wait_report(&master, c.boot_timeout, c.agent_timeout)?;
         let said = Report::parse(&report.body);

@@ -1180,6 +1180,18 @@ impl Cx {
                     }
                 }
             }
+            if let Some(x) = &m.model_exception
+                && x.value.trim().is_empty()
+            {
+                self.push(
+                    src.finding(
+                        Code::InvalidValue,
+                        Pos::of(x),
+                        "`model_exception` is empty".to_string(),
+                    )
+                    .with_hint("say why this PC may have another model than the profile's"),
+                );
+            }
             if let Some(p) = profile
                 && m.model.value != p.pc_model.model.value
                 && m.model_exception.is_none()
