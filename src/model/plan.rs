@@ -114,10 +114,9 @@ pub struct MachinePlan {
     pub serial: String,
     /// GLPI id, when known.
     pub glpi_id: Option<u64>,
-    /// The model this PC may have instead of the profile's, when the room file lists an exception
-    /// for it (`model_exception`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_exception: Option<String>,
+    /// What the PC must be, checked on its facts before it is imaged ([`super::room::Machine::expected`]).
+    #[serde(skip)]
+    pub expected: roomcast_proto::contract::PcExpected,
     /// Whether this is the master.
     pub master: bool,
 }
@@ -225,7 +224,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             mac: m.mac.value.clone(),
             serial: m.serial.value.clone(),
             glpi_id: m.glpi_id,
-            model_exception: m.model_exception.as_ref().map(|_| m.model.value.clone()),
+            expected: m.expected(&profile.pc_model),
             master: false,
         });
     }

@@ -107,3 +107,22 @@ pub struct Machine {
     #[serde(default)]
     pub glpi_id: Option<u64>,
 }
+
+impl Machine {
+    /// What this PC must be, checked on its own facts before it is imaged: the profile's model
+    /// (`pc_model`), or this machine's `model` when the room file lists a `model_exception` for
+    /// it; a serial other than this one is a warning.
+    pub fn expected(
+        &self,
+        pc_model: &super::profile::PcModel,
+    ) -> roomcast_proto::contract::PcExpected {
+        roomcast_proto::contract::PcExpected {
+            profile_model: pc_model.model.value.clone(),
+            exception_model: self
+                .model_exception
+                .as_ref()
+                .map(|_| self.model.value.clone()),
+            serial: self.serial.value.clone(),
+        }
+    }
+}

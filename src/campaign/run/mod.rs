@@ -283,14 +283,7 @@ pub fn imaging_config(
             hostname: m.hostname.clone(),
             mac,
         });
-        expected.insert(
-            mac,
-            roomcast_proto::contract::PcExpected {
-                profile_model: built.pc_model.clone(),
-                exception_model: m.model_exception.clone(),
-                serial: m.serial.clone(),
-            },
-        );
+        expected.insert(mac, m.expected.clone());
     }
     let subnet = plan
         .network
