@@ -750,4 +750,55 @@ mod tests {
         service.issue_token(mac(2), "t2".into());
         assert_eq!(service.check_token("t2"), Ok(mac(2)));
     }
+
+    #[test]
+    fn a_pc_of_another_model_is_refused_the_image_and_one_without_facts_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [(mac(1), "P01".to_string()), (mac(2), "P02".to_string())].into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            reports_dir: dir.path().to_path_buf(),
+            image: None,
+        };
+        let service = BootService::image_only(config).unwrap();
+        let expect = |serial: &str| PcExpected {
+            profile_model: "OptiPlex 7090".into(),
+            exception_model: None,
+            serial: serial.into(),
+        };
+        assert_eq!(service.cleared(mac(2)), Ok(()), "nothing expected yet");
+        service.expect(
+            [(mac(1), expect("S1")), (mac(2), expect("S2"))].into(),
+            true,
+        );
+        let facts = |model: &str| HardwareFacts {
+            model: model.into(),
+            serial: "S1".into(),
+            ..HardwareFacts::default()
+        };
+        let c = service.clear(mac(1), facts("ThinkCentre M70q"));
+        assert_eq!(
+            c.refused.as_deref(),
+            Some("wrong model: found `ThinkCentre M70q`, the room's profile wants `OptiPlex 7090`")
+        );
+        let why = service.cleared(mac(1)).unwrap_err();
+        assert!(why.contains("refused: wrong model"), "{why}");
+        let why = service.cleared(mac(2)).unwrap_err();
+        assert!(why.contains("send the PC's facts first"), "{why}");
+        let c = service.clear(mac(2), facts("optiplex 7090"));
+        assert!(c.is_go());
+        assert_eq!(c.warnings.len(), 1, "serial S1 is not P02's S2");
+        assert_eq!(service.cleared(mac(2)), Ok(()));
+        assert_eq!(service.facts_of(mac(2)).unwrap().1, c);
+        let kept =
+            std::fs::read_to_string(dir.path().join("52-54-00-18-03-01.facts.json")).unwrap();
+        assert!(
+            kept.contains("ThinkCentre M70q") && kept.contains("wrong model"),
+            "{kept}"
+        );
+    }
 }
