@@ -411,4 +411,19 @@ fn a_model_exception_is_written_down_and_repair_names_what_is_missing() {
         e.contains("records no image deployed") && e.contains("--image"),
         "{e}"
     );
+    // The same through the binary: exit 1, the reason on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("repair")
+        .arg(&region.room_file)
+        .arg("DEMO-PC09")
+        .arg("--db")
+        .arg(w.join("roomcast.db"))
+        .args(["--store", "/nonexistent", "--signer-key", "/nonexistent"])
+        .arg("--secrets")
+        .arg(setup.secrets.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no machine `DEMO-PC09`"), "{stderr}");
 }
