@@ -34,7 +34,8 @@ pub struct RepairOptions {
     pub hostname: String,
     /// The image store.
     pub store: PathBuf,
-    /// The deploy server's signing key (the store must trust it; a repair signs nothing).
+    /// The deploy server's signing key (unused: a repair captures and signs nothing; the imaging
+    /// configuration carries it for step f).
     pub signer_key: PathBuf,
     /// The image (id or unique prefix); `None`: the room's current image, from the inventory.
     pub image: Option<String>,

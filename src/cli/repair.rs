@@ -24,9 +24,9 @@ pub struct RepairArgs {
     /// The image store.
     #[arg(long)]
     pub store: PathBuf,
-    /// The deploy server's signing key (trusted by the store).
+    /// The deploy server's signing key (not needed: a repair captures and signs nothing).
     #[arg(long)]
-    pub signer_key: PathBuf,
+    pub signer_key: Option<PathBuf>,
     /// The image to re-apply (id or prefix); default: the room's current image (the inventory's).
     #[arg(long)]
     pub image: Option<String>,
@@ -52,7 +52,7 @@ pub fn run(a: RepairArgs) -> Result<u8, CliError> {
         setup,
         hostname: a.hostname,
         store: a.store,
-        signer_key: a.signer_key,
+        signer_key: a.signer_key.unwrap_or_default(),
         image: a.image,
         db: a.db,
         work_dir,

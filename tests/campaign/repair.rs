@@ -418,7 +418,7 @@ fn a_model_exception_is_written_down_and_repair_names_what_is_missing() {
         .arg("DEMO-PC09")
         .arg("--db")
         .arg(w.join("roomcast.db"))
-        .args(["--store", "/nonexistent", "--signer-key", "/nonexistent"])
+        .args(["--store", "/nonexistent"])
         .arg("--secrets")
         .arg(setup.secrets.as_ref().unwrap())
         .output()
