@@ -10,6 +10,7 @@ pub mod driver;
 pub mod imaging;
 pub mod journal;
 pub mod render;
+pub mod repair;
 pub mod report;
 pub mod run;
 pub mod setup;

@@ -34,6 +34,68 @@ pub struct ImagingArgs {
     pub reboot: Option<String>,
 }
 
+/// How roomcast reaches the room's PCs (SSH), its secrets and the join: what `campaign start` and
+/// `repair` share.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// SSH user on the PCs.
+    #[arg(long, default_value = "root")]
+    pub ssh_user: String,
+    /// SSH private key (unencrypted OpenSSH).
+    #[arg(
+        long,
+        env = "ROOMCAST_SSH_KEY",
+        default_value = "/root/.ssh/id_ed25519"
+    )]
+    pub ssh_key: PathBuf,
+    /// Pinned host keys (default: `known_hosts` next to the journal).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH port of the PCs.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Seconds to connect to a PC.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Secrets file (`NAME=value` lines, mode 0600); `ROOMCAST_SECRET_<NAME>` variables come first.
+    #[arg(long, env = "ROOMCAST_SECRETS")]
+    pub secrets: Option<PathBuf>,
+    /// Domain controller for the Linux joins (default: found through DNS).
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// smb.conf the Linux join writes on each PC (default /etc/samba/smb.conf).
+    #[arg(long, requires = "join_state_dir")]
+    pub join_smb_conf: Option<String>,
+    /// Samba state directory on each PC (default /var/lib/samba).
+    #[arg(long, requires = "join_smb_conf")]
+    pub join_state_dir: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The setup options of `room` with these settings; files default next to the journal `db`.
+    pub fn setup(self, room: PathBuf, db: &Path) -> SetupOptions {
+        SetupOptions {
+            room_file: room,
+            installers: beside(db, "installers"),
+            shares: PathBuf::from("/mnt/roomcast"),
+            dir: PathBuf::new(),
+            ssh_user: self.ssh_user,
+            ssh_key: self.ssh_key,
+            known_hosts: self
+                .known_hosts
+                .unwrap_or_else(|| beside(db, "known_hosts")),
+            port: self.port,
+            connect_timeout_secs: self.connect_timeout,
+            software_only: false,
+            retries: None,
+            staging_dir: None,
+            join_paths: self.join_smb_conf.zip(self.join_state_dir),
+            domain_controller: self.dc,
+            secrets: self.secrets,
+        }
+    }
+}
+
 /// Arguments of `roomcast campaign start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -57,46 +119,18 @@ pub struct StartArgs {
     /// Where `smb://server/share/...` sources are mounted: `<DIR>/server/share/...`.
     #[arg(long, default_value = "/mnt/roomcast")]
     pub shares: PathBuf,
-    /// SSH user on the PCs.
-    #[arg(long, default_value = "root")]
-    pub ssh_user: String,
-    /// SSH private key (unencrypted OpenSSH).
-    #[arg(
-        long,
-        env = "ROOMCAST_SSH_KEY",
-        default_value = "/root/.ssh/id_ed25519"
-    )]
-    pub ssh_key: PathBuf,
-    /// Pinned host keys (default: `known_hosts` next to the journal).
-    #[arg(long)]
-    pub known_hosts: Option<PathBuf>,
-    /// SSH port of the PCs.
-    #[arg(long, default_value_t = 22)]
-    pub port: u16,
-    /// Seconds to connect to a PC.
-    #[arg(long, default_value_t = 10)]
-    pub connect_timeout: u64,
+    /// SSH to the PCs, secrets, the join.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Retries of a failed per-machine step (g, h) before that PC is declared failed.
     #[arg(long)]
     pub retries: Option<u32>,
     /// PCs worked on at once at g and h.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
-    /// Secrets file (`NAME=value` lines, mode 0600); `ROOMCAST_SECRET_<NAME>` variables come first.
-    #[arg(long, env = "ROOMCAST_SECRETS")]
-    pub secrets: Option<PathBuf>,
     /// Remote directory installers are uploaded to (default: the OS's).
     #[arg(long)]
     pub staging_dir: Option<String>,
-    /// Domain controller for the Linux joins (default: found through DNS).
-    #[arg(long)]
-    pub dc: Option<String>,
-    /// smb.conf the Linux join writes on each PC (default /etc/samba/smb.conf).
-    #[arg(long, requires = "join_state_dir")]
-    pub join_smb_conf: Option<String>,
-    /// Samba state directory on each PC (default /var/lib/samba).
-    #[arg(long, requires = "join_smb_conf")]
-    pub join_state_dir: Option<String>,
     /// The date licences are checked against, YYYY-MM-DD (default: today, UTC).
     #[arg(long, value_parser = super::validate::parse_date)]
     pub today: Option<Date>,
@@ -161,7 +195,7 @@ pub fn next_local(hh: u32, mm: u32, after: i64) -> i64 {
     }
 }
 
-fn beside(db: &Path, name: &str) -> PathBuf {
+pub(crate) fn beside(db: &Path, name: &str) -> PathBuf {
     db.parent().unwrap_or(Path::new(".")).join(name)
 }
 
@@ -176,21 +210,12 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
     let opts = StartOptions {
         db: db.to_path_buf(),
         setup: SetupOptions {
-            room_file: a.room,
             installers: a.installers.unwrap_or_else(|| beside(db, "installers")),
             shares: a.shares,
-            dir: PathBuf::new(),
-            ssh_user: a.ssh_user,
-            ssh_key: a.ssh_key,
-            known_hosts: a.known_hosts.unwrap_or_else(|| beside(db, "known_hosts")),
-            port: a.port,
-            connect_timeout_secs: a.connect_timeout,
             software_only: a.software_only,
             retries: a.retries,
             staging_dir: a.staging_dir,
-            join_paths: a.join_smb_conf.zip(a.join_state_dir),
-            domain_controller: a.dc,
-            secrets: a.secrets,
+            ..a.remote.setup(a.room, db)
         },
         at,
         until,
@@ -279,6 +304,7 @@ fn imaging_worker(
     let mut config = run::imaging_config(built, store, key, &beside(db, "imaging"))?;
     config.boot_dir = a.boot_dir.clone();
     config.reboot = a.reboot.clone();
+    config.inventory = Some(db.to_path_buf());
     Ok(ImagingWorker::new(config, Box::new(PxeBoot::default())))
 }
 

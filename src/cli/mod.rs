@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod key;
 pub mod lab;
 pub mod plan;
+pub mod repair;
 pub mod room;
 pub mod schema;
 pub mod serve;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Check a room's network before the night: a few seconds of multicast test stream to the PCs
     /// that are up (`doctor --listen SERVER` on each), reporting who receives it.
     Doctor(doctor::DoctorArgs),
+    /// Re-image one PC by day: wake it (or PXE-boot it by hand), re-apply the room's current image
+    /// (only the chunks that differ), join it (h), record the intervention.
+    Repair(repair::RepairArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(roomcast_agent::cli::AgentArgs),
 }
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Wake(args) => wake::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Repair(args) => repair::run(args),
         // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
         Command::Agent(args) => return roomcast_agent::cli::run(args),
     };

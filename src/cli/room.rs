@@ -45,6 +45,9 @@ pub struct RoomTarget {
     pub link_mbps: Option<u32>,
     /// The system-disk rule (the room's, else its profile's), when from a room file.
     pub system_disk: Option<roomcast_proto::contract::DiskRule>,
+    /// What the room file expects of each PC (the profile's model, the machine's
+    /// `model_exception`, its serial), checked on the PC's facts; empty without a room file.
+    pub expected: std::collections::BTreeMap<Mac, roomcast_proto::contract::PcExpected>,
 }
 
 impl RoomArgs {
@@ -80,13 +83,22 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
         .value
         .parse()
         .map_err(|e| format!("{file}: network.subnet: {e}"))?;
+    let profile = checked
+        .validation
+        .region
+        .profiles
+        .get(&room.doc.profile.value);
     let mut machines = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
     for (i, m) in room.doc.machines.value.iter().enumerate() {
         let mac: Mac = m
             .mac
             .value
             .parse()
             .map_err(|e| format!("{file}: machines[{i}].mac: {e}"))?;
+        if let Some(p) = profile {
+            expected.insert(mac, m.expected(&p.doc.pc_model));
+        }
         let host = m
             .hostname
             .as_ref()
@@ -103,15 +115,9 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
             .doc
             .system_disk
             .as_ref()
-            .or_else(|| {
-                checked
-                    .validation
-                    .region
-                    .profiles
-                    .get(&room.doc.profile.value)
-                    .and_then(|p| p.doc.system_disk.as_ref())
-            })
+            .or_else(|| profile.and_then(|p| p.doc.system_disk.as_ref()))
             .map(|d| d.rule()),
+        expected,
     })
 }
 

@@ -147,6 +147,9 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
             )
         })
         .map_err(|e| e.to_string())?;
+    // `--room`: the room's one PC model, checked on each PXE-booted PC's facts before it is served
+    // the image.
+    service.expect(c.expected.clone(), false);
     let mut pxe = Pxe::new(root, &base_url, names.keys().copied().collect());
     pxe.uefi_boot_file = a.uefi_file.clone();
     pxe.announce_ra = a.announce_ra;

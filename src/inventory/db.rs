@@ -25,10 +25,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "inventory: machines, interventions, GLPI outbox",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "inventory: machines, interventions, GLPI outbox",
+        sql: r#"
 CREATE TABLE machines (
     mac                  TEXT PRIMARY KEY,
     school_uai           TEXT NOT NULL,
@@ -79,7 +80,41 @@ CREATE TABLE glpi_tickets (
     created_at INTEGER NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "inventory: each PC's own facts as its agent read them (issue 15)",
+        sql: r#"
+CREATE TABLE machine_facts (
+    mac      TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    facts    TEXT NOT NULL,
+    warnings TEXT NOT NULL,
+    refused  TEXT,
+    read_at  INTEGER NOT NULL
+);
+"#,
+    },
+];
+
+/// What a PC's agent read of it, as the inventory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineFacts {
+    /// The GLPI agent id its document is sent under (not stored in the row).
+    pub agent_id: String,
+    /// Its MAC, lowercase.
+    pub mac: String,
+    /// Its hostname in the room file.
+    pub hostname: String,
+    /// The facts, JSON (`roomcast_proto::contract::HardwareFacts`).
+    pub facts: String,
+    /// What did not match the room file without stopping the imaging (a serial that differs).
+    pub warnings: Vec<String>,
+    /// Why it was refused the image, if it was (another PC model than the room's).
+    pub refused: Option<String>,
+    /// When the facts came.
+    pub read_at: Timestamp,
+}
 
 /// A database error, naming the file and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -627,6 +662,85 @@ impl InventoryDb {
             .map_err(&err)?;
         }
         tx.commit().map_err(&err)
+    }
+
+    /// Records what a PC's agent read of it (its facts, JSON) with the warnings and refusal the
+    /// server answered, replacing the previous read of that MAC, and queues the native inventory
+    /// `document` built from them for GLPI, in one transaction.
+    pub fn record_machine_facts(
+        &mut self,
+        f: &MachineFacts,
+        document: &serde_json::Value,
+        now: Timestamp,
+    ) -> Result<(), DbError> {
+        let mac = f.mac.to_ascii_lowercase();
+        let err = self.err(&format!("record the facts of {mac}"));
+        let warnings = serde_json::to_string(&f.warnings).expect("strings serialise");
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute(
+            "INSERT INTO machine_facts (mac, hostname, facts, warnings, refused, read_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (mac) DO UPDATE SET hostname = ?2, facts = ?3, warnings = ?4,
+                 refused = ?5, read_at = ?6",
+            params![mac, f.hostname, f.facts, warnings, f.refused, f.read_at.0],
+        )
+        .map_err(&err)?;
+        let deviceid = document
+            .get("deviceid")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        enqueue_tx(
+            &tx,
+            &format!("inventory:{}:{deviceid}", f.agent_id),
+            &OutboxPayload::NativeInventory {
+                agent_id: f.agent_id.clone(),
+                document: document.clone(),
+            },
+            now,
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// The facts last recorded for `mac`.
+    pub fn machine_facts(&self, mac: &str) -> Result<Option<MachineFacts>, DbError> {
+        let mac = mac.to_ascii_lowercase();
+        let row = self
+            .conn
+            .query_row(
+                "SELECT hostname, facts, warnings, refused, read_at FROM machine_facts
+                 WHERE mac = ?1",
+                params![mac],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err(&format!("read the facts of {mac}")))?;
+        let Some((hostname, facts, warnings, refused, at)) = row else {
+            return Ok(None);
+        };
+        let warnings = serde_json::from_str(&warnings).map_err(|e| DbError::Corrupt {
+            path: self.path.clone(),
+            table: "machine_facts",
+            row: mac.clone(),
+            problem: format!("warnings: {e}"),
+        })?;
+        Ok(Some(MachineFacts {
+            agent_id: String::new(),
+            mac,
+            hostname,
+            facts,
+            warnings,
+            refused,
+            read_at: Timestamp(at),
+        }))
     }
 
     /// Queues a native inventory document. The key is the document's `deviceid` (unique per

@@ -162,3 +162,40 @@ pub fn has_results(run: &CampaignRun) -> bool {
         .iter()
         .any(|m| settled(run.state, &m.hostname))
 }
+
+/// Records what a PC's agent read of it (issue 15): the facts with the server's warnings and
+/// refusal in the local inventory, and the GLPI native inventory document built from them queued
+/// for GLPI (under the room file's hostname; agent id: the SMBIOS UUID, else the MAC).
+pub fn record_pc_facts(
+    inv: &mut InventoryDb,
+    hostname: &str,
+    mac: &str,
+    facts: &roomcast_proto::contract::HardwareFacts,
+    clearance: &roomcast_proto::contract::Clearance,
+    now: Timestamp,
+) -> Result<(), DbError> {
+    let named = roomcast_proto::contract::HardwareFacts {
+        hostname: hostname.to_string(),
+        ..facts.clone()
+    };
+    let document = super::native::document(&named, &[], now);
+    let mac = mac.to_ascii_lowercase();
+    let agent_id = if facts.uuid.is_empty() {
+        mac.clone()
+    } else {
+        facts.uuid.clone()
+    };
+    inv.record_machine_facts(
+        &super::db::MachineFacts {
+            agent_id,
+            mac,
+            hostname: hostname.to_string(),
+            facts: serde_json::to_string(facts).expect("facts serialise"),
+            warnings: clearance.warnings.clone(),
+            refused: clearance.refused.clone(),
+            read_at: now,
+        },
+        &document,
+        now,
+    )
+}

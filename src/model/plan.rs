@@ -114,6 +114,9 @@ pub struct MachinePlan {
     pub serial: String,
     /// GLPI id, when known.
     pub glpi_id: Option<u64>,
+    /// What the PC must be, checked on its facts before it is imaged ([`super::room::Machine::expected`]).
+    #[serde(skip)]
+    pub expected: roomcast_proto::contract::PcExpected,
     /// Whether this is the master.
     pub master: bool,
 }
@@ -221,6 +224,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             mac: m.mac.value.clone(),
             serial: m.serial.value.clone(),
             glpi_id: m.glpi_id,
+            expected: m.expected(&profile.pc_model),
             master: false,
         });
     }

@@ -91,10 +91,38 @@ pub struct Machine {
     /// Serial number. Unique in the school.
     #[schemars(with = "String")]
     pub serial: Spanned<String>,
-    /// PC model; must equal the profile's `pc_model.model`.
+    /// PC model, as the firmware reports it (DMI product name); must equal the profile's
+    /// `pc_model.model`, unless `model_exception` is given. The agent checks it on the PC before
+    /// anything is written: a PC of another model is refused the image ("wrong model").
     #[schemars(with = "String")]
     pub model: Spanned<String>,
+    /// Optional: why this PC may have another model than the profile's (a replacement PC, a
+    /// spare). With it, `model` may differ from the profile's, and a PC reporting either model is
+    /// imaged. A room stays homogeneous by default: each exception is written down with its
+    /// reason.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_exception: Option<Spanned<String>>,
     /// Optional GLPI computer id.
     #[serde(default)]
     pub glpi_id: Option<u64>,
+}
+
+impl Machine {
+    /// What this PC must be, checked on its own facts before it is imaged: the profile's model
+    /// (`pc_model`), or this machine's `model` when the room file lists a `model_exception` for
+    /// it; a serial other than this one is a warning.
+    pub fn expected(
+        &self,
+        pc_model: &super::profile::PcModel,
+    ) -> roomcast_proto::contract::PcExpected {
+        roomcast_proto::contract::PcExpected {
+            profile_model: pc_model.model.value.clone(),
+            exception_model: self
+                .model_exception
+                .as_ref()
+                .map(|_| self.model.value.clone()),
+            serial: self.serial.value.clone(),
+        }
+    }
 }

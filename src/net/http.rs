@@ -15,6 +15,13 @@
 //! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
 //! any other chunk of the store): a token opens one image, not the store.
 //!
+//! The PC's facts (`POST /agent/facts`, live token): the agent's [`HardwareFacts`], sent before
+//! anything is written, judged against what the room file expects of that machine
+//! ([`BootService::expect`], [`PcExpected::judge`]) and answered with a [`Clearance`]; kept for the
+//! inventory and written to `<reports_dir>/<mac>.facts.json`. A machine refused there (another PC
+//! model than the room's) is refused the manifest, the chunks and the session too (403 naming why),
+//! and so is a machine that sent no facts when the session requires them.
+//!
 //! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
 //! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
 //! the group, and the machine's own control-channel token. 404 when no session is offered: the agent
@@ -28,7 +35,9 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use roomcast_proto::contract::{self, CONTRACT_HEADER, SessionInfo, TOKEN_HEADER};
+use roomcast_proto::contract::{
+    self, CONTRACT_HEADER, Clearance, HardwareFacts, PcExpected, SessionInfo, TOKEN_HEADER,
+};
 use roomcast_proto::mac::Mac;
 use roomcast_store::Store;
 use roomcast_store::chunk::ChunkHash;
@@ -157,6 +166,15 @@ pub struct SessionOffer {
     pub ended: bool,
 }
 
+/// The homogeneity check of a session: what the room file expects of each machine, and the facts
+/// each one sent with the answer it got.
+#[derive(Debug, Default)]
+struct Homogeneity {
+    expected: BTreeMap<Mac, PcExpected>,
+    require: bool,
+    facts: BTreeMap<Mac, (HardwareFacts, Clearance)>,
+}
+
 /// Shared state of the service.
 pub struct BootService {
     config: BootConfig,
@@ -167,6 +185,7 @@ pub struct BootService {
     image: Option<OpenImage>,
     capture: Option<CaptureSink>,
     session: Mutex<Option<SessionOffer>>,
+    homogeneity: Mutex<Homogeneity>,
 }
 
 /// Why the service cannot start.
@@ -241,6 +260,7 @@ impl BootService {
             image,
             capture,
             session: Mutex::default(),
+            homogeneity: Mutex::default(),
         }))
     }
 
@@ -305,6 +325,73 @@ impl BootService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .issue(mac, token);
+    }
+
+    /// What the room file expects of each machine (its model check); with `require`, a machine of
+    /// `expected` that sent no facts is refused the image (the PXE-booted agent always sends them;
+    /// an agent started by hand in the lab reads no PC and sends none).
+    pub fn expect(&self, expected: BTreeMap<Mac, PcExpected>, require: bool) {
+        let mut h = self.homogeneity.lock().unwrap_or_else(|p| p.into_inner());
+        h.expected = expected;
+        h.require = require;
+    }
+
+    /// Judges the facts `mac` sent, keeps them with the answer, writes both to
+    /// `<reports_dir>/<mac>.facts.json`. A machine without expectation is cleared.
+    pub fn clear(&self, mac: Mac, facts: HardwareFacts) -> Clearance {
+        let mut h = self.homogeneity.lock().unwrap_or_else(|p| p.into_inner());
+        let clearance = h
+            .expected
+            .get(&mac)
+            .map(|e| e.judge(&facts))
+            .unwrap_or_default();
+        match &clearance.refused {
+            Some(why) => tracing::warn!(%mac, %why, "PC refused"),
+            None => tracing::info!(%mac, model = %facts.model, "PC cleared"),
+        }
+        for w in &clearance.warnings {
+            tracing::warn!(%mac, warning = %w, "PC facts");
+        }
+        let file = self
+            .config
+            .reports_dir
+            .join(format!("{}.facts.json", mac.hyphenated()));
+        let body = serde_json::json!({"facts": &facts, "clearance": &clearance});
+        if let Err(e) = std::fs::write(&file, body.to_string()) {
+            tracing::error!(%mac, file = %file.display(), %e, "cannot store facts");
+        }
+        h.facts.insert(mac, (facts, clearance.clone()));
+        clearance
+    }
+
+    /// The facts `mac` sent in this session and the answer it got.
+    pub fn facts_of(&self, mac: Mac) -> Option<(HardwareFacts, Clearance)> {
+        self.homogeneity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .facts
+            .get(&mac)
+            .cloned()
+    }
+
+    /// Whether `mac` may be given the image: not refused on its facts, and not missing facts
+    /// the session requires.
+    fn cleared(&self, mac: Mac) -> Result<(), String> {
+        let h = self.homogeneity.lock().unwrap_or_else(|p| p.into_inner());
+        match h.facts.get(&mac) {
+            Some((
+                _,
+                Clearance {
+                    refused: Some(why), ..
+                },
+            )) => Err(format!("{mac} refused: {why}\n")),
+            Some(_) => Ok(()),
+            None if h.require && h.expected.contains_key(&mac) => Err(format!(
+                "{mac}: send the PC's facts first ({})\n",
+                contract::path::FACTS
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Offers (or, with `None`, withdraws) a multicast session to the agents.
@@ -385,6 +472,7 @@ pub(crate) fn routes() -> Router<Arc<BootService>> {
         .route("/boot/{script}", get(boot_script))
         .route("/files/{name}", get(file))
         .route(contract::path::REPORT, post(report))
+        .route(contract::path::FACTS, post(facts))
         .route(contract::path::MANIFEST, get(manifest))
         .route("/chunks/{sha256}", get(chunk))
         .route(contract::path::SESSION, get(session))
@@ -411,13 +499,38 @@ pub(crate) fn live_token(
     Ok(mac)
 }
 
+/// The image endpoints' check that `mac` was cleared on its facts (403 naming why not).
+fn gate(s: &BootService, mac: Mac) -> Result<Mac, (StatusCode, String)> {
+    s.cleared(mac).map(|()| mac).map_err(|why| {
+        tracing::warn!(%mac, why = why.trim(), "image refused");
+        (StatusCode::FORBIDDEN, why)
+    })
+}
+
+/// Biggest facts document accepted (a PC with many disks and cards is a few KiB).
+const MAX_FACTS: usize = 256 * 1024;
+
+async fn facts(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mac = match live_token(&s, &headers, "facts") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    if body.len() > MAX_FACTS {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "facts too large\n").into_response();
+    }
+    match serde_json::from_slice::<HardwareFacts>(&body) {
+        Ok(f) => axum::Json(s.clear(mac, f)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("unreadable facts: {e}\n")).into_response(),
+    }
+}
+
 /// The contract version check of an agent's request.
 fn contract_of(headers: &HeaderMap) -> Result<(), contract::VersionMismatch> {
     contract::check_version(headers.get(CONTRACT_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
-    let mac = match live_token(&s, &headers, "manifest") {
+    let mac = match live_token(&s, &headers, "manifest").and_then(|m| gate(&s, m)) {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
@@ -433,7 +546,7 @@ async fn manifest(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Resp
 }
 
 async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
-    let mac = match live_token(&s, &headers, "multicast session") {
+    let mac = match live_token(&s, &headers, "multicast session").and_then(|m| gate(&s, m)) {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
@@ -448,7 +561,7 @@ async fn chunk(
     headers: HeaderMap,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = live_token(&s, &headers, "chunk") {
+    if let Err(r) = live_token(&s, &headers, "chunk").and_then(|m| gate(&s, m)) {
         return r.into_response();
     }
     let Some(img) = &s.image else {
@@ -636,5 +749,56 @@ mod tests {
         // Tokens issued by hand work like boot-script tokens.
         service.issue_token(mac(2), "t2".into());
         assert_eq!(service.check_token("t2"), Ok(mac(2)));
+    }
+
+    #[test]
+    fn a_pc_of_another_model_is_refused_the_image_and_one_without_facts_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            campaign: "S12-2026".into(),
+            machines: [(mac(1), "P01".to_string()), (mac(2), "P02".to_string())].into(),
+            base_url: "http://198.18.0.1:8080".into(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            reports_dir: dir.path().to_path_buf(),
+            image: None,
+        };
+        let service = BootService::image_only(config).unwrap();
+        let expect = |serial: &str| PcExpected {
+            profile_model: "OptiPlex 7090".into(),
+            exception_model: None,
+            serial: serial.into(),
+        };
+        assert_eq!(service.cleared(mac(2)), Ok(()), "nothing expected yet");
+        service.expect(
+            [(mac(1), expect("S1")), (mac(2), expect("S2"))].into(),
+            true,
+        );
+        let facts = |model: &str| HardwareFacts {
+            model: model.into(),
+            serial: "S1".into(),
+            ..HardwareFacts::default()
+        };
+        let c = service.clear(mac(1), facts("ThinkCentre M70q"));
+        assert_eq!(
+            c.refused.as_deref(),
+            Some("wrong model: found `ThinkCentre M70q`, the room's profile wants `OptiPlex 7090`")
+        );
+        let why = service.cleared(mac(1)).unwrap_err();
+        assert!(why.contains("refused: wrong model"), "{why}");
+        let why = service.cleared(mac(2)).unwrap_err();
+        assert!(why.contains("send the PC's facts first"), "{why}");
+        let c = service.clear(mac(2), facts("optiplex 7090"));
+        assert!(c.is_go());
+        assert_eq!(c.warnings.len(), 1, "serial S1 is not P02's S2");
+        assert_eq!(service.cleared(mac(2)), Ok(()));
+        assert_eq!(service.facts_of(mac(2)).unwrap().1, c);
+        let kept =
+            std::fs::read_to_string(dir.path().join("52-54-00-18-03-01.facts.json")).unwrap();
+        assert!(
+            kept.contains("ThinkCentre M70q") && kept.contains("wrong model"),
+            "{kept}"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! the boot environment). Each prints its PXE boot time (qemu start to report) for
 //! docs/PERFORMANCE.md: `cargo test --test main boot::hardware:: -- --nocapture --test-threads=1`.
 
-use super::pxe::{Guard, IMAGE_SIZE, capture_image, kernel_dir, qemu, sha256};
+use super::pxe::{Guard, IMAGE_SIZE, capture_image, kernel_dir, qemu, school_dhcp, sha256};
 use roomcast_lab::Lab;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -117,27 +117,7 @@ fn boot(case: &Case) -> Outcome {
     let school = lab.add_node("school").expect("school node").clone();
     let tap = lab.add_tap().expect("tap");
     let server = lab.server().clone();
-    let _dhcp = Guard(
-        school
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--bind-interfaces",
-                "--no-ping",
-            ])
-            .arg(format!("--interface={}", school.ifname()))
-            .args([
-                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
-                "--dhcp-authoritative",
-            ])
-            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
-            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq"),
-    );
+    let _dhcp = school_dhcp(&school, w);
     let reports = w.join("reports");
     let cmdline = format!(
         "console=tty0 console=ttyS0,115200 quiet roomcast.wait=3 {}",

@@ -96,7 +96,49 @@ fn uefi_args(vm: &VmSpec, work: &Path) -> Vec<String> {
     ]
 }
 
+/// The school's DHCP server (addresses only, 198.18.2.10-250) on `school`'s interface: Debian's
+/// dnsmasq, killed on drop.
+pub(crate) fn school_dhcp(school: &roomcast_lab::Node, w: &Path) -> Guard {
+    Guard(
+        school
+            .command("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--port=0",
+                "--bind-interfaces",
+                "--no-ping",
+            ])
+            .arg(format!("--interface={}", school.ifname()))
+            .args([
+                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
+                "--dhcp-authoritative",
+            ])
+            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
+            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq"),
+    )
+}
+
+/// qemu arguments giving a PC its SMBIOS identity (system: vendor, product, serial; board:
+/// vendor, product), what the agent reads under `/sys/class/dmi/id`. No commas in the values.
+pub(crate) fn smbios(vendor: &str, product: &str, serial: &str, board: &str) -> Vec<String> {
+    vec![
+        "-smbios".into(),
+        format!("type=1,manufacturer={vendor},product={product},serial={serial}"),
+        "-smbios".into(),
+        format!("type=2,manufacturer={vendor},product={board}"),
+    ]
+}
+
 pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
+    start_vm_with(tap, vm, work, &[])
+}
+
+/// [`start_vm`] with more qemu arguments (`-smbios type=1,product=...`: another PC model).
+pub(crate) fn start_vm_with(tap: &str, vm: &VmSpec, work: &Path, extra: &[String]) -> Guard {
     let sercon = work.join("sercon");
     std::fs::write(&sercon, [0xf8, 0x03]).unwrap();
     let child = Command::new(qemu())
@@ -135,6 +177,7 @@ pub(crate) fn start_vm(tap: &str, vm: &VmSpec, work: &Path) -> Guard {
         .args(uefi_args(vm, work))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", vm.disk.display()))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -347,29 +390,7 @@ fn pxe_room(
         .collect();
     let server = lab.server().clone();
     // Authoritative mode: an isolated room, no school DHCP server at all.
-    let _dhcp = (!authoritative).then(|| {
-        Guard(
-            school
-                .command("dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--port=0",
-                    "--bind-interfaces",
-                    "--no-ping",
-                ])
-                .arg(format!("--interface={}", school.ifname()))
-                .args([
-                    "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
-                    "--dhcp-authoritative",
-                ])
-                .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
-                .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq"),
-        )
-    });
+    let _dhcp = (!authoritative).then(|| school_dhcp(&school, w));
     let macs: Vec<String> = (0..campaign)
         .map(|i| format!("52:54:00:18:01:{i:02x}"))
         .collect();

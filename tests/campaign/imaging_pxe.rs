@@ -5,7 +5,7 @@
 //! `/dev/vda`; then a blank PC PXE-boots into `roomcast agent` and takes the journaled image from a
 //! multicast session.
 
-use crate::boot::pxe::{Guard, VmSpec, kernel_dir, local_disk_boot_sector, qemu, start_vm};
+use crate::boot::pxe::{VmSpec, kernel_dir, local_disk_boot_sector, qemu, school_dhcp, start_vm};
 use roomcast::campaign::driver::Worker;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, PxeBoot};
 use roomcast::serve::DataPlane;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const DISK: u64 = 32 << 20;
@@ -49,27 +49,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     let mut lab = Lab::builder().pcs(0).build().unwrap();
     let school = lab.add_node("school").unwrap().clone();
     let taps = [lab.add_tap().unwrap(), lab.add_tap().unwrap()];
-    let _dhcp = Guard(
-        school
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--bind-interfaces",
-                "--no-ping",
-            ])
-            .arg(format!("--interface={}", school.ifname()))
-            .args([
-                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
-                "--dhcp-authoritative",
-            ])
-            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
-            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _dhcp = school_dhcp(&school, w);
 
     // The master's disk: a boot sector, data, text; the PC's disk is blank.
     let master = VmSpec {

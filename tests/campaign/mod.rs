@@ -3,10 +3,12 @@
 mod ad;
 mod cli;
 mod crash;
+mod homogeneity;
 mod imaging;
 mod imaging_crash;
 mod imaging_pxe;
 mod remote;
+mod repair;
 mod run;
 mod software_only;
 mod steps;

@@ -7,7 +7,7 @@ use super::standin::{StandIn, State, assert_valid_inventory, schema_errors};
 use roomcast::inventory::Timestamp;
 use roomcast::inventory::glpi::{GlpiError, InventoryEncoding, send_native_inventory};
 use roomcast::inventory::native::{
-    Disk, HardwareFacts, NetInterface, OsFacts, PERSONAL_DATA_KEYS, Software, document,
+    Cpu, Disk, HardwareFacts, NetInterface, OsFacts, PERSONAL_DATA_KEYS, Software, document,
     personal_data_keys, read_linux_facts,
 };
 use serde_json::json;
@@ -21,11 +21,19 @@ pub fn facts(n: u32) -> HardwareFacts {
         uuid: format!("4C4C4544-0034-3010-8048-B6C04F5037{n:02}"),
         vendor: "Dell Inc.".into(),
         model: "OptiPlex 7090".into(),
+        board_vendor: "Dell Inc.".into(),
+        board_name: "0W0CHX".into(),
         chassis: Some("Desktop".into()),
         bios_vendor: "Dell Inc.".into(),
         bios_version: "1.4.3".into(),
         bios_date: Some("2023-02-06".into()),
         memory_mib: Some(16384),
+        cpus: vec![Cpu {
+            name: "11th Gen Intel(R) Core(TM) i5-11500 @ 2.70GHz".into(),
+            manufacturer: "GenuineIntel".into(),
+            cores: 6,
+            threads: 12,
+        }],
         interfaces: vec![NetInterface {
             name: "enp0s31f6".into(),
             mac: format!("b0:5d:95:11:32:{n:02x}"),

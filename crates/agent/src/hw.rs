@@ -215,7 +215,7 @@ impl PciDevice {
     }
 }
 
-fn read_trim(p: &Path) -> String {
+pub(crate) fn read_trim(p: &Path) -> String {
     std::fs::read_to_string(p)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod facts;
 mod http;
 pub mod hw;
 pub mod mcast;

@@ -8,7 +8,10 @@
 //! 3. arm Wake-on-LAN on that card (magic packet), so the next night's wake works;
 //! 4. list the disks and choose the system disk by the rule (`roomcast.sysdisk=`, else the one
 //!    internal disk), refusing none or several;
-//! 5. restore (`roomcast.image=1`) or capture (`roomcast.capture=1`), progress on the screen;
+//! 5. read the PC's facts (DMI, CPU, memory, disks, cards: `crate::facts`) and send them to the
+//!    server FIRST; on its refusal (a PC of another model than the room's profile) show why and
+//!    report it, nothing written;
+//! 6. restore (`roomcast.image=1`) or capture (`roomcast.capture=1`), progress on the screen;
 //!    without either, stop after the network (the init reports the PC's facts).
 //!
 //! Every failure is shown on the screen in block letters with its reason (a network card without a
@@ -133,7 +136,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Steps 1–5; `Ok` carries the lines of the outcome.
+/// Steps 1–6; `Ok` carries the lines of the outcome.
 fn run(
     cfg: &PcConfig,
     screen: &Screen,
@@ -249,7 +252,37 @@ fn run(
         }
     };
     screen.line(&format!("roomcast: system disk {}", disk.display()));
-    // 5. The work.
+    // 5. The PC's facts first, before anything is written: the server says go or no-go.
+    let facts = crate::facts::read_linux_facts(Path::new("/"));
+    screen.line(&format!(
+        "roomcast: this PC: {} {} (serial {}, board {} {}, BIOS {})",
+        facts.vendor,
+        facts.model,
+        facts.serial,
+        facts.board_vendor,
+        facts.board_name,
+        facts.bios_version
+    ));
+    let client = crate::http::Client::new(server, token);
+    match crate::facts::clear(&client, &facts) {
+        Ok(c) => {
+            for w in &c.warnings {
+                screen.line(&format!("roomcast: warning: {w}"));
+            }
+            if let Some(why) = c.refused {
+                screen.line(&format!("roomcast: refused by the server: {why}"));
+                let mut f = report_failure(why);
+                f.why.push("Nothing was written to this PC's disk.".into());
+                return Err(f);
+            }
+        }
+        Err(e) => {
+            return Err(report_failure(format!(
+                "The server did not clear this PC ({e}); nothing was written."
+            )));
+        }
+    }
+    // 6. The work.
     if cfg.capture {
         let opts = crate::capture::CaptureAgentOptions {
             server: server.clone(),

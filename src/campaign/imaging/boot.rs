@@ -69,6 +69,13 @@ pub trait AgentBoot: Send + Sync {
     /// session then waits for its report.
     fn boot(&self, machine: &Machine, session: &SessionInfo)
     -> Result<Box<dyn Booting>, BootError>;
+
+    /// Whether the agents this boot starts read the PC they run on and send its facts first
+    /// (`roomcast-agent pc`): then a session refuses the image to a machine that sent none. The
+    /// lab's agents run on disk files in namespaces and read no PC.
+    fn reads_hardware(&self) -> bool {
+        false
+    }
 }
 
 /// The real way: proxyDHCP + TFTP on the room interface while the session runs, and Wake-on-LAN.
@@ -109,6 +116,10 @@ impl Booting for Woken {
 }
 
 impl AgentBoot for PxeBoot {
+    fn reads_hardware(&self) -> bool {
+        true
+    }
+
     fn open(&self, session: &SessionInfo) -> Result<Box<dyn BootServices>, BootError> {
         let failed = |what: String| BootError::Failed(format!("{}: {what}", session.interface));
         let root = BootRoot::new(&session.boot_dir)

@@ -19,7 +19,9 @@ pub mod boot;
 pub mod session;
 
 pub use boot::{AgentBoot, BootError, Booting, Machine, PxeBoot, SessionInfo};
-use roomcast_proto::contract::{AgentMode, Report, Verdict};
+use roomcast_proto::contract::{AgentMode, Clearance, HardwareFacts, PcExpected, Report, Verdict};
+use roomcast_proto::mac::Mac;
+use std::collections::BTreeMap;
 
 use super::driver::Worker;
 use crate::clock::{Clock, SystemClock};
@@ -106,6 +108,13 @@ pub struct ImagingConfig {
     /// Restore sessions (b, g) stream the image over multicast with these settings (group,
     /// rate, how long to wait for every PC before streaming); `None`: unicast HTTP only.
     pub multicast: Option<DataPlane>,
+    /// What the room file expects of each PC (the profile's model, the room file's exception,
+    /// the serial): a PC whose facts do not match is refused the image (see
+    /// [`roomcast_proto::contract::facts`]). Empty: no model check.
+    pub expected: BTreeMap<Mac, PcExpected>,
+    /// The inventory database the PCs' facts are recorded in (and their GLPI documents queued);
+    /// `None`: not recorded.
+    pub inventory: Option<PathBuf>,
 }
 
 impl ImagingConfig {
@@ -148,6 +157,8 @@ impl ImagingConfig {
             boot_timeout: Duration::from_secs(300),
             agent_timeout: Duration::from_secs(3 * 3600),
             multicast: Some(DataPlane::default()),
+            expected: BTreeMap::new(),
+            inventory: None,
         }
     }
 }
@@ -239,6 +250,7 @@ impl ImagingWorker {
             None,
             self.boot.as_ref(),
         )?;
+        session.expect(self.config.expected.clone(), self.boot.reads_hardware());
         Ok((session, id))
     }
 
@@ -317,6 +329,8 @@ impl ImagingWorker {
             Some(capture),
             self.boot.as_ref(),
         )?;
+        // The master is a PC of the room: its agent asks for clearance before reading its disk too.
+        session.expect(self.config.expected.clone(), false);
         session.boot_all(self.boot.as_ref());
         let report = session.wait_report(&master, c.boot_timeout, c.agent_timeout)?;
         let said = Report::parse(&report.body);
@@ -417,10 +431,45 @@ impl ImagingWorker {
             .session
             .as_ref()
             .map_err(|e| format!("{machine}: {e}"))?;
-        let report =
-            session.wait_report(&m, self.config.boot_timeout, self.config.agent_timeout)?;
+        let report = session.wait_report(&m, self.config.boot_timeout, self.config.agent_timeout);
+        let facts = session.facts_of(m.mac);
+        if let Some((f, c)) = &facts {
+            self.record_facts(&m, f, c);
+        }
+        if let Some((
+            _,
+            Clearance {
+                refused: Some(why), ..
+            },
+        )) = facts
+        {
+            return Err(format!("{machine}: {why}; nothing was written to it"));
+        }
+        let report = report?;
         let expected = session_image(session)?;
         judge_restore(machine, &report.body, &expected)
+    }
+
+    /// The PC's facts into the inventory (and its GLPI document into the queue); a failure to
+    /// record is logged, it does not fail the PC.
+    fn record_facts(&self, m: &Machine, facts: &HardwareFacts, clearance: &Clearance) {
+        let Some(db) = &self.config.inventory else {
+            return;
+        };
+        let now = self.clock.now();
+        let done = crate::inventory::db::InventoryDb::open(db).and_then(|mut inv| {
+            crate::inventory::record::record_pc_facts(
+                &mut inv,
+                &m.hostname,
+                &m.mac.to_string(),
+                facts,
+                clearance,
+                now,
+            )
+        });
+        if let Err(e) = done {
+            tracing::warn!(machine = %m.hostname, %e, "the PC's facts were not recorded");
+        }
     }
 }
 

@@ -192,6 +192,27 @@ impl Session {
         }
     }
 
+    /// What the room file expects of each machine (see [`BootService::expect`]); set before
+    /// [`Session::boot_all`].
+    pub fn expect(
+        &self,
+        expected: BTreeMap<Mac, roomcast_proto::contract::PcExpected>,
+        require: bool,
+    ) {
+        self.service.expect(expected, require);
+    }
+
+    /// The facts `mac` sent in this session, with the server's answer.
+    pub fn facts_of(
+        &self,
+        mac: Mac,
+    ) -> Option<(
+        roomcast_proto::contract::HardwareFacts,
+        roomcast_proto::contract::Clearance,
+    )> {
+        self.service.facts_of(mac)
+    }
+
     /// The image a restore session serves.
     pub fn served_image(&self) -> Option<ImageId> {
         self.image

@@ -272,6 +272,7 @@ pub fn imaging_config(
 ) -> Result<super::imaging::ImagingConfig, String> {
     let plan = &built.plan;
     let mut machines = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
     for m in &plan.machines {
         let mac = m
             .mac
@@ -282,6 +283,7 @@ pub fn imaging_config(
             hostname: m.hostname.clone(),
             mac,
         });
+        expected.insert(mac, m.expected.clone());
     }
     let subnet = plan
         .network
@@ -299,6 +301,7 @@ pub fn imaging_config(
         &plan.base_image,
         work_dir.to_path_buf(),
     );
+    config.expected = expected;
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();

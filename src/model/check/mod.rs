@@ -1180,8 +1180,21 @@ impl Cx {
                     }
                 }
             }
+            if let Some(x) = &m.model_exception
+                && x.value.trim().is_empty()
+            {
+                self.push(
+                    src.finding(
+                        Code::InvalidValue,
+                        Pos::of(x),
+                        "`model_exception` is empty".to_string(),
+                    )
+                    .with_hint("say why this PC may have another model than the profile's"),
+                );
+            }
             if let Some(p) = profile
                 && m.model.value != p.pc_model.model.value
+                && m.model_exception.is_none()
             {
                 self.push(
                     src.finding(
@@ -1192,7 +1205,10 @@ impl Cx {
                             m.model.value, p.pc_model.model.value
                         ),
                     )
-                    .with_hint("a room is homogeneous: one image fits one PC model"),
+                    .with_hint(
+                        "a room is homogeneous: one image fits one PC model; a PC that must differ \
+                         gets `model_exception: <why>`",
+                    ),
                 );
             }
             let hostname = match (&m.hostname, &finals[i]) {

@@ -8,6 +8,7 @@
 //! | the HTTP paths | [`path`] |
 //! | the kernel command line a boot script gives the agent | [`cmdline`] |
 //! | the system-disk rule, the disks a PC has, the choice | [`disk`] |
+//! | the PC's hardware facts, sent first, and the server's go/no-go | [`facts`] ([`HardwareFacts`], [`PcExpected`], [`Clearance`]) |
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
 //! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`], [`CaptureDiscarded`]), [`CaptureDone`] |
@@ -19,11 +20,13 @@
 mod blocks;
 pub mod cmdline;
 pub mod disk;
+pub mod facts;
 mod report;
 
 pub use blocks::{Block, BlockMap};
 pub use cmdline::{AgentCmdline, AgentMode};
 pub use disk::{Bus, DiskChoiceError, DiskRule, DiskSeen};
+pub use facts::{Clearance, HardwareFacts, PcExpected};
 pub use report::{CaptureFigures, McastFigures, Report, RestoreFigures, Transport, Verdict, Work};
 
 use crate::hash::ChunkHash;
@@ -32,8 +35,9 @@ use std::net::SocketAddrV4;
 
 /// Version of this contract. Raise it whenever a type of this module changes in a way an agent
 /// of the previous version would misread. 2: masked images (issue 14): the capture plan may ask
-/// for a file-system-aware capture, the finish carries masks and partitions.
-pub const CONTRACT_VERSION: u32 = 2;
+/// for a file-system-aware capture, the finish carries masks and partitions. 3: the PXE-booted
+/// agent sends its [`HardwareFacts`] first and images only on a go ([`Clearance`]).
+pub const CONTRACT_VERSION: u32 = 3;
 
 /// Header carrying the agent's contract version on every request.
 pub const CONTRACT_HEADER: &str = "x-roomcast-contract";
@@ -47,6 +51,9 @@ pub mod path {
     pub const BOOT_PREFIX: &str = "/boot/";
     /// `GET /files/<name>`: kernel, initramfs, iPXE binaries.
     pub const FILES_PREFIX: &str = "/files/";
+    /// `POST`: the PC's [`super::HardwareFacts`], before anything is written; answered by a
+    /// [`super::Clearance`].
+    pub const FACTS: &str = "/agent/facts";
     /// `POST`: the agent's [`super::Report`].
     pub const REPORT: &str = "/agent/report";
     /// `GET`: the signed manifest envelope of the served image.
