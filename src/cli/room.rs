@@ -45,6 +45,8 @@ pub struct RoomTarget {
     pub link_mbps: Option<u32>,
     /// The system-disk rule (the room's, else its profile's), when from a room file.
     pub system_disk: Option<roomcast_proto::contract::DiskRule>,
+    /// The profile's `grow_last_partition` (issue 23), when from a room file.
+    pub grow_last: bool,
 }
 
 impl RoomArgs {
@@ -112,6 +114,12 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
                     .and_then(|p| p.doc.system_disk.as_ref())
             })
             .map(|d| d.rule()),
+        grow_last: checked
+            .validation
+            .region
+            .profiles
+            .get(&room.doc.profile.value)
+            .is_some_and(|p| p.doc.grow_last_partition),
     })
 }
 

@@ -51,6 +51,12 @@ pub struct Profile {
     /// with two internal disks then refuses, naming them, and writes nothing.
     #[serde(default)]
     pub system_disk: Option<SystemDisk>,
+    /// On a PC whose disk is larger than the image (a replacement disk after a repair), grow the
+    /// last partition and its file system (ext2/3/4 or NTFS) to the disk's end. Default `false`:
+    /// the partition table is rewritten for the disk's size and the extra space stays unallocated
+    /// after the last partition (Windows leaves it so; Disk Management can extend the volume).
+    #[serde(default)]
+    pub grow_last_partition: bool,
 }
 
 /// The system-disk rule: every field given must hold, exactly one disk of the PC must match, or

@@ -50,6 +50,7 @@ pub struct PcConfig {
     rule: Option<DiskRule>,
     rule_error: Option<String>,
     wait: Duration,
+    grow_last: bool,
 }
 
 impl PcConfig {
@@ -77,6 +78,7 @@ impl PcConfig {
                     .and_then(|w| w.parse().ok())
                     .unwrap_or(DEFAULT_WAIT),
             ),
+            grow_last: v(cmdline::GROW).as_deref() == Some("last"),
         }
     }
 }
@@ -284,6 +286,9 @@ fn run(
         disk: disk.clone(),
         trusted,
         workers: 0,
+        fit: roomcast_store::fit::FitOptions {
+            grow_last: cfg.grow_last,
+        },
     };
     let shown = std::sync::Mutex::new(Instant::now() - Duration::from_secs(10));
     let begun = Instant::now();

@@ -303,6 +303,13 @@ pub fn imaging_config(
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
     config.cmdline = agent_cmdline(&config.cmdline, plan.system_disk.as_ref());
+    if plan.grow_last_partition {
+        config.cmdline = format!(
+            "{} {}=last",
+            config.cmdline,
+            roomcast_proto::contract::cmdline::GROW
+        );
+    }
     config.master_ssh =
         built
             .spec
