@@ -237,3 +237,25 @@ mod system_disk_tests {
         assert!(serde_saphyr::from_str::<SystemDisk>("size: 3\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod grow_tests {
+    use super::Profile;
+
+    /// `grow_last_partition` (issue 23) is off unless the profile says `true`; anything but a
+    /// bool is refused.
+    #[test]
+    fn grow_last_partition_is_an_opt_in_bool() {
+        let good = include_str!("../../tests/fixtures/good/profiles/sti2d-cao.yaml");
+        assert!(!good.contains("grow_last_partition"));
+        let p: Profile = serde_saphyr::from_str(good).unwrap();
+        assert!(!p.grow_last_partition);
+        let p: Profile =
+            serde_saphyr::from_str(&format!("{good}\ngrow_last_partition: true\n")).unwrap();
+        assert!(p.grow_last_partition);
+        assert!(
+            serde_saphyr::from_str::<Profile>(&format!("{good}\ngrow_last_partition: please\n"))
+                .is_err()
+        );
+    }
+}

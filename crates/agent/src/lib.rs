@@ -218,8 +218,8 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
             }
             _ => restore(&source, m, &disk, opts, progress),
         }?;
-        fit::apply(&fit, &disk).map_err(RestoreError::from)?;
         r.target_size = disk.size();
+        fit::apply(&fit, disk).map_err(RestoreError::from)?;
         r.adjusted = fit.adjusted;
         Ok(r)
     });

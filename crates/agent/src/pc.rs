@@ -325,7 +325,7 @@ fn run(
     };
     match crate::run_with(&opts, &hooks) {
         Ok(out) => match out.result {
-            Ok(r) => Ok(vec![
+            Ok(r) => Ok([
                 format!("Image written onto {}.", disk.display()),
                 format!(
                     "{} chunks written, {} unchanged, {} zeroed, in {:.0} s.",
@@ -334,8 +334,12 @@ fn run(
                     r.zeroed_chunks,
                     begun.elapsed().as_secs_f64()
                 ),
-                format!("Wake-on-LAN {wol}."),
-            ]),
+            ]
+            .into_iter()
+            // A disk of another size than the image's (issue 23): what was adjusted.
+            .chain(r.adjusted.iter().map(|a| format!("Adjusted: {a}.")))
+            .chain([format!("Wake-on-LAN {wol}.")])
+            .collect()),
             Err(e) => Err(Failure {
                 why: vec![format!("Restore onto {} failed: {e}", disk.display())],
                 reported: Some(true),

@@ -474,7 +474,10 @@ pub fn plan_restore(
 
 /// After the image's bytes are written and synced: writes the table for the target's size, then
 /// grows or shrinks the last file system (`resize2fs`, `ntfsresize`).
-pub fn apply(fit: &Fit, disk: &Disk) -> Result<(), FitError> {
+///
+/// Takes the disk: it is closed before the tools run (they open the partition exclusively, which
+/// Linux refuses while the whole disk is held with `O_EXCL`).
+pub fn apply(fit: &Fit, disk: Disk) -> Result<(), FitError> {
     for p in &fit.patches {
         disk.write_all_at(&p.bytes, p.offset)?;
     }
@@ -482,16 +485,35 @@ pub fn apply(fit: &Fit, disk: &Disk) -> Result<(), FitError> {
     let Some(r) = &fit.resize else {
         return Ok(());
     };
+    let path = disk.path().to_path_buf();
+    drop(disk);
+    let disk = Disk::open_read(&path)?;
     let tool_err = |tool: &'static str, reason: String| FitError::Tool {
-        path: disk.path().to_path_buf(),
+        path: path.clone(),
         tool,
         number: r.number,
         reason,
     };
     // A device of the partition's new size (never the file itself: resize2fs truncates a regular
-    // file to the size it gives the file system).
-    let part = PartitionDevice::open(disk, r.start, r.new_len, r.number)
-        .map_err(|e| tool_err("losetup", e))?;
+    // file to the size it gives the file system). A block device without its partition node
+    // (BLKRRPART refused): e2fsprogs open it at the partition's offset (a device cannot be
+    // truncated); NTFS then needs a loop device.
+    let node = disk
+        .is_block_device()
+        .then(|| partition_node(&disk, r.start, r.new_len, r.number))
+        .flatten();
+    let part = match node {
+        Some(path) => PartitionDevice {
+            path,
+            detach: false,
+        },
+        None if disk.is_block_device() && is_ext(&r.fs) => PartitionDevice {
+            path: PathBuf::from(format!("{}?offset={}", disk.path().display(), r.start)),
+            detach: false,
+        },
+        None => PartitionDevice::loop_over(&disk, r.start, r.new_len)
+            .map_err(|e| tool_err("losetup", e))?,
+    };
     if is_ext(&r.fs) {
         run(Command::new("resize2fs")
             .arg("-f")
@@ -506,7 +528,6 @@ pub fn apply(fit: &Fit, disk: &Disk) -> Result<(), FitError> {
         .map_err(|e| tool_err("ntfsresize", e))?;
     }
     drop(part);
-    disk.sync()?;
     Ok(())
 }
 
@@ -528,22 +549,15 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// A device for one partition of a disk: the kernel's partition node of a block device once it
-/// re-read the table, else a loop device over the file (detached on drop).
+/// re-read the table, or a loop device (detached on drop).
 struct PartitionDevice {
     path: PathBuf,
     detach: bool,
 }
 
 impl PartitionDevice {
-    fn open(disk: &Disk, start: u64, len: u64, number: u32) -> Result<Self, String> {
-        if disk.is_block_device()
-            && let Some(p) = partition_node(disk, start, len, number)
-        {
-            return Ok(PartitionDevice {
-                path: p,
-                detach: false,
-            });
-        }
+    /// A loop device over `len` bytes of the disk from `start` (util-linux `losetup`).
+    fn loop_over(disk: &Disk, start: u64, len: u64) -> Result<Self, String> {
         let out = Command::new("losetup")
             .args(["--find", "--show", "--offset"])
             .arg(start.to_string())

@@ -195,7 +195,7 @@ pub fn restore(
         |s| save_progress(store, &pfile, &state, s),
         state.done_below,
     )?;
-    crate::fit::apply(&fit, &disk)?;
+    crate::fit::apply(&fit, disk)?;
     report.adjusted = fit.adjusted;
     let _ = std::fs::remove_file(&pfile);
     Ok(report)
