@@ -304,3 +304,27 @@ fn mbr_image_onto_larger_and_smaller_disks() {
     sgdisk_clean(&smaller);
     assert_same_files(&master, &smaller);
 }
+
+/// Onto a real block device (a loop device, whose partitions the kernel does not scan): the table
+/// is fitted and the ext4 grown through e2fsprogs' `?offset=` on the device; a smaller device gets
+/// its ext4 shrunk the same way.
+#[test]
+fn block_devices_larger_and_smaller_than_the_image() {
+    let fx = Fixture::new();
+    let master = dirty_disk::build(&fx.path("master.img"), &spec(false)).unwrap();
+    let id = capture(&fx, &master.path);
+    for (name, size, grow) in [
+        ("larger", master.size + 24 * MIB, true),
+        ("smaller", master.size - 12 * MIB, false),
+    ] {
+        let file = fx.path(&format!("{name}.img"));
+        old_disk(&file, size);
+        let dev = super::util::LoopDev::attach(&file);
+        let r = restore_onto(&fx, &id, &dev.dev, grow).unwrap();
+        let want = if grow { "grown" } else { "shrunk" };
+        assert!(r.adjusted.iter().any(|a| a.contains(want)), "{name}: {r:?}");
+        drop(dev);
+        sgdisk_clean(&file);
+        assert_same_files(&master, &file);
+    }
+}

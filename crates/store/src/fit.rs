@@ -361,10 +361,10 @@ pub fn plan(
             ),
         );
     }
-    if target_size > image_size && fit.resize.is_none() {
+    if let Some(p) = last.filter(|_| target_size > image_size && fit.resize.is_none()) {
         fit.adjusted.push(format!(
             "{} bytes after the last partition left unallocated",
-            usable.saturating_sub(last.map_or(0, |p| p.start + p.len))
+            usable.saturating_sub(p.start + p.len)
         ));
     }
     Ok(fit)
