@@ -246,6 +246,10 @@ pub fn libraries(binary: &Path) -> Result<Vec<PathBuf>, BootEnvError> {
         .collect())
 }
 
+/// Host tools copied into the boot environment (with their libraries): `resize2fs` and
+/// `ntfsresize`, for a PC whose disk is not the image's size (`store::fit`).
+pub const FS_TOOLS: [&str; 2] = ["resize2fs", "ntfsresize"];
+
 fn write_initramfs(
     opts: &BuildOptions,
     kernel_dir: &Path,
@@ -291,7 +295,26 @@ fn write_initramfs(
     };
     let _ = std::fs::remove_file(&stripped);
     files.push((format!("bin/{AGENT_BINARY}"), 0o755, agent));
-    for lib in libraries(&opts.agent)? {
+    let mut libs: BTreeSet<PathBuf> = libraries(&opts.agent)?.into_iter().collect();
+    // The file-system tools the agent runs on a disk of another size than the image's (issue 23):
+    // the host's, with their libraries. Missing on the host: left out (a grow or shrink then
+    // fails on the PC naming the tool; a same-size or table-only restore needs none).
+    for tool in FS_TOOLS {
+        let Some(path) = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file())
+        else {
+            tracing::warn!(
+                tool,
+                "not found on this host: left out of the boot environment"
+            );
+            continue;
+        };
+        files.push((format!("bin/{tool}"), 0o755, read(&path)?));
+        libs.extend(libraries(&path)?);
+    }
+    for lib in libs {
         let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((inside, 0o755, read(&lib)?));
     }

@@ -85,6 +85,11 @@ enum ImageCommand {
         /// Block device or image file (created if absent).
         #[arg(long)]
         to: PathBuf,
+        /// On a disk larger than the image, grow the last partition and its file system (ext2/3/4,
+        /// NTFS) to the disk's end. Without it the extra space stays unallocated after the last
+        /// partition (the partition table is rewritten for the disk's size either way).
+        #[arg(long)]
+        grow_last: bool,
     },
 }
 
@@ -372,7 +377,7 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
             );
             Ok(exit::OK)
         }
-        ImageCommand::Restore { id, to } => {
+        ImageCommand::Restore { id, to, grow_last } => {
             let store = Store::open(store_dir)?;
             let id: ImageId = store.resolve(&id)?;
             let manifest = store.open_verified(&id)?;
@@ -386,7 +391,10 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 &store,
                 &manifest,
                 &to,
-                &RestoreOptions::default(),
+                &RestoreOptions {
+                    fit: roomcast_store::fit::FitOptions { grow_last },
+                    ..RestoreOptions::default()
+                },
                 &|p: &RestoreProgress| {
                     if let Some(b) = &bar {
                         b.set_length(p.bytes_total);
@@ -410,6 +418,9 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 r.unused_chunks,
                 r.resumed_chunks
             );
+            for a in &r.adjusted {
+                println!("adjusted for a disk of {}: {a}", bytes(r.target_size));
+            }
             Ok(exit::OK)
         }
     }

@@ -48,6 +48,8 @@ pub struct RoomTarget {
     /// What the room file expects of each PC (the profile's model, the machine's
     /// `model_exception`, its serial), checked on the PC's facts; empty without a room file.
     pub expected: std::collections::BTreeMap<Mac, roomcast_proto::contract::PcExpected>,
+    /// The profile's `grow_last_partition` (issue 23), when from a room file.
+    pub grow_last: bool,
 }
 
 impl RoomArgs {
@@ -118,6 +120,12 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
             .or_else(|| profile.and_then(|p| p.doc.system_disk.as_ref()))
             .map(|d| d.rule()),
         expected,
+        grow_last: checked
+            .validation
+            .region
+            .profiles
+            .get(&room.doc.profile.value)
+            .is_some_and(|p| p.doc.grow_last_partition),
     })
 }
 

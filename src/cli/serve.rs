@@ -127,18 +127,26 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
                     // Tells the boot environment's init to run the agent rather than only report
                     // facts.
                     // The room's system-disk rule, when `--room` names one (issue 21).
-                    cmdline: match (&a.image, &c.system_disk) {
-                        (Some(_), Some(rule)) => format!(
-                            "{} {} {}={}",
-                            a.cmdline,
-                            AgentMode::Restore.cmdline_flag(),
-                            roomcast_proto::contract::cmdline::SYSDISK,
-                            rule.to_word()
-                        ),
-                        (Some(_), None) => {
-                            format!("{} {}", a.cmdline, AgentMode::Restore.cmdline_flag())
+                    cmdline: {
+                        let base = match (&a.image, &c.system_disk) {
+                            (Some(_), Some(rule)) => format!(
+                                "{} {} {}={}",
+                                a.cmdline,
+                                AgentMode::Restore.cmdline_flag(),
+                                roomcast_proto::contract::cmdline::SYSDISK,
+                                rule.to_word()
+                            ),
+                            (Some(_), None) => {
+                                format!("{} {}", a.cmdline, AgentMode::Restore.cmdline_flag())
+                            }
+                            (None, _) => a.cmdline.clone(),
+                        };
+                        // The profile's grow_last_partition (issue 23).
+                        if a.image.is_some() && c.grow_last {
+                            format!("{base} {}=last", roomcast_proto::contract::cmdline::GROW)
+                        } else {
+                            base
                         }
-                        (None, _) => a.cmdline.clone(),
                     },
                     reports_dir: a.reports.clone(),
                     image: served,

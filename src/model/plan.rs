@@ -60,6 +60,10 @@ pub struct RoomPlan {
     /// Steps b, f, g: the system-disk rule (the room's, else the profile's), as the agent gets it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_disk: Option<roomcast_proto::contract::DiskRule>,
+    /// Steps b, g: grow the last partition to the end of a larger disk (the profile's
+    /// `grow_last_partition`), as the agent gets it (`roomcast.grow=last`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grow_last_partition: bool,
     /// Step g: the machines deployed.
     pub machines: Vec<MachinePlan>,
     /// Step g: network facts.
@@ -336,6 +340,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             .as_ref()
             .or(profile.system_disk.as_ref())
             .map(|d| d.rule()),
+        grow_last_partition: profile.grow_last_partition,
         machines,
         network: NetworkPlan {
             interface: doc.network.interface.clone(),

@@ -51,6 +51,12 @@ pub struct Profile {
     /// with two internal disks then refuses, naming them, and writes nothing.
     #[serde(default)]
     pub system_disk: Option<SystemDisk>,
+    /// On a PC whose disk is larger than the image (a replacement disk after a repair), grow the
+    /// last partition and its file system (ext2/3/4 or NTFS) to the disk's end. Default `false`:
+    /// the partition table is rewritten for the disk's size and the extra space stays unallocated
+    /// after the last partition (Windows leaves it so; Disk Management can extend the volume).
+    #[serde(default)]
+    pub grow_last_partition: bool,
 }
 
 /// The system-disk rule: every field given must hold, exactly one disk of the PC must match, or
@@ -229,5 +235,27 @@ mod system_disk_tests {
         assert_eq!(DiskRule::parse(&r.to_word()), Ok(r));
         assert!(serde_saphyr::from_str::<SystemDisk>("bus: floppy\n").is_err());
         assert!(serde_saphyr::from_str::<SystemDisk>("size: 3\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod grow_tests {
+    use super::Profile;
+
+    /// `grow_last_partition` (issue 23) is off unless the profile says `true`; anything but a
+    /// bool is refused.
+    #[test]
+    fn grow_last_partition_is_an_opt_in_bool() {
+        let good = include_str!("../../tests/fixtures/good/profiles/sti2d-cao.yaml");
+        assert!(!good.contains("grow_last_partition"));
+        let p: Profile = serde_saphyr::from_str(good).unwrap();
+        assert!(!p.grow_last_partition);
+        let p: Profile =
+            serde_saphyr::from_str(&format!("{good}\ngrow_last_partition: true\n")).unwrap();
+        assert!(p.grow_last_partition);
+        assert!(
+            serde_saphyr::from_str::<Profile>(&format!("{good}\ngrow_last_partition: please\n"))
+                .is_err()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! the token rules of the image endpoints, and a tampered chunk refused.
 
 mod network_capture;
+mod other_size;
 
 use crate::store::util::{Fixture, random};
 use roomcast::net::files::BootRoot;
@@ -174,6 +175,7 @@ fn options(server: &Server, token: &str, disk: &Path, img: &Image) -> AgentOptio
         disk: disk.to_path_buf(),
         trusted: roomcast_agent::load_trusted(&img.pub_file).unwrap(),
         workers: 2,
+        fit: Default::default(),
     }
 }
 

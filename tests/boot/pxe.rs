@@ -198,7 +198,13 @@ pub(crate) enum Serve {
     /// A masked image of a small dirty disk (GPT: ESP FAT32, NTFS, ext4, files written then mostly
     /// deleted), restored onto PCs whose disks hold random bytes.
     Masked,
+    /// The masked image onto PCs whose disks are [`LARGER_BY`] bytes larger than the image, with
+    /// `roomcast.grow=last` (issue 23).
+    MaskedLarger,
 }
+
+/// How much larger than the image the PCs' disks of [`Serve::MaskedLarger`] are.
+const LARGER_BY: u64 = 32 << 20;
 
 /// A captured image, in a store whose key is trusted.
 pub(crate) struct Image {
@@ -304,6 +310,48 @@ fn check_masked_disk(img: &Image, before: &[u8], pc: &Path) {
     }
 }
 
+/// Checks a PC's disk larger than the image after a restore with `roomcast.grow=last`: the report
+/// names the disk's size and what was adjusted, `sgdisk -v` finds no problem, the last partition
+/// ends at the last MiB before the backup GPT with its ext4 grown, every file system checks clean
+/// and holds the master's files.
+fn check_grown_disk(img: &Image, pc: &Path, report: &str) {
+    use roomcast_lab::dirty_disk::{self, DiskPart};
+    let r: serde_json::Value = serde_json::from_str(report).unwrap();
+    let size = std::fs::metadata(pc).unwrap().len();
+    assert_eq!(r["disk_size"], size, "{report}");
+    let adjusted = r["adjusted"].to_string();
+    assert!(
+        adjusted.contains("GPT rewritten") && adjusted.contains("(ext4) and its file system grown"),
+        "{report}"
+    );
+    let out = Command::new("sgdisk").arg("-v").arg(pc).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No problems found"), "sgdisk -v: {text}");
+    let f = std::fs::File::open(pc).unwrap();
+    let t = roomcast_store::layout::table::read(&f).unwrap();
+    let usable = roomcast_store::layout::table::usable_end(&f, size).unwrap();
+    let last = roomcast_store::layout::table::last_partition(&t).unwrap();
+    assert_eq!(last.start + last.len, usable / (1 << 20) * (1 << 20));
+    for p in &img.parts {
+        let q = DiskPart {
+            len: t
+                .partitions
+                .iter()
+                .find(|x| x.number == p.number)
+                .unwrap()
+                .len,
+            ..p.clone()
+        };
+        dirty_disk::fsck(pc, &q).unwrap_or_else(|e| panic!("partition {}: {e}", p.number));
+        assert_eq!(
+            dirty_disk::tree(pc, &q).unwrap(),
+            dirty_disk::tree(&img.source, p).unwrap(),
+            "partition {}",
+            p.number
+        );
+    }
+}
+
 pub(crate) fn capture_image(w: &Path) -> Image {
     use roomcast_store::capture::{CaptureOptions, capture};
     use roomcast_store::keys::{Signer, generate_files};
@@ -367,7 +415,7 @@ fn pxe_room(
     let image = match serve_image {
         Serve::Nothing => None,
         Serve::Plain => Some(capture_image(w)),
-        Serve::Masked => Some(capture_masked_image(w)),
+        Serve::Masked | Serve::MaskedLarger => Some(capture_masked_image(w)),
     };
     let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["bootenv", "build", "--out"])
@@ -437,6 +485,13 @@ fn pxe_room(
             .args(["--group", "239.255.77.9:9000", "--rate", "40M"])
             .args(["--dead-after", "10"]);
     }
+    if serve_image == Serve::MaskedLarger {
+        serve.arg("--cmdline").arg(format!(
+            "{} {}=last",
+            roomcast::serve::services::DEFAULT_CMDLINE,
+            roomcast_proto::contract::cmdline::GROW
+        ));
+    }
     for m in &macs {
         serve.arg("--machine").arg(format!("{m}=PC-{}", &m[15..]));
     }
@@ -447,9 +502,12 @@ fn pxe_room(
     let mut randoms = Vec::new();
     for (i, m) in macs.iter().enumerate() {
         let disk = w.join(format!("pc{i}.img"));
-        if serve_image == Serve::Masked {
+        if matches!(serve_image, Serve::Masked | Serve::MaskedLarger) {
             // A PC used for years: its free space holds old bytes, which must stay there.
-            let size = image.as_ref().unwrap().disk_size() as usize;
+            let mut size = image.as_ref().unwrap().disk_size() as usize;
+            if serve_image == Serve::MaskedLarger {
+                size += LARGER_BY as usize;
+            }
             let bytes = crate::store::util::random(0x5EED + i as u64, size);
             std::fs::write(&disk, &bytes).unwrap();
             randoms.push(bytes);
@@ -596,6 +654,13 @@ fn pxe_room(
                 let i = specs.iter().position(|x| x.mac == s.mac).unwrap();
                 check_masked_disk(img, &randoms[i], &s.disk);
             }
+            (Some(img), Serve::MaskedLarger) => {
+                let text = std::fs::read_to_string(
+                    reports.join(format!("{}.json", s.mac.replace(':', "-"))),
+                )
+                .unwrap();
+                check_grown_disk(img, &s.disk, &text);
+            }
             (Some(img), _) => assert_eq!(
                 sha256(&s.disk),
                 img.source_sha256,
@@ -690,4 +755,13 @@ fn campaign_pc_pxe_boots_and_receives_the_image_by_multicast() {
 #[test]
 fn campaign_pc_pxe_boots_and_receives_a_masked_image_by_multicast() {
     pxe_room(1, false, false, false, Serve::Masked, true);
+}
+
+/// Issue 23: a PC whose disk is 32 MiB larger than the masked image, its profile asking to grow the
+/// last partition (`roomcast.grow=last`): the agent restores, rewrites the GPT for the disk's
+/// size and grows the ext4 with the boot environment's `resize2fs`; `sgdisk -v` and `e2fsck -fn`
+/// are clean, the files are the master's, the report names the disk's size and what was adjusted.
+#[test]
+fn campaign_pc_with_a_larger_disk_gets_the_gpt_fitted_and_the_last_partition_grown() {
+    pxe_room(1, false, false, false, Serve::MaskedLarger, false);
 }

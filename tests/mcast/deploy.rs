@@ -906,3 +906,55 @@ fn hand_masked_image_writes_only_used_ranges_by_stream_and_catch_up() {
         d.server.log()
     );
 }
+
+/// Issue 23 on the multicast path: one PC's disk is larger than the image, the other's smaller
+/// (the image's ext4, last, has no file at its end). Both take the stream; the larger gets its GPT
+/// rewritten for its size, the smaller only the bytes below its end, its ext4 shrunk; `sgdisk -v`
+/// and the file systems' checkers are clean, the files are the master's, the reports name each
+/// disk's size and what was adjusted.
+#[test]
+fn pcs_with_larger_and_smaller_disks_take_the_stream() {
+    use crate::store::other_size;
+    let images = Images::new();
+    let master = dirty_disk::build(
+        &images.dir.path().join("master.img"),
+        &other_size::spec(false),
+    )
+    .unwrap();
+    let id = images.capture_file(&master.path);
+    let mut d = Deploy::start(&images, &id, 2, 0, &["--json"]);
+    let sizes = [master.size + (16 << 20), master.size - (12 << 20)];
+    for (i, size) in sizes.iter().enumerate() {
+        std::fs::write(d.disk(i), random(900 + i as u64, *size as usize)).unwrap();
+    }
+    let mut agents: Vec<Proc> = (0..2)
+        .map(|i| d.agent(&images, i, &d.tokens[i].clone(), &format!("agent{i}")))
+        .collect();
+    for (i, a) in agents.iter_mut().enumerate() {
+        assert!(
+            a.wait(Duration::from_secs(120)).success(),
+            "agent{i}:\n{}",
+            a.log()
+        );
+        let r = a.report();
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["transport"], "multicast", "{r}");
+        assert_eq!(r["disk_size"], sizes[i], "{r}");
+        let adjusted = r["adjusted"].to_string();
+        assert!(adjusted.contains("GPT rewritten"), "{r}");
+        if i == 1 {
+            assert!(
+                adjusted.contains("(ext4) and its file system shrunk"),
+                "{r}"
+            );
+        }
+        assert_eq!(std::fs::metadata(d.disk(i)).unwrap().len(), sizes[i]);
+        other_size::sgdisk_clean(&d.disk(i));
+        other_size::assert_same_files(&master, &d.disk(i));
+    }
+    assert!(
+        d.server.wait(Duration::from_secs(60)).success(),
+        "{}",
+        d.server.log()
+    );
+}

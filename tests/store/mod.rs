@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod fs_aware;
 mod loopdev;
+pub(crate) mod other_size;
 mod roundtrip;
 pub(crate) mod util;

@@ -83,17 +83,31 @@ fn delta_restore_writes_only_changed_chunks_and_dedups_in_the_store() {
     assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&v2).unwrap());
 }
 
+/// Issue 23 without a partition table nor a file-system map: a smaller target is accepted when no
+/// non-zero byte of the image lies beyond its end, refused untouched otherwise.
 #[test]
-fn restore_refuses_a_smaller_target_and_leaves_it_untouched() {
+fn restore_onto_a_smaller_target_needs_every_non_zero_byte_to_fit() {
     let fx = Fixture::new();
     let src = fx.path("src.img");
     sparse_disk(&src, 1024 * 1024, &[(0, 1000, 3)]);
     let r = fx.capture(&src);
     let small = fx.path("small.img");
     std::fs::write(&small, vec![7u8; 1024 * 1024 - 512]).unwrap();
-    let err = fx.restore(&r.id, &small).unwrap_err().to_string();
-    assert!(err.contains("smaller than the image"), "{err}");
-    assert!(std::fs::read(&small).unwrap().iter().all(|&b| b == 7));
+    fx.restore(&r.id, &small).unwrap();
+    let got = std::fs::read(&small).unwrap();
+    assert_eq!(got.len(), 1024 * 1024 - 512);
+    assert_eq!(got[..], std::fs::read(&src).unwrap()[..got.len()]);
+
+    let tiny = fx.path("tiny.img");
+    std::fs::write(&tiny, vec![7u8; 512]).unwrap();
+    let err = fx.restore(&r.id, &tiny).unwrap_err().to_string();
+    assert!(
+        err.contains("smaller than the image")
+            && err.contains("512 bytes missing")
+            && err.contains("outside every partition"),
+        "{err}"
+    );
+    assert!(std::fs::read(&tiny).unwrap().iter().all(|&b| b == 7));
 }
 
 #[test]
@@ -157,7 +171,10 @@ fn partition_table_region_is_written_after_everything_else() {
         store: &fx.store,
         order: Default::default(),
     };
-    let opts = roomcast_store::restore::RestoreOptions { workers: 2 };
+    let opts = roomcast_store::restore::RestoreOptions {
+        workers: 2,
+        ..Default::default()
+    };
     roomcast_store::restore::restore_with(&rec, &m, &disk, &opts, &|_| {}, |_| Ok(()), 0).unwrap();
     let order = rec.order.into_inner().unwrap();
     assert_eq!(order.len() as u64, r.chunks);

@@ -29,6 +29,10 @@ pub struct AgentArgs {
     /// Restore worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// On a disk larger than the image, grow the last partition and its file system (ext2/3/4,
+    /// NTFS) to the disk's end (`roomcast.grow=last`). Off: the extra space stays unallocated.
+    #[arg(long)]
+    grow_last: bool,
     /// Capture instead of restore (step f, `roomcast.capture=1`): read the disk and upload it to the
     /// server, which verifies every chunk and signs the image. Needs no trusted key.
     #[arg(long)]
@@ -94,6 +98,9 @@ pub fn run(a: AgentArgs) -> ExitCode {
         disk: a.disk,
         trusted,
         workers: a.workers,
+        fit: roomcast_store::fit::FitOptions {
+            grow_last: a.grow_last,
+        },
     };
     // The multicast path says on stderr why it left the stream (the report says it too).
     init_tracing();

@@ -24,6 +24,7 @@ pub use roomcast_proto::contract::Report;
 
 use roomcast_proto::contract::{McastFigures, RestoreFigures, SessionInfo, Transport, Work, path};
 use roomcast_store::disk::{Disk, DiskError};
+use roomcast_store::fit::{self, FitOptions};
 use roomcast_store::keys::{KeyError, TrustedSigners};
 use roomcast_store::manifest::{ManifestError, UnverifiedManifest, VerifiedManifest};
 use roomcast_store::restore::{
@@ -124,6 +125,8 @@ fn restore_report(
         },
         catch_up_bytes: multicast.as_ref().map_or(0, |m| m.catch_up_bytes),
         multicast,
+        disk_size: r.target_size,
+        adjusted: r.adjusted,
     };
     Report::new(error, image, disk.to_path_buf(), Work::Restore(figures))
 }
@@ -141,6 +144,8 @@ pub struct AgentOptions {
     pub trusted: TrustedSigners,
     /// Restore worker threads (0 = one per CPU).
     pub workers: usize,
+    /// What to do on a disk of another size than the image's (`roomcast.grow=last`).
+    pub fit: FitOptions,
 }
 
 /// The outcome of a run: what was reported, and the restore error if it failed.
@@ -187,16 +192,23 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
     let client = http::Client::new(&opts.server, &opts.token);
     let mut manifest = None;
     let mut multicast = None;
+    let mut disk_size = 0;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
         let m = manifest.insert(m);
         if let Some(f) = hooks.image {
             f(m);
         }
-        match session(&client)? {
+        let disk = open_disk(m, opts)?;
+        disk_size = disk.size();
+        // Decided before anything is written: a disk too small for the used bytes is refused
+        // untouched, on both paths alike.
+        let source = HttpChunks::new(client.clone(), m);
+        let fit = fit::plan_restore(m, &source, &opts.disk, disk.size(), &opts.fit)
+            .map_err(RestoreError::from)?;
+        let progress = hooks.progress.unwrap_or(&|_| {});
+        let mut r = match session(&client)? {
             Some(info) if !info.ended => {
-                let disk = open_disk(m, opts)?;
                 let mut figures = None;
-                let progress = hooks.progress.unwrap_or(&|_| {});
                 let r = mcast::restore(&client, m, &info, &disk, opts, progress).map(|(r, f)| {
                     figures = Some(f);
                     r
@@ -205,10 +217,18 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
                 multicast = Some(figures.unwrap_or_default());
                 r
             }
-            _ => restore(&client, m, opts, hooks.progress.unwrap_or(&|_| {})),
-        }
+            _ => restore(&source, m, &disk, opts, progress),
+        }?;
+        r.target_size = disk.size();
+        fit::apply(&fit, disk).map_err(RestoreError::from)?;
+        r.adjusted = fit.adjusted;
+        Ok(r)
     });
     let mut report = restore_report(&opts.disk, manifest.as_ref(), &result, multicast);
+    if let Work::Restore(f) = &mut report.work {
+        // Also on a failure (a disk too small): the report names the PC's disk size.
+        f.disk_size = disk_size;
+    }
     if let Some(f) = hooks.annotate {
         f(&mut report);
     }
@@ -231,39 +251,31 @@ pub fn session(client: &http::Client) -> Result<Option<SessionInfo>, AgentError>
         })
 }
 
-/// The target disk, opened for writing, refused when missing or smaller than the image.
+/// The target disk, opened for writing, refused when missing (its size is checked by
+/// [`fit::plan_restore`]).
 fn open_disk(m: &VerifiedManifest, opts: &AgentOptions) -> Result<Disk, AgentError> {
     if !opts.disk.exists() {
         return Err(AgentError::NoDisk(opts.disk.clone()));
     }
-    let disk = Disk::open_write(&opts.disk, m.disk_size)?;
-    if disk.size() < m.disk_size {
-        return Err(RestoreError::TargetTooSmall {
-            path: opts.disk.clone(),
-            size: disk.size(),
-            need: m.disk_size,
-        }
-        .into());
-    }
-    Ok(disk)
+    Ok(Disk::open_write(&opts.disk, m.disk_size)?)
 }
 
 fn restore(
-    client: &http::Client,
+    source: &HttpChunks,
     m: &VerifiedManifest,
+    disk: &Disk,
     opts: &AgentOptions,
     progress: &(dyn Fn(&RestoreProgress) + Sync),
 ) -> Result<RestoreReport, AgentError> {
-    let disk = open_disk(m, opts)?;
-    let source = HttpChunks::new(client.clone(), m);
     let ropts = RestoreOptions {
         workers: opts.workers,
+        fit: opts.fit,
     };
     // No progress file: the PC has no store; a rerun is cheap anyway thanks to the delta check.
     Ok(restore_with(
-        &source,
+        source,
         m,
-        &disk,
+        disk,
         &ropts,
         progress,
         |_| Ok(()),

@@ -110,20 +110,22 @@ impl BlockSink for DiskSink<'_> {
 }
 
 /// Writes the used ranges of `bytes` (the chunk `e`, verified) at the chunk's offset, never a free
-/// byte; returns the bytes written.
+/// byte nor a byte beyond the disk's end (a disk smaller than the image, checked by
+/// `fit::plan_restore`); returns the bytes written.
 pub fn write_used(disk: &Disk, e: &ChunkEntry, bytes: &[u8]) -> Result<u64, DiskError> {
     let mut n = 0;
-    for r in e.used_ranges() {
+    for r in e.used_ranges_below(disk.size()) {
         disk.write_all_at(&bytes[r.clone()], e.offset + r.start as u64)?;
         n += (r.end - r.start) as u64;
     }
     Ok(n)
 }
 
-/// Zeroes the used ranges of the zero chunk `e`, never a free byte; returns the bytes zeroed.
+/// Zeroes the used ranges of the zero chunk `e`, never a free byte nor a byte beyond the disk's
+/// end; returns the bytes zeroed.
 pub fn zero_used(disk: &Disk, e: &ChunkEntry) -> Result<u64, DiskError> {
     let mut n = 0;
-    for r in e.used_ranges() {
+    for r in e.used_ranges_below(disk.size()) {
         let len = (r.end - r.start) as u64;
         disk.zero_range(e.offset + r.start as u64, len)?;
         n += len;
@@ -141,7 +143,9 @@ pub fn holds(e: &ChunkEntry, buf: &[u8]) -> bool {
 }
 
 /// Which chunks of `m` the disk already holds: right sha256 or zeros for a zero chunk, compared
-/// after masking with the chunk's used ranges; a chunk with no used byte is always held.
+/// after masking with the chunk's used ranges; a chunk with no used byte is always held. On a disk
+/// smaller than the image, a chunk beyond its end counts as held (nothing of it is written) and one
+/// across its end as not held (its part below the end is written).
 pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<bool>, AgentError> {
     let n = m.chunks.len();
     let ok: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
@@ -157,8 +161,11 @@ pub fn survey(m: &VerifiedManifest, disk: &Disk, workers: usize) -> Result<Vec<b
                         return;
                     }
                     let e = &m.chunks[i];
-                    if e.is_unused() {
+                    if e.is_unused() || e.offset >= disk.size() {
                         ok[i].store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    if e.crosses(disk.size()) {
                         continue;
                     }
                     // Only the used bytes are read, the free ones are zero (store's `masked`).

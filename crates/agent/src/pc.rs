@@ -53,6 +53,7 @@ pub struct PcConfig {
     rule: Option<DiskRule>,
     rule_error: Option<String>,
     wait: Duration,
+    grow_last: bool,
 }
 
 impl PcConfig {
@@ -80,6 +81,7 @@ impl PcConfig {
                     .and_then(|w| w.parse().ok())
                     .unwrap_or(DEFAULT_WAIT),
             ),
+            grow_last: v(cmdline::GROW).as_deref() == Some("last"),
         }
     }
 }
@@ -317,6 +319,9 @@ fn run(
         disk: disk.clone(),
         trusted,
         workers: 0,
+        fit: roomcast_store::fit::FitOptions {
+            grow_last: cfg.grow_last,
+        },
     };
     let shown = std::sync::Mutex::new(Instant::now() - Duration::from_secs(10));
     let begun = Instant::now();
@@ -353,7 +358,7 @@ fn run(
     };
     match crate::run_with(&opts, &hooks) {
         Ok(out) => match out.result {
-            Ok(r) => Ok(vec![
+            Ok(r) => Ok([
                 format!("Image written onto {}.", disk.display()),
                 format!(
                     "{} chunks written, {} unchanged, {} zeroed, in {:.0} s.",
@@ -362,8 +367,12 @@ fn run(
                     r.zeroed_chunks,
                     begun.elapsed().as_secs_f64()
                 ),
-                format!("Wake-on-LAN {wol}."),
-            ]),
+            ]
+            .into_iter()
+            // A disk of another size than the image's (issue 23): what was adjusted.
+            .chain(r.adjusted.iter().map(|a| format!("Adjusted: {a}.")))
+            .chain([format!("Wake-on-LAN {wol}.")])
+            .collect()),
             Err(e) => Err(Failure {
                 why: vec![format!("Restore onto {} failed: {e}", disk.display())],
                 reported: Some(true),

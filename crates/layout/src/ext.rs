@@ -162,6 +162,7 @@ struct Desc {
     inode_bitmap: u64,
     inode_table: u64,
     free: u64,
+    free_inodes: u64,
     flags: u16,
 }
 
@@ -408,11 +409,62 @@ fn read_descs(part: &dyn ReadAt, fs: &Fs) -> Result<Vec<Desc>, FsError> {
                     } else {
                         0
                     },
+                free_inodes: u64::from(le16(d, 14))
+                    | if wide {
+                        u64::from(le16(d, 46)) << 16
+                    } else {
+                        0
+                    },
                 flags: le16(d, 18),
             });
         }
     }
     Ok(out)
+}
+
+/// What shrinking the ext file system of `part` to `new_len` bytes (resize2fs, issue 23) drops
+/// beyond `new_len`: the metadata of every block group that starts at or after the new end (its
+/// superblock backup, descriptor copies, reserved GDT blocks, and its own bitmaps and inode table
+/// when they lie beyond the end), as byte ranges relative to the partition's start. Any other used
+/// byte beyond the end is data the shrink would lose. A group to drop that still has an inode in
+/// use is an error (resize2fs would move it, reading its inode table beyond the disk's end).
+/// `Ok(None)`: `part` holds no ext file system.
+pub fn shrink_drops(part: &dyn ReadAt, new_len: u64) -> Result<Option<Extents>, FsError> {
+    let Ok(sb) = read_vec(part, 1024, 1024) else {
+        return Ok(None);
+    };
+    if le16(&sb, 56) != MAGIC {
+        return Ok(None);
+    }
+    let (fs, _) = parse(part, &sb)?;
+    let descs = read_descs(part, &fs)?;
+    let bs = fs.bs;
+    let itb = fs.inode_table_blocks();
+    let mut drops = Extents::new();
+    for (g, d) in descs.iter().enumerate() {
+        let g = g as u64;
+        if fs.group_first(g) * bs < new_len {
+            continue;
+        }
+        if d.free_inodes < fs.ipg {
+            return Err(unsupported(format!(
+                "group {g} (from byte {}) holds {} inodes in use: shrinking would have to move them",
+                fs.group_first(g) * bs,
+                fs.ipg - d.free_inodes
+            )));
+        }
+        for (at, n) in fs.base_meta(g).into_iter().chain([
+            (d.block_bitmap, 1),
+            (d.inode_bitmap, 1),
+            (d.inode_table, itb),
+        ]) {
+            let (s, e) = ((at * bs).max(new_len), (at + n).min(fs.blocks) * bs);
+            if s < e {
+                drops.insert(s, e);
+            }
+        }
+    }
+    Ok(Some(drops))
 }
 
 fn map(part: &dyn ReadAt, sb: &[u8]) -> Result<FsMap, FsError> {

@@ -826,14 +826,8 @@ pub fn last_partition_end(disk: &dyn ReadAt) -> Result<u64, LayoutError> {
 }
 
 /// The writes that make the GPT of `disk` (an image, or its [`HeadTail`]) fit a disk of `new_size`
-/// bytes once the image is written onto it (issue 23): the backup entries and header at the new
-/// end, the primary header's alternate LBA and last usable LBA, both CRCs recomputed, the
-/// protective MBR's size; on a larger disk the old backup header (now in the middle) is zeroed. A
-/// damaged primary is rebuilt from the backup (header and entries). Partitions are not moved nor
-/// resized: a partition ending beyond the new last usable sector is a [`LayoutError::Table`]
-/// naming it and the bytes missing. Not for MBR disks (they need nothing): an error.
-///
-/// Apply the patches in order, after the image's bytes.
+/// bytes once the image is written onto it (issue 23): see [`fit_patches`] with no partition
+/// moved nor resized. Not for MBR disks (they need nothing): an error.
 pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>, LayoutError> {
     let table = read(disk)?;
     if table.kind != TableKind::Gpt {
@@ -841,10 +835,122 @@ pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>
             "not a GPT disk: an MBR needs no change for another disk size".into(),
         ));
     }
+    gpt_fit(disk, &table, new_size, None)
+}
+
+/// The byte where the last partition may end at most on a disk of `new_size` bytes carrying the
+/// table of `disk`: GPT, the end of the new last usable sector (the backup entries and header take
+/// the sectors after); MBR, 33 sectors before the disk's end (room for a GPT backup should the
+/// disk ever be converted: what `sgdisk -v` checks on an MBR disk); no table, `new_size`.
+pub fn usable_end(disk: &dyn ReadAt, new_size: u64) -> Result<u64, LayoutError> {
+    let table = read(disk)?;
+    Ok(match table.kind {
+        TableKind::Gpt => {
+            let ss = u64::from(table.sector_size);
+            let hdr = match read_gpt_header(disk, ss, 1) {
+                Ok(h) => h,
+                Err(_) => {
+                    read_gpt_header(disk, ss, disk.size() / ss - 1).map_err(LayoutError::Table)?
+                }
+            };
+            let new_last = (new_size / ss).saturating_sub(1);
+            new_last.saturating_sub(hdr.entry_sectors(ss)) * ss
+        }
+        TableKind::Mbr => (new_size / 512).saturating_sub(33) * 512,
+        TableKind::None => new_size,
+    })
+}
+
+/// The writes that make the table of `disk` (an image, or its [`HeadTail`] for GPT) fit a disk of
+/// `new_size` bytes once the image is written onto it (issue 23), and with `last_end` the partition
+/// that ends last ends at that byte instead (grown or shrunk; a multiple of the sector size, at most
+/// [`usable_end`]).
+///
+/// GPT: the backup entries and header at the new end, the primary header's alternate LBA and last
+/// usable LBA, both CRCs recomputed (entries CRC too when an entry changes), the protective MBR's
+/// size; on a larger disk the old backup header (now in the middle) is zeroed. A damaged primary is
+/// rebuilt from the backup (header and entries). MBR: nothing without `last_end`; with it, the
+/// sector count of the last partition (a primary one: a logical partition is refused) and its CHS
+/// end set to "beyond CHS". A partition (other than the one resized) ending beyond the new usable
+/// end is a [`LayoutError::Table`] naming it and the bytes missing.
+///
+/// Apply the patches in order, after the image's bytes.
+pub fn fit_patches(
+    disk: &dyn ReadAt,
+    new_size: u64,
+    last_end: Option<u64>,
+) -> Result<Vec<Patch>, LayoutError> {
+    let table = read(disk)?;
+    match table.kind {
+        TableKind::Gpt => gpt_fit(disk, &table, new_size, last_end),
+        TableKind::Mbr => match last_end {
+            None => Ok(Vec::new()),
+            Some(end) => mbr_fit(disk, &table, new_size, end),
+        },
+        TableKind::None => match last_end {
+            None => Ok(Vec::new()),
+            Some(_) => Err(LayoutError::Table(
+                "no partition table: there is no partition to resize".into(),
+            )),
+        },
+    }
+}
+
+/// The partition that ends last (the one [`fit_patches`] resizes).
+pub fn last_partition(table: &Table) -> Option<&Partition> {
+    table.partitions.iter().max_by_key(|p| p.start + p.len)
+}
+
+fn mbr_fit(
+    disk: &dyn ReadAt,
+    table: &Table,
+    new_size: u64,
+    end: u64,
+) -> Result<Vec<Patch>, LayoutError> {
+    let Some(last) = last_partition(table) else {
+        return Err(LayoutError::Table("MBR: no partition to resize".into()));
+    };
+    if matches!(last.kind, PartitionType::Mbr { logical: true, .. }) {
+        return Err(LayoutError::Table(format!(
+            "MBR: partition {} is a logical partition: resizing it (and its extended partition) is not supported",
+            last.number
+        )));
+    }
+    if !end.is_multiple_of(512) || end <= last.start || end > new_size / 512 * 512 {
+        // (usable_end keeps 33 sectors free; a caller may ask for up to the last sector.)
+        return Err(LayoutError::Table(format!(
+            "MBR: partition {} cannot end at byte {end} on a disk of {new_size} bytes",
+            last.number
+        )));
+    }
+    let sectors = u32::try_from((end - last.start) / 512).map_err(|_| {
+        LayoutError::Table(format!(
+            "MBR: partition {} would hold more than 2^32 sectors (an MBR cannot describe it)",
+            last.number
+        ))
+    })?;
+    let mbr = read_vec(disk, 0, 512)?;
+    let o = 446 + 16 * (last.number as usize - 1);
+    let mut entry = mbr[o..o + 16].to_vec();
+    // CHS of the end: "beyond CHS" (the LBA fields are what every OS reads).
+    entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+    Ok(vec![Patch {
+        offset: o as u64,
+        bytes: entry,
+    }])
+}
+
+fn gpt_fit(
+    disk: &dyn ReadAt,
+    table: &Table,
+    new_size: u64,
+    last_end: Option<u64>,
+) -> Result<Vec<Patch>, LayoutError> {
     let ss = u64::from(table.sector_size);
     let old_last = disk.size() / ss - 1;
     let primary = read_gpt_header(disk, ss, 1);
-    let (hdr, raw, rebuild_primary) = match primary {
+    let (mut hdr, raw, rebuild_primary) = match primary {
         Ok(h) => (h, read_vec(disk, ss, ss as usize)?, false),
         Err(_) => {
             // read() succeeded with a damaged primary, so the backup at the end is good.
@@ -863,8 +969,30 @@ pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>
             "GPT: a disk of {new_size} bytes cannot hold the partition table"
         )));
     }
+    let resized = match (last_end, last_partition(table)) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(LayoutError::Table("GPT: no partition to resize".into()));
+        }
+        (Some(end), Some(p)) => {
+            if !end.is_multiple_of(ss) || end <= p.start || end > (last_usable + 1) * ss {
+                return Err(LayoutError::Table(format!(
+                    "GPT: partition {} cannot end at byte {end}: the new disk's usable bytes end at {}",
+                    p.number,
+                    (last_usable + 1) * ss
+                )));
+            }
+            let es = hdr.entry_size as usize;
+            let at = (p.number as usize - 1) * es + 40;
+            hdr.entries[at..at + 8].copy_from_slice(&(end / ss - 1).to_le_bytes());
+            Some((p.number, end))
+        }
+    };
     for p in &table.partitions {
-        let end = p.start + p.len;
+        let end = match resized {
+            Some((n, e)) if n == p.number => e,
+            _ => p.start + p.len,
+        };
         if end > (last_usable + 1) * ss {
             return Err(LayoutError::Table(format!(
                 "GPT: partition {} ends at byte {end}, beyond the new disk's last usable byte {}: \
@@ -875,6 +1003,7 @@ pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>
             )));
         }
     }
+    let entries_crc = crc32(&hdr.entries);
     let header_size = le32(&raw, 12) as usize;
     let header = |my: u64, alt: u64, entries: u64| {
         let mut h = raw[..header_size].to_vec();
@@ -882,6 +1011,7 @@ pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>
         h[32..40].copy_from_slice(&alt.to_le_bytes());
         h[48..56].copy_from_slice(&last_usable.to_le_bytes());
         h[72..80].copy_from_slice(&entries.to_le_bytes());
+        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
         h[16..20].fill(0);
         let crc = crc32(&h);
         h[16..20].copy_from_slice(&crc.to_le_bytes());
@@ -904,7 +1034,7 @@ pub fn gpt_resize_patches(disk: &dyn ReadAt, new_size: u64) -> Result<Vec<Patch>
             }
         }
     }
-    if rebuild_primary {
+    if rebuild_primary || resized.is_some() {
         patches.push(Patch {
             offset: primary_entries * ss,
             bytes: hdr.entries.clone(),

@@ -271,6 +271,23 @@ impl Disk {
         Ok(())
     }
 
+    /// Asks the kernel to read a block device's partition table again (BLKRRPART), so that its
+    /// partition nodes match what was written.
+    pub fn reread_partitions(&self) -> Result<(), DiskError> {
+        const BLKRRPART: libc::c_ulong = 0x125f;
+        // SAFETY: BLKRRPART takes no argument.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKRRPART as _) };
+        if r == 0 {
+            return Ok(());
+        }
+        Err(DiskError::Io {
+            path: self.path.clone(),
+            op: "re-reading the partition table",
+            offset: 0,
+            source: std::io::Error::last_os_error(),
+        })
+    }
+
     /// Flushes written data to stable storage.
     pub fn sync(&self) -> Result<(), DiskError> {
         self.file.sync_data().map_err(|source| DiskError::Io {

@@ -23,6 +23,7 @@ pub mod capture;
 pub mod chunk;
 pub mod diff;
 pub mod disk;
+pub mod fit;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;

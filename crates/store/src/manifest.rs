@@ -127,6 +127,22 @@ impl ChunkEntry {
         }
     }
 
+    /// The used ranges inside the chunk that lie before byte `limit` of the disk (a target smaller
+    /// than the image, issue 23): what restore writes there; empty when the chunk starts beyond.
+    pub fn used_ranges_below(&self, limit: u64) -> Vec<std::ops::Range<usize>> {
+        let cut = limit.saturating_sub(self.offset).min(u64::from(self.len)) as usize;
+        self.used_ranges()
+            .into_iter()
+            .filter(|r| r.start < cut)
+            .map(|r| r.start..r.end.min(cut))
+            .collect()
+    }
+
+    /// True when the chunk ends beyond byte `limit` of the disk.
+    pub fn crosses(&self, limit: u64) -> bool {
+        self.offset + u64::from(self.len) > limit
+    }
+
     /// Number of used bytes in the chunk.
     pub fn used_bytes(&self) -> u64 {
         self.used_ranges()

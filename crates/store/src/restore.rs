@@ -52,16 +52,10 @@ impl ChunkSource for Store {
 /// Why a restore stopped. Nothing unverified was written; the progress file allows resuming.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The target cannot hold the image.
-    #[error("{path}: {size} bytes, smaller than the image ({need} bytes): refusing to restore")]
-    TargetTooSmall {
-        /// Target.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-        /// The image's disk size.
-        need: u64,
-    },
+    /// The image does not fit the target (too small for its used bytes), or its table or file
+    /// system could not be adjusted to the target's size ([`crate::fit`]).
+    #[error("{0}")]
+    Fit(#[from] crate::fit::FitError),
     /// Reading or writing the target.
     #[error("restore: {0}")]
     Disk(#[from] DiskError),
@@ -100,8 +94,12 @@ pub struct RestoreReport {
     pub zeroed_chunks: u64,
     /// Bytes zeroed.
     pub zeroed_bytes: u64,
-    /// Chunks with no used byte: neither read nor written.
+    /// Chunks with no used byte: neither read nor written (and chunks beyond a smaller target's end).
     pub unused_chunks: u64,
+    /// The target's size in bytes.
+    pub target_size: u64,
+    /// What was adjusted for a target of another size than the image's ([`crate::fit::Fit::adjusted`]).
+    pub adjusted: Vec<String>,
 }
 
 /// Tunables of a restore.
@@ -109,6 +107,8 @@ pub struct RestoreReport {
 pub struct RestoreOptions {
     /// Worker threads; 0 = one per CPU.
     pub workers: usize,
+    /// What to do on a disk of another size (grow the last partition).
+    pub fit: crate::fit::FitOptions,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -168,13 +168,8 @@ pub fn restore(
         }
     }
     let disk = Disk::open_write(target, manifest.disk_size)?;
-    if disk.size() < manifest.disk_size {
-        return Err(RestoreError::TargetTooSmall {
-            path: target.to_path_buf(),
-            size: disk.size(),
-            need: manifest.disk_size,
-        });
-    }
+    // Decided before any write: a target too small for the used bytes is refused untouched.
+    let fit = crate::fit::plan_restore(manifest, store, target, disk.size(), &opts.fit)?;
     let pfile = progress_path(store, target);
     let canon = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let mut state = ProgressFile {
@@ -191,7 +186,7 @@ pub fn restore(
     {
         state.done_below = old.done_below;
     }
-    let report = restore_with(
+    let mut report = restore_with(
         store,
         manifest,
         &disk,
@@ -200,6 +195,8 @@ pub fn restore(
         |s| save_progress(store, &pfile, &state, s),
         state.done_below,
     )?;
+    crate::fit::apply(&fit, disk)?;
+    report.adjusted = fit.adjusted;
     let _ = std::fs::remove_file(&pfile);
     Ok(report)
 }
@@ -253,6 +250,7 @@ pub fn restore_with(
         report: RestoreReport {
             chunks: n as u64,
             resumed_chunks: start as u64,
+            target_size: disk.size(),
             ..Default::default()
         },
         progress: RestoreProgress {
@@ -367,10 +365,33 @@ fn one_chunk(
     chunk_buf: &mut Vec<u8>,
 ) -> Result<Action, RestoreError> {
     let e = &manifest.chunks[index];
-    if e.is_unused() {
+    let limit = disk.size();
+    if e.is_unused() || e.offset >= limit {
         return Ok(Action::Unused);
     }
     let len = e.len as usize;
+    if e.crosses(limit) {
+        // A target smaller than the image (checked by `fit::plan`): only the bytes below its end.
+        let ranges = e.used_ranges_below(limit);
+        let n: u64 = ranges.iter().map(|r| (r.end - r.start) as u64).sum();
+        let Some(r) = e.chunk_ref(index as u64) else {
+            for u in ranges {
+                disk.zero_range(e.offset + u.start as u64, (u.end - u.start) as u64)?;
+            }
+            return Ok(Action::Zeroed(n));
+        };
+        let z = source.compressed(&r)?;
+        decode_verified_into(r.clone(), len as u64, &z, chunk_buf).map_err(|source_err| {
+            StoreError::BadChunk {
+                path: source.location(&r),
+                source: source_err,
+            }
+        })?;
+        for u in ranges {
+            disk.write_all_at(&chunk_buf[u.clone()], e.offset + u.start as u64)?;
+        }
+        return Ok(Action::Written(n));
+    }
     // Free bytes read as zeros: the comparison sees only what the image defines.
     crate::masked::read_entry(disk, e, target_buf)?;
     let Some(r) = e.chunk_ref(index as u64) else {

@@ -305,7 +305,11 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
-    config.cmdline = agent_cmdline(&config.cmdline, plan.system_disk.as_ref());
+    config.cmdline = agent_cmdline(
+        &config.cmdline,
+        plan.system_disk.as_ref(),
+        plan.grow_last_partition,
+    );
     config.master_ssh =
         built
             .spec
@@ -320,16 +324,22 @@ pub fn imaging_config(
 }
 
 /// The agent's kernel command line: `base`, then the room's (else the profile's) system-disk rule
-/// as `roomcast.sysdisk=` when there is one.
-fn agent_cmdline(base: &str, rule: Option<&roomcast_proto::contract::DiskRule>) -> String {
-    match rule {
-        Some(r) => format!(
-            "{base} {}={}",
-            roomcast_proto::contract::cmdline::SYSDISK,
-            r.to_word()
-        ),
+/// as `roomcast.sysdisk=` when there is one, and `roomcast.grow=last` when the profile asks to grow
+/// the last partition on a larger disk (issue 23).
+fn agent_cmdline(
+    base: &str,
+    rule: Option<&roomcast_proto::contract::DiskRule>,
+    grow_last: bool,
+) -> String {
+    use roomcast_proto::contract::cmdline::{GROW, SYSDISK};
+    let mut c = match rule {
+        Some(r) => format!("{base} {SYSDISK}={}", r.to_word()),
         None => base.to_string(),
+    };
+    if grow_last {
+        c = format!("{c} {GROW}=last");
     }
+    c
 }
 
 /// The setup of a journaled campaign, rebuilt from the options saved at its start (for a caller that
@@ -495,13 +505,17 @@ mod cmdline_tests {
             model: Some("Samsung SSD*".into()),
             ..DiskRule::default()
         };
-        let c = super::agent_cmdline("console=tty0 quiet", Some(&rule));
+        let c = super::agent_cmdline("console=tty0 quiet", Some(&rule), false);
         assert_eq!(
             c,
             "console=tty0 quiet roomcast.sysdisk=bus:nvme,model:Samsung%20SSD*"
         );
         let word = cmdline::value(&c, cmdline::SYSDISK).unwrap();
         assert_eq!(DiskRule::parse(word), Ok(rule));
-        assert_eq!(super::agent_cmdline("quiet", None), "quiet");
+        assert_eq!(super::agent_cmdline("quiet", None, false), "quiet");
+        // The profile's grow_last_partition (issue 23).
+        let c = super::agent_cmdline("quiet", None, true);
+        assert_eq!(c, "quiet roomcast.grow=last");
+        assert_eq!(cmdline::value(&c, cmdline::GROW), Some("last"));
     }
 }

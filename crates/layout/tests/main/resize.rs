@@ -170,3 +170,95 @@ fn mbr_needs_no_resize() {
         Err(LayoutError::Table(_))
     ));
 }
+
+/// `fit_patches` with a new end for the last partition: grown to the new usable end and shrunk,
+/// from the image's head and tail alone (GPT); the MBR's last primary partition likewise.
+#[test]
+fn the_last_partition_is_grown_or_shrunk_with_the_table() {
+    if !have(&["sgdisk", "mkfs.vfat", "sfdisk"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let (head, tail) = head_tail(&img);
+    let ht = HeadTail {
+        head: &head,
+        tail: &tail,
+        size: IMAGE,
+    };
+    for (size, end) in [
+        (128 * MIB, None),
+        (128 * MIB, Some(0)),
+        (24 * MIB, Some(20 * MIB)),
+    ] {
+        let usable = table::usable_end(&ht, size).unwrap();
+        // The last usable sector is 34 from the end: it ends 33 sectors before.
+        assert_eq!(usable, (size / 512 - 33) * 512);
+        let end = end.map(|e| if e == 0 { usable } else { e });
+        let patches = table::fit_patches(&ht, size, end).unwrap();
+        let target = dir.path().join(format!("fit-{size}.img"));
+        random_file(&target, size, 5);
+        std::fs::write(&target, peek(&img, 0, IMAGE.min(size) as usize)).unwrap();
+        File::options()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        for p in patches {
+            patch(&target, p.offset, &p.bytes);
+        }
+        sgdisk_clean(&target);
+        let t = table::read(&File::open(&target).unwrap()).unwrap();
+        let last = table::last_partition(&t).unwrap();
+        assert_eq!(last.number, 2);
+        assert_eq!(last.start + last.len, end.unwrap_or(29 * MIB), "{size}");
+    }
+    // Beyond the usable end: refused.
+    assert!(table::fit_patches(&ht, 24 * MIB, Some(24 * MIB)).is_err());
+
+    // MBR: the last primary partition's sector count; nothing without a new end.
+    let mbr = dir.path().join("mbr.img");
+    File::create(&mbr).unwrap().set_len(16 * MIB).unwrap();
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["-q", mbr.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\n,4M,83\n,4M,83\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let disk = File::open(&mbr).unwrap();
+    assert!(
+        table::fit_patches(&disk, 32 * MIB, None)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        table::usable_end(&disk, 32 * MIB).unwrap(),
+        32 * MIB - 33 * 512
+    );
+    let patches = table::fit_patches(&disk, 32 * MIB, Some(31 * MIB)).unwrap();
+    drop(disk);
+    File::options()
+        .write(true)
+        .open(&mbr)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    for p in patches {
+        patch(&mbr, p.offset, &p.bytes);
+    }
+    sgdisk_clean(&mbr);
+    let t = table::read(&File::open(&mbr).unwrap()).unwrap();
+    assert_eq!(
+        table::last_partition(&t).unwrap().start + table::last_partition(&t).unwrap().len,
+        31 * MIB
+    );
+}

@@ -28,6 +28,10 @@ pub const SYSDISK: &str = "roomcast.sysdisk";
 /// `roomcast.wait=`: seconds a PC that failed keeps its message on the screen before powering off
 /// (default [`DEFAULT_WAIT`]).
 pub const WAIT: &str = "roomcast.wait";
+/// `roomcast.grow=last`: on a disk larger than the image, grow the last partition and its file
+/// system to the disk's end (the profile's `grow_last_partition`). Read by the agent from the
+/// command line itself (the init does not need it).
+pub const GROW: &str = "roomcast.grow";
 /// Seconds a failed PC waits before powering off when `roomcast.wait=` is not given.
 pub const DEFAULT_WAIT: u64 = 60;
 

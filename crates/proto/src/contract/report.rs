@@ -97,6 +97,13 @@ pub struct RestoreFigures {
     /// What the multicast path did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast: Option<McastFigures>,
+    /// The PC's disk size in bytes (0 from an agent that does not say).
+    #[serde(default)]
+    pub disk_size: u64,
+    /// What was adjusted because the PC's disk is not the image's size (the GPT rewritten for the
+    /// disk's size, the last partition grown or shrunk), in words; empty when nothing was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjusted: Vec<String>,
 }
 
 /// What the multicast path did.

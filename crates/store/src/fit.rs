@@ -1,0 +1,623 @@
+//! Restoring onto a disk of another size than the master's (issue 23).
+//!
+//! [`plan`] decides, before anything is written, how the image fits the target: the same size needs
+//! nothing; a larger disk gets its partition table rewritten for its size (GPT: backup header and
+//! entries at the new end, protective MBR, last usable sector; MBR: nothing) and, when asked
+//! ([`FitOptions::grow_last`]), its last partition and file system grown to the end (ext2/3/4 with
+//! `resize2fs`, NTFS with `ntfsresize`); a smaller disk is accepted only when no used byte of the
+//! image lies beyond what the target can hold, the last partition and its file system shrunk to
+//! fit (ext2/3/4), and is otherwise refused naming the bytes missing and the partition holding the
+//! last used byte. The check is exact: a used byte beyond the end is allowed only when the fit
+//! rewrites or drops it: the GPT backup (rewritten at the new end), the superblock backups, group
+//! descriptors, bitmaps and inode tables of the ext block groups the shrink removes (see
+//! [`roomcast_layout::ext::shrink_drops`]), and zero bytes outside every partition. NTFS is never
+//! shrunk (its end holds the backup boot sector and `ntfsresize` refuses a device shorter than the
+//! volume): a smaller disk whose last partition is NTFS and would have to shrink is refused.
+//!
+//! Restore writes only the bytes below the target's end (see [`crate::manifest::ChunkEntry::used_ranges_below`]);
+//! [`apply`] then writes the table and resizes the file system.
+
+use crate::chunk::decode_verified;
+use crate::disk::{Disk, DiskError};
+use crate::manifest::{Manifest, VerifiedManifest};
+use crate::restore::ChunkSource;
+use roomcast_layout::table::{self, HeadTail, Patch, TableKind};
+use roomcast_layout::{Extents, ReadAt, Slice};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+const MIB: u64 = 1 << 20;
+
+/// What the profile asks of a disk of another size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FitOptions {
+    /// On a larger disk, grow the last partition and its file system to the disk's end (ext2/3/4,
+    /// NTFS). Off: the extra space stays unallocated after the last partition.
+    pub grow_last: bool,
+}
+
+/// How the last partition changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionResize {
+    /// Its number (1-based).
+    pub number: u32,
+    /// Its file system as the image records it (`ext4`, `ntfs`...).
+    pub fs: String,
+    /// First byte on the disk.
+    pub start: u64,
+    /// Length in the image.
+    pub old_len: u64,
+    /// Length on the target.
+    pub new_len: u64,
+}
+
+/// How an image fits a target, decided before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fit {
+    /// The image's disk size.
+    pub image_size: u64,
+    /// The target's size.
+    pub target_size: u64,
+    /// Table writes, after the image's bytes.
+    pub patches: Vec<Patch>,
+    /// The last partition grown or shrunk, if it is.
+    pub resize: Option<PartitionResize>,
+    /// What is adjusted, in words (for the report and the CLI), empty when nothing is.
+    pub adjusted: Vec<String>,
+}
+
+impl Fit {
+    /// Nothing to adjust: the target is the image's size.
+    pub fn unchanged(size: u64) -> Self {
+        Fit {
+            image_size: size,
+            target_size: size,
+            patches: Vec::new(),
+            resize: None,
+            adjusted: Vec::new(),
+        }
+    }
+}
+
+/// Why an image does not fit a target; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// Used bytes of the image lie beyond what the target can hold.
+    #[error(
+        "{path}: {size} bytes, smaller than the image ({image} bytes) and {missing} bytes missing: the image's last used byte that cannot be moved is at byte {last_used} ({holder}); the target must hold at least {need} bytes: refusing to restore, nothing was written"
+    )]
+    TooSmall {
+        /// Target.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The image's size.
+        image: u64,
+        /// The smallest size that would do.
+        need: u64,
+        /// `need - size`.
+        missing: u64,
+        /// Offset of the last used byte beyond the target's end, plus one.
+        last_used: u64,
+        /// "partition 3 (ext4)" or "outside every partition".
+        holder: String,
+    },
+    /// The last partition would have to shrink and roomcast does not shrink its file system.
+    #[error(
+        "{path}: {size} bytes, smaller than the image ({image} bytes): partition {number} ({fs}) would have to shrink by {by} bytes and roomcast shrinks only ext2/3/4 file systems: refusing to restore, nothing was written"
+    )]
+    CannotShrink {
+        /// Target.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The image's size.
+        image: u64,
+        /// The partition.
+        number: u32,
+        /// Its file system.
+        fs: String,
+        /// Bytes it would lose.
+        by: u64,
+    },
+    /// The image's partition table cannot be read or rewritten for this size.
+    #[error("{path}: fitting the image's partition table to {size} bytes: {reason}")]
+    Table {
+        /// Target.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the table.
+    #[error("{0}")]
+    Disk(#[from] DiskError),
+    /// A file-system tool failed (its output attached).
+    #[error("{path}: {tool} on partition {number}: {reason}")]
+    Tool {
+        /// Target.
+        path: PathBuf,
+        /// The tool.
+        tool: &'static str,
+        /// The partition.
+        number: u32,
+        /// Exit status and output.
+        reason: String,
+    },
+}
+
+/// The image as a disk, read through its chunks (masked: free bytes read as zero) fetched from a
+/// [`ChunkSource`], and its head and tail from the manifest's copy of the partition table (a
+/// larger target needs no chunk at all).
+pub struct ImageReader<'a> {
+    m: &'a VerifiedManifest,
+    source: &'a dyn ChunkSource,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    cache: Mutex<HashMap<usize, std::sync::Arc<Vec<u8>>>>,
+}
+
+impl<'a> ImageReader<'a> {
+    /// The image of `m`, its chunks from `source`.
+    pub fn new(m: &'a VerifiedManifest, source: &'a dyn ChunkSource) -> Self {
+        ImageReader {
+            m,
+            source,
+            head: hex::decode(&m.partition_table.primary).unwrap_or_default(),
+            tail: hex::decode(&m.partition_table.backup).unwrap_or_default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn chunk(&self, i: usize) -> std::io::Result<std::sync::Arc<Vec<u8>>> {
+        if let Some(c) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&i) {
+            return Ok(c.clone());
+        }
+        let e = &self.m.chunks[i];
+        let bytes = match e.chunk_ref(i as u64) {
+            None => vec![0; e.len as usize],
+            Some(r) => {
+                let z = self.source.compressed(&r).map_err(std::io::Error::other)?;
+                decode_verified(r, u64::from(e.len), &z).map_err(std::io::Error::other)?
+            }
+        };
+        let c = std::sync::Arc::new(bytes);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(i, c.clone());
+        Ok(c)
+    }
+}
+
+impl ReadAt for ImageReader<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let ht = HeadTail {
+            head: &self.head,
+            tail: &self.tail,
+            size: self.m.disk_size,
+        };
+        if ht.read_exact_at(buf, offset).is_ok() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.m.disk_size)
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let cs = u64::from(self.m.chunk_size);
+        let mut at = offset;
+        while at < end {
+            let i = (at / cs) as usize;
+            let c = self.chunk(i)?;
+            let within = (at - i as u64 * cs) as usize;
+            let n = ((end - at) as usize).min(c.len() - within);
+            let b = (at - offset) as usize;
+            buf[b..b + n].copy_from_slice(&c[within..within + n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.m.disk_size
+    }
+}
+
+fn fs_of(m: &Manifest, number: u32) -> String {
+    m.layout
+        .as_ref()
+        .and_then(|l| l.partitions.iter().find(|p| p.number == number))
+        .map_or_else(|| "unknown".to_string(), |p| p.fs.clone())
+}
+
+fn is_ext(fs: &str) -> bool {
+    matches!(fs, "ext2" | "ext3" | "ext4")
+}
+
+/// Decides how `m` fits a target of `target_size` bytes (at `path`, for messages), reading the
+/// image through `image`. Nothing is written; an `Err` means the target must not be touched.
+pub fn plan(
+    m: &Manifest,
+    image: &dyn ReadAt,
+    path: &Path,
+    target_size: u64,
+    opts: &FitOptions,
+) -> Result<Fit, FitError> {
+    let image_size = m.disk_size;
+    if target_size == image_size {
+        return Ok(Fit::unchanged(image_size));
+    }
+    let table_err = |reason: String| FitError::Table {
+        path: path.to_path_buf(),
+        size: target_size,
+        reason,
+    };
+    let t = table::read(image).map_err(|e| table_err(e.to_string()))?;
+    let mut fit = Fit {
+        image_size,
+        target_size,
+        patches: Vec::new(),
+        resize: None,
+        adjusted: Vec::new(),
+    };
+    let usable = table::usable_end(image, target_size).map_err(|e| table_err(e.to_string()))?;
+    let last = table::last_partition(&t).cloned();
+    if target_size < image_size {
+        let mut drops = Extents::new();
+        // The image's GPT backup (header and entries) is rewritten at the new end.
+        if t.kind == TableKind::Gpt {
+            let old_usable =
+                table::usable_end(image, image_size).map_err(|e| table_err(e.to_string()))?;
+            drops.insert(old_usable, image_size);
+        }
+        let mut limit = usable;
+        let mut shrink = None;
+        if let Some(p) = last.as_ref().filter(|p| p.start + p.len > usable) {
+            let fs = fs_of(m, p.number);
+            let new_end = (usable / MIB * MIB)
+                .max(p.start + MIB.min(p.len))
+                .min(usable);
+            let new_len = new_end - p.start;
+            if is_ext(&fs) {
+                let part = Slice {
+                    disk: image,
+                    start: p.start,
+                    len: p.len,
+                };
+                match roomcast_layout::ext::shrink_drops(&part, new_len) {
+                    Ok(Some(d)) => drops.union_with(&d.shifted(p.start)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(table_err(format!(
+                            "partition {} ({fs}) cannot shrink to {new_len} bytes: {e}",
+                            p.number
+                        )));
+                    }
+                }
+            }
+            limit = new_end;
+            shrink = Some((p.clone(), fs, new_len));
+        }
+        check_used(m, image, &t, limit, &drops, path, target_size, usable)?;
+        if let Some((p, fs, new_len)) = shrink {
+            if !is_ext(&fs) {
+                return Err(FitError::CannotShrink {
+                    path: path.to_path_buf(),
+                    size: target_size,
+                    image: image_size,
+                    number: p.number,
+                    fs,
+                    by: p.len - new_len,
+                });
+            }
+            fit.adjusted.push(format!(
+                "partition {} ({fs}) and its file system shrunk from {} to {new_len} bytes",
+                p.number, p.len
+            ));
+            fit.resize = Some(PartitionResize {
+                number: p.number,
+                fs,
+                start: p.start,
+                old_len: p.len,
+                new_len,
+            });
+        }
+    } else if let Some(p) = last.as_ref().filter(|_| opts.grow_last) {
+        let fs = fs_of(m, p.number);
+        let new_end = usable / MIB * MIB;
+        if new_end > p.start + p.len {
+            if is_ext(&fs) || fs == "ntfs" {
+                fit.adjusted.push(format!(
+                    "partition {} ({fs}) and its file system grown from {} to {} bytes",
+                    p.number,
+                    p.len,
+                    new_end - p.start
+                ));
+                fit.resize = Some(PartitionResize {
+                    number: p.number,
+                    fs,
+                    start: p.start,
+                    old_len: p.len,
+                    new_len: new_end - p.start,
+                });
+            } else {
+                fit.adjusted.push(format!(
+                    "partition {} not grown: roomcast grows ext2/3/4 and NTFS, not {fs}",
+                    p.number
+                ));
+            }
+        }
+    }
+    let last_end = fit.resize.as_ref().map(|r| r.start + r.new_len);
+    fit.patches =
+        table::fit_patches(image, target_size, last_end).map_err(|e| table_err(e.to_string()))?;
+    if t.kind == TableKind::Gpt {
+        fit.adjusted.insert(
+            0,
+            format!(
+                "GPT rewritten for {target_size} bytes (the image's disk: {image_size}): backup header and entries at the disk's end, protective MBR, last usable sector"
+            ),
+        );
+    }
+    if let Some(p) = last.filter(|_| target_size > image_size && fit.resize.is_none()) {
+        fit.adjusted.push(format!(
+            "{} bytes after the last partition left unallocated",
+            usable.saturating_sub(p.start + p.len)
+        ));
+    }
+    Ok(fit)
+}
+
+/// Refuses when a used byte at or beyond `limit` is neither dropped (`drops`) nor a zero byte
+/// outside every partition.
+#[allow(clippy::too_many_arguments)]
+fn check_used(
+    m: &Manifest,
+    image: &dyn ReadAt,
+    t: &table::Table,
+    limit: u64,
+    drops: &Extents,
+    path: &Path,
+    target_size: u64,
+    usable: u64,
+) -> Result<(), FitError> {
+    let keep = drops.complement(m.disk_size);
+    let mut last: Option<u64> = None;
+    for e in m.chunks.iter().rev() {
+        let end = e.offset + u64::from(e.len);
+        if end <= limit {
+            break;
+        }
+        if e.is_zero() {
+            continue;
+        }
+        for r in e.used_ranges().iter().rev() {
+            let (s, t_end) = (
+                (e.offset + r.start as u64).max(limit),
+                e.offset + r.end as u64,
+            );
+            if s >= t_end {
+                continue;
+            }
+            for w in keep.window(s, t_end).iter().rev() {
+                let (ws, we) = (s + w.start, s + w.end);
+                let inside = t
+                    .partitions
+                    .iter()
+                    .any(|p| ws < p.start + p.len && we > p.start);
+                let found = if inside {
+                    Some(we)
+                } else {
+                    // Outside every partition: only a non-zero byte counts.
+                    let mut buf = vec![0u8; (we - ws) as usize];
+                    match image.read_exact_at(&mut buf, ws) {
+                        Ok(()) => buf.iter().rposition(|&b| b != 0).map(|i| ws + i as u64 + 1),
+                        // Unreadable: counted as used.
+                        Err(_) => Some(we),
+                    }
+                };
+                if let Some(f) = found {
+                    last = Some(last.map_or(f, |l: u64| l.max(f)));
+                    break;
+                }
+            }
+            if last.is_some() {
+                break;
+            }
+        }
+        if last.is_some() {
+            break;
+        }
+    }
+    let Some(last_used) = last else {
+        return Ok(());
+    };
+    let holder = t
+        .partitions
+        .iter()
+        .find(|p| last_used > p.start && last_used <= p.start + p.len)
+        .map_or_else(
+            || "outside every partition".to_string(),
+            |p| format!("partition {} ({})", p.number, fs_of(m, p.number)),
+        );
+    // The table's own end (GPT backup) comes after the last used byte.
+    let overhead = target_size - usable;
+    let ss = u64::from(t.sector_size);
+    let need = last_used.div_ceil(ss) * ss + overhead;
+    Err(FitError::TooSmall {
+        path: path.to_path_buf(),
+        size: target_size,
+        image: m.disk_size,
+        need,
+        missing: need.saturating_sub(target_size),
+        last_used,
+        holder,
+    })
+}
+
+/// [`plan`] for a verified image whose chunks come from `source`.
+pub fn plan_restore(
+    m: &VerifiedManifest,
+    source: &dyn ChunkSource,
+    path: &Path,
+    target_size: u64,
+    opts: &FitOptions,
+) -> Result<Fit, FitError> {
+    if target_size == m.disk_size {
+        return Ok(Fit::unchanged(target_size));
+    }
+    let image = ImageReader::new(m, source);
+    plan(m, &image, path, target_size, opts)
+}
+
+/// After the image's bytes are written and synced: writes the table for the target's size, then
+/// grows or shrinks the last file system (`resize2fs`, `ntfsresize`).
+///
+/// Takes the disk: it is closed before the tools run (they open the partition exclusively, which
+/// Linux refuses while the whole disk is held with `O_EXCL`).
+pub fn apply(fit: &Fit, disk: Disk) -> Result<(), FitError> {
+    for p in &fit.patches {
+        disk.write_all_at(&p.bytes, p.offset)?;
+    }
+    disk.sync()?;
+    let Some(r) = &fit.resize else {
+        return Ok(());
+    };
+    let path = disk.path().to_path_buf();
+    drop(disk);
+    let disk = Disk::open_read(&path)?;
+    let tool_err = |tool: &'static str, reason: String| FitError::Tool {
+        path: path.clone(),
+        tool,
+        number: r.number,
+        reason,
+    };
+    // A device of the partition's new size (never the file itself: resize2fs truncates a regular
+    // file to the size it gives the file system). A block device without its partition node
+    // (BLKRRPART refused): e2fsprogs open it at the partition's offset (a device cannot be
+    // truncated); NTFS then needs a loop device.
+    let node = disk
+        .is_block_device()
+        .then(|| partition_node(&disk, r.start, r.new_len, r.number))
+        .flatten();
+    let part = match node {
+        Some(path) => PartitionDevice {
+            path,
+            detach: false,
+        },
+        None if disk.is_block_device() && is_ext(&r.fs) => PartitionDevice {
+            path: PathBuf::from(format!("{}?offset={}", disk.path().display(), r.start)),
+            detach: false,
+        },
+        None => PartitionDevice::loop_over(&disk, r.start, r.new_len)
+            .map_err(|e| tool_err("losetup", e))?,
+    };
+    if is_ext(&r.fs) {
+        run(Command::new("resize2fs")
+            .arg("-f")
+            .arg(&part.path)
+            .arg(format!("{}s", r.new_len / 512)))
+        .map_err(|e| tool_err("resize2fs", e))?;
+    } else if r.fs == "ntfs" {
+        run(Command::new("ntfsresize")
+            .args(["--force", "--no-progress-bar", "--size"])
+            .arg(r.new_len.to_string())
+            .arg(&part.path))
+        .map_err(|e| tool_err("ntfsresize", e))?;
+    }
+    drop(part);
+    Ok(())
+}
+
+/// Runs a tool, its stdout and stderr in the error.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// A device for one partition of a disk: the kernel's partition node of a block device once it
+/// re-read the table, or a loop device (detached on drop).
+struct PartitionDevice {
+    path: PathBuf,
+    detach: bool,
+}
+
+impl PartitionDevice {
+    /// A loop device over `len` bytes of the disk from `start` (util-linux `losetup`).
+    fn loop_over(disk: &Disk, start: u64, len: u64) -> Result<Self, String> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--offset"])
+            .arg(start.to_string())
+            .arg("--sizelimit")
+            .arg(len.to_string())
+            .arg(disk.path())
+            .output()
+            .map_err(|e| format!("cannot run losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "losetup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(PartitionDevice {
+            path: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+            detach: true,
+        })
+    }
+}
+
+impl Drop for PartitionDevice {
+    fn drop(&mut self) {
+        if self.detach {
+            let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+        }
+    }
+}
+
+/// The kernel's node for partition `number` of a block device, after asking it to re-read the
+/// table (BLKRRPART), checked against where the partition is (`/sys/class/block/<node>/start` and
+/// `size`); waits up to 5 s for the node to appear.
+fn partition_node(disk: &Disk, start: u64, len: u64, number: u32) -> Option<PathBuf> {
+    disk.reread_partitions().ok()?;
+    let name = std::fs::canonicalize(disk.path())
+        .ok()?
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    let sep = if name.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    let node = format!("{name}{sep}{number}");
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/class/block/{node}/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    for _ in 0..50 {
+        if read("start") == Some(start / 512)
+            && read("size") == Some(len / 512)
+            && Path::new(&format!("/dev/{node}")).exists()
+        {
+            return Some(PathBuf::from(format!("/dev/{node}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
