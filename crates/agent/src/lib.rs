@@ -17,6 +17,7 @@ pub mod hw;
 pub mod mcast;
 pub mod pc;
 pub mod screen;
+pub mod windows;
 
 pub use http::HttpChunks;
 pub use roomcast_proto::contract::Report;
@@ -77,6 +78,24 @@ pub enum AgentError {
         /// The disk read.
         disk: PathBuf,
         /// Partition, file system, reason and fix (`LayoutError::NotClean`).
+        reason: String,
+    },
+    /// Capture (step f): the master's Windows was not generalised by sysprep; nothing was
+    /// uploaded.
+    #[error("{}: {reason}; nothing was uploaded", disk.display())]
+    NotGeneralised {
+        /// The disk read.
+        disk: PathBuf,
+        /// Partition, image state found, and the fix.
+        reason: String,
+    },
+    /// Step h for a Windows PC: its unattend.xml could not be written into the restored Windows
+    /// or did not read back the same (never its content).
+    #[error("{}: unattend.xml: {reason}", disk.display())]
+    Unattend {
+        /// The disk written.
+        disk: PathBuf,
+        /// What failed.
         reason: String,
     },
     /// Capture: the disk's partition table could not be read (or the disk itself).
@@ -186,6 +205,7 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
     let client = http::Client::new(&opts.server, &opts.token);
     let mut manifest = None;
     let mut multicast = None;
+    let mut unattend = None;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
         let m = manifest.insert(m);
         if let Some(f) = hooks.image {
@@ -206,8 +226,16 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
             }
             _ => restore(&client, m, opts, hooks.progress.unwrap_or(&|_| {})),
         }
+        .and_then(|r| {
+            // A Windows PC's step h: its unattend.xml, after the restore, before it restarts.
+            if let Some(xml) = client.get_optional(&client.url(path::UNATTEND), 256 * 1024)? {
+                unattend = Some(windows::write_unattend(&opts.disk, m, &xml)?);
+            }
+            Ok(r)
+        })
     });
     let mut report = restore_report(&opts.disk, manifest.as_ref(), &result, multicast);
+    report.unattend = unattend;
     if let Some(f) = hooks.annotate {
         f(&mut report);
     }
