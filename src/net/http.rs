@@ -15,6 +15,9 @@
 //! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
 //! any other chunk of the store): a token opens one image, not the store.
 //!
+//! `GET /agent/unattend` with a live token: that machine's unattend.xml (a Windows PC at a deploy:
+//! its name and offline domain join blob, step h), 404 for any other.
+//!
 //! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
 //! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
 //! the group, and the machine's own control-channel token. 404 when no session is offered: the agent
@@ -167,6 +170,9 @@ pub struct BootService {
     image: Option<OpenImage>,
     capture: Option<CaptureSink>,
     session: Mutex<Option<SessionOffer>>,
+    /// Each Windows PC's unattend.xml (it holds the PC's offline domain join blob: a secret, never
+    /// logged), handed only to that machine's live token.
+    unattend: Mutex<BTreeMap<Mac, crate::secrets::Secret>>,
 }
 
 /// Why the service cannot start.
@@ -241,6 +247,7 @@ impl BootService {
             image,
             capture,
             session: Mutex::default(),
+            unattend: Mutex::default(),
         }))
     }
 
@@ -310,6 +317,14 @@ impl BootService {
     /// Offers (or, with `None`, withdraws) a multicast session to the agents.
     pub fn set_session(&self, offer: Option<SessionOffer>) {
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = offer;
+    }
+
+    /// Serves `xml` as `mac`'s unattend.xml (`GET /agent/unattend`, step h of a Windows PC).
+    pub fn set_unattend(&self, mac: Mac, xml: crate::secrets::Secret) {
+        self.unattend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mac, xml);
     }
 
     /// Marks the offered session as over: agents asking from now on restore over unicast.
@@ -388,6 +403,7 @@ pub(crate) fn routes() -> Router<Arc<BootService>> {
         .route(contract::path::MANIFEST, get(manifest))
         .route("/chunks/{sha256}", get(chunk))
         .route(contract::path::SESSION, get(session))
+        .route(contract::path::UNATTEND, get(unattend))
 }
 
 /// The live token of an agent's request that speaks this server's contract version, or the status
@@ -440,6 +456,26 @@ async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Respo
     match s.session_for(mac) {
         Some(info) => axum::Json(info).into_response(),
         None => (StatusCode::NOT_FOUND, "no multicast session offered\n").into_response(),
+    }
+}
+
+async fn unattend(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    let mac = match live_token(&s, &headers, "unattend") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    let xml = s
+        .unattend
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&mac)
+        .map(|x| x.expose().as_bytes().to_vec());
+    match xml {
+        Some(xml) => {
+            tracing::info!(%mac, bytes = xml.len(), "unattend.xml served");
+            ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no unattend.xml for this machine\n").into_response(),
     }
 }
 

@@ -10,3 +10,4 @@ mod remote;
 mod run;
 mod software_only;
 mod steps;
+mod windows;
