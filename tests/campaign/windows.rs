@@ -24,8 +24,11 @@ use roomcast_proto::procedure::{DeployMode, Event, Phase, Plan, State, Status, S
 use roomcast_store::capture::{self, CaptureOptions};
 use roomcast_store::chunk::ChunkSize;
 use roomcast_store::manifest::ImageLabel;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const ADMIN_PASSWORD: &str = "Rc-W1nd0ws!Pw-5520";
@@ -244,6 +247,34 @@ fn a_windows_room_gets_each_pcs_own_unattend_xml_with_an_offline_join_blob_writt
         signoff_required: false,
         signoff_allowed: vec![],
     };
+    // Every command line and environment seen while the room is imaged: searched for the blobs
+    // afterwards (they are not known before their PCs' accounts are provisioned).
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let watcher = {
+        let (stop_watch, seen) = (stop_watch.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !stop_watch.load(Ordering::SeqCst) {
+                let out = Command::new("ps")
+                    .args(["-eww", "-o", "args"])
+                    .output()
+                    .unwrap();
+                let mut seen = seen.lock().unwrap();
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    seen.insert(line.to_string());
+                }
+                if let Ok(entries) = std::fs::read_dir("/proc") {
+                    for e in entries.flatten() {
+                        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+                            seen.insert(String::from_utf8_lossy(&env).into_owned());
+                        }
+                    }
+                }
+                drop(seen);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
     let db = dir.join("journal.db");
     let (state, stop) = room
         .server()
@@ -273,6 +304,8 @@ fn a_windows_room_gets_each_pcs_own_unattend_xml_with_an_offline_join_blob_writt
             .unwrap()
         })
         .unwrap();
+    stop_watch.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
     assert_eq!(stop, Stop::Ended(Phase::Finished), "{state:#?}");
     for step in [Step::Master, Step::Capture] {
         assert!(
@@ -359,6 +392,17 @@ fn a_windows_room_gets_each_pcs_own_unattend_xml_with_an_offline_join_blob_writt
         assert!(disks.contains(&everywhere[0]), "{everywhere:?}");
         let holding = files_holding(&dir, blob.as_bytes(), &|p| disks.iter().any(|d| d == p));
         assert_eq!(holding, Vec::<PathBuf>::new(), "files holding a blob");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("offlinejoin provision")),
+        "the watcher saw the provisioning run"
+    );
+    for blob in &blobs {
+        assert!(
+            !seen.iter().any(|l| l.contains(blob.as_str())),
+            "a blob in a process's command line or environment"
+        );
     }
     assert!(dir.join("agents").read_dir().unwrap().count() >= 3);
     assert!(work.join("unattend").join("B204-P01.written").exists());
