@@ -525,3 +525,64 @@ fn a_linux_master_keeping_its_machine_identity_is_refused_at_f_unless_the_profil
     assert!(!clean.contains("machine identity"), "{clean}");
     assert!(f.store.image_ids().unwrap().is_empty());
 }
+
+/// A Windows room file set up for a real campaign: the imaging backend's config carries the
+/// Windows join (the unattend template, the profile's domain and OU, the default locale and time
+/// zone) and no Linux identity check; step h's runner is the imaging worker.
+#[test]
+fn a_windows_rooms_campaign_setup_hands_the_unattend_to_the_imaging_worker() {
+    use roomcast::campaign::setup::{self, SetupOptions};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::write(
+        &secrets,
+        "SOLIDWORKS_KEY=AAAA-BBBB\nAD_JOIN_EIFFEL=Administrator%Join-Pw-1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+    let opts = SetupOptions {
+        room_file: root.join("rooms/0330021U/B204.yaml"),
+        installers: dir.path().join("installers"),
+        shares: dir.path().join("shares"),
+        dir: PathBuf::new(),
+        ssh_user: "root".into(),
+        ssh_key: dir.path().join("key"),
+        known_hosts: dir.path().join("known_hosts"),
+        port: 22,
+        connect_timeout_secs: 1,
+        software_only: false,
+        retries: None,
+        staging_dir: None,
+        join_paths: None,
+        domain_controller: None,
+        secrets: Some(secrets),
+    };
+    let built =
+        setup::build(&opts, "2026-03-02".parse().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = roomcast::campaign::run::imaging_config(
+        &built,
+        &dir.path().join("store"),
+        &dir.path().join("key.pem"),
+        &dir.path().join("work"),
+    )
+    .unwrap();
+    assert!(
+        cfg.master_identity.is_none(),
+        "Windows masters: the agent checks"
+    );
+    let join = cfg
+        .windows_join
+        .expect("a Windows room joins through unattend.xml");
+    assert_eq!(join.template, WINDOWS_UNATTEND);
+    assert_eq!(join.settings, WindowsSettings::default());
+    assert_eq!(join.net, ["net"]);
+    assert_eq!(join.smb_conf, Path::new("/etc/samba/smb.conf"));
+    assert_eq!(join.domain.user, "Administrator");
+    assert!(join.domain.ou.starts_with("OU="), "{}", join.domain.ou);
+    assert_eq!(
+        format!("{:?}", join.domain.password),
+        "secret:AD_JOIN_EIFFEL"
+    );
+}
