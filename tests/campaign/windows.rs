@@ -314,6 +314,7 @@ fn a_windows_room_gets_each_pcs_own_unattend_xml_with_an_offline_join_blob_writt
         );
     }
     for h in hosts {
+        eprintln!("{h}: g {:?}", state.machine_status(h, Step::Deploy));
         for step in [Step::Deploy, Step::Join] {
             assert!(
                 matches!(state.machine_status(h, step), Status::Succeeded { .. }),
