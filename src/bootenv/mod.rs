@@ -61,7 +61,14 @@ pub struct BuildOptions {
     /// A folder of firmware files copied as is under `/lib/firmware` (`--firmware DIR`), for the
     /// cards whose driver asks for one (some Realtek, Broadcom, Intel chips).
     pub firmware: Option<PathBuf>,
+    /// Programs the agent runs, put in `/bin` with the libraries `ldd` lists: ntfs-3g's `ntfscp`
+    /// (Debian package `ntfs-3g`), which writes a Windows PC's unattend.xml at step h
+    /// (docs/DECISIONS.md, D17).
+    pub tools: Vec<PathBuf>,
 }
+
+/// ntfs-3g's copy tool on a Debian deploy server (package `ntfs-3g`).
+pub const NTFSCP: &str = "/usr/sbin/ntfscp";
 
 impl BuildOptions {
     /// Debian's paths and the `roomcast-agent` next to the running roomcast binary.
@@ -76,6 +83,7 @@ impl BuildOptions {
             extra_modules: Vec::new(),
             without_modules: Vec::new(),
             firmware: None,
+            tools: vec![PathBuf::from(NTFSCP)],
         })
     }
 }
@@ -317,6 +325,25 @@ fn write_initramfs(
     for lib in libs {
         let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((inside, 0o755, read(&lib)?));
+    }
+    for tool in &opts.tools {
+        let name = tool.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.ok_or_else(|| BootEnvError::Io {
+            step: "adding a tool",
+            path: tool.clone(),
+            source: std::io::Error::other("no file name"),
+        })?;
+        let bytes = std::fs::read(tool).map_err(io(
+            "reading a program the agent runs (ntfscp: Debian package ntfs-3g)",
+            tool,
+        ))?;
+        files.push((format!("bin/{name}"), 0o755, bytes));
+        for lib in libraries(tool)? {
+            let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
+            if !files.iter().any(|(p, _, _)| *p == inside) {
+                files.push((inside, 0o755, read(&lib)?));
+            }
+        }
     }
     let mdir = kernel_dir.join("lib/modules").join(release);
     let index = modules::KernelModules::index(&mdir).map_err(io("listing the modules", &mdir))?;

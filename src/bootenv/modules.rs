@@ -45,6 +45,8 @@ pub const DRIVERS: &[&str] = &[
     "ehci_pci",
     "uhci_hcd",
     "ohci_pci",
+    // loop devices: a Windows PC's step h writes its unattend.xml with ntfscp through one
+    "loop",
 ];
 
 /// Folders (under `kernel/`) whose modules' PCI ids go into [`ABSENT_ALIAS`] when they are not in.

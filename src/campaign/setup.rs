@@ -217,14 +217,18 @@ pub fn build(opts: &SetupOptions, today: Date) -> Result<Setup, SetupError> {
     } else {
         DeployMode::Image
     };
-    // Windows PCs join through their unattend.xml, written by the image deploy (step g).
-    let join = if shell == Shell::Posix && mode == DeployMode::Image {
-        Some(join_spec(
-            opts,
-            &profile.src,
-            &profile.doc.domain,
-            &secrets,
-        )?)
+    // Windows PCs join through their unattend.xml, written by their agent at the end of g.
+    let join = if mode == DeployMode::Image {
+        let mut j = join_spec(opts, &profile.src, &profile.doc.domain, &secrets)?;
+        if shell == Shell::Windows {
+            j.template = super::unattend::WINDOWS_UNATTEND.to_string();
+            let d = super::unattend::WindowsSettings::default();
+            j.windows = super::unattend::WindowsSettings {
+                locale: profile.doc.locale.clone().unwrap_or(d.locale),
+                time_zone: profile.doc.time_zone.clone().unwrap_or(d.time_zone),
+            };
+        }
+        Some(j)
     } else {
         None
     };
@@ -369,6 +373,7 @@ fn join_spec(
         },
         paths,
         template: super::steps::join::LINUX_NET_ADS.to_string(),
+        windows: super::unattend::WindowsSettings::default(),
     })
 }
 

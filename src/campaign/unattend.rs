@@ -67,6 +67,8 @@ pub fn offline_provision(
         .arg(format!("domain={}", domain.realm))
         .arg(format!("machine_name={hostname}"))
         .arg(format!("machine_account_ou={}", domain.ou))
+        // A PC imaged again (next year, a retry) keeps its computer account, with a new secret.
+        .arg("reuse")
         .arg("printblob")
         .env("PASSWD_FD", "0")
         .stdin(Stdio::piped())
@@ -105,12 +107,32 @@ fn is_base64(s: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
 
+/// The profile's regional settings written into each PC's unattend.xml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowsSettings {
+    /// Language and locale tag, e.g. `fr-FR` (UI language, system, user and input locale).
+    pub locale: String,
+    /// Windows time zone name, e.g. `Romance Standard Time` (Paris).
+    pub time_zone: String,
+}
+
+impl Default for WindowsSettings {
+    /// France: `fr-FR`, `Romance Standard Time`.
+    fn default() -> Self {
+        WindowsSettings {
+            locale: "fr-FR".into(),
+            time_zone: "Romance Standard Time".into(),
+        }
+    }
+}
+
 /// Renders and checks the unattend.xml of one machine. The result contains the blob: write it only
 /// into that machine's deployed disk, never into a log.
 pub fn render_unattend(
     template: &str,
     hostname: &str,
     blob: &NamedSecret,
+    windows: &WindowsSettings,
 ) -> Result<String, UnattendError> {
     check_hostname(hostname)?;
     let invalid = |detail: String| UnattendError::Invalid {
@@ -123,6 +145,7 @@ pub fn render_unattend(
     let ctx = minijinja::context! {
         machine => minijinja::context! { hostname },
         join => minijinja::context! { account_data => blob.expose() },
+        windows => minijinja::context! { locale => &windows.locale, time_zone => &windows.time_zone },
     };
     let xml = render("templates/join/windows-unattend.xml.j2", template, &ctx)
         .map_err(|e| invalid(e.to_string()))?;
@@ -148,6 +171,21 @@ pub fn render_unattend(
             "expected exactly one AccountData holding the blob".into(),
         ));
     }
+    for (tag, want) in [
+        ("TimeZone", &windows.time_zone),
+        ("UILanguage", &windows.locale),
+    ] {
+        let found: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name(tag))
+            .filter_map(|n| n.text())
+            .collect();
+        if found != [want.as_str()] {
+            return Err(invalid(format!(
+                "expected one {tag} {want:?}, found {found:?}"
+            )));
+        }
+    }
     Ok(xml)
 }
 
@@ -161,16 +199,32 @@ mod tests {
 
     #[test]
     fn renders_a_well_formed_file_with_name_and_blob() {
-        let xml = render_unattend(WINDOWS_UNATTEND, "B204-PC01", &blob()).unwrap();
+        let xml = render_unattend(
+            WINDOWS_UNATTEND,
+            "B204-PC01",
+            &blob(),
+            &WindowsSettings::default(),
+        )
+        .unwrap();
         assert!(xml.contains("<ComputerName>B204-PC01</ComputerName>"));
         assert!(xml.contains(&format!("<AccountData>{}</AccountData>", "QUJD".repeat(40))));
+        assert!(xml.contains("<TimeZone>Romance Standard Time</TimeZone>"));
+        assert!(xml.contains("<UILanguage>fr-FR</UILanguage>"));
     }
 
     #[test]
     fn refuses_bad_names_broken_templates_and_non_base64_blobs() {
-        assert!(render_unattend(WINDOWS_UNATTEND, "B204-PC01-TOOLONG", &blob()).is_err());
+        assert!(
+            render_unattend(
+                WINDOWS_UNATTEND,
+                "B204-PC01-TOOLONG",
+                &blob(),
+                &WindowsSettings::default()
+            )
+            .is_err()
+        );
         let broken = WINDOWS_UNATTEND.replace("</unattend>", "");
-        let err = render_unattend(&broken, "B204-PC01", &blob())
+        let err = render_unattend(&broken, "B204-PC01", &blob(), &WindowsSettings::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("not well-formed"), "{err}");
@@ -179,11 +233,21 @@ mod tests {
             "the blob never reaches an error"
         );
         let evil = NamedSecret::new("ODJ", "<x/>");
-        assert!(render_unattend(WINDOWS_UNATTEND, "B204-PC01", &evil).is_err());
+        assert!(
+            render_unattend(
+                WINDOWS_UNATTEND,
+                "B204-PC01",
+                &evil,
+                &WindowsSettings::default()
+            )
+            .is_err()
+        );
         let twice = WINDOWS_UNATTEND.replace(
             "<ComputerName>{{ machine.hostname }}</ComputerName>",
             "<ComputerName>{{ machine.hostname }}</ComputerName><ComputerName>X</ComputerName>",
         );
-        assert!(render_unattend(&twice, "B204-PC01", &blob()).is_err());
+        assert!(
+            render_unattend(&twice, "B204-PC01", &blob(), &WindowsSettings::default()).is_err()
+        );
     }
 }

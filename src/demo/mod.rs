@@ -479,6 +479,11 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
     // The profile names the base image `demo-base@1`; the store knows it by id.
     config.base_image = base.clone();
     config.reboot = Some("sync && umount /mnt".into());
+    // The virtual master's system is its disk, mounted at /mnt in its namespace: step f checks
+    // the machine identity there.
+    if let Some(identity) = &mut config.master_identity {
+        identity.root = "/mnt".into();
+    }
     config.captured_by = "roomcast demo".into();
     config.boot_timeout = Duration::from_secs(60);
     config.agent_timeout = Duration::from_secs(600);

@@ -57,6 +57,10 @@ pub struct RoomPlan {
     pub signoff: Option<Vec<String>>,
     /// Step f: the generalise command, if any.
     pub generalize: Option<String>,
+    /// Why the image may keep a Linux master's machine identity (profile
+    /// `keep_machine_identity`); `None`: step f refuses a master that still holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_machine_identity: Option<String>,
     /// Steps b, f, g: the system-disk rule (the room's, else the profile's), as the agent gets it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_disk: Option<roomcast_proto::contract::DiskRule>,
@@ -335,6 +339,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             .required
             .then(|| profile.signoff.allowed.clone()),
         generalize: profile.generalize.clone(),
+        keep_machine_identity: profile.keep_machine_identity.clone(),
         system_disk: doc
             .system_disk
             .as_ref()

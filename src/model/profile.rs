@@ -32,6 +32,20 @@ pub struct Profile {
     /// Optional command that generalises the master before capture (step f), e.g. sysprep.
     #[serde(default)]
     pub generalize: Option<String>,
+    /// Linux masters: why the image may keep the master's machine identity (a non-empty
+    /// `/etc/machine-id`, SSH host keys `/etc/ssh/ssh_host_*`). Absent: step f refuses a master
+    /// that still holds them, naming what is left. Windows masters are checked by the agent
+    /// (sysprep's image state) whatever this says.
+    #[serde(default)]
+    pub keep_machine_identity: Option<String>,
+    /// Windows PCs: language and locale written into each PC's unattend.xml (UI language, system,
+    /// user and input locale), e.g. `fr-FR`. Default `fr-FR`.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// Windows PCs: time zone written into each PC's unattend.xml, a Windows time zone name, e.g.
+    /// `Romance Standard Time` (Paris, the default).
+    #[serde(default)]
+    pub time_zone: Option<String>,
     /// Software to install at step c, each `id@version` of the catalog, qualified for `os`.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]

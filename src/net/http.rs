@@ -21,6 +21,8 @@
 //! inventory and written to `<reports_dir>/<mac>.facts.json`. A machine refused there (another PC
 //! model than the room's) is refused the manifest, the chunks and the session too (403 naming why),
 //! and so is a machine that sent no facts when the session requires them.
+//! `GET /agent/unattend` with a live token: that machine's unattend.xml (a Windows PC at a deploy:
+//! its name and offline domain join blob, step h), 404 for any other.
 //!
 //! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
 //! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
@@ -186,6 +188,9 @@ pub struct BootService {
     capture: Option<CaptureSink>,
     session: Mutex<Option<SessionOffer>>,
     homogeneity: Mutex<Homogeneity>,
+    /// Each Windows PC's unattend.xml (it holds the PC's offline domain join blob: a secret, never
+    /// logged), handed only to that machine's live token.
+    unattend: Mutex<BTreeMap<Mac, crate::secrets::Secret>>,
 }
 
 /// Why the service cannot start.
@@ -261,6 +266,7 @@ impl BootService {
             capture,
             session: Mutex::default(),
             homogeneity: Mutex::default(),
+            unattend: Mutex::default(),
         }))
     }
 
@@ -399,6 +405,14 @@ impl BootService {
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = offer;
     }
 
+    /// Serves `xml` as `mac`'s unattend.xml (`GET /agent/unattend`, step h of a Windows PC).
+    pub fn set_unattend(&self, mac: Mac, xml: crate::secrets::Secret) {
+        self.unattend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mac, xml);
+    }
+
     /// Marks the offered session as over: agents asking from now on restore over unicast.
     pub fn end_session(&self) {
         if let Some(o) = self
@@ -476,6 +490,7 @@ pub(crate) fn routes() -> Router<Arc<BootService>> {
         .route(contract::path::MANIFEST, get(manifest))
         .route("/chunks/{sha256}", get(chunk))
         .route(contract::path::SESSION, get(session))
+        .route(contract::path::UNATTEND, get(unattend))
 }
 
 /// The live token of an agent's request that speaks this server's contract version, or the status
@@ -553,6 +568,26 @@ async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Respo
     match s.session_for(mac) {
         Some(info) => axum::Json(info).into_response(),
         None => (StatusCode::NOT_FOUND, "no multicast session offered\n").into_response(),
+    }
+}
+
+async fn unattend(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
+    let mac = match live_token(&s, &headers, "unattend") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    let xml = s
+        .unattend
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&mac)
+        .map(|x| x.expose().as_bytes().to_vec());
+    match xml {
+        Some(xml) => {
+            tracing::info!(%mac, bytes = xml.len(), "unattend.xml served");
+            ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no unattend.xml for this machine\n").into_response(),
     }
 }
 

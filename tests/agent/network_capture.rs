@@ -207,3 +207,67 @@ fn a_file_system_that_is_not_clean_is_refused_by_the_agent_and_nothing_is_upload
         assert!(f.store.image_ids().unwrap().is_empty());
     }
 }
+
+/// Step f of a Windows master (issue 15): a Windows-shaped disk (GPT: ESP, MSR, NTFS with
+/// `Windows\Setup\State\State.ini` in UTF-16LE) whose image state is not
+/// `IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE` is refused by the agent, in both capture modes, naming
+/// the state found and the fix, with nothing uploaded and no image in the store; the same disk
+/// sealed by sysprep is captured.
+#[test]
+fn a_windows_master_not_generalised_by_sysprep_is_refused_and_nothing_is_captured() {
+    let work = tempfile::tempdir().unwrap();
+    for state in [
+        "IMAGE_STATE_COMPLETE",
+        "IMAGE_STATE_UNDEPLOYABLE",
+        "IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE",
+        "IMAGE_STATE_GENERALIZE_RESEAL_TO_AUDIT",
+    ] {
+        let disk =
+            dirty_disk::build_windows(&work.path().join(format!("{state}.img")), state).unwrap();
+        let ntfs = disk.part(FsKind::Ntfs).unwrap();
+        assert_eq!(ntfs.number, 3, "ESP, MSR, then Windows");
+        for whole_disk in [false, true] {
+            let (server, f, token) = capture_server(whole_disk);
+            let out = run_capture(&agent(&server, &token, &disk.path, false)).unwrap();
+            let err = out.result.unwrap_err();
+            assert!(
+                matches!(err, AgentError::NotGeneralised { .. }),
+                "{state}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("partition 3 (Windows): image state ")
+                    && text.contains(state)
+                    && text.contains("sysprep /generalize /oobe /shutdown")
+                    && text.contains("nothing was uploaded"),
+                "{state}: {text}"
+            );
+            let reports = server.service.reports();
+            assert_eq!(reports.len(), 1, "the refusal was reported");
+            let body: serde_json::Value = serde_json::from_str(&reports[0].body).unwrap();
+            assert_eq!(body["result"], "failed");
+            assert_eq!(body["error"].as_str(), Some(text.as_str()));
+            assert_eq!(chunk_files(&f), 0, "{state}: nothing uploaded");
+            assert!(f.store.image_ids().unwrap().is_empty(), "{state}: no image");
+        }
+    }
+    let sealed = dirty_disk::build_windows(
+        &work.path().join("sealed.img"),
+        "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE",
+    )
+    .unwrap();
+    let (server, f, token) = capture_server(false);
+    let out = run_capture(&agent(&server, &token, &sealed.path, false)).unwrap();
+    let id = out.result.unwrap();
+    let m = f.store.open_verified(&id.parse().unwrap()).unwrap();
+    let fs: Vec<&str> = m
+        .layout
+        .as_ref()
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.fs.as_str())
+        .collect();
+    assert_eq!(fs[0], "fat32");
+    assert_eq!(fs[2], "ntfs");
+}

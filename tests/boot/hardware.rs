@@ -502,7 +502,8 @@ fn a_card_without_a_driver_shows_its_pci_id() {
 
 /// `bootenv build --modules`, `--without-modules`, `--firmware`: the extra module comes with its
 /// tables' lines, the left-out one is absent but named in `roomcast.absent.alias`, the firmware
-/// folder lands under `/lib/firmware`; a module the kernel lacks fails the build, named.
+/// folder lands under `/lib/firmware`; a module the kernel lacks fails the build, named. ntfscp
+/// and the loop driver are in (issue 15).
 #[test]
 fn bootenv_build_takes_extra_modules_and_firmware() {
     let work = tempfile::tempdir().unwrap();
@@ -573,6 +574,18 @@ fn bootenv_build_takes_extra_modules_and_firmware() {
     assert!(
         dep.contains("/e1000e.ko:"),
         "the built-in list is still there"
+    );
+    // Step h of a Windows PC (issue 15): ntfs-3g's ntfscp runs from the initramfs with the
+    // libraries it came with, and the loop driver is there.
+    assert!(dep.contains("/loop.ko:"), "{dep}");
+    let v = Command::new("chroot")
+        .arg(&x)
+        .args(["/bin/ntfscp", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success() && String::from_utf8_lossy(&v.stderr).contains("ntfscp v"),
+        "{v:?}"
     );
 
     let o = build("bad", &["--modules", "no_such_driver"]);

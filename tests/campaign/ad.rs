@@ -3,7 +3,9 @@
 //! the test checks the DC's directory, the process list during the joins, the logs and the files.
 
 use roomcast::campaign::steps::join::{Domain, JoinOutcome, LINUX_NET_ADS, Paths, join_linux};
-use roomcast::campaign::unattend::{WINDOWS_UNATTEND, offline_provision, render_unattend};
+use roomcast::campaign::unattend::{
+    WINDOWS_UNATTEND, WindowsSettings, offline_provision, render_unattend,
+};
 use roomcast::remote::RemoteExec;
 use roomcast::remote::ssh::{SshClient, SshConfig};
 use roomcast::secrets::NamedSecret as Secret;
@@ -129,7 +131,13 @@ fn linux_pcs_join_a_real_samba_ad_in_the_profiles_ou_without_leaking_the_passwor
             .collect();
         let blob = offline_provision(&net, &domain, &srv_conf, "B204-PC03")
             .unwrap_or_else(|e| panic!("{e}"));
-        let unattend = render_unattend(WINDOWS_UNATTEND, "B204-PC03", &blob).unwrap();
+        let unattend = render_unattend(
+            WINDOWS_UNATTEND,
+            "B204-PC03",
+            &blob,
+            &WindowsSettings::default(),
+        )
+        .unwrap();
         assert!(unattend.contains("<ComputerName>B204-PC03</ComputerName>"));
         let mut results = Vec::new();
         for (hostname, addr) in pcs_in {

@@ -223,3 +223,210 @@ fn clone_spec(s: &VmSpec) -> VmSpec {
         uefi: s.uefi,
     }
 }
+
+/// Step g then h of a Windows PC through the real boot chain (issue 15): a qemu PC PXE-boots the
+/// boot environment, restores a Windows-shaped image (GPT: ESP, MSR, NTFS) onto `/dev/vda`, then
+/// fetches its unattend.xml and writes it with the initramfs' own `ntfscp` through a loop device (the
+/// `loop` module loaded by name) before powering off. The offline join blob comes from a stand-in
+/// for Samba's `net` here: the real DC's provisioning is proven in `campaign::windows`.
+#[test]
+fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
+    use roomcast::campaign::imaging::WindowsJoin;
+    use roomcast::campaign::steps::join::Domain;
+    use roomcast::campaign::unattend::{WINDOWS_UNATTEND, WindowsSettings};
+    use roomcast::secrets::NamedSecret;
+    use roomcast_lab::dirty_disk::{self, FsKind};
+    let _ = qemu();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (key, public, _) = keys::generate_files(&w.join("keys")).unwrap();
+    let store = Store::open_or_create(&w.join("store")).unwrap();
+    store.trust(&public).unwrap();
+    let boot_dir = w.join("boot");
+    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["bootenv", "build", "--out"])
+        .arg(&boot_dir)
+        .arg("--kernel-dir")
+        .arg(kernel_dir())
+        .arg("--trusted-key")
+        .arg(&public)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bootenv build");
+    let win =
+        dirty_disk::build_windows(&w.join("win.img"), "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE")
+            .unwrap();
+    let signer = roomcast_store::keys::Signer::load(&key).unwrap();
+    let id = roomcast_store::capture::capture(
+        &store,
+        &win.path,
+        roomcast_store::manifest::ImageLabel {
+            name: "win11".into(),
+            version: "1".into(),
+            profile: None,
+            captured_by: "test".into(),
+            captured_at: "2026-11-28T12:00:00Z".into(),
+        },
+        &signer,
+        &roomcast_store::capture::CaptureOptions {
+            chunk_size: roomcast_store::chunk::ChunkSize::new(1 << 20).unwrap(),
+            level: 3,
+            workers: 2,
+        },
+        &|_| {},
+    )
+    .unwrap()
+    .id;
+    // The stand-in for `net offlinejoin provision … printblob`: reads the password, prints a blob.
+    let blob = "T0RKLWJsb2ItZm9yLXRoZS1weGUtdGVzdA".repeat(4);
+    let net = w.join("net-stand-in");
+    std::fs::write(
+        &net,
+        format!("#!/bin/sh\nread -r _pw\necho 'Provisioned'\necho '{blob}'\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&net, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut lab = Lab::builder().pcs(0).build().unwrap();
+    let school = lab.add_node("school").unwrap().clone();
+    let tap = lab.add_tap().unwrap();
+    let _dhcp = Guard(
+        school
+            .command("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--port=0",
+                "--bind-interfaces",
+                "--no-ping",
+            ])
+            .arg(format!("--interface={}", school.ifname()))
+            .args([
+                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
+                "--dhcp-authoritative",
+            ])
+            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
+            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pc = VmSpec {
+        mac: "52:54:00:18:07:02".into(),
+        disk: w.join("pc.img"),
+        serial: w.join("pc.serial"),
+        boot_order: "n",
+        uefi: false,
+    };
+    std::fs::File::create(&pc.disk)
+        .unwrap()
+        .set_len(win.size)
+        .unwrap();
+    let server = lab.server().clone();
+    let mut cfg = ImagingConfig::new(
+        "B204",
+        vec![Machine {
+            hostname: "B204-P07".into(),
+            mac: pc.mac.parse().unwrap(),
+        }],
+        "B204-P07",
+        server.ifname(),
+        "198.18.0.0/16".parse().unwrap(),
+        store.root().to_path_buf(),
+        key,
+        "unused-at-g",
+        w.join("work"),
+    );
+    cfg.boot_dir = Some(boot_dir);
+    cfg.cmdline = "console=ttyS0".into();
+    cfg.boot_timeout = Duration::from_secs(120);
+    cfg.agent_timeout = Duration::from_secs(400);
+    cfg.multicast = None;
+    cfg.windows_join = Some(WindowsJoin {
+        net: vec![net.to_string_lossy().into_owned()],
+        smb_conf: w.join("smb.conf"),
+        domain: Domain {
+            realm: "EIFFEL.TEST".into(),
+            workgroup: "EIFFEL".into(),
+            ou: "OU=B204,OU=Salles,DC=eiffel,DC=test".into(),
+            server: None,
+            user: "Administrator".into(),
+            password: NamedSecret::new("AD_JOIN_EIFFEL", "not-used-by-the-stand-in"),
+        },
+        template: WINDOWS_UNATTEND.to_string(),
+        settings: WindowsSettings::default(),
+    });
+    let boot = PxeBoot {
+        announce_ra: true,
+        wake_packets: 1,
+        ..PxeBoot::default()
+    };
+    let state = State {
+        image: Some(id.to_hex()),
+        ..State::default()
+    };
+    let pc_vm = std::thread::spawn({
+        let (pc, w) = (clone_spec(&pc), w.to_path_buf());
+        move || {
+            std::thread::sleep(Duration::from_secs(2));
+            start_vm(&tap, &pc, &w)
+        }
+    });
+    let (g, h) = server
+        .run(move || {
+            let mut imaging = ImagingWorker::new(cfg, Box::new(boot));
+            imaging.begin_batch(Step::Deploy, &[("B204-P07".into(), 1)], &state);
+            let g = imaging.run_on_machine(Step::Deploy, "B204-P07", 1);
+            imaging.end_batch(Step::Deploy);
+            let h = imaging.run_on_machine(Step::Join, "B204-P07", 1);
+            (g, h)
+        })
+        .unwrap();
+    let mut pc_guard = pc_vm.join().unwrap();
+    let _ = pc_guard.0.wait();
+    let serial = std::fs::read_to_string(&pc.serial).unwrap_or_default();
+    assert_eq!(
+        (g, h),
+        (
+            Event::MachineSucceeded {
+                step: Step::Deploy,
+                machine: "B204-P07".into()
+            },
+            Event::MachineSucceeded {
+                step: Step::Join,
+                machine: "B204-P07".into()
+            }
+        ),
+        "{serial}"
+    );
+    assert!(!serial.contains(&blob), "the blob on the PC's console");
+    let ntfs = win.part(FsKind::Ntfs).unwrap();
+    let part = w.join("pc-ntfs.img");
+    dirty_disk::extract(&pc.disk, ntfs, &part).unwrap();
+    let out = Command::new("ntfscat")
+        .arg(&part)
+        .arg("Windows/Panther/unattend.xml")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        xml.contains("<ComputerName>B204-P07</ComputerName>"),
+        "{xml}"
+    );
+    assert!(xml.contains(&format!("<AccountData>{blob}</AccountData>")));
+    let report = w
+        .join("work/reports/g")
+        .join(format!("{}.json", pc.mac.replace(':', "-")));
+    let text = std::fs::read_to_string(report).unwrap();
+    assert!(!text.contains(&blob), "the blob in the report");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["unattend"]["partition"], 3, "{r}");
+    assert_eq!(
+        r["unattend"]["path"], "Windows\\Panther\\unattend.xml",
+        "{r}"
+    );
+    eprintln!("PC report: {r}");
+    drop(lab);
+}

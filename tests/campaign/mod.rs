@@ -12,3 +12,4 @@ mod repair;
 mod run;
 mod software_only;
 mod steps;
+mod windows;

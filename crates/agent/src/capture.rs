@@ -11,7 +11,9 @@
 //! the fix. Otherwise each chunk's free bytes are zeroed before hashing and compressing, a chunk
 //! with no used byte is neither read, uploaded nor stored, and the finish message carries each
 //! chunk's used ranges and the partitions found, from which the server builds the manifest.
-//! `--whole-disk` (or the plan's `whole_disk`) takes every byte, as before.
+//! `--whole-disk` (or the plan's `whole_disk`) takes every byte, as before. A partition holding
+//! Windows must have been generalised by sysprep (`super::windows::check_generalised`, read from its
+//! `State.ini`), in either mode: otherwise nothing is uploaded and the report names the fix.
 
 use super::AgentError;
 use super::http::Client;
@@ -159,6 +161,8 @@ fn capture(
     report.whole_disk = whole_disk;
     // Read before anything is uploaded: a file system that must not be captured stops it here.
     let (layout, used) = read_disk_layout(&disk, &opts.disk, whole_disk)?;
+    // Step f of a Windows master: only a Windows sealed by sysprep may go to other PCs.
+    super::windows::check_generalised(&disk, &opts.disk)?;
     for p in &layout.partitions {
         if let (Some(why), false) = (&p.whole, whole_disk) {
             tracing::info!(partition = p.number, fs = %p.fs, reason = %why, "taken whole");

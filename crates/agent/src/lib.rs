@@ -18,6 +18,7 @@ pub mod hw;
 pub mod mcast;
 pub mod pc;
 pub mod screen;
+pub mod windows;
 
 pub use http::HttpChunks;
 pub use roomcast_proto::contract::Report;
@@ -79,6 +80,24 @@ pub enum AgentError {
         /// The disk read.
         disk: PathBuf,
         /// Partition, file system, reason and fix (`LayoutError::NotClean`).
+        reason: String,
+    },
+    /// Capture (step f): the master's Windows was not generalised by sysprep; nothing was
+    /// uploaded.
+    #[error("{}: {reason}; nothing was uploaded", disk.display())]
+    NotGeneralised {
+        /// The disk read.
+        disk: PathBuf,
+        /// Partition, image state found, and the fix.
+        reason: String,
+    },
+    /// Step h for a Windows PC: its unattend.xml could not be written into the restored Windows
+    /// or did not read back the same (never its content).
+    #[error("{}: unattend.xml: {reason}", disk.display())]
+    Unattend {
+        /// The disk written.
+        disk: PathBuf,
+        /// What failed.
         reason: String,
     },
     /// Capture: the disk's partition table could not be read (or the disk itself).
@@ -193,6 +212,7 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
     let mut manifest = None;
     let mut multicast = None;
     let mut disk_size = 0;
+    let mut unattend = None;
     let result = fetch_manifest(&client, &opts.trusted).and_then(|m| {
         let m = manifest.insert(m);
         if let Some(f) = hooks.image {
@@ -220,6 +240,12 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
             _ => restore(&source, m, &disk, opts, progress),
         }?;
         r.target_size = disk.size();
+        // A Windows PC's step h: its unattend.xml, after the restore and before the PC restarts;
+        // before the table is fitted and the last file system grown, while the image's layout
+        // still describes the disk.
+        if let Some(xml) = client.get_optional(&client.url(path::UNATTEND), 256 * 1024)? {
+            unattend = Some(windows::write_unattend(&opts.disk, m, &xml)?);
+        }
         fit::apply(&fit, disk).map_err(RestoreError::from)?;
         r.adjusted = fit.adjusted;
         Ok(r)
@@ -229,6 +255,7 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
         // Also on a failure (a disk too small): the report names the PC's disk size.
         f.disk_size = disk_size;
     }
+    report.unattend = unattend;
     if let Some(f) = hooks.annotate {
         f(&mut report);
     }

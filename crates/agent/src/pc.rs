@@ -160,6 +160,13 @@ fn run(
     for f in &loaded.failed {
         screen.line(&format!("roomcast: driver failed to load: {f}"));
     }
+    // The loop driver (no device asks for it): a Windows PC's step h runs ntfscp through a loop
+    // device over its Windows partition.
+    for (name, path) in tables.load_order("loop") {
+        if let Err(e) = hw::insert_module(&path) {
+            screen.line(&format!("roomcast: driver {name} failed to load: {e}"));
+        }
+    }
     // 2. The network card.
     let nic = booting_nic(cfg, sys, &tables)?;
     screen.line(&format!("roomcast: network card {nic}"));

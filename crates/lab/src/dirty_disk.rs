@@ -57,6 +57,9 @@ pub enum FsKind {
     Swap,
     /// Random bytes under a GPT type GUID roomcast does not know: must be taken whole.
     Unknown,
+    /// Microsoft Reserved Partition (no file system, zeros), between the ESP and Windows' NTFS in
+    /// a [`build_windows`] disk.
+    Msr,
 }
 
 /// What to build. Sizes are bytes, rounded up to MiB; a size of 0 leaves the partition out.
@@ -191,6 +194,73 @@ impl Drop for WorkDir {
 /// Builds the disk described by `spec` in the file `path` (replaced if it exists). The work files
 /// (one per file system) live in `<path>.build/`, removed at the end, also on failure.
 pub fn build(path: &Path, spec: &DirtySpec) -> Result<DirtyDisk, LabError> {
+    let wanted = [
+        (FsKind::Fat32, spec.esp),
+        (FsKind::Ntfs, spec.ntfs),
+        (FsKind::Ext4, spec.ext4),
+        (FsKind::Swap, spec.swap),
+        (FsKind::Unknown, spec.unknown),
+    ];
+    build_parts(path, spec, &wanted, None)
+}
+
+/// A Windows-shaped disk (issue 15), as Windows Setup lays one out on a UEFI PC: GPT, ESP (FAT32,
+/// 40 MiB), MSR (16 MiB), Windows' NTFS (48 MiB) holding `Windows\System32`, `Windows\Panther`,
+/// `Windows\Setup\State\State.ini` (UTF-16LE with a BOM, as Windows writes it) with
+/// `ImageState=<image_state>`, `Program Files`, `ProgramData`, `Users\Default`, and some random
+/// files (some deleted). `image_state` is e.g. `IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE` (a master
+/// after `sysprep /generalize /oobe`) or `IMAGE_STATE_COMPLETE` (a PC in use).
+pub fn build_windows(path: &Path, image_state: &str) -> Result<DirtyDisk, LabError> {
+    let spec = DirtySpec {
+        esp: 40 * MIB,
+        ntfs: 48 * MIB,
+        ext4: 0,
+        swap: 0,
+        unknown: 0,
+        pagefile: 0,
+        fill: 0.3,
+        delete: 0.5,
+        max_file: MIB,
+        seed: 15,
+    };
+    let wanted = [
+        (FsKind::Fat32, spec.esp),
+        (FsKind::Msr, 16 * MIB),
+        (FsKind::Ntfs, spec.ntfs),
+    ];
+    build_parts(path, &spec, &wanted, Some(image_state))
+}
+
+/// The Windows tree of [`build_windows`] under the mounted NTFS root `root`.
+fn windows_tree(root: &Path, image_state: &str) -> std::io::Result<()> {
+    for d in [
+        "Windows/System32/config",
+        "Windows/Panther",
+        "Windows/Setup/State",
+        "Program Files/Common Files",
+        "ProgramData/Microsoft",
+        "Users/Default",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::write(
+        root.join("Windows/System32/ntoskrnl.exe"),
+        b"MZ not a kernel",
+    )?;
+    let ini = format!("[State]\r\nImageState={image_state}\r\n");
+    let mut bytes = vec![0xff, 0xfe];
+    for u in ini.encode_utf16() {
+        bytes.extend_from_slice(&u.to_le_bytes());
+    }
+    fs::write(root.join("Windows/Setup/State/State.ini"), bytes)
+}
+
+fn build_parts(
+    path: &Path,
+    spec: &DirtySpec,
+    wanted: &[(FsKind, u64)],
+    windows: Option<&str>,
+) -> Result<DirtyDisk, LabError> {
     let round = |b: u64| b.div_ceil(MIB) * MIB;
     let mut work = WorkDir {
         dir: path.with_extension("build"),
@@ -202,16 +272,9 @@ pub fn build(path: &Path, spec: &DirtySpec) -> Result<DirtyDisk, LabError> {
 
     // Layout: 1 MiB for the protective MBR and the primary GPT, partitions aligned on 1 MiB, 1 MiB
     // at the end for the backup GPT.
-    let wanted = [
-        (FsKind::Fat32, spec.esp),
-        (FsKind::Ntfs, spec.ntfs),
-        (FsKind::Ext4, spec.ext4),
-        (FsKind::Swap, spec.swap),
-        (FsKind::Unknown, spec.unknown),
-    ];
     let mut parts = Vec::new();
     let mut at = MIB;
-    for (fs, size) in wanted {
+    for &(fs, size) in wanted {
         if size == 0 {
             continue;
         }
@@ -236,7 +299,8 @@ pub fn build(path: &Path, spec: &DirtySpec) -> Result<DirtyDisk, LabError> {
             .map_err(io_err(format!("{step}: creating {}", img.display())))?;
         let st = match p.fs {
             FsKind::Fat32 => build_fat(&step, &img, spec, &mut rng, &work.dir)?,
-            FsKind::Ntfs => build_ntfs(&step, &img, p, spec, &mut rng, &mut work)?,
+            FsKind::Ntfs => build_ntfs(&step, &img, p, spec, &mut rng, &mut work, windows)?,
+            FsKind::Msr => FsStats::default(),
             FsKind::Ext4 => build_ext4(&step, &img, spec, &mut rng, &work.dir)?,
             FsKind::Swap => {
                 fill_random(&img, p.len, &mut rng).map_err(io_err(format!("{step}: filling")))?;
@@ -265,6 +329,7 @@ pub fn build(path: &Path, spec: &DirtySpec) -> Result<DirtyDisk, LabError> {
             FsKind::Ntfs => ("0700".to_string(), "Basic data partition"),
             FsKind::Ext4 => ("8300".to_string(), "Linux"),
             FsKind::Swap => ("8200".to_string(), "swap"),
+            FsKind::Msr => ("0C01".to_string(), "Microsoft reserved partition"),
             // A type GUID no table knows.
             FsKind::Unknown => (
                 "5d2a6a8e-1c42-4e0b-9b1e-14d15c0ffee0".to_string(),
@@ -568,6 +633,7 @@ fn build_ntfs(
     spec: &DirtySpec,
     rng: &mut SmallRng,
     work: &mut WorkDir,
+    windows: Option<&str>,
 ) -> Result<FsStats, LabError> {
     let i = img.to_string_lossy().into_owned();
     let start = (p.start / 512).to_string();
@@ -605,6 +671,9 @@ fn build_ntfs(
     for (f, _) in files.iter().zip(&gone).filter(|(_, g)| **g) {
         let path = mnt.join(&f.dir).join(&f.name);
         fs::remove_file(&path).map_err(io_err(format!("{step}: deleting {}", path.display())))?;
+    }
+    if let Some(state) = windows {
+        windows_tree(&mnt, state).map_err(io_err(format!("{step}: the Windows tree")))?;
     }
     cmd::run(&format!("{step}: unmounting"), "umount", &[&m])?;
     work.mounted = None;
@@ -654,7 +723,7 @@ pub fn tree(disk: &Path, p: &DiskPart) -> Result<BTreeMap<String, Entry>, LabErr
     let out = tmp.join("root");
     let d = disk.to_string_lossy().into_owned();
     let root: PathBuf = match p.fs {
-        FsKind::Swap | FsKind::Unknown => return Ok(BTreeMap::new()),
+        FsKind::Swap | FsKind::Unknown | FsKind::Msr => return Ok(BTreeMap::new()),
         FsKind::Fat32 => {
             fs::create_dir_all(&out).map_err(io_err(format!("{step}: mkdir")))?;
             let mut c = Command::new("mcopy");
@@ -746,7 +815,7 @@ pub fn fsck(disk: &Path, p: &DiskPart) -> Result<(), LabError> {
     );
     let d = disk.to_string_lossy().into_owned();
     match p.fs {
-        FsKind::Swap | FsKind::Unknown => Ok(()),
+        FsKind::Swap | FsKind::Unknown | FsKind::Msr => Ok(()),
         FsKind::Ext4 => cmd::run(
             &step,
             "e2fsck",

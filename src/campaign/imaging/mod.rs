@@ -37,6 +37,7 @@ use roomcast_store::chunk::{ChunkSize, DEFAULT_LEVEL};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{ImageId, ImageLabel};
 use session::{Session, SessionSpec};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +116,88 @@ pub struct ImagingConfig {
     /// The inventory database the PCs' facts are recorded in (and their GLPI documents queued);
     /// `None`: not recorded.
     pub inventory: Option<PathBuf>,
+    /// Linux masters: where their system is seen over SSH and whether the profile lets the image
+    /// keep the machine identity; step f checks it after the generalise command. `None`: no check
+    /// (Windows masters are checked by the agent: sysprep's image state).
+    pub master_identity: Option<MasterIdentity>,
+    /// Windows PCs: each PC's unattend.xml (offline domain join), written by its agent after the
+    /// restore of g, before it restarts; step h checks it was. `None`: not a Windows room.
+    pub windows_join: Option<WindowsJoin>,
+}
+
+/// Step f for a Linux master: no machine identity may be left in the image (an empty
+/// `/etc/machine-id`, no `/etc/ssh/ssh_host_*`), unless the profile says why
+/// (`keep_machine_identity`).
+#[derive(Debug, Clone)]
+pub struct MasterIdentity {
+    /// The master's system root as its SSH session sees it (`/` on a real master).
+    pub root: String,
+    /// The profile's reason to keep the identity, if any.
+    pub keep: Option<String>,
+}
+
+/// What is left of the master's identity under `root` (read-only: `test` and a glob), as named
+/// paths; empty when the master is clean.
+pub fn identity_left(remote: &mut dyn RemoteExec, root: &str) -> Result<Vec<String>, String> {
+    let root = root.trim_end_matches('/');
+    let script = format!(
+        "r={}; if [ -s \"$r/etc/machine-id\" ]; then echo /etc/machine-id; fi; \
+         for k in \"$r\"/etc/ssh/ssh_host_*; do [ -e \"$k\" ] && echo \"/etc/ssh/${{k##*/}}\"; done; true",
+        crate::remote::shell_quote(root)
+    );
+    let out = remote.run(&script).map_err(|e| e.to_string())?;
+    if out.code != 0 {
+        return Err(format!(
+            "checking the machine identity exited with {}: {}",
+            out.code,
+            last_line(&out.stderr_text(), &out.stdout_text())
+        ));
+    }
+    Ok(out
+        .stdout_text()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Step f's refusal of a Linux master that keeps its identity, naming what is left and the fixes.
+fn identity_refusal(master: &str, left: &[String]) -> String {
+    let what: Vec<String> = left
+        .iter()
+        .map(|p| {
+            if p == "/etc/machine-id" {
+                "/etc/machine-id is not empty".to_string()
+            } else {
+                format!("{p} exists")
+            }
+        })
+        .collect();
+    format!(
+        "{master}: the master still holds its machine identity ({}): every PC would share it; \
+         empty /etc/machine-id and remove /etc/ssh/ssh_host_* in the profile's generalize \
+         command (e.g. `truncate -s 0 /etc/machine-id && rm -f /etc/ssh/ssh_host_*`), or say why \
+         the image keeps them in the profile's keep_machine_identity; nothing was captured",
+        what.join(", ")
+    )
+}
+
+/// How a Windows room's PCs are named and joined (step h, written by the agent at the end of g):
+/// an offline domain join blob per PC, provisioned from the deploy server against the DC
+/// (`campaign::unattend::offline_provision`), in an unattend.xml rendered from `template`.
+#[derive(Debug, Clone)]
+pub struct WindowsJoin {
+    /// Samba's `net`, with any wrapper in front (normally `["net"]`).
+    pub net: Vec<String>,
+    /// A member smb.conf of the realm on the deploy server.
+    pub smb_conf: PathBuf,
+    /// Domain, OU and join account.
+    pub domain: crate::campaign::steps::join::Domain,
+    /// The unattend template (normally `campaign::unattend::WINDOWS_UNATTEND`).
+    pub template: String,
+    /// Locale and time zone from the profile.
+    pub settings: crate::campaign::unattend::WindowsSettings,
 }
 
 impl ImagingConfig {
@@ -149,6 +232,8 @@ impl ImagingConfig {
             master_ssh: None,
             generalise: None,
             reboot: None,
+            master_identity: None,
+            windows_join: None,
             chunk_size: ChunkSize::default(),
             level: DEFAULT_LEVEL,
             cmdline: crate::serve::services::DEFAULT_CMDLINE.into(),
@@ -167,6 +252,8 @@ impl ImagingConfig {
 struct Batch {
     session: Result<Session, String>,
     machines: Vec<String>,
+    /// Windows rooms: each machine's unattend.xml sha256 as served, or why none could be made.
+    unattend: BTreeMap<String, Result<String, String>>,
 }
 
 /// Does steps b, f and image-mode g (see the module doc).
@@ -280,25 +367,40 @@ impl ImagingWorker {
     fn capture_master(&self) -> Result<ImageId, String> {
         let c = &self.config;
         let master = self.room_machine(&c.master)?;
-        if let Some(command) = &c.generalise {
+        let check = c.master_identity.as_ref().filter(|i| i.keep.is_none());
+        if let Some(keep) = c.master_identity.as_ref().and_then(|i| i.keep.as_ref()) {
+            tracing::info!(machine = %master.hostname, reason = %keep,
+                "step f: the profile keeps the master's machine identity");
+        }
+        if c.generalise.is_some() || check.is_some() {
             let ssh = c.master_ssh.as_ref().ok_or_else(|| {
                 format!(
-                    "{}: the profile has a generalise command but the master has no SSH address",
+                    "{}: the profile has a generalise command or a Linux master to check, but the \
+                     master has no SSH address",
                     master.hostname
                 )
             })?;
             let mut remote = SshClient::connect(&ssh.address, ssh.port, &ssh.ssh)
                 .map_err(|e| format!("{}: {e}", master.hostname))?;
-            let out = remote
-                .run(command)
-                .map_err(|e| format!("{}: generalise: {e}", master.hostname))?;
-            if out.code != 0 {
-                return Err(format!(
-                    "{}: generalise command exited with {}: {}",
-                    master.hostname,
-                    out.code,
-                    last_line(&out.stderr_text(), &out.stdout_text())
-                ));
+            if let Some(command) = &c.generalise {
+                let out = remote
+                    .run(command)
+                    .map_err(|e| format!("{}: generalise: {e}", master.hostname))?;
+                if out.code != 0 {
+                    return Err(format!(
+                        "{}: generalise command exited with {}: {}",
+                        master.hostname,
+                        out.code,
+                        last_line(&out.stderr_text(), &out.stdout_text())
+                    ));
+                }
+            }
+            if let Some(identity) = check {
+                let left = identity_left(&mut remote, &identity.root)
+                    .map_err(|e| format!("{}: {e}", master.hostname))?;
+                if !left.is_empty() {
+                    return Err(identity_refusal(&master.hostname, &left));
+                }
             }
             if let Some(reboot) = &c.reboot {
                 // The connection dies with the reboot: an error here is the expected outcome.
@@ -383,15 +485,30 @@ impl Worker for ImagingWorker {
         let session = match &state.image {
             None => Err("no image was captured at step f of this campaign".to_string()),
             Some(image) => self
-                .restore_session(Step::Deploy, allowed, image)
+                .restore_session(Step::Deploy, allowed.clone(), image)
                 .map(|(s, _)| s),
         };
+        let mut unattend = BTreeMap::new();
+        if let (Ok(s), Some(join)) = (&session, &self.config.windows_join) {
+            for m in &allowed {
+                let made = windows_unattend(join, &m.hostname).map(|xml| {
+                    let sha = roomcast_proto::hash::ChunkHash::of(xml.expose().as_bytes());
+                    s.set_unattend(m.mac, xml);
+                    sha.to_hex()
+                });
+                if let Err(e) = &made {
+                    tracing::warn!(machine = %m.hostname, %e, "no unattend.xml for this PC");
+                }
+                unattend.insert(m.hostname.clone(), made);
+            }
+        }
         if let Ok(s) = &session {
             s.boot_all(self.boot.as_ref());
         }
         self.batch = Some(Batch {
             session,
             machines: names,
+            unattend,
         });
     }
 
@@ -406,10 +523,10 @@ impl Worker for ImagingWorker {
     }
 
     fn run_on_machine(&self, step: Step, machine: &str, _attempt: u32) -> Event {
-        let result = if step != Step::Deploy {
-            Err(format!("step {step} is not an imaging step"))
-        } else {
-            self.deploy_result(machine)
+        let result = match step {
+            Step::Deploy => self.deploy_result(machine),
+            Step::Join if self.config.windows_join.is_some() => self.unattend_result(machine),
+            _ => Err(format!("step {step} is not an imaging step")),
         };
         Event::of_machine(
             step,
@@ -447,7 +564,32 @@ impl ImagingWorker {
         }
         let report = report?;
         let expected = session_image(session)?;
-        judge_restore(machine, &report.body, &expected)
+        judge_restore(machine, &report.body, &expected)?;
+        let Some(made) = batch.unattend.get(machine) else {
+            return Ok(());
+        };
+        let served = made.as_ref().map_err(|e| format!("{machine}: {e}"))?;
+        let written = Report::parse(&report.body)
+            .ok()
+            .and_then(|r| r.unattend)
+            .ok_or_else(|| {
+                format!("{machine}: the agent restored the image but wrote no unattend.xml")
+            })?;
+        if &written.sha256 != served {
+            return Err(format!(
+                "{machine}: the unattend.xml read back from partition {} is not the one served",
+                written.partition
+            ));
+        }
+        // Step h's record: the file written and checked on this PC's disk (no content).
+        let record = self.unattend_record(machine);
+        let line = format!(
+            "partition {} {} {} bytes sha256 {}\n",
+            written.partition, written.path, written.bytes, written.sha256
+        );
+        std::fs::create_dir_all(record.parent().unwrap_or(&self.config.work_dir))
+            .and_then(|_| std::fs::write(&record, line))
+            .map_err(|e| format!("{machine}: {}: {e}", record.display()))
     }
 
     /// The PC's facts into the inventory (and its GLPI document into the queue); a failure to
@@ -471,6 +613,43 @@ impl ImagingWorker {
             tracing::warn!(machine = %m.hostname, %e, "the PC's facts were not recorded");
         }
     }
+    /// Where g records a Windows PC's unattend.xml as written and read back.
+    fn unattend_record(&self, machine: &str) -> PathBuf {
+        self.config
+            .work_dir
+            .join("unattend")
+            .join(format!("{machine}.written"))
+    }
+
+    /// Step h of a Windows PC: its agent wrote and read back its unattend.xml at the end of g,
+    /// before the PC restarted; g recorded it.
+    fn unattend_result(&self, machine: &str) -> Result<(), String> {
+        let record = self.unattend_record(machine);
+        match std::fs::read_to_string(&record) {
+            Ok(line) => {
+                tracing::info!(%machine, written = %line.trim(), "step h: unattend.xml in place");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "{machine}: no record of its unattend.xml written at step g ({}: {e})",
+                record.display()
+            )),
+        }
+    }
+}
+
+/// Provisions `hostname`'s computer account and renders its unattend.xml (a secret: the blob).
+fn windows_unattend(join: &WindowsJoin, hostname: &str) -> Result<crate::secrets::Secret, String> {
+    let blob = crate::campaign::unattend::offline_provision(
+        &join.net,
+        &join.domain,
+        &join.smb_conf,
+        hostname,
+    )
+    .map_err(|e| e.to_string())?;
+    crate::campaign::unattend::render_unattend(&join.template, hostname, &blob, &join.settings)
+        .map(crate::secrets::Secret::new)
+        .map_err(|e| e.to_string())
 }
 
 /// The image a restore session serves (from the boot script's point of view: its manifest).

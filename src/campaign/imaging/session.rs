@@ -213,6 +213,11 @@ impl Session {
         self.service.facts_of(mac)
     }
 
+    /// Serves `xml` as the unattend.xml of the machine with `mac` (a Windows PC's step h).
+    pub fn set_unattend(&self, mac: roomcast_proto::mac::Mac, xml: crate::secrets::Secret) {
+        self.service.set_unattend(mac, xml);
+    }
+
     /// The image a restore session serves.
     pub fn served_image(&self) -> Option<ImageId> {
         self.image

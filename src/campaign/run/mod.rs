@@ -305,6 +305,25 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
+    if built.spec.shell == super::steps::install::Shell::Posix {
+        config.master_identity = Some(super::imaging::MasterIdentity {
+            root: "/".into(),
+            keep: plan.keep_machine_identity.clone(),
+        });
+    }
+    if built.spec.shell == super::steps::install::Shell::Windows
+        && let Some(j) = &built.spec.join
+    {
+        // The deploy server provisions each PC's offline join blob with its own Samba `net`
+        // and member smb.conf (`join_paths`, else Samba's default).
+        config.windows_join = Some(super::imaging::WindowsJoin {
+            net: vec!["net".to_string()],
+            smb_conf: PathBuf::from(&j.paths.smb_conf),
+            domain: j.domain.clone(),
+            template: j.template.clone(),
+            settings: j.windows.clone(),
+        });
+    }
     config.cmdline = agent_cmdline(
         &config.cmdline,
         plan.system_disk.as_ref(),

@@ -96,14 +96,16 @@ pub enum JoinOutcome {
 }
 
 /// Runs step h on one PC: the Linux join of `spec`'s domain. Windows PCs are named and joined by the
-/// unattend.xml the image deploy writes (offline join blob, [`crate::campaign::unattend`]), which
-/// the campaign run does not provide yet: they fail with that reason.
+/// unattend.xml their agent writes at the end of g (offline join blob, [`crate::campaign::unattend`],
+/// checked by the imaging worker): without the imaging backend they fail with that reason.
 pub fn run(spec: &RoomSpec, machine: &str) -> Result<(), String> {
+    if spec.shell == Shell::Windows {
+        return Err(format!(
+            "{machine}: Windows PCs join through the unattend.xml their agent writes at the end of \
+             an image deploy (step g), which this run does not do"
+        ));
+    }
     match &spec.join {
-        None if spec.shell == Shell::Windows => Err(format!(
-            "{machine}: Windows PCs join through the unattend.xml written at image deploy \
-             (campaign::unattend), which this run does not provide"
-        )),
         None => Err("the profile has no domain to join".to_string()),
         Some(j) => {
             let mut remote = connect(spec, machine)?;

@@ -10,7 +10,7 @@
 //! | e signoff | none: a person, recorded by [`crate::campaign::driver::signoff`] |
 //! | f capture | the imaging worker: generalise, capture, sign |
 //! | g deploy  | per PC: the imaging worker's session, or [`install::install_on`] with `--software-only` |
-//! | h join    | per PC: [`join::run`] |
+//! | h join    | per PC: [`join::run`] (Linux); Windows: the imaging worker (unattend.xml written by the agent at the end of g) |
 //!
 //! A runner returns `Ok`/`Err(reason)` (or, for a, the event itself); only [`StepRunner`] turns
 //! results into the engine's events and reports them to the observer.
@@ -51,8 +51,11 @@ pub struct JoinSpec {
     pub domain: Domain,
     /// Files written on the PC.
     pub paths: Paths,
-    /// The join template's source (normally [`join::LINUX_NET_ADS`]).
+    /// The join template's source ([`join::LINUX_NET_ADS`]; Windows PCs:
+    /// [`crate::campaign::unattend::WINDOWS_UNATTEND`]).
     pub template: String,
+    /// Windows PCs: the profile's locale and time zone for their unattend.xml.
+    pub windows: crate::campaign::unattend::WindowsSettings,
 }
 
 /// Everything the runners need, built from the validated room and profile ([`super::setup`]).
@@ -168,6 +171,14 @@ impl<'a> StepRunner<'a> {
                 )),
             },
             Step::Deploy => install::install_on(self.spec, step, machine),
+            // Windows PCs: the agent wrote their unattend.xml at the end of g; the imaging
+            // worker checks its record.
+            Step::Join if self.spec.shell == Shell::Windows && self.image_mode() => {
+                match self.imaging.as_deref() {
+                    Some(w) => return w.run_on_machine(step, machine, attempt),
+                    None => join::run(self.spec, machine),
+                }
+            }
             Step::Join => join::run(self.spec, machine),
             _ => Err(format!("step {step} does not run per machine")),
         };

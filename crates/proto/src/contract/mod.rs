@@ -12,7 +12,7 @@
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
 //! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`], [`CaptureDiscarded`]), [`CaptureDone`] |
-//! | what the agent reports at the end | [`Report`] |
+//! | what the agent reports at the end | [`Report`] (with [`UnattendWritten`] for a Windows PC) |
 //!
 //! An agent speaking another contract version is refused by the server with a message naming
 //! both versions (a boot environment built by another roomcast: rebuild it).
@@ -27,7 +27,9 @@ pub use blocks::{Block, BlockMap};
 pub use cmdline::{AgentCmdline, AgentMode};
 pub use disk::{Bus, DiskChoiceError, DiskRule, DiskSeen};
 pub use facts::{Clearance, HardwareFacts, PcExpected};
-pub use report::{CaptureFigures, McastFigures, Report, RestoreFigures, Transport, Verdict, Work};
+pub use report::{
+    CaptureFigures, McastFigures, Report, RestoreFigures, Transport, UnattendWritten, Verdict, Work,
+};
 
 use crate::hash::ChunkHash;
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,9 @@ pub mod path {
     pub const CHUNKS_PREFIX: &str = "/chunks/";
     /// `GET`: the [`super::SessionInfo`] of this machine (404: no session, restore over HTTP).
     pub const SESSION: &str = "/mcast/session";
+    /// `GET`: this machine's `unattend.xml` (a Windows PC at a deploy: name, offline domain join
+    /// blob, locale, time zone), behind its live token; 404: none, the PC is not joined this way.
+    pub const UNATTEND: &str = "/agent/unattend";
     /// `GET`: the [`super::CapturePlan`].
     pub const CAPTURE_PLAN: &str = "/capture/plan";
     /// `HEAD|PUT /capture/chunks/<sha256>`: one compressed chunk of the disk being captured.

@@ -53,6 +53,10 @@ pub struct Report {
     /// Whether Wake-on-LAN (magic packet) was left armed on that card, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_on_lan: Option<String>,
+    /// Step h for a Windows PC (issue 15): the `unattend.xml` the agent wrote into the restored
+    /// Windows and read back, after the restore and before the PC restarts. Never its content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unattend: Option<UnattendWritten>,
     /// What was done, with its figures.
     #[serde(flatten)]
     pub work: Work,
@@ -165,6 +169,21 @@ pub struct CaptureFigures {
     pub uploaded_bytes: u64,
 }
 
+/// Where the agent wrote a PC's `unattend.xml` ([`super::path::UNATTEND`]) and what it read back:
+/// the server compares `sha256` with the file it served (the file holds the PC's offline domain
+/// join blob, a secret: only its digest travels back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnattendWritten {
+    /// Number of the NTFS partition holding Windows (as Linux counts it).
+    pub partition: u32,
+    /// Path inside it, `Windows\Panther\unattend.xml`.
+    pub path: String,
+    /// Bytes read back.
+    pub bytes: u64,
+    /// sha256 (hex) of the bytes read back, equal to the bytes served.
+    pub sha256: String,
+}
+
 impl Report {
     /// A report of this contract version: `Ok` with no error, or `Failed` with `error`.
     pub fn new(error: Option<String>, image: Option<String>, disk: PathBuf, work: Work) -> Report {
@@ -181,6 +200,7 @@ impl Report {
             disks: Vec::new(),
             nic: None,
             wake_on_lan: None,
+            unattend: None,
             work,
         }
     }
