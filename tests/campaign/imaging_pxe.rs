@@ -291,27 +291,7 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
     let mut lab = Lab::builder().pcs(0).build().unwrap();
     let school = lab.add_node("school").unwrap().clone();
     let tap = lab.add_tap().unwrap();
-    let _dhcp = Guard(
-        school
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--bind-interfaces",
-                "--no-ping",
-            ])
-            .arg(format!("--interface={}", school.ifname()))
-            .args([
-                "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
-                "--dhcp-authoritative",
-            ])
-            .arg(format!("--dhcp-leasefile={}", w.join("leases").display()))
-            .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _dhcp = school_dhcp(&school, w);
     let pc = VmSpec {
         mac: "52:54:00:18:07:02".into(),
         disk: w.join("pc.img"),

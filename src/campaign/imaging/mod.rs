@@ -37,7 +37,6 @@ use roomcast_store::chunk::{ChunkSize, DEFAULT_LEVEL};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{ImageId, ImageLabel};
 use session::{Session, SessionSpec};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
