@@ -340,6 +340,38 @@ impl Journal {
         Ok(self.sql(r)?.flatten())
     }
 
+    /// Every campaign: id, room, creation time; newest first (the console's list).
+    pub fn campaigns(&self) -> Result<Vec<(i64, String, Timestamp)>, JournalError> {
+        let mut stmt = self.sql(
+            self.conn
+                .prepare("SELECT id, room, created_at FROM campaign_campaigns ORDER BY id DESC"),
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                Timestamp(r.get(2)?),
+            ))
+        });
+        let rows = self.sql(rows)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(self.sql(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The last sequence number of a campaign's log (0 when empty): what changed since a reader
+    /// last looked, in one cheap query.
+    pub fn last_seq(&self, campaign: i64) -> Result<i64, JournalError> {
+        let r = self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM campaign_events WHERE campaign_id = ?1",
+            [campaign],
+            |row| row.get::<_, i64>(0),
+        );
+        self.sql(r)
+    }
+
     /// The most recent campaign of a room, if any.
     pub fn latest_for_room(&self, room: &str) -> Result<Option<i64>, JournalError> {
         let r = self

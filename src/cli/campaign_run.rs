@@ -276,7 +276,7 @@ fn imaging_worker(
     let (Some(store), Some(key)) = (&a.store, &a.signer_key) else {
         return Err("--store and --signer-key go together".into());
     };
-    let mut config = run::imaging_config(built, store, key, &beside(db, "imaging"))?;
+    let mut config = run::imaging_config(built, store, key, &run::imaging_dir(db))?;
     config.boot_dir = a.boot_dir.clone();
     config.reboot = a.reboot.clone();
     Ok(ImagingWorker::new(config, Box::new(PxeBoot::default())))

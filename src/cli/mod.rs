@@ -4,6 +4,7 @@
 pub mod bootenv;
 pub mod campaign;
 pub mod campaign_run;
+pub mod console;
 pub mod demo;
 pub mod deploy;
 pub mod doctor;
@@ -67,6 +68,8 @@ pub enum Command {
     /// Check a room's network before the night: a few seconds of multicast test stream to the PCs
     /// that are up (`doctor --listen SERVER` on each), reporting who receives it.
     Doctor(doctor::DoctorArgs),
+    /// The web console: live rooms, reports, images, inventory, teachers' sign-off links.
+    Console(console::ConsoleArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(roomcast_agent::cli::AgentArgs),
 }
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Wake(args) => wake::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Console(args) => Ok(console::run(args)),
         // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
         Command::Agent(args) => return roomcast_agent::cli::run(args),
     };

@@ -23,8 +23,10 @@
 mod options;
 mod reports;
 
-pub use options::{ResumeOptions, StartOptions, campaign_dir};
-pub use reports::reports;
+pub use options::{
+    ResumeOptions, SavedMachine, SavedPlan, SavedSoftware, StartOptions, campaign_dir, saved_plan,
+};
+pub use reports::{agent_reports_at_g, imaging_dir, reports};
 
 use super::driver::{Stop, Worker, drive_until, resume_until};
 use super::journal::{Journal, JournalError};
