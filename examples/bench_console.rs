@@ -140,14 +140,18 @@ fn main() {
     // between two messages about the same PC.
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Mutex::new(Vec::new()));
+    // When each PC's events were journaled, and when each view received a tile about it.
+    let written: Arc<Mutex<BTreeMap<String, Vec<Instant>>>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let mut views = Vec::new();
     for _ in 0..VIEWS {
-        let (http, base, session, stop, counts) = (
+        let (http, base, session, stop, counts, received) = (
             http.clone(),
             base.clone(),
             session.clone(),
             stop.clone(),
             counts.clone(),
+            received.clone(),
         );
         views.push(std::thread::spawn(move || {
             let r = http
@@ -172,6 +176,7 @@ fn main() {
                     let v: serde_json::Value = serde_json::from_str(d).unwrap();
                     let name = v["name"].as_str().unwrap().to_string();
                     let now = Instant::now();
+                    received.lock().unwrap().push((name.clone(), now));
                     if let Some(prev) = last.insert(name, now) {
                         min_gap = min_gap.min(now - prev);
                     }
@@ -187,7 +192,7 @@ fn main() {
 
     // The campaign at g: one result every 250 ms; every fifth PC fails once, then succeeds.
     let writer = {
-        let (db, machines) = (db.clone(), machines.clone());
+        let (db, machines, written) = (db.clone(), machines.clone(), written.clone());
         std::thread::spawn(move || {
             let mut journal = Journal::open(&db).unwrap();
             let mut state = journal.state(id).unwrap();
@@ -214,10 +219,21 @@ fn main() {
                         reason: "agent ended without report".into(),
                     }
                 };
+                let name = match &event {
+                    Event::MachineSucceeded { machine, .. }
+                    | Event::MachineFailed { machine, .. } => machine.clone(),
+                    _ => unreachable!(),
+                };
                 state = journal
                     .record_on(id, 1, state, &event, Timestamp(t))
                     .unwrap()
                     .0;
+                written
+                    .lock()
+                    .unwrap()
+                    .entry(name)
+                    .or_default()
+                    .push(Instant::now());
             }
         })
     };
@@ -285,6 +301,27 @@ fn main() {
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
             v.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
+    // Lag of each message: from the newest journal event about its PC it can show.
+    let written = written.lock().unwrap();
+    let mut lags: Vec<Duration> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(pc, at)| {
+            let w = written.get(pc)?.iter().filter(|t| *t <= at).max()?;
+            Some(*at - *w)
+        })
+        .collect();
+    lags.sort();
+    if !lags.is_empty() {
+        println!(
+            "  journal -> browser lag of a tile message: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} messages)",
+            lags[lags.len() / 2].as_secs_f64() * 1e3,
+            lags[(lags.len() * 99 / 100).min(lags.len() - 1)].as_secs_f64() * 1e3,
+            lags.last().unwrap().as_secs_f64() * 1e3,
+            lags.len()
         );
     }
     let counts = counts.lock().unwrap();

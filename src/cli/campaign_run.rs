@@ -310,7 +310,8 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
             eprintln!(
                 "campaign {id}: waiting for the teachers' sign-off (step e) by one of: {}.\n\
                  Record it with `roomcast campaign signoff --id {id} --by NAME --verdict ok|rejected`, \
-                 then run `roomcast campaign resume {id}`.",
+                 then run `roomcast campaign resume {id}`; or give each teacher a link of the web \
+                 console: `roomcast console links --config FILE --id {id}` (docs/CONSOLE.md).",
                 allowed.join(", ")
             );
             exit::OK

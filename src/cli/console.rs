@@ -68,6 +68,8 @@ fn execute(args: ConsoleArgs) -> Result<u8, String> {
         }
         ConsoleCommand::Serve { config } => {
             let config = ConsoleConfig::load(&config).map_err(|e| e.to_string())?;
+            // Logins, refusals and sign-offs are logged (stderr; RUST_LOG filters).
+            super::room::init_tracing();
             let plain = config.plain_http_behind_proxy;
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             rt.block_on(crate::console::serve(config, |addr| {

@@ -262,47 +262,57 @@ pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageEr
     })
 }
 
-/// An SVG of the room's write rate over time: bytes the PCs reported written at g, spread over
-/// each PC's g, summed per minute. Numbers only go in (no text from outside).
+/// An SVG of the room's write rate over time: bytes the PCs reported written at g, spread evenly
+/// over each PC's g, summed in at most 60 time buckets. Numbers only go in (no text from outside).
 pub fn chart(facts: &Facts) -> String {
-    let mut per_minute: BTreeMap<i64, f64> = BTreeMap::new();
-    for ((m, step), (s, e)) in &facts.timings.machines {
-        let (Some(e), Some(bytes), Step::Deploy) = (e, facts.written.get(m), step) else {
-            continue;
-        };
-        let span = (e.0 - s.0).max(1);
-        for t in s.0..=e.0 {
-            *per_minute.entry(t / 60).or_default() += *bytes as f64 / (span + 1) as f64;
-        }
-    }
+    let spans: Vec<(i64, i64, u64)> = facts
+        .timings
+        .machines
+        .iter()
+        .filter(|((_, step), _)| *step == Step::Deploy)
+        .filter_map(|((m, _), (s, e))| Some((s.0, (*e)?.0, *facts.written.get(m)?)))
+        .collect();
     let (w, h) = (600.0, 120.0);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 {w} {h}\" \
          width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"write rate over time\">\
          <rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"#f6f6f6\" stroke=\"#999\"/>"
     );
-    if per_minute.len() >= 2 {
-        let first = *per_minute.keys().next().unwrap_or(&0);
-        let last = *per_minute.keys().last().unwrap_or(&0);
-        let max = per_minute.values().cloned().fold(1.0, f64::max);
-        let points: Vec<String> = per_minute
-            .iter()
-            .map(|(m, v)| {
-                let x = (m - first) as f64 / (last - first).max(1) as f64 * (w - 10.0) + 5.0;
-                let y = h - 5.0 - v / max * (h - 25.0);
-                format!("{x:.1},{y:.1}")
-            })
-            .collect();
-        svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>\
-             <text x=\"8\" y=\"14\" font-size=\"11\">peak {}/s</text>",
-            points.join(" "),
-            human_bytes((max / 60.0) as u64)
-        ));
-    } else {
-        svg.push_str("<text x=\"8\" y=\"64\" font-size=\"12\">no PC has reported at g yet</text>");
+    let first = spans.iter().map(|s| s.0).min();
+    let last = spans.iter().map(|s| s.1).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        svg.push_str(
+            "<text x=\"8\" y=\"64\" font-size=\"12\">no PC has reported at g yet</text></svg>",
+        );
+        return svg;
+    };
+    let bucket = ((last - first + 1) / 60).max(1);
+    let n = ((last - first) / bucket + 1) as usize;
+    let mut rate = vec![0.0f64; n];
+    for (s, e, bytes) in spans {
+        let secs = (e - s + 1) as f64;
+        for t in s..=e {
+            rate[((t - first) / bucket) as usize] += bytes as f64 / secs / bucket as f64;
+        }
     }
-    svg.push_str("</svg>");
+    let max = rate.iter().cloned().fold(1.0, f64::max);
+    let x = |i: usize| i as f64 / n.max(2).saturating_sub(1) as f64 * (w - 10.0) + 5.0;
+    let y = |v: f64| h - 5.0 - v / max * (h - 25.0);
+    let mut points: Vec<String> = rate
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        .collect();
+    if n == 1 {
+        points.push(format!("{:.1},{:.1}", w - 5.0, y(rate[0])));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>\
+         <text x=\"8\" y=\"14\" font-size=\"11\">peak {}/s over {} s</text></svg>",
+        points.join(" "),
+        human_bytes(max as u64),
+        last - first + 1
+    ));
     svg
 }
 
@@ -545,5 +555,63 @@ pub fn signoff_view(db: &Path, id: i64, teacher: &str, state: &State) -> Signoff
             Status::Failed { reason, .. } => format!("failed: {reason}"),
             other => status_word(&other).into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_proto::procedure::{DeployMode, Plan, replay};
+
+    #[test]
+    fn tiles_say_what_went_wrong_and_the_chart_draws_the_reported_bytes() {
+        let plan = Plan {
+            room: "B204".into(),
+            machines: vec!["PC01".into(), "PC02".into(), "PC03".into()],
+            master: "PC01".into(),
+            mode: DeployMode::SoftwareOnly,
+            retries: 0,
+            signoff_required: false,
+            signoff_allowed: vec![],
+        };
+        let events = [
+            Event::Started(plan),
+            Event::StepSucceeded {
+                step: Step::Collect,
+            },
+            Event::MachineSucceeded {
+                step: Step::Deploy,
+                machine: "PC01".into(),
+            },
+            Event::MachineFailed {
+                step: Step::Deploy,
+                machine: "PC02".into(),
+                reason: "PC02 never booted".into(),
+            },
+        ];
+        let times = [0, 10, 70, 130].map(Timestamp);
+        let state = replay(events.iter().zip(times));
+        let empty = Facts::default();
+        assert!(chart(&empty).contains("no PC has reported at g yet"));
+        let facts = Facts {
+            timings: report::timings(events.iter().zip(times)),
+            written: [("PC01".to_string(), 60 << 20)].into(),
+            ..Facts::default()
+        };
+        let t = tiles(&state, &facts);
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].state, t[0].bytes.as_str()), ("ok", "60.0 MiB"));
+        assert_eq!(t[0].rate, "1.0 MiB/s");
+        assert_eq!(t[1].state, "failed");
+        assert!(
+            t[1].error
+                .starts_with("PC02 never booted. To do: check that the PC is powered")
+        );
+        assert_eq!(t[2].state, "running");
+        let svg = chart(&facts);
+        assert!(
+            svg.contains("<polyline") && svg.contains("over 61 s"),
+            "{svg}"
+        );
     }
 }

@@ -17,5 +17,7 @@
     document.getElementById('done').textContent = s.done;
     document.getElementById('time-left').textContent = s.time_left || '\u2014';
     document.getElementById('chart').src = room.dataset.chart + '?seq=' + s.seq;
+    var links = room.querySelector('form.links');
+    if (links && s.outcome.indexOf('e:signoff') < 0) links.hidden = true;
   });
 })();

@@ -78,44 +78,67 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
         .unwrap()
         .to_string();
 
-    // The teacher, without a session, opens her link and signs off.
-    b.clear_cookies();
-    b.go(&link);
-    assert!(b.text_of("body").contains(SIGNER));
-    std::fs::write(artefacts().join("signoff-lab.png"), b.screenshot()).unwrap();
-    b.click(&b.one("input[value=works]"));
-    b.type_in(
-        &b.one("textarea[name=comment]"),
+    // The technician opens the room page once, before the sign-off, and marks it: a reload would
+    // lose the mark. A MutationObserver notes every tile as the live script changes it.
+    b.go(&format!("{}/campaigns/{id}", console.url));
+    assert_eq!(b.all(".tile").len(), 4, "one tile per PC");
+    b.script(
+        "window.__loadedOnce = true; window.__seen = [];
+         const room = document.getElementById('room');
+         new MutationObserver(() => room.querySelectorAll('.tile').forEach(t =>
+             window.__seen.push(t.dataset.name + '|' + t.querySelector('.step').textContent
+                 + '|' + t.querySelector('.state').textContent)))
+           .observe(room, {subtree: true, childList: true, characterData: true});",
+        json!([]),
+    );
+
+    // The teacher, in her own browser and without a session, opens her link and signs off.
+    let teacher = Browser::start();
+    teacher.go(&link);
+    assert!(teacher.text_of("body").contains(SIGNER));
+    std::fs::write(artefacts().join("signoff-lab.png"), teacher.screenshot()).unwrap();
+    teacher.click(&teacher.one("input[value=works]"));
+    teacher.type_in(
+        &teacher.one("textarea[name=comment]"),
         "GeoGebra et le tableur marchent.",
     );
-    b.click(&b.one("form.signoff button"));
+    teacher.click(&teacher.one("form.signoff button"));
     wait_until("the answer", Duration::from_secs(30), || {
-        b.text_of("body").contains("Recorded")
+        teacher.text_of("body").contains("Recorded")
     });
+    drop(teacher);
 
-    // The technician watches the room: the page is loaded once, marked, never reloaded.
-    log_in(&b, &console);
-    b.go(&format!("{}/campaigns/{id}", console.url));
-    b.script("window.__loadedOnce = true;", json!([]));
-    let states =
-        |b: &Browser| -> Vec<String> { b.all(".tile .state").iter().map(|e| b.text(e)).collect() };
-    let first = states(&b);
-    assert_eq!(first.len(), 4, "one tile per PC: {first:?}");
-    let mut seen_running = false;
-    wait_until("a tile to turn ok at g", Duration::from_secs(900), || {
-        let now = states(&b);
-        if !seen_running && now.iter().any(|s| s == "running") {
-            seen_running = true;
-            std::fs::write(artefacts().join("room-running.png"), b.screenshot()).unwrap();
+    // The campaign goes on by itself: f, then g. The technician's page follows without reload.
+    let seen = |b: &Browser| -> Vec<String> {
+        serde_json::from_value(b.script("return window.__seen;", json!([]))).unwrap()
+    };
+    let mut shot = false;
+    wait_until("the tiles to reach h", Duration::from_secs(900), || {
+        let s = seen(&b);
+        if !shot && s.iter().any(|t| t.ends_with("|g:deploy|running")) {
+            shot = true;
+            std::fs::write(artefacts().join("room-g.png"), b.screenshot()).unwrap();
         }
-        now.iter().any(|s| s == "ok")
+        s.iter().any(|t| t.contains("|h:join|"))
     });
-    std::fs::write(artefacts().join("room.png"), b.screenshot()).unwrap();
+    let s = seen(&b);
+    let g_running: Vec<&String> = s
+        .iter()
+        .filter(|t| t.ends_with("|g:deploy|running"))
+        .collect();
+    assert!(!g_running.is_empty(), "a tile showed g running: {s:?}");
+    let pc = g_running[0].split('|').next().unwrap();
+    let after = s
+        .iter()
+        .skip_while(|t| !t.ends_with("|g:deploy|running"))
+        .any(|t| t.starts_with(&format!("{pc}|")) && !t.ends_with("|g:deploy|running"));
+    assert!(after, "{pc}'s tile changed again after g started: {s:?}");
     assert_eq!(
         b.script("return window.__loadedOnce === true;", json!([])),
         true,
         "the tiles changed without a reload"
     );
+    std::fs::write(artefacts().join("room.png"), b.screenshot()).unwrap();
     let status = demo.0.wait().unwrap();
     assert!(status.success(), "{}", demo_log());
     assert_eq!(phase(&db), Some(Phase::Finished), "{}", demo_log());
