@@ -16,6 +16,8 @@ pub struct Console {
     child: Child,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// What it logged (stderr) so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// The technician the tests log in as, and the password (hashed into the config).
@@ -45,6 +47,11 @@ pub fn hash(password: &str) -> String {
 impl Console {
     /// Writes a config in `dir` for `db` (and `store`) and starts the console on a free port.
     pub fn start(dir: &Path, db: &Path, store: Option<&Path>) -> Console {
+        Console::start_with(dir, db, store, "")
+    }
+
+    /// [`Console::start`] with more YAML appended to the config.
+    pub fn start_with(dir: &Path, db: &Path, store: Option<&Path>, extra: &str) -> Console {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -59,6 +66,7 @@ impl Console {
         if let Some(s) = store {
             yaml.push_str(&format!("store: {}\n", s.display()));
         }
+        yaml.push_str(extra);
         let config = dir.join("console.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
@@ -70,9 +78,17 @@ impl Console {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
         assert!(first.contains("console listening on https://"), "{first}");
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Console { child, url }
+        // Keep draining its log (so it never blocks on a full pipe) into `log`.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Console { child, url, log }
     }
 }
 

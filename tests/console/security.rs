@@ -283,3 +283,136 @@ fn console_login_csrf_escaping_and_teachers_links_in_chromium() {
     let scripts = b.script("return document.scripts.length;", json!([]));
     assert_eq!(scripts, 0);
 }
+
+#[test]
+fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_signoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roomcast.db");
+    let id = campaign_at_e(&db, "B204");
+    // The console resumes the campaign after a sign-off with the configured arguments.
+    let console = Console::start_with(dir.path(), &db, None, "resume_args: [--parallel, '3']\n");
+
+    // The terminal: one link per teacher, each with a QR code; issuing again replaces them.
+    let links = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["console", "links", "--id", &id.to_string(), "--config"])
+            .arg(dir.path().join("console.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = links();
+    let urls = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{}/signoff/", console.url)))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(urls(&first).len(), 2, "{first}");
+    assert!(first.contains(&format!("{CURIE} (until ")), "{first}");
+    assert!(
+        first.contains('█') && first.contains('▀'),
+        "a QR code: {first}"
+    );
+    let second = links();
+    let anon = anonymous();
+    let get = |url: &str| {
+        let mut r = anon.get(url).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = get(&urls(&first)[0]);
+    assert_eq!(status, 403, "a replaced link is refused");
+    assert!(body.contains("not valid"), "{body}");
+    let (status, body) = get(&urls(&second)[0]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains(&urls(&second)[1]),
+        "no other person's link on a teacher's page"
+    );
+
+    // The teacher signs off (form token from the page); the console starts the resume.
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let post = |csrf: &str| {
+        anon.post(&urls(&second)[0])
+            .content_type("application/x-www-form-urlencoded")
+            .send(format!("csrf={csrf}&verdict=works&comment=ok"))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(""), 403, "no form token: refused");
+    assert_eq!(events(&db, id), 5, "nothing recorded");
+    assert_eq!(post(&csrf), 200);
+    assert_eq!(events(&db, id), 6);
+    let resume_log = campaign_dir(&db, id).join("console-resume.log");
+    wait_until("the resume's log", Duration::from_secs(60), || {
+        std::fs::read_to_string(&resume_log).is_ok_and(|l| !l.is_empty())
+    });
+    // This campaign was made by the test, not `campaign start`: the resume says so, naming it.
+    let text = std::fs::read_to_string(&resume_log).unwrap();
+    assert!(text.contains(&format!("campaign {id}")), "{text}");
+    assert!(
+        console
+            .log
+            .lock()
+            .unwrap()
+            .contains("campaign resumed after sign-off"),
+        "{}",
+        console.log.lock().unwrap()
+    );
+
+    // Five wrong passwords, then even the right one is refused for a while; each attempt logged
+    // with the name, never the password.
+    let login = |password: &str| {
+        let mut r = anon.get(&format!("{}/login", console.url)).call().unwrap();
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = r.body_mut().read_to_string().unwrap();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        anon.post(&format!("{}/login", console.url))
+            .header("cookie", &cookie)
+            .content_type("application/x-www-form-urlencoded")
+            .send(format!(
+                "name=tech%3Cb%3E&password={}&csrf={csrf}",
+                password.replace(' ', "+")
+            ))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..5 {
+        assert_eq!(login("wrong-pw-123"), 401);
+    }
+    assert_eq!(login(super::PASSWORD), 429, "rate limited");
+    let log = console.log.lock().unwrap().clone();
+    assert_eq!(log.matches("console login failed").count(), 5, "{log}");
+    assert!(log.contains("rate limited"), "{log}");
+    assert!(
+        !log.contains("wrong-pw-123"),
+        "no password in the log: {log}"
+    );
+}
