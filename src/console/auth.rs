@@ -134,7 +134,7 @@ impl Auth {
         let name: String = name.chars().take(100).collect();
         let keys = [format!("addr:{client}"), format!("name:{name}")];
         if self.limited(&keys, now) {
-            tracing::warn!(client, user = %name, "console login refused: rate limited");
+            tracing::warn!(client, user = ?name, "console login refused: rate limited");
             return Err(LoginRefused::RateLimited);
         }
         let ok = self
@@ -144,10 +144,10 @@ impl Auth {
             .is_some_and(|t| verify_password(&t.password_hash, password));
         if !ok {
             self.fail(&keys, now);
-            tracing::warn!(client, user = %name, "console login failed");
+            tracing::warn!(client, user = ?name, "console login failed");
             return Err(LoginRefused::BadCredentials);
         }
-        tracing::info!(client, user = %name, "console login");
+        tracing::info!(client, user = ?name, "console login");
         let id = random_token();
         let session = Session {
             user: name,

@@ -467,11 +467,55 @@ pub struct QueueRow {
     pub sent: String,
 }
 
+/// One machine of the inventory page.
+#[derive(Debug, Serialize)]
+pub struct MachineLine {
+    /// Hostname.
+    pub hostname: String,
+    /// School UAI.
+    pub school: String,
+    /// Room.
+    pub room: String,
+    /// MAC address.
+    pub mac: String,
+    /// Serial number.
+    pub serial: String,
+    /// Last image deployed: version (and the id's start).
+    pub image: String,
+    /// When the last intervention ended (UTC).
+    pub when: String,
+    /// Its result.
+    pub result: String,
+}
+
+impl From<MachineRow> for MachineLine {
+    fn from(m: MachineRow) -> Self {
+        MachineLine {
+            hostname: m.machine.hostname,
+            school: m.machine.school_uai,
+            room: m.machine.room,
+            mac: m.machine.mac,
+            serial: m.machine.serial,
+            image: match (m.last_image_version, m.last_image_id) {
+                (Some(v), Some(id)) => format!("{v} ({})", &id[..12.min(id.len())]),
+                (Some(v), None) => v,
+                (None, Some(id)) => id[..12.min(id.len())].to_string(),
+                (None, None) => String::new(),
+            },
+            when: time(m.last_intervention_at),
+            result: m
+                .last_result
+                .map(|r| format!("{r:?}").to_lowercase())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The inventory page.
 #[derive(Debug, Serialize)]
 pub struct InventoryView {
     /// Machines (of a room when one is asked).
-    pub machines: Vec<MachineRow>,
+    pub machines: Vec<MachineLine>,
     /// Pending and retrying deliveries to GLPI, newest first (at most 200).
     pub queue: Vec<QueueRow>,
     /// Delivered, pending, retrying.
@@ -482,7 +526,12 @@ pub struct InventoryView {
 pub fn inventory(db: &Path, room: Option<&str>) -> Result<InventoryView, PageError> {
     let other = |e: crate::inventory::db::DbError| PageError::Other(e.to_string());
     let inv = InventoryDb::open(db).map_err(other)?;
-    let machines = inv.machines(room).map_err(other)?;
+    let machines = inv
+        .machines(room)
+        .map_err(other)?
+        .into_iter()
+        .map(MachineLine::from)
+        .collect();
     let stats = inv.outbox_stats().map_err(other)?;
     let queue = inv
         .outbox_all()

@@ -216,7 +216,7 @@ pub fn redeem(
         comment,
         now,
     )?;
-    tracing::info!(campaign = link.campaign, teacher = %link.teacher, ?verdict, "sign-off recorded from a link");
+    tracing::info!(campaign = link.campaign, teacher = ?link.teacher, ?verdict, "sign-off recorded from a link");
     Ok((link, state, actions))
 }
 

@@ -152,4 +152,29 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
     assert!(text.contains("signed by"), "{text}");
     assert!(text.contains("/s"), "a rate per PC: {text}");
     std::fs::write(artefacts().join("report.png"), b.screenshot()).unwrap();
+
+    // The images page: the captured image, its signer, its signature verified, the room using it.
+    b.go(&format!("{}/images", console.url));
+    let image = state.image.clone().expect("an image captured at f");
+    let row = b
+        .all("table tr")
+        .into_iter()
+        .map(|tr| b.text(&tr))
+        .find(|t| t.contains(&image[..12]))
+        .unwrap_or_else(|| panic!("{image} not listed: {}", b.text_of("body")));
+    assert!(
+        row.contains("signature verified") && row.contains("DEMO"),
+        "{row}"
+    );
+    std::fs::write(artefacts().join("images.png"), b.screenshot()).unwrap();
+    // The inventory: the room's machines with their last image and intervention.
+    b.go(&format!("{}/inventory?room=DEMO", console.url));
+    let row = b
+        .all("table tr")
+        .into_iter()
+        .map(|tr| b.text(&tr))
+        .find(|t| t.starts_with("DEMO-PC02"))
+        .unwrap_or_else(|| panic!("DEMO-PC02 not listed: {}", b.text_of("body")));
+    assert!(row.contains(&image[..12]), "its last image: {row}");
+    std::fs::write(artefacts().join("inventory.png"), b.screenshot()).unwrap();
 }
