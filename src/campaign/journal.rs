@@ -125,6 +125,13 @@ impl Journal {
     }
 
     fn init(conn: Connection, path: PathBuf) -> Result<Journal, JournalError> {
+        // Readers (the web console, `campaign status`) and the running campaign share the file:
+        // a write waits for a reader's moment instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|source| JournalError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let mut journal = Journal { conn, path };
         journal.migrate()?;
         Ok(journal)
