@@ -85,7 +85,8 @@ fn execute(args: ConsoleArgs) -> Result<u8, String> {
                 use crate::clock::Clock;
                 crate::clock::SystemClock.now()
             };
-            let links = signoff::issue(&config.db, id, now, None, config.link_days)
+            let deadline = crate::campaign::run::saved_deadline(&config.db, id);
+            let links = signoff::issue(&config.db, id, now, deadline, config.link_days)
                 .map_err(|e| format!("campaign {id}: {e}"))?;
             let base = config.public_url.trim_end_matches('/');
             for l in links {

@@ -523,7 +523,9 @@ async fn issue_links(
         Err(r) => return *r,
     };
     let (db, days) = (app.config.db.clone(), app.config.link_days);
-    match blocking(move || signoff::issue(&db, id, now(), None, days)).await {
+    let deadline = move || crate::campaign::run::saved_deadline(&db, id);
+    let db = app.config.db.clone();
+    match blocking(move || signoff::issue(&db, id, now(), deadline(), days)).await {
         Some(Ok(links)) => {
             tracing::info!(user = %s.user, campaign = id, n = links.len(), "sign-off links issued");
             let base = app.config.public_url.trim_end_matches('/').to_string();

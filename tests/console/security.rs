@@ -292,6 +292,9 @@ fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_sig
     // The console resumes the campaign after a sign-off with the configured arguments.
     let console = Console::start_with(dir.path(), &db, None, "resume_args: [--parallel, '3']\n");
 
+    // The campaign's run ends at its --until time: the links expire then (before 7 days).
+    let until = Timestamp(now() + 3 * 3600);
+    roomcast::campaign::run::save_deadline(&db, id, Some(until)).unwrap();
     // The terminal: one link per teacher, each with a QR code; issuing again replaces them.
     let links = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
@@ -314,7 +317,10 @@ fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_sig
             .collect()
     };
     assert_eq!(urls(&first).len(), 2, "{first}");
-    assert!(first.contains(&format!("{CURIE} (until ")), "{first}");
+    assert!(
+        first.contains(&format!("{CURIE} (until {until})")),
+        "{first}"
+    );
     assert!(
         first.contains('█') && first.contains('▀'),
         "a QR code: {first}"
@@ -408,9 +414,12 @@ fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_sig
         assert_eq!(login("wrong-pw-123"), 401);
     }
     assert_eq!(login(super::PASSWORD), 429, "rate limited");
+    // The console's log reaches us through a pipe: wait for the refusal's line.
+    wait_until("the refusal in the log", Duration::from_secs(30), || {
+        console.log.lock().unwrap().contains("rate limited")
+    });
     let log = console.log.lock().unwrap().clone();
     assert_eq!(log.matches("console login failed").count(), 5, "{log}");
-    assert!(log.contains("rate limited"), "{log}");
     assert!(
         !log.contains("wrong-pw-123"),
         "no password in the log: {log}"

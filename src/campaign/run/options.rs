@@ -144,6 +144,20 @@ pub struct SavedMachine {
     pub mac: String,
 }
 
+/// Notes the deadline (`--until`) of the campaign's current run, or that it has none, in
+/// `deadline.json` (teachers' sign-off links expire with it).
+pub fn save_deadline(db: &Path, id: i64, until: Option<Timestamp>) -> Result<(), RunError> {
+    let json = serde_json::json!({ "until": until.map(|t| t.0) }).to_string();
+    write_atomic(&campaign_dir(db, id).join("deadline.json"), json.as_bytes())
+}
+
+/// The deadline of the campaign's current run, if it has one.
+pub fn saved_deadline(db: &Path, id: i64) -> Option<Timestamp> {
+    let bytes = std::fs::read(campaign_dir(db, id).join("deadline.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["until"].as_i64().map(Timestamp)
+}
+
 /// The plan saved at the start of campaign `id`; `None` when absent or unreadable (the report then
 /// has no byte figures).
 pub fn saved_plan(db: &Path, id: i64) -> Option<SavedPlan> {
