@@ -97,6 +97,11 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"))
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{}", self.base, path);
         let resp = match method {
             "GET" => self.http.get(&url).call(),
@@ -106,14 +111,13 @@ impl Browser {
                 .post(&url)
                 .send_json(body.unwrap_or_else(|| json!({}))),
         };
-        let mut resp = resp.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let mut resp = resp.map_err(|e| e.to_string())?;
         let status = resp.status();
         let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-        assert!(
-            status.is_success(),
-            "webdriver {method} {path}: {status}: {v}"
-        );
-        v["value"].clone()
+        if !status.is_success() {
+            return Err(format!("{status}: {v}"));
+        }
+        Ok(v["value"].clone())
     }
 
     fn s(&self, rest: &str) -> String {
@@ -165,9 +169,22 @@ impl Browser {
             .into()
     }
 
-    /// The text of the first element matching `css`.
+    /// The text of the first element matching `css`, read in one script call (no element
+    /// reference that a page change could make stale); retried while the page is being replaced.
     pub fn text_of(&self, css: &str) -> String {
-        self.text(&self.one(css))
+        let body = json!({
+            "script": "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            "args": [css]
+        });
+        for _ in 0..100 {
+            if let Ok(Value::String(t)) =
+                self.try_call("POST", &self.s("/execute/sync"), Some(body.clone()))
+            {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no element {css} on {}", self.url());
     }
 
     /// Clicks an element.
