@@ -2,6 +2,7 @@
 mod agent;
 mod boot;
 mod campaign;
+mod console;
 mod demo;
 mod inventory;
 mod lab;

@@ -32,10 +32,13 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #   ntfs-3g dosfstools mtools gdisk fdisk partclone  real file systems for the file-system-aware images
 #              (mkntfs/ntfscp/ntfs-3g, mkfs.vfat/mcopy, sgdisk/sfdisk) and partclone, the peer they are
 #              measured against; ethtool checks Wake-on-LAN left armed
+#   chromium chromium-driver  the web console's tests drive a real headless browser over WebDriver
+#              (tests/console/; about 1.5 min to install uncached)
 packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
     ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
     openssh-server openssh-client
-    samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
+    samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools
+    chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -125,6 +125,13 @@ impl Journal {
     }
 
     fn init(conn: Connection, path: PathBuf) -> Result<Journal, JournalError> {
+        // Readers (the web console, `campaign status`) and the running campaign share the file:
+        // a write waits for a reader's moment instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|source| JournalError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let mut journal = Journal { conn, path };
         journal.migrate()?;
         Ok(journal)
@@ -338,6 +345,38 @@ impl Journal {
             })
             .optional();
         Ok(self.sql(r)?.flatten())
+    }
+
+    /// Every campaign: id, room, creation time; newest first (the console's list).
+    pub fn campaigns(&self) -> Result<Vec<(i64, String, Timestamp)>, JournalError> {
+        let mut stmt = self.sql(
+            self.conn
+                .prepare("SELECT id, room, created_at FROM campaign_campaigns ORDER BY id DESC"),
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                Timestamp(r.get(2)?),
+            ))
+        });
+        let rows = self.sql(rows)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(self.sql(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The last sequence number of a campaign's log (0 when empty): what changed since a reader
+    /// last looked, in one cheap query.
+    pub fn last_seq(&self, campaign: i64) -> Result<i64, JournalError> {
+        let r = self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM campaign_events WHERE campaign_id = ?1",
+            [campaign],
+            |row| row.get::<_, i64>(0),
+        );
+        self.sql(r)
     }
 
     /// The most recent campaign of a room, if any.

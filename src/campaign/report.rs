@@ -78,13 +78,38 @@ pub struct Facts {
     pub image_bytes: Option<u64>,
     /// Set when the run stopped at its `--until` time; what was not done is reported as such.
     pub stopped_at_until: bool,
+    /// `School name (UAI)`, from the plan saved at start.
+    pub school: Option<String>,
+    /// The image the room received (from the store, when the caller has it).
+    pub image_info: Option<ImageFacts>,
+    /// Bytes each PC wrote at g, from its agent's report (written + zeroed), by machine name.
+    pub written: BTreeMap<String, u64>,
+}
+
+/// What the morning reader needs to know of the image deployed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Image name.
+    pub name: String,
+    /// Image version.
+    pub version: String,
+    /// Size of the disk it rebuilds, bytes.
+    pub size: u64,
+    /// Fingerprint of the key that signed it.
+    pub signer: String,
 }
 
 /// One report, before it is written in a format.
 struct Doc {
     room: String,
+    school: Option<String>,
     outcome: String,
+    /// Date and times of the run (UTC): start, end.
+    when: Option<String>,
     duration: Option<String>,
+    image_line: Option<String>,
+    /// machine, step, what happened, what to do
+    failed: Vec<[String; 4]>,
     image: Option<String>,
     note: Option<String>,
     /// step, result, duration, bytes, detail
@@ -147,6 +172,7 @@ fn doc(state: &State, facts: &Facts) -> Doc {
             head.push("duration".into());
             if *s == Step::Deploy {
                 head.push("bytes".into());
+                head.push("rate".into());
             }
         }
         let rows = state
@@ -171,17 +197,22 @@ fn doc(state: &State, facts: &Facts) -> Doc {
                     row.push(cell);
                     row.push(span(facts.timings.machines.get(&(machine.clone(), *s))));
                     if *s == Step::Deploy {
-                        let per_pc = if software_only {
+                        // What the PC's agent reported writing; the plan's estimate otherwise.
+                        let per_pc = facts.written.get(machine).copied().or(if software_only {
                             facts.installer_bytes
                         } else {
                             facts.image_bytes
+                        });
+                        let per_pc = per_pc.filter(|_| matches!(st, Status::Succeeded { .. }));
+                        row.push(per_pc.map(human_bytes).unwrap_or_default());
+                        let secs = match facts.timings.machines.get(&(machine.clone(), *s)) {
+                            Some((start, Some(end))) => Some((end.0 - start.0).max(1)),
+                            _ => None,
                         };
-                        row.push(
-                            per_pc
-                                .filter(|_| matches!(st, Status::Succeeded { .. }))
-                                .map(human_bytes)
-                                .unwrap_or_default(),
-                        );
+                        row.push(match (per_pc, secs) {
+                            (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t as u64)),
+                            _ => String::new(),
+                        });
                     }
                 }
                 row
@@ -189,8 +220,45 @@ fn doc(state: &State, facts: &Facts) -> Doc {
             .collect();
         (head, rows)
     });
+    let mut failed = Vec::new();
+    for (machine, steps) in &state.machines {
+        for (step, st) in steps {
+            if let Status::Failed { reason, .. } = st {
+                failed.push([
+                    machine.clone(),
+                    step.to_string(),
+                    reason.clone(),
+                    what_to_do(*step, reason).to_string(),
+                ]);
+            }
+        }
+    }
+    let image_line = facts.image_info.as_ref().map(|i| {
+        format!(
+            "{} {} ({}), signed by {}",
+            i.name,
+            i.version,
+            human_bytes(i.size),
+            i.signer
+        )
+    });
     Doc {
         room: plan.map_or("?".into(), |p| p.room.clone()),
+        school: facts.school.clone(),
+        when: state.started_at.map(|s| {
+            let day = s.to_rfc3339();
+            let (date, start) = day.split_at(10);
+            let start = start.trim_start_matches('T').trim_end_matches('Z');
+            match state.ended_at {
+                Some(e) => format!(
+                    "{date}, {start} to {} (UTC)",
+                    e.to_rfc3339()[11..].trim_end_matches('Z')
+                ),
+                None => format!("{date}, from {start} (UTC), not ended"),
+            }
+        }),
+        image_line,
+        failed,
         outcome: state.phase.to_string(),
         duration: match (state.started_at, state.ended_at) {
             (Some(s), Some(e)) => Some(duration(e.0 - s.0)),
@@ -241,9 +309,18 @@ pub fn markdown_with(state: &State, facts: &Facts) -> String {
     let d = doc(state, facts);
     let mut out = String::new();
     let _ = writeln!(out, "# Campaign report: room {}\n", md(&d.room));
+    if let Some(s) = &d.school {
+        let _ = writeln!(out, "School: {}\n", md(s));
+    }
+    if let Some(w) = &d.when {
+        let _ = writeln!(out, "Night: {}\n", md(w));
+    }
     let _ = writeln!(out, "Outcome: **{}**\n", md(&d.outcome));
     if let Some(t) = &d.duration {
         let _ = writeln!(out, "Duration: {t}\n");
+    }
+    if let Some(i) = &d.image_line {
+        let _ = writeln!(out, "Image: {}\n", md(i));
     }
     if let Some(i) = &d.image {
         let _ = writeln!(out, "Image captured at f: `{}`\n", md(i));
@@ -272,6 +349,19 @@ pub fn markdown_with(state: &State, facts: &Facts) -> String {
         for row in rows {
             let cells: Vec<String> = row.iter().map(|c| md(c)).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+    }
+    if !d.failed.is_empty() {
+        let _ = writeln!(out, "\n## Failed PCs: what happened, what to do\n");
+        for [machine, step, reason, todo] in &d.failed {
+            let _ = writeln!(
+                out,
+                "- **{}** at {}: {}. *To do:* {}",
+                md(machine),
+                md(step),
+                md(reason),
+                md(todo)
+            );
         }
     }
     out
@@ -304,13 +394,26 @@ pub fn html(state: &State, facts: &Facts) -> String {
          <title>Campaign report: room {}</title>\n<style>\
          body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #999;padding:.2em .5em;text-align:left}}\
-         .FAILED{{background:#fdd}}.ok{{background:#dfd}}</style>\n</head>\n<body>",
+         .FAILED{{background:#fdd}}.ok{{background:#dfd}}\
+         @page{{size:A4;margin:15mm}}\
+         @media print{{body{{margin:0;font-size:10pt}}table{{width:100%;page-break-inside:auto}}\
+         tr{{page-break-inside:avoid}}h2{{page-break-after:avoid}}\
+         .FAILED,.ok{{-webkit-print-color-adjust:exact;print-color-adjust:exact}}}}</style>\n</head>\n<body>",
         e(&d.room)
     );
     let _ = writeln!(out, "<h1>Campaign report: room {}</h1>", e(&d.room));
+    if let Some(s) = &d.school {
+        let _ = writeln!(out, "<p>School: {}</p>", e(s));
+    }
+    if let Some(w) = &d.when {
+        let _ = writeln!(out, "<p>Night: {}</p>", e(w));
+    }
     let _ = writeln!(out, "<p>Outcome: <strong>{}</strong></p>", e(&d.outcome));
     if let Some(t) = &d.duration {
         let _ = writeln!(out, "<p>Duration: {}</p>", e(t));
+    }
+    if let Some(i) = &d.image_line {
+        let _ = writeln!(out, "<p>Image: {}</p>", e(i));
     }
     if let Some(i) = &d.image {
         let _ = writeln!(out, "<p>Image captured at f: <code>{}</code></p>", e(i));
@@ -344,6 +447,17 @@ pub fn html(state: &State, facts: &Facts) -> String {
         }
         let _ = writeln!(out, "</table>");
     }
+    if !d.failed.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h2>Failed PCs: what happened, what to do</h2>\n<table>\n\
+             <tr><th>machine</th><th>step</th><th>what happened</th><th>what to do</th></tr>"
+        );
+        for row in &d.failed {
+            let _ = writeln!(out, "{}", html_row(row, usize::MAX - 1));
+        }
+        let _ = writeln!(out, "</table>");
+    }
     let _ = writeln!(out, "</body>\n</html>");
     out
 }
@@ -368,6 +482,24 @@ fn html_row(row: &[String], result_col: usize) -> String {
     }
     out.push_str("</tr>");
     out
+}
+
+/// What a technician does about a PC that failed `step` for `reason`, in plain words.
+pub fn what_to_do(step: Step, reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("never booted") || r.contains("no boot") {
+        "check that the PC is powered, wired, and boots from the network first (BIOS/UEFI boot order, Wake-on-LAN armed); then `roomcast campaign resume`"
+    } else if r.contains("timeout") || r.contains("no answer") || r.contains("timed out") {
+        "check that the PC is on and its cable and switch port work; then `roomcast campaign resume`"
+    } else if r.contains("disk") {
+        "check the PC's disk (size, health) against the profile's system-disk rule; replace it or add a room exception; then resume"
+    } else if r.contains("sha256") || r.contains("signature") || r.contains("signer") {
+        "run `roomcast image verify` on the image; do not deploy it again before it verifies"
+    } else if step == Step::Join || r.contains("join") {
+        "check the join account and the OU in the directory, and the PC's hostname; then resume (only h is redone)"
+    } else {
+        "read the PC's agent report and the journal; fix the cause, then `roomcast campaign resume` (only what failed is redone)"
+    }
 }
 
 fn word(status: &Status) -> &'static str {
@@ -471,12 +603,45 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| PC01 | ok | 0h59m00s | 3.0 MiB | skipped |  |"),
+            md.contains("| PC01 | ok | 0h59m00s | 3.0 MiB | 888 B/s | skipped |  |"),
             "{md}"
         );
         assert!(
-            md.contains("| PC02 | FAILED (PC02: 198.18.4.2:22: no answer within 10 s; 1 attempt(s)) | 1h00m40s |  | skipped |  |"),
+            md.contains("| PC02 | FAILED (PC02: 198.18.4.2:22: no answer within 10 s; 1 attempt(s)) | 1h00m40s |  |  | skipped |  |"),
             "{md}"
+        );
+        assert!(md.contains("- **PC02** at g:deploy: PC02: 198.18.4.2:22: no answer within 10 s. *To do:* check that the PC is on"), "{md}");
+        assert!(
+            md.contains("Night: 1970-01-01, 00:00:00 to 01:01:40 (UTC)"),
+            "{md}"
+        );
+        // What the agent reported writing wins over the plan's estimate; school, image facts.
+        let facts = Facts {
+            written: [("PC01".to_string(), 7 * 1024 * 1024)].into(),
+            school: Some("Lycée Test (0350001A)".into()),
+            image_info: Some(ImageFacts {
+                name: "b204".into(),
+                version: "2026.12".into(),
+                size: 64 << 30,
+                signer: "ab12".into(),
+            }),
+            ..facts
+        };
+        let md = markdown_with(&state, &facts);
+        assert!(
+            md.contains("| PC01 | ok | 0h59m00s | 7.0 MiB | 2.0 KiB/s |"),
+            "{md}"
+        );
+        assert!(md.contains("School: Lycée Test (0350001A)"), "{md}");
+        assert!(
+            md.contains("Image: b204 2026.12 (64.0 GiB), signed by ab12"),
+            "{md}"
+        );
+        let page = html(&state, &facts);
+        assert!(page.contains("@page{size:A4"), "{page}");
+        assert!(
+            page.contains("<td>7.0 MiB</td><td>2.0 KiB/s</td>"),
+            "{page}"
         );
     }
 

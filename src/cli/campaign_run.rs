@@ -301,7 +301,7 @@ fn imaging_worker(
     let (Some(store), Some(key)) = (&a.store, &a.signer_key) else {
         return Err("--store and --signer-key go together".into());
     };
-    let mut config = run::imaging_config(built, store, key, &beside(db, "imaging"))?;
+    let mut config = run::imaging_config(built, store, key, &run::imaging_dir(db))?;
     config.boot_dir = a.boot_dir.clone();
     config.reboot = a.reboot.clone();
     config.inventory = Some(db.to_path_buf());
@@ -336,7 +336,8 @@ fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {
             eprintln!(
                 "campaign {id}: waiting for the teachers' sign-off (step e) by one of: {}.\n\
                  Record it with `roomcast campaign signoff --id {id} --by NAME --verdict ok|rejected`, \
-                 then run `roomcast campaign resume {id}`.",
+                 then run `roomcast campaign resume {id}`; or give each teacher a link of the web \
+                 console: `roomcast console links --config FILE --id {id}` (docs/CONSOLE.md).",
                 allowed.join(", ")
             );
             exit::OK

@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// Default: a new folder under /var/tmp.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Wait up to SECS for a person's sign-off of step e (web console link or `roomcast campaign
+    /// signoff`) instead of signing it automatically.
+    #[arg(long, value_name = "SECS")]
+    pub wait_signoff: Option<u64>,
 }
 
 /// Removes every lab this process owns, then exits: what Ctrl-C does during the demo.
@@ -78,6 +82,12 @@ fn show(note: &Note, t0: Instant) {
             }
             Ok(())
         }
+        Note::WaitingForSignoff { campaign, allowed } => writeln!(
+            err,
+            "{at} campaign {campaign} waits for the sign-off of step e by one of: {} \
+             (web console link, or `roomcast campaign signoff --id {campaign}`)",
+            allowed.join(", ")
+        ),
         Note::SignedOff { by } => writeln!(
             err,
             "\n{at} ************************************************************************\n\
@@ -164,6 +174,7 @@ pub fn run(args: DemoArgs) -> Result<u8, CliError> {
         disk_mib: args.disk_mib,
         workspace: workspace.clone(),
         binary,
+        wait_signoff: args.wait_signoff.map(std::time::Duration::from_secs),
     };
     eprintln!(
         "roomcast demo: a whole campaign (steps a-h) on a virtual room of {} PCs; workspace {}",

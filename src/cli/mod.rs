@@ -4,6 +4,7 @@
 pub mod bootenv;
 pub mod campaign;
 pub mod campaign_run;
+pub mod console;
 pub mod demo;
 pub mod deploy;
 pub mod doctor;
@@ -71,6 +72,8 @@ pub enum Command {
     /// Re-image one PC by day: wake it (or PXE-boot it by hand), re-apply the room's current image
     /// (only the chunks that differ), join it (h), record the intervention.
     Repair(repair::RepairArgs),
+    /// The web console: live rooms, reports, images, inventory, teachers' sign-off links.
+    Console(console::ConsoleArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(roomcast_agent::cli::AgentArgs),
 }
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Repair(args) => repair::run(args),
+        Command::Console(args) => Ok(console::run(args)),
         // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
         Command::Agent(args) => return roomcast_agent::cli::run(args),
     };

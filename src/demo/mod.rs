@@ -43,6 +43,10 @@ pub struct DemoOptions {
     pub workspace: PathBuf,
     /// The `roomcast` executable the PCs' agents run (normally this one).
     pub binary: PathBuf,
+    /// Instead of signing e itself, wait up to this long for a person's sign-off to appear in
+    /// the journal (the web console's teacher link, or `roomcast campaign signoff`), then go on
+    /// as `resume` does.
+    pub wait_signoff: Option<Duration>,
 }
 
 /// What the demo tells its caller while it runs (only `cli/` prints).
@@ -59,6 +63,13 @@ pub enum Note {
     },
     /// Campaign progress.
     Campaign(Progress),
+    /// The demo waits for a person's sign-off of step e (`--wait-signoff`).
+    WaitingForSignoff {
+        /// Campaign id.
+        campaign: i64,
+        /// Who may sign.
+        allowed: Vec<String>,
+    },
     /// Step e was signed off by the demo itself.
     SignedOff {
         /// The name it signed as.
@@ -509,6 +520,34 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
             Stop::Ended(_) => return Ok(first),
             other => return Err(DemoError::Stopped(format!("{other:?}"))),
         };
+        if let Some(limit) = opts.wait_signoff {
+            note(&Note::WaitingForSignoff {
+                campaign: first.campaign,
+                allowed,
+            });
+            let until = std::time::Instant::now() + limit;
+            loop {
+                let state = Journal::open(&db)?.state(first.campaign)?;
+                if state.phase != Phase::At(Step::Signoff) {
+                    break;
+                }
+                if std::time::Instant::now() > until {
+                    return Err(DemoError::Stopped(format!(
+                        "no sign-off within {} s",
+                        limit.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let resume = ResumeOptions {
+                db: db.clone(),
+                campaign: Some(first.campaign),
+                until: None,
+                parallel: 8,
+                today: None,
+            };
+            return Ok(run::resume(&resume, &clock, Some(&mut imaging), &observe)?);
+        }
         let by = allowed
             .first()
             .cloned()

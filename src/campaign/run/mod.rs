@@ -23,8 +23,11 @@
 mod options;
 mod reports;
 
-pub use options::{ResumeOptions, StartOptions, campaign_dir};
-pub use reports::reports;
+pub use options::{
+    ResumeOptions, SavedMachine, SavedPlan, SavedSoftware, StartOptions, campaign_dir,
+    save_deadline, saved_deadline, saved_plan,
+};
+pub use reports::{agent_reports_at_g, imaging_dir, reports};
 
 use super::driver::{Stop, Worker, drive_until, resume_until};
 use super::journal::{Journal, JournalError};
@@ -201,6 +204,7 @@ pub fn start(
     built.spec.logs = dir.join("logs");
     // The plan as started (no secret in it: references only), for the report's figures.
     options::save(&dir, &saved, &built.plan)?;
+    options::save_deadline(&opts.db, id, opts.until)?;
     observe(&Progress::Journaled {
         campaign: id,
         room: built.spec.plan.room.clone(),
@@ -245,6 +249,7 @@ pub fn resume(
             what: plan_difference(plan, &built.spec.plan),
         });
     }
+    options::save_deadline(&opts.db, id, opts.until)?;
     let run = Run::new(&opts.db, id, &built, &saved, clock, observe);
     if current.phase.is_terminal() {
         let stop = Stop::Ended(current.phase.clone());

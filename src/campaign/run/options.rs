@@ -100,16 +100,67 @@ pub(super) fn load(db: &Path, id: i64) -> Result<SetupOptions, RunError> {
     })
 }
 
-/// The part of the saved `plan.json` the reports read.
+/// The part of the saved `plan.json` the reports and the console read (fields added later are
+/// optional: a plan saved by an older roomcast still reads).
 #[derive(Debug, Deserialize)]
-pub(super) struct SavedPlan {
+pub struct SavedPlan {
     /// Byte estimates of the room's plan.
     pub bytes: BytesPlan,
+    /// School name.
+    #[serde(default)]
+    pub school: String,
+    /// School UAI.
+    #[serde(default)]
+    pub uai: String,
+    /// `name@version` of the profile.
+    #[serde(default)]
+    pub profile: String,
+    /// Software installed at c, in profile order.
+    #[serde(default)]
+    pub software: Vec<SavedSoftware>,
+    /// Technical tests of d: (name, command).
+    #[serde(default)]
+    pub tests: Vec<(String, String)>,
+    /// The room's machines.
+    #[serde(default)]
+    pub machines: Vec<SavedMachine>,
+}
+
+/// One software of a saved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedSoftware {
+    /// Display name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+/// One machine of a saved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedMachine {
+    /// Hostname.
+    pub hostname: String,
+    /// MAC address as written in the room file.
+    pub mac: String,
+}
+
+/// Notes the deadline (`--until`) of the campaign's current run, or that it has none, in
+/// `deadline.json` (teachers' sign-off links expire with it).
+pub fn save_deadline(db: &Path, id: i64, until: Option<Timestamp>) -> Result<(), RunError> {
+    let json = serde_json::json!({ "until": until.map(|t| t.0) }).to_string();
+    write_atomic(&campaign_dir(db, id).join("deadline.json"), json.as_bytes())
+}
+
+/// The deadline of the campaign's current run, if it has one.
+pub fn saved_deadline(db: &Path, id: i64) -> Option<Timestamp> {
+    let bytes = std::fs::read(campaign_dir(db, id).join("deadline.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["until"].as_i64().map(Timestamp)
 }
 
 /// The plan saved at the start of campaign `id`; `None` when absent or unreadable (the report then
 /// has no byte figures).
-pub(super) fn saved_plan(db: &Path, id: i64) -> Option<SavedPlan> {
+pub fn saved_plan(db: &Path, id: i64) -> Option<SavedPlan> {
     let bytes = std::fs::read(campaign_dir(db, id).join("plan.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
 }

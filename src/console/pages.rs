@@ -1,0 +1,666 @@
+//! What each page shows, gathered from the journal, the saved plan, the agents' reports, the store
+//! and the inventory into plain serialisable values the templates render (blocking code: the
+//! routes run it off the async threads). No value here holds a secret: the saved plan and options
+//! hold references only, and sign-off tokens exist only as hashes.
+
+use crate::campaign::journal::{Journal, JournalError};
+use crate::campaign::report::{self, Facts, ImageFacts};
+use crate::campaign::run::{self, SavedPlan};
+use crate::inventory::db::{InventoryDb, MachineRow};
+use roomcast_proto::procedure::{Event, Phase, State, Status, Step, Timestamp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A page's data could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The journal failed (or no such campaign).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Anything else, in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One row of the campaigns page.
+#[derive(Debug, Serialize)]
+pub struct CampaignRow {
+    /// Campaign id.
+    pub id: i64,
+    /// Room id.
+    pub room: String,
+    /// Step now (`g:deploy`), or empty when ended.
+    pub step: String,
+    /// Start (UTC).
+    pub start: String,
+    /// End (UTC), empty while running.
+    pub end: String,
+    /// Outcome in words.
+    pub outcome: String,
+    /// `running`, `finished`, `failed`...
+    pub phase: &'static str,
+}
+
+fn time(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_rfc3339().replace('T', " ").replace('Z', ""))
+        .unwrap_or_default()
+}
+
+/// Every campaign of the journal, newest first.
+pub fn campaigns(db: &Path) -> Result<Vec<CampaignRow>, PageError> {
+    let journal = Journal::open(db)?;
+    let mut out = Vec::new();
+    for (id, room, _) in journal.campaigns()? {
+        let state = journal.state(id)?;
+        out.push(CampaignRow {
+            id,
+            room,
+            step: match &state.phase {
+                Phase::At(s) => s.to_string(),
+                _ => String::new(),
+            },
+            start: time(state.started_at),
+            end: time(state.ended_at),
+            outcome: state.phase.to_string(),
+            phase: state.phase.word(),
+        });
+    }
+    Ok(out)
+}
+
+/// One PC's tile on the live room page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tile {
+    /// Hostname.
+    pub name: String,
+    /// The step it is at (`g:deploy`, `h:join`), or empty before g.
+    pub step: String,
+    /// `waiting`, `running`, `ok`, `failed`, `skipped`.
+    pub state: &'static str,
+    /// Bytes written at g, in words (from its agent's report).
+    pub bytes: String,
+    /// Rate at g, in words.
+    pub rate: String,
+    /// What went wrong, in plain words, and what to do.
+    pub error: String,
+}
+
+/// The live room page.
+#[derive(Debug, Serialize)]
+pub struct RoomView {
+    /// Campaign id.
+    pub id: i64,
+    /// Room id.
+    pub room: String,
+    /// `School (UAI)`.
+    pub school: String,
+    /// Where it stands, in words.
+    pub outcome: String,
+    /// The journal's last sequence number (what the live stream starts from).
+    pub seq: i64,
+    /// One tile per PC.
+    pub tiles: Vec<Tile>,
+    /// Time left at g, in words (estimate from the PCs done so far), or empty.
+    pub time_left: String,
+    /// The room's write rate over time (an SVG drawing, built here from numbers only).
+    pub chart: String,
+    /// PCs done / all, at g.
+    pub done: usize,
+    /// Whether the campaign waits for the teachers (step e).
+    pub awaiting_signoff: bool,
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn status_word(s: &Status) -> &'static str {
+    match s {
+        Status::Pending => "waiting",
+        Status::Running { .. } => "running",
+        Status::Waiting { .. } => "waiting",
+        Status::Succeeded { .. } => "ok",
+        Status::Failed { .. } => "failed",
+        Status::Skipped { .. } => "skipped",
+    }
+}
+
+/// The tiles of a campaign (also what the live stream sends).
+pub fn tiles(state: &State, facts: &Facts) -> Vec<Tile> {
+    let Some(plan) = &state.plan else {
+        return Vec::new();
+    };
+    plan.machines
+        .iter()
+        .map(|m| {
+            let h = state.machine_status(m, Step::Join);
+            let g = state.machine_status(m, Step::Deploy);
+            let (step, st) = if !matches!(h, Status::Pending) {
+                (Step::Join, h)
+            } else if !matches!(g, Status::Pending) || state.phase == Phase::At(Step::Deploy) {
+                (Step::Deploy, g)
+            } else {
+                (Step::Deploy, Status::Pending)
+            };
+            let reached = !matches!(st, Status::Pending) || state.phase == Phase::At(step);
+            let written = facts.written.get(m).copied();
+            let secs = match facts.timings.machines.get(&(m.clone(), Step::Deploy)) {
+                Some((s, Some(e))) => Some((e.0 - s.0).max(1) as u64),
+                _ => None,
+            };
+            let error = match &st {
+                Status::Failed { reason, .. } => {
+                    format!("{reason}. To do: {}", report::what_to_do(step, reason))
+                }
+                _ => String::new(),
+            };
+            Tile {
+                name: m.clone(),
+                step: if reached {
+                    step.to_string()
+                } else {
+                    String::new()
+                },
+                state: status_word(&st),
+                bytes: written.map(human_bytes).unwrap_or_default(),
+                rate: match (written, secs) {
+                    (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t)),
+                    _ => String::new(),
+                },
+                error,
+            }
+        })
+        .collect()
+}
+
+/// The state and report facts of a campaign, with the image's facts from the store when given.
+pub fn facts(
+    db: &Path,
+    store: Option<&Path>,
+    id: i64,
+) -> Result<(State, Facts, Option<SavedPlan>), PageError> {
+    let journal = Journal::open(db)?;
+    let (state, mut facts) =
+        run::reports(&journal, db, id, false).map_err(|e| PageError::Other(e.to_string()))?;
+    if let (Some(store), Some(image)) = (store, &state.image) {
+        facts.image_info = image_facts(store, image);
+    }
+    Ok((state, facts, run::saved_plan(db, id)))
+}
+
+fn image_facts(store: &Path, image: &str) -> Option<ImageFacts> {
+    let store = roomcast_store::Store::open(store).ok()?;
+    let id = store.resolve(image).ok()?;
+    let m = store.open_unverified(&id).ok()?;
+    let label = &m.manifest_unchecked().label;
+    Some(ImageFacts {
+        name: label.name.clone(),
+        version: label.version.clone(),
+        size: m.manifest_unchecked().disk_size,
+        signer: m.signer_fingerprint(),
+    })
+}
+
+/// The live room page's data.
+pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageError> {
+    let (state, facts, plan) = facts(db, store, id)?;
+    let seq = Journal::open(db)?.last_seq(id)?;
+    let tiles = tiles(&state, &facts);
+    let done = tiles
+        .iter()
+        .filter(|t| matches!(t.state, "ok" | "failed") || t.step == Step::Join.to_string())
+        .count();
+    // Time left at g: the mean time of the PCs done so far, times the PCs left, no parallelism
+    // assumed beyond what was seen (an estimate, said as one).
+    let ends: Vec<(Timestamp, Timestamp)> = facts
+        .timings
+        .machines
+        .iter()
+        .filter(|((_, s), _)| *s == Step::Deploy)
+        .filter_map(|(_, (s, e))| e.map(|e| (*s, e)))
+        .collect();
+    let time_left = if state.phase == Phase::At(Step::Deploy) && !ends.is_empty() {
+        let first = ends.iter().map(|(s, _)| s.0).min().unwrap_or(0);
+        let last = ends.iter().map(|(_, e)| e.0).max().unwrap_or(0);
+        let per_pc = (last - first).max(1) as f64 / ends.len() as f64;
+        let left = tiles.len().saturating_sub(done) as f64 * per_pc;
+        format!("about {} min (estimate)", (left / 60.0).ceil() as i64)
+    } else {
+        String::new()
+    };
+    Ok(RoomView {
+        id,
+        room: state
+            .plan
+            .as_ref()
+            .map(|p| p.room.clone())
+            .unwrap_or_default(),
+        school: plan
+            .as_ref()
+            .filter(|p| !p.school.is_empty())
+            .map(|p| format!("{} ({})", p.school, p.uai))
+            .unwrap_or_default(),
+        outcome: state.phase.to_string(),
+        seq,
+        chart: chart(&facts),
+        done,
+        tiles,
+        time_left,
+        awaiting_signoff: state.phase == Phase::At(Step::Signoff),
+    })
+}
+
+/// An SVG of the room's write rate over time: bytes the PCs reported written at g, spread evenly
+/// over each PC's g, summed in at most 60 time buckets. Numbers only go in (no text from outside).
+pub fn chart(facts: &Facts) -> String {
+    let spans: Vec<(i64, i64, u64)> = facts
+        .timings
+        .machines
+        .iter()
+        .filter(|((_, step), _)| *step == Step::Deploy)
+        .filter_map(|((m, _), (s, e))| Some((s.0, (*e)?.0, *facts.written.get(m)?)))
+        .collect();
+    let (w, h) = (600.0, 120.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 {w} {h}\" \
+         width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"write rate over time\">\
+         <rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"#f6f6f6\" stroke=\"#999\"/>"
+    );
+    let first = spans.iter().map(|s| s.0).min();
+    let last = spans.iter().map(|s| s.1).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        svg.push_str(
+            "<text x=\"8\" y=\"64\" font-size=\"12\">no PC has reported at g yet</text></svg>",
+        );
+        return svg;
+    };
+    let bucket = ((last - first + 1) / 60).max(1);
+    let n = ((last - first) / bucket + 1) as usize;
+    let mut rate = vec![0.0f64; n];
+    for (s, e, bytes) in spans {
+        let secs = (e - s + 1) as f64;
+        for t in s..=e {
+            rate[((t - first) / bucket) as usize] += bytes as f64 / secs / bucket as f64;
+        }
+    }
+    let max = rate.iter().cloned().fold(1.0, f64::max);
+    let x = |i: usize| i as f64 / n.max(2).saturating_sub(1) as f64 * (w - 10.0) + 5.0;
+    let y = |v: f64| h - 5.0 - v / max * (h - 25.0);
+    let mut points: Vec<String> = rate
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        .collect();
+    if n == 1 {
+        points.push(format!("{:.1},{:.1}", w - 5.0, y(rate[0])));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>\
+         <text x=\"8\" y=\"14\" font-size=\"11\">peak {}/s over {} s</text></svg>",
+        points.join(" "),
+        human_bytes(max as u64),
+        last - first + 1
+    ));
+    svg
+}
+
+/// One line of the journal page.
+#[derive(Debug, Serialize)]
+pub struct JournalLine {
+    /// Sequence number.
+    pub seq: i64,
+    /// Orchestrator run.
+    pub run: i64,
+    /// When (UTC).
+    pub at: String,
+    /// What, in words.
+    pub what: String,
+}
+
+/// A journal event in words.
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::Started(p) => format!(
+            "campaign started for room {} ({} PCs, master {})",
+            p.room,
+            p.machines.len(),
+            p.master
+        ),
+        Event::Resumed => "resumed".into(),
+        Event::StepSucceeded { step } => format!("{step}: ok"),
+        Event::StepFailed { step, reason } => format!("{step}: failed: {reason}"),
+        Event::ImageCaptured { image } => format!("f: image captured {image}"),
+        Event::Refused(r) => format!(
+            "refused: {}",
+            r.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Event::Signoff {
+            by,
+            verdict,
+            comment,
+        } => format!(
+            "e: signed off by {by}: {verdict:?}{}",
+            comment
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        ),
+        Event::MachineSucceeded { step, machine } => format!("{step} on {machine}: ok"),
+        Event::MachineFailed {
+            step,
+            machine,
+            reason,
+        } => format!("{step} on {machine}: failed: {reason}"),
+        Event::Aborted { by } => format!("aborted by {by}"),
+    }
+}
+
+/// The journal of a campaign, in order.
+pub fn journal(db: &Path, id: i64) -> Result<Vec<JournalLine>, PageError> {
+    Ok(Journal::open(db)?
+        .events(id)?
+        .iter()
+        .map(|r| JournalLine {
+            seq: r.seq,
+            run: r.run,
+            at: time(Some(r.at)),
+            what: describe(&r.event),
+        })
+        .collect())
+}
+
+/// One image of the images page.
+#[derive(Debug, Serialize)]
+pub struct ImageRow {
+    /// Image id (hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Disk size in words.
+    pub size: String,
+    /// Signer's fingerprint.
+    pub signer: String,
+    /// `signature verified`, or why not.
+    pub verify: String,
+    /// Profile it was built from.
+    pub profile: String,
+    /// Rooms (campaigns) that captured or deployed it.
+    pub rooms: Vec<String>,
+}
+
+/// The store's images, with who signed each, whether its signature verifies against the trusted
+/// signers, and the rooms and profile using it.
+pub fn images(db: &Path, store: &Path) -> Result<Vec<ImageRow>, PageError> {
+    let s = roomcast_store::Store::open(store).map_err(|e| PageError::Other(e.to_string()))?;
+    let journal = Journal::open(db)?;
+    let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, room, _) in journal.campaigns()? {
+        if let Some(image) = journal.state(id)?.image {
+            let rooms = used.entry(image).or_default();
+            if !rooms.contains(&room) {
+                rooms.push(room);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in s.image_ids().map_err(|e| PageError::Other(e.to_string()))? {
+        let hex = id.to_string();
+        match s.open_unverified(&id) {
+            Ok(m) => {
+                let label = &m.manifest_unchecked().label;
+                out.push(ImageRow {
+                    name: label.name.clone(),
+                    version: label.version.clone(),
+                    size: human_bytes(m.manifest_unchecked().disk_size),
+                    signer: m.signer_fingerprint(),
+                    verify: match s.open_verified(&id) {
+                        Ok(_) => "signature verified".into(),
+                        Err(e) => format!("NOT verified: {e}"),
+                    },
+                    profile: label.profile.clone().unwrap_or_default(),
+                    rooms: used.get(&hex).cloned().unwrap_or_default(),
+                    id: hex,
+                });
+            }
+            Err(e) => out.push(ImageRow {
+                id: hex,
+                name: String::new(),
+                version: String::new(),
+                size: String::new(),
+                signer: String::new(),
+                verify: format!("unreadable: {e}"),
+                profile: String::new(),
+                rooms: Vec::new(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// One row of the GLPI queue.
+#[derive(Debug, Serialize)]
+pub struct QueueRow {
+    /// What it asks GLPI.
+    pub kind: &'static str,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// Last error.
+    pub error: String,
+    /// Sent (UTC) or empty.
+    pub sent: String,
+}
+
+/// One machine of the inventory page.
+#[derive(Debug, Serialize)]
+pub struct MachineLine {
+    /// Hostname.
+    pub hostname: String,
+    /// School UAI.
+    pub school: String,
+    /// Room.
+    pub room: String,
+    /// MAC address.
+    pub mac: String,
+    /// Serial number.
+    pub serial: String,
+    /// Last image deployed: version (and the id's start).
+    pub image: String,
+    /// When the last intervention ended (UTC).
+    pub when: String,
+    /// Its result.
+    pub result: String,
+}
+
+impl From<MachineRow> for MachineLine {
+    fn from(m: MachineRow) -> Self {
+        MachineLine {
+            hostname: m.machine.hostname,
+            school: m.machine.school_uai,
+            room: m.machine.room,
+            mac: m.machine.mac,
+            serial: m.machine.serial,
+            image: match (m.last_image_version, m.last_image_id) {
+                (Some(v), Some(id)) => format!("{v} ({})", &id[..12.min(id.len())]),
+                (Some(v), None) => v,
+                (None, Some(id)) => id[..12.min(id.len())].to_string(),
+                (None, None) => String::new(),
+            },
+            when: time(m.last_intervention_at),
+            result: m
+                .last_result
+                .map(|r| format!("{r:?}").to_lowercase())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The inventory page.
+#[derive(Debug, Serialize)]
+pub struct InventoryView {
+    /// Machines (of a room when one is asked).
+    pub machines: Vec<MachineLine>,
+    /// Pending and retrying deliveries to GLPI, newest first (at most 200).
+    pub queue: Vec<QueueRow>,
+    /// Delivered, pending, retrying.
+    pub stats: (u64, u64, u64),
+}
+
+/// Machines, their last image and intervention, and the GLPI queue.
+pub fn inventory(db: &Path, room: Option<&str>) -> Result<InventoryView, PageError> {
+    let other = |e: crate::inventory::db::DbError| PageError::Other(e.to_string());
+    let inv = InventoryDb::open(db).map_err(other)?;
+    let machines = inv
+        .machines(room)
+        .map_err(other)?
+        .into_iter()
+        .map(MachineLine::from)
+        .collect();
+    let stats = inv.outbox_stats().map_err(other)?;
+    let queue = inv
+        .outbox_all()
+        .map_err(other)?
+        .into_iter()
+        .filter(|r| r.sent_at.is_none())
+        .rev()
+        .take(200)
+        .map(|r| QueueRow {
+            kind: r.payload.kind(),
+            attempts: r.attempts,
+            error: r.last_error.unwrap_or_default(),
+            sent: time(r.sent_at),
+        })
+        .collect();
+    Ok(InventoryView {
+        machines,
+        queue,
+        stats: (stats.sent, stats.pending, stats.retrying),
+    })
+}
+
+/// What the teacher's sign-off page shows.
+#[derive(Debug, Serialize)]
+pub struct SignoffView {
+    /// The teacher the link is for.
+    pub teacher: String,
+    /// Room.
+    pub room: String,
+    /// School.
+    pub school: String,
+    /// Profile.
+    pub profile: String,
+    /// Software on the master: name and version.
+    pub software: Vec<(String, String)>,
+    /// Technical tests of d and their result.
+    pub tests: Vec<String>,
+    /// Step d's result in words.
+    pub tests_result: String,
+}
+
+/// The sign-off page's data for a campaign at e.
+pub fn signoff_view(db: &Path, id: i64, teacher: &str, state: &State) -> SignoffView {
+    let plan = run::saved_plan(db, id);
+    let d = state.step_status(Step::Tests);
+    SignoffView {
+        teacher: teacher.to_string(),
+        room: state
+            .plan
+            .as_ref()
+            .map(|p| p.room.clone())
+            .unwrap_or_default(),
+        school: plan.as_ref().map(|p| p.school.clone()).unwrap_or_default(),
+        profile: plan.as_ref().map(|p| p.profile.clone()).unwrap_or_default(),
+        software: plan
+            .as_ref()
+            .map(|p| {
+                p.software
+                    .iter()
+                    .map(|s| (s.name.clone(), s.version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tests: plan
+            .as_ref()
+            .map(|p| p.tests.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default(),
+        tests_result: match d {
+            Status::Succeeded { .. } => "every technical test passed".into(),
+            Status::Failed { reason, .. } => format!("failed: {reason}"),
+            other => status_word(&other).into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomcast_proto::procedure::{DeployMode, Plan, replay};
+
+    #[test]
+    fn tiles_say_what_went_wrong_and_the_chart_draws_the_reported_bytes() {
+        let plan = Plan {
+            room: "B204".into(),
+            machines: vec!["PC01".into(), "PC02".into(), "PC03".into()],
+            master: "PC01".into(),
+            mode: DeployMode::SoftwareOnly,
+            retries: 0,
+            signoff_required: false,
+            signoff_allowed: vec![],
+        };
+        let events = [
+            Event::Started(plan),
+            Event::StepSucceeded {
+                step: Step::Collect,
+            },
+            Event::MachineSucceeded {
+                step: Step::Deploy,
+                machine: "PC01".into(),
+            },
+            Event::MachineFailed {
+                step: Step::Deploy,
+                machine: "PC02".into(),
+                reason: "PC02 never booted".into(),
+            },
+        ];
+        let times = [0, 10, 70, 130].map(Timestamp);
+        let state = replay(events.iter().zip(times));
+        let empty = Facts::default();
+        assert!(chart(&empty).contains("no PC has reported at g yet"));
+        let facts = Facts {
+            timings: report::timings(events.iter().zip(times)),
+            written: [("PC01".to_string(), 60 << 20)].into(),
+            ..Facts::default()
+        };
+        let t = tiles(&state, &facts);
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].state, t[0].bytes.as_str()), ("ok", "60.0 MiB"));
+        assert_eq!(t[0].rate, "1.0 MiB/s");
+        assert_eq!(t[1].state, "failed");
+        assert!(
+            t[1].error
+                .starts_with("PC02 never booted. To do: check that the PC is powered")
+        );
+        assert_eq!(t[2].state, "running");
+        let svg = chart(&facts);
+        assert!(
+            svg.contains("<polyline") && svg.contains("over 61 s"),
+            "{svg}"
+        );
+    }
+}
