@@ -7,6 +7,7 @@ pub mod bootenv;
 pub mod campaign;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod console;
 pub mod demo;
 pub mod inventory;

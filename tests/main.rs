@@ -9,4 +9,5 @@ mod lab;
 mod layout;
 mod mcast;
 mod model;
+mod server;
 mod store;

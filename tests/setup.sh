@@ -34,7 +34,10 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #              measured against; ethtool checks Wake-on-LAN left armed
 #   chromium chromium-driver  the web console's tests drive a real headless browser over WebDriver
 #              (tests/console/; about 1.5 min to install uncached)
+#   debootstrap lintian  the Debian package test (tests/server/deb.rs): a fresh Debian 12 root to
+#              install the .deb into (cached as a tarball below), and Debian's package checker
 packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
+    debootstrap lintian
     ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools
@@ -72,4 +75,12 @@ if ! ls "$boot_cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
     (cd "$boot_cache" && rm -f linux-image-*.deb \
         && apt-get download -qq "$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')" \
         && dpkg -x linux-image-*.deb kernel)
+fi
+
+# cargo-deb builds the Debian package (tests/server/build-deb.sh); compiled once from crates.io into
+# the cache (about 8.5 min uncached on 2 shared cores, 2026-12-07), then only checked.
+if [ ! -x "$boot_cache/cargo-deb/bin/cargo-deb" ]; then
+    CARGO_INSTALL_ROOT="$boot_cache/cargo-deb" CARGO_TARGET_DIR="$boot_cache/cargo-deb/build" \
+        cargo install --locked --quiet cargo-deb --version 3.8.0
+    rm -rf "$boot_cache/cargo-deb/build"
 fi

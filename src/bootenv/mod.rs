@@ -34,6 +34,18 @@ const UDHCPC_SCRIPT: &str = include_str!("../../templates/boot/udhcpc.script");
 pub const KERNEL: &str = "vmlinuz";
 /// See [`KERNEL`].
 pub const INITRD: &str = "initrd.gz";
+/// The file in the boot folder saying which roomcast built it ([`version_stamp`]): `roomcast
+/// doctor` compares it with the running binary.
+pub const VERSION_FILE: &str = "roomcast-version";
+
+/// What [`VERSION_FILE`] holds: the tool's version and the agent contract baked in.
+pub fn version_stamp() -> String {
+    format!(
+        "roomcast {} contract {}\n",
+        env!("CARGO_PKG_VERSION"),
+        roomcast_proto::contract::CONTRACT_VERSION
+    )
+}
 
 /// Inputs of a build.
 #[derive(Debug, Clone)]
@@ -165,6 +177,8 @@ pub fn build(opts: &BuildOptions) -> Result<BootEnv, BootEnvError> {
     std::fs::copy(&vmlinuz, &kernel).map_err(io("copying the kernel", &vmlinuz))?;
     let initrd = opts.out.join(INITRD);
     let (initrd_files, modules) = write_initramfs(opts, &kernel_dir, &release, &initrd)?;
+    let stamp = opts.out.join(VERSION_FILE);
+    std::fs::write(&stamp, version_stamp()).map_err(io("writing the version stamp", &stamp))?;
     Ok(BootEnv {
         kernel,
         initrd,

@@ -134,6 +134,10 @@ pub struct StartArgs {
     /// The date licences are checked against, YYYY-MM-DD (default: today, UTC).
     #[arg(long, value_parser = super::validate::parse_date)]
     pub today: Option<Date>,
+    /// Days the per-PC logs of finished campaigns are kept (the journal and reports stay).
+    #[arg(long, default_value_t = crate::campaign::run::retention::DEFAULT_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub log_retention_days: u32,
     /// Imaging backend.
     #[command(flatten)]
     pub imaging: ImagingArgs,
@@ -144,6 +148,10 @@ pub struct StartArgs {
 pub struct ResumeArgs {
     /// Campaign id (default: the latest of the journal).
     pub id: Option<i64>,
+    /// Every campaign whose run a reboot or crash cut short (at boot: `roomcast-resume.service`),
+    /// one after another, each with the `--at`/`--until`/`--parallel` it was started with.
+    #[arg(long, conflicts_with_all = ["id", "until"])]
+    pub interrupted: bool,
     /// Start no new step or PC after this local time (HH:MM, next occurrence).
     #[arg(long, value_parser = parse_hhmm)]
     pub until: Option<(u32, u32)>,
@@ -202,6 +210,13 @@ pub(crate) fn beside(db: &Path, name: &str) -> PathBuf {
 /// Runs `roomcast campaign start`.
 pub fn start(db: &Path, a: StartArgs) -> u8 {
     let clock = SystemClock;
+    let pruned = run::retention::prune_logs(db, a.log_retention_days, std::time::SystemTime::now());
+    if pruned > 0 {
+        eprintln!(
+            "removed the logs of {pruned} campaign(s) older than {} days",
+            a.log_retention_days
+        );
+    }
     let now = clock.now().0;
     let at = a.at.map(|(h, m)| Timestamp(next_local(h, m, now)));
     let until = a
@@ -243,12 +258,53 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
     conclude(result, a.json)
 }
 
+/// Runs `roomcast campaign resume --interrupted`: the worst exit code of the campaigns resumed.
+fn resume_interrupted(db: &Path, a: ResumeArgs) -> u8 {
+    let found = run::interrupted::list(db);
+    if found.is_empty() {
+        eprintln!(
+            "no campaign of {} was cut short: nothing to resume",
+            db.display()
+        );
+        return exit::OK;
+    }
+    let mut worst = exit::OK;
+    for (id, marker) in found {
+        eprintln!("campaign {id}: its run was cut short (server restart or crash); resuming it");
+        let one = ResumeArgs {
+            id: Some(id),
+            interrupted: false,
+            until: None,
+            json: a.json,
+            parallel: marker.parallel,
+            today: a.today,
+            imaging: ImagingArgs {
+                store: a.imaging.store.clone(),
+                signer_key: a.imaging.signer_key.clone(),
+                boot_dir: a.imaging.boot_dir.clone(),
+                reboot: a.imaging.reboot.clone(),
+            },
+        };
+        let until = marker.until.map(Timestamp);
+        worst = worst.max(resume_with(db, one, until));
+    }
+    worst
+}
+
 /// Runs `roomcast campaign resume`.
 pub fn resume(db: &Path, a: ResumeArgs) -> u8 {
+    if a.interrupted {
+        return resume_interrupted(db, a);
+    }
     let clock = SystemClock;
     let until = a
         .until
         .map(|(h, m)| Timestamp(next_local(h, m, clock.now().0)));
+    resume_with(db, a, until)
+}
+
+fn resume_with(db: &Path, a: ResumeArgs, until: Option<Timestamp>) -> u8 {
+    let clock = SystemClock;
     let opts = ResumeOptions {
         db: db.to_path_buf(),
         campaign: a.id,

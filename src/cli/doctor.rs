@@ -31,9 +31,45 @@ const KIND_FULL: u8 = 1;
 /// `roomcast doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
+    /// The room file (same as `--room`).
+    #[arg(value_name = "ROOM_FILE", conflicts_with = "room")]
+    room_file: Option<std::path::PathBuf>,
     /// The room (`--room`, or `--interface` and `--machine`): who should answer.
     #[command(flatten)]
     room: RoomArgs,
+    /// Only the server's checks (interface, ports, store, disk, clock, SSH key, boot environment,
+    /// GLPI), not the multicast test stream to the PCs. With a room file, the server's checks
+    /// run first anyway.
+    #[arg(long)]
+    server_only: bool,
+    /// Leave out server checks by name: interface, ports, store, disk, clock, ssh-key, bootenv,
+    /// glpi.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(super::doctor_server::NAMES))]
+    skip: Vec<String>,
+    /// The image store to check (from /etc/roomcast/roomcast.toml when not given).
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
+    /// Free space the store must keep for the next capture, at least (GiB).
+    #[arg(long, default_value_t = 20)]
+    min_free_gib: u64,
+    /// The SSH key for the PCs to check.
+    #[arg(long)]
+    ssh_key: Option<std::path::PathBuf>,
+    /// The boot folder to check (`bootenv build --out`).
+    #[arg(long)]
+    boot_dir: Option<std::path::PathBuf>,
+    /// GLPI's root URL to check (with the tokens below).
+    #[arg(long)]
+    glpi_url: Option<String>,
+    /// GLPI's App-Token, a `secret:NAME` reference.
+    #[arg(long, default_value = "secret:GLPI_APP_TOKEN")]
+    app_token: String,
+    /// The technician's GLPI token, a `secret:NAME` reference.
+    #[arg(long, default_value = "secret:GLPI_USER_TOKEN")]
+    user_token: String,
+    /// Secrets file for the GLPI tokens.
+    #[arg(long)]
+    secrets: Option<std::path::PathBuf>,
     /// Be a PC: listen for the test of the server at this address, then report to it.
     #[arg(long, value_name = "SERVER")]
     listen: Option<Ipv4Addr>,
@@ -57,8 +93,11 @@ pub struct DoctorArgs {
 }
 
 /// Runs `roomcast doctor`.
-pub fn run(a: DoctorArgs) -> Result<u8, CliError> {
+pub fn run(mut a: DoctorArgs) -> Result<u8, CliError> {
     super::room::init_tracing();
+    if let Some(f) = a.room_file.take() {
+        a.room.room = Some(f);
+    }
     match a.listen {
         Some(server) => listen(&a, server).map_err(|e| e.prefixed("roomcast doctor --listen: ")),
         None => serve(&a).map_err(|e| e.prefixed("roomcast doctor: ")),
@@ -124,10 +163,59 @@ fn checks(a: &DoctorArgs) -> Vec<Box<dyn Check>> {
     })]
 }
 
+/// The server's checks (`doctor_server`), printed like the room's; true when all passed.
+fn server_checks(a: &DoctorArgs, room: &super::room::RoomTarget) -> Result<bool, CliError> {
+    let glpi = match &a.glpi_url {
+        None => None,
+        Some(url) => {
+            let secrets = crate::secrets::SecretStore::new(a.secrets.clone());
+            let token = |r: &str| secrets.resolve(r).map_err(|e| format!("GLPI token: {e}"));
+            Some(crate::inventory::glpi::GlpiConfig {
+                url: url.clone(),
+                app_token: Some(token(&a.app_token)?),
+                user_token: token(&a.user_token)?,
+                timeout: Duration::from_secs(10),
+            })
+        }
+    };
+    let setup = super::doctor_server::ServerSetup {
+        interface: room.interface.clone(),
+        subnet: room.subnet,
+        store: a.store.clone(),
+        min_free: a.min_free_gib << 30,
+        ssh_key: a.ssh_key.clone(),
+        boot_dir: a.boot_dir.clone(),
+        glpi,
+        skip: a.skip.clone(),
+    };
+    let mut all_ok = true;
+    for (name, findings) in super::doctor_server::run(&setup) {
+        println!("check {name}:");
+        for f in findings {
+            all_ok &= f.ok;
+            println!("  {} {}", if f.ok { "ok  " } else { "FAIL" }, f.text);
+        }
+    }
+    Ok(all_ok)
+}
+
 fn serve(a: &DoctorArgs) -> Result<u8, CliError> {
     let room = a.room.resolve()?;
     if room.interface.is_empty() {
         return Err("need --interface or --room (or --listen SERVER on a PC)".into());
+    }
+    // The server's checks go with a room file (the night's real room) or --server-only; the lab's
+    // `--interface` + `--machine` form runs the multicast test alone.
+    let server_ok = if a.room.room.is_some() || a.server_only {
+        server_checks(a, &room)?
+    } else {
+        true
+    };
+    if a.server_only || !server_ok {
+        if !a.server_only {
+            println!("multicast test not run: fix the server first");
+        }
+        return Ok(if server_ok { exit::OK } else { exit::FAILURE });
     }
     let interface =
         crate::serve::interface_addr(&room.interface, room.subnet).map_err(|e| e.to_string())?;

@@ -78,6 +78,21 @@ enum ImageCommand {
     },
     /// Delete chunks no image uses and leftovers of interrupted captures.
     Gc,
+    /// Keep the N most recent images of each profile, and every image a room uses; remove the
+    /// others, then gc.
+    Prune(super::image_prune::PruneArgs),
+    /// Write one image (verified first) as one self-contained signed archive on stdout:
+    /// `roomcast image export ID > master.rcarch`.
+    Export {
+        /// Image id or prefix.
+        id: String,
+    },
+    /// Add the image of an archive (`image export`) to the store: its signature and every chunk
+    /// are checked before anything is written.
+    Import {
+        /// The archive file.
+        file: PathBuf,
+    },
     /// Write an image onto a disk, skipping chunks already right (resumes after a crash).
     Restore {
         /// Image id or prefix.
@@ -124,6 +139,12 @@ fn error_code(e: &ImageError) -> u8 {
             }
         }
         ImageError::Restore(restore::RestoreError::Store(s)) if store_finding(s) => exit::FAILURE,
+        // A refused archive (signature, chunk, format) is a finding.
+        ImageError::Archive(
+            roomcast_store::archive::ArchiveError::Manifest { .. }
+            | roomcast_store::archive::ArchiveError::Chunk { .. }
+            | roomcast_store::archive::ArchiveError::Format { .. },
+        ) => exit::FAILURE,
         _ => exit::USAGE_OR_IO,
     }
 }
@@ -136,6 +157,10 @@ enum ImageError {
     Capture(#[from] capture::CaptureError),
     #[error(transparent)]
     Restore(#[from] restore::RestoreError),
+    #[error(transparent)]
+    Archive(#[from] roomcast_store::archive::ArchiveError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
@@ -220,6 +245,35 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
                 },
                 bytes(r.new_bytes)
             );
+            Ok(exit::OK)
+        }
+        ImageCommand::Prune(p) => {
+            let store = Store::open(store_dir)?;
+            super::image_prune::run(&store, p).map_err(ImageError::Usage)
+        }
+        ImageCommand::Export { id } => {
+            if std::io::stdout().is_terminal() {
+                return Err(ImageError::Usage(
+                    "image export writes the archive on stdout: redirect it to a file \
+                     (`roomcast image export ID > master.rcarch`)"
+                        .into(),
+                ));
+            }
+            let store = Store::open(store_dir)?;
+            let id = store.resolve(&id)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let e = roomcast_store::archive::export(&store, &id, &mut out)?;
+            eprintln!(
+                "image {id}: {} chunks, {} written",
+                e.chunks,
+                bytes(e.bytes)
+            );
+            Ok(exit::OK)
+        }
+        ImageCommand::Import { file } => {
+            let store = Store::open_or_create(store_dir)?;
+            let id = roomcast_store::archive::import(&store, &file)?;
+            println!("image {id} imported (signature and every chunk checked)");
             Ok(exit::OK)
         }
         ImageCommand::List => {

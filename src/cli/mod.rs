@@ -4,12 +4,16 @@
 pub mod bootenv;
 pub mod campaign;
 pub mod campaign_run;
+pub mod config;
 pub mod console;
 pub mod demo;
 pub mod deploy;
 pub mod doctor;
+pub mod doctor_server;
 pub mod exit;
+pub mod generate;
 pub mod image;
+pub mod image_prune;
 pub mod inventory;
 pub mod key;
 pub mod lab;
@@ -28,6 +32,10 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "roomcast", version, about, long_about = None)]
 pub struct Cli {
+    /// The configuration file (default /etc/roomcast/roomcast.toml, or $ROOMCAST_CONFIG), before
+    /// the subcommand. Precedence: flag > environment > file > built-in default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,11 +84,32 @@ pub enum Command {
     Console(console::ConsoleArgs),
     /// On a PXE-booted PC: restore the campaign's image from the server onto the disk, then report.
     Agent(roomcast_agent::cli::AgentArgs),
+    /// The configuration file: `config show` prints the merged view and where each value comes
+    /// from.
+    Config(config::ConfigArgs),
+    /// Write the man pages and shell completions into a folder (for the Debian package).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The configuration file is read first: its values are the options' defaults
+    // (`crate::config`), and a bad file stops every command with its file and line.
+    let (path, must_exist) = crate::config::locate(&args);
+    let loaded = match crate::config::load(&path, must_exist) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::code(exit::USAGE_OR_IO);
+        }
+    };
+    let parsed = crate::config::apply(Cli::command(), &loaded)
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -115,6 +144,8 @@ pub fn main() -> ExitCode {
         Command::Console(args) => Ok(console::run(args)),
         // The agent's own binary maps its outcome with the same table (`roomcast_agent::cli`).
         Command::Agent(args) => return roomcast_agent::cli::run(args),
+        Command::Config(args) => config::run(args, &loaded),
+        Command::Generate(args) => generate::run(args),
     };
     exit::finish(outcome)
 }

@@ -729,10 +729,20 @@ fn kill_9_during_c_then_resume_through_the_binary_redoes_only_what_was_cut() {
     child.wait().unwrap();
     std::fs::remove_file(region.flags.join("hang")).unwrap();
 
-    // Resume through the real binary: c (cut short) and d run, then the campaign waits at e.
-    let (code, out, err) = roomcast(&room, &db, &["resume", "--json"]);
+    // The kill left the run's marker: `resume --interrupted` (what `roomcast-resume.service` runs
+    // at boot) finds the campaign. Through the real binary: c (cut short) and d run, then the
+    // campaign waits at e.
+    let (code, out, err) = roomcast(&room, &db, &["resume", "--interrupted", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("its run was cut short (server restart or crash); resuming it"),
+        "{err}"
+    );
     assert!(err.contains("waiting for the teachers' sign-off"), "{err}");
+    // Waiting at e is not an interrupted run: nothing more to resume at the next boot.
+    let (code, _, err) = roomcast(&room, &db, &["resume", "--interrupted"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("nothing to resume"), "{err}");
     let journal = Journal::open(&db).unwrap();
     let id = journal.latest().unwrap().unwrap();
     let events = journal.events(id).unwrap();
@@ -804,6 +814,8 @@ fn at_delays_the_start_and_until_stops_new_work_which_resume_takes_up() {
         .unwrap()
         .unwrap();
     assert_eq!(first.stop, Stop::Deadline);
+    // Stopped at its deadline: not a run a reboot would resume.
+    assert!(run::interrupted::list(&db).is_empty());
     let seen = seen.into_inner().unwrap();
     assert!(
         seen.contains(&Progress::Scheduled { at: now + 2 }),

@@ -19,6 +19,7 @@
 //! into `images/`, which happens after every chunk it names is in place and synced; gc runs only under
 //! the exclusive lock, so never while a capture (which holds the shared lock) may still need a chunk.
 
+pub mod archive;
 pub mod capture;
 pub mod chunk;
 pub mod diff;

@@ -20,8 +20,10 @@
 //! exist, records every PC in the local inventory ([`crate::inventory::record`]), which queues it
 //! for GLPI. Only the clock given says what time it is.
 
+pub mod interrupted;
 mod options;
 mod reports;
+pub mod retention;
 
 pub use options::{
     ResumeOptions, SavedMachine, SavedPlan, SavedSoftware, StartOptions, campaign_dir,
@@ -210,13 +212,25 @@ pub fn start(
         room: built.spec.plan.room.clone(),
         machines: built.spec.plan.machines.len(),
     });
+    // From here on a reboot of the server does not lose the run (`interrupted`).
+    interrupted::mark(
+        &opts.db,
+        id,
+        &interrupted::RunMarker {
+            at: opts.at.map(|t| t.0),
+            until: opts.until.map(|t| t.0),
+            parallel: opts.parallel,
+        },
+    )?;
     if let Some(at) = opts.at {
         observe(&Progress::Scheduled { at: at.0 });
         clock.sleep_until(at);
     }
     let begin = Begin::Start(Box::new(journal.state(id)?), actions);
     let run = Run::new(&opts.db, id, &built, &saved, clock, observe);
-    run.drive(&mut journal, begin, opts.until, opts.parallel, imaging)
+    let result = run.drive(&mut journal, begin, opts.until, opts.parallel, imaging);
+    interrupted::clear(&opts.db, id);
+    result
 }
 
 /// Resumes a campaign after a sign-off, a `--until` stop or a crash; see the module doc.
@@ -252,16 +266,36 @@ pub fn resume(
     options::save_deadline(&opts.db, id, opts.until)?;
     let run = Run::new(&opts.db, id, &built, &saved, clock, observe);
     if current.phase.is_terminal() {
+        interrupted::clear(&opts.db, id);
         let stop = Stop::Ended(current.phase.clone());
         return run.finish(&journal, current, stop);
     }
-    run.drive(
+    // A run cut short while it waited for its `--at` time waits for it again.
+    let at = interrupted::read(&opts.db, id)
+        .and_then(|m| m.at)
+        .filter(|at| *at > clock.now().0);
+    interrupted::mark(
+        &opts.db,
+        id,
+        &interrupted::RunMarker {
+            at,
+            until: opts.until.map(|t| t.0),
+            parallel: opts.parallel,
+        },
+    )?;
+    if let Some(at) = at {
+        observe(&Progress::Scheduled { at });
+        clock.sleep_until(Timestamp(at));
+    }
+    let result = run.drive(
         &mut journal,
         Begin::Resume,
         opts.until,
         opts.parallel,
         imaging,
-    )
+    );
+    interrupted::clear(&opts.db, id);
+    result
 }
 
 /// The configuration of the imaging backend (steps b, f and image-mode g) for a campaign's setup:
