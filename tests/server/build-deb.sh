@@ -15,11 +15,20 @@ target="${CARGO_TARGET_DIR:-target}"
 for v in $(compgen -e); do
     case "$v" in CARGO_HOME|CARGO_TARGET_DIR) ;; CARGO|CARGO_*|OUT_DIR) unset "$v" ;; esac
 done
-cargo build --release --quiet --bin roomcast --bin roomcast-agent
+# DEB_PROFILE=dev (the tests): package the binaries `cargo test` already built instead of a
+# second, release build of the whole tree (minutes on a fresh CI machine); same package contents.
+profile="${DEB_PROFILE:-release}"
+if [ "$profile" = dev ]; then
+    cargo build --quiet --bin roomcast --bin roomcast-agent
+    bin_dir="$target/debug"
+else
+    cargo build --release --quiet --bin roomcast --bin roomcast-agent
+    bin_dir="$target/release"
+fi
 rm -rf target/package
-"$target/release/roomcast" generate target/package >&2
+"$bin_dir/roomcast" generate target/package >&2
 mkdir -p "$out"
-args=(--no-build --strip --output "$out")
+args=(--no-build --strip --profile "$profile" --output "$out")
 # DEB_FAST=1 (the tests): lighter compression, same contents.
 [ -n "${DEB_FAST:-}" ] && args+=(--fast)
 [ -n "$version" ] && args+=(--deb-version "$version")

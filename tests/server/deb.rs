@@ -127,7 +127,8 @@ fn build_deb(out: &Path, version: Option<&str>) -> PathBuf {
     let mut c = Command::new("bash");
     c.arg(repo().join("tests/server/build-deb.sh"))
         .arg(out)
-        .env("DEB_FAST", "1");
+        .env("DEB_FAST", "1")
+        .env("DEB_PROFILE", "dev");
     if let Some(v) = version {
         c.arg(v);
     }
