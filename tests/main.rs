@@ -8,4 +8,5 @@ mod lab;
 mod layout;
 mod mcast;
 mod model;
+mod region;
 mod store;

@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
+#   rclone rsync  the region benchmark's references (examples/bench_region.rs): `rclone copy` of the same
+#              bytes from the same Garage cluster, rsync of the raw image file
 #   time       GNU time: peak memory of the real binary on hostile YAML (tests/model/hostile.rs)
 #   tcpdump, dnsmasq, busybox-static, ipxe, ipxe-qemu, seabios, qemu-system-data, ovmf, cpio and the
 #              qemu libraries below: the boot tests (PXE capture, Wake-on-LAN capture, qemu end to end:
@@ -32,7 +34,7 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #   ntfs-3g dosfstools mtools gdisk fdisk partclone  real file systems for the file-system-aware images
 #              (mkntfs/ntfscp/ntfs-3g, mkfs.vfat/mcopy, sgdisk/sfdisk) and partclone, the peer they are
 #              measured against; ethtool checks Wake-on-LAN left armed
-packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd rclone rsync time "${boot_packages[@]}"
     ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools)
@@ -69,4 +71,16 @@ if ! ls "$boot_cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
     (cd "$boot_cache" && rm -f linux-image-*.deb \
         && apt-get download -qq "$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')" \
         && dpkg -x linux-image-*.deb kernel)
+fi
+
+# Garage, the region's S3 object store (tests/region, examples/bench_region.rs; docs/REGION.md): built
+# once with `cargo install`, cached outside the repository. Only what a three-node S3 cluster needs:
+# no K2V, no metrics, no Consul/Kubernetes discovery, no telemetry, LMDB metadata only. The uncached
+# build is the slow part of a fresh machine's setup (see docs/REGION.md, "Cost in CI").
+garage_version=2.5.0
+if [ ! -x "$boot_cache/garage/bin/garage" ]; then
+    CARGO_INSTALL_ROOT="$boot_cache/garage" CARGO_TARGET_DIR="$boot_cache/garage-build" \
+        cargo install garage --version "$garage_version" --locked \
+        --no-default-features --features bundled-libs,lmdb
+    rm -rf "$boot_cache/garage-build"
 fi

@@ -302,6 +302,7 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
+    config.base_image_from = plan.base_image_from.clone();
     config.cmdline = agent_cmdline(&config.cmdline, plan.system_disk.as_ref());
     config.master_ssh =
         built

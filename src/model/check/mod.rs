@@ -697,6 +697,15 @@ impl Cx {
                 ),
             ));
         }
+        if let Some(from) = &doc.base_image_from
+            && let Err(e) = from.value.parse::<crate::region::RemoteUrl>()
+        {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(from),
+                format!("base_image_from: {e}"),
+            ));
+        }
         self.profile_software(region, &src, doc);
         self.domain(&src, doc);
         if doc.signoff.required && doc.signoff.allowed.is_empty() {
