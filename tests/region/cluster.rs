@@ -9,7 +9,8 @@ use std::process::Command;
 /// is not installed (tests/setup.sh builds it; CI always has it).
 pub struct Started {
     pub cluster: Cluster,
-    pub dir: tempfile::TempDir,
+    /// The nodes' data, removed after them (field order).
+    pub _dir: tempfile::TempDir,
 }
 
 pub fn start() -> Option<Started> {
@@ -23,7 +24,7 @@ pub fn start() -> Option<Started> {
     };
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&bin, dir.path(), "1G").unwrap();
-    Some(Started { cluster, dir })
+    Some(Started { cluster, _dir: dir })
 }
 
 /// A roomcast command run in the school server's namespace, the key in its environment (never on
