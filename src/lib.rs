@@ -13,6 +13,7 @@ pub mod demo;
 pub mod inventory;
 pub mod model;
 pub mod net;
+pub mod region;
 pub mod remote;
 pub mod secrets;
 pub mod serve;

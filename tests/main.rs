@@ -9,5 +9,6 @@ mod lab;
 mod layout;
 mod mcast;
 mod model;
+mod region;
 mod server;
 mod store;

@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 #   util-linux losetup for tests on real block devices
 #   e2fsprogs  mkfs.ext4 for realistic disk images
 #   zstd       the reference compressor the image benchmark compares against
+#   rclone rsync  the region benchmark's references (examples/bench_region.rs): `rclone copy` of the same
+#              bytes from the same Garage cluster, rsync of the raw image file
 #   time       GNU time: peak memory of the real binary on hostile YAML (tests/model/hostile.rs)
 #   tcpdump, dnsmasq, busybox-static, ipxe, ipxe-qemu, seabios, qemu-system-data, ovmf, cpio and the
 #              qemu libraries below: the boot tests (PXE capture, Wake-on-LAN capture, qemu end to end:
@@ -36,7 +38,7 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #              (tests/console/; about 1.5 min to install uncached)
 #   debootstrap lintian  the Debian package test (tests/server/deb.rs): a fresh Debian 12 root to
 #              install the .deb into (cached as a tarball below), and Debian's package checker
-packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd time "${boot_packages[@]}"
+packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd rclone rsync time "${boot_packages[@]}"
     debootstrap lintian
     ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
     openssh-server openssh-client
@@ -83,4 +85,15 @@ if [ ! -x "$boot_cache/cargo-deb/bin/cargo-deb" ]; then
     CARGO_INSTALL_ROOT="$boot_cache/cargo-deb" CARGO_TARGET_DIR="$boot_cache/cargo-deb/build" \
         cargo install --locked --quiet cargo-deb --version 3.8.0
     rm -rf "$boot_cache/cargo-deb/build"
+fi
+# Garage, the region's S3 object store (tests/region, examples/bench_region.rs; docs/REGION.md): built
+# once with `cargo install`, cached outside the repository. Only what a three-node S3 cluster needs:
+# no K2V, no metrics, no Consul/Kubernetes discovery, no telemetry, LMDB metadata only. The uncached
+# build is the slow part of a fresh machine's setup (see docs/REGION.md, "Cost in CI").
+garage_version=2.5.0
+if [ ! -x "$boot_cache/garage/bin/garage" ]; then
+    CARGO_INSTALL_ROOT="$boot_cache/garage" CARGO_TARGET_DIR="$boot_cache/garage-build" \
+        cargo install garage --version "$garage_version" --locked \
+        --no-default-features --features bundled-libs,lmdb
+    rm -rf "$boot_cache/garage-build"
 fi

@@ -1,4 +1,5 @@
-//! `roomcast image ...`: capture, list, show, verify, diff, rm, gc, restore.
+//! `roomcast image ...`: capture, list, show, verify, diff, rm, gc, restore; push, pull and
+//! `list --from` a region's repository (`image_region`).
 
 use super::exit::{self, CliError};
 use clap::{Args, Subcommand};
@@ -52,8 +53,36 @@ enum ImageCommand {
         #[arg(long)]
         whole_disk: bool,
     },
-    /// List the images of the store.
-    List,
+    /// List the images of the store, or with --from those a region's repository publishes.
+    List {
+        /// A region's repository, `s3://bucket/prefix`, instead of the local store.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        remote: super::image_region::RemoteArgs,
+    },
+    /// Upload an image to a region's repository (S3, e.g. Garage): the chunks it lacks, then the
+    /// manifest. Resumes after an interruption.
+    Push {
+        /// Image id or prefix.
+        id: String,
+        /// The repository, `s3://bucket/prefix`.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        remote: super::image_region::RemoteArgs,
+    },
+    /// Fetch an image from a region's repository: the manifest (refused unless signed by a key this
+    /// store trusts), then the chunks the store lacks, each checked before it is stored. Resumes.
+    Pull {
+        /// Image id or prefix.
+        id: String,
+        /// The repository, `s3://bucket/prefix`.
+        #[arg(long)]
+        from: String,
+        #[command(flatten)]
+        remote: super::image_region::RemoteArgs,
+    },
     /// Show one image: label, sizes, signer, partition table.
     Show {
         /// Image id or unique prefix.
@@ -145,12 +174,16 @@ fn error_code(e: &ImageError) -> u8 {
             | roomcast_store::archive::ArchiveError::Chunk { .. }
             | roomcast_store::archive::ArchiveError::Format { .. },
         ) => exit::FAILURE,
+        ImageError::Region(crate::region::RegionError::Store(s)) if store_finding(s) => {
+            exit::FAILURE
+        }
+        ImageError::Region(r) if r.is_finding() => exit::FAILURE,
         _ => exit::USAGE_OR_IO,
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ImageError {
+pub(super) enum ImageError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -161,6 +194,8 @@ enum ImageError {
     Archive(#[from] roomcast_store::archive::ArchiveError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Region(#[from] crate::region::RegionError),
 }
 
 fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
@@ -276,35 +311,27 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
             println!("image {id} imported (signature and every chunk checked)");
             Ok(exit::OK)
         }
-        ImageCommand::List => {
+        ImageCommand::List {
+            from: Some(url),
+            remote,
+        } => super::image_region::list(store_dir, &url, &remote),
+        ImageCommand::List { from: None, .. } => {
             let store = Store::open(store_dir)?;
             let trusted = store.trusted()?;
-            println!(
-                "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  signature",
-                "id", "name", "version", "captured at", "disk", "stored"
-            );
+            println!("{}", list_header());
             for id in store.image_ids()? {
                 match store.open_unverified(&id) {
-                    Ok(u) => {
-                        let m = u.manifest_unchecked().clone();
-                        let sig = match u.verify(&trusted) {
-                            Ok(v) => format!("ok ({})", v.signer_fingerprint()),
-                            Err(e) => format!("REFUSED: {e}"),
-                        };
-                        println!(
-                            "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  {sig}",
-                            id.short(),
-                            m.label.name,
-                            m.label.version,
-                            m.label.captured_at,
-                            bytes(m.disk_size),
-                            bytes(m.stored_bytes())
-                        );
-                    }
+                    Ok(u) => println!("{}", list_row(u, &trusted)),
                     Err(e) => println!("{:<12}  unreadable: {e}", id.short()),
                 }
             }
             Ok(exit::OK)
+        }
+        ImageCommand::Push { id, to, remote } => {
+            super::image_region::push(store_dir, &id, &to, &remote)
+        }
+        ImageCommand::Pull { id, from, remote } => {
+            super::image_region::pull(store_dir, &id, &from, &remote)
         }
         ImageCommand::Show { id } => {
             let store = Store::open(store_dir)?;
@@ -480,6 +507,36 @@ fn dispatch(store_dir: &Path, cmd: ImageCommand) -> Result<u8, ImageError> {
     }
 }
 
+/// Header of `image list`'s table.
+pub(super) fn list_header() -> String {
+    format!(
+        "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  signature",
+        "id", "name", "version", "captured at", "disk", "stored"
+    )
+}
+
+/// One row of `image list`: the image and whether `trusted` accepts its signature.
+pub(super) fn list_row(
+    u: roomcast_store::manifest::UnverifiedManifest,
+    trusted: &roomcast_store::keys::TrustedSigners,
+) -> String {
+    let id = u.id();
+    let m = u.manifest_unchecked().clone();
+    let sig = match u.verify(trusted) {
+        Ok(v) => format!("ok ({})", v.signer_fingerprint()),
+        Err(e) => format!("REFUSED: {e}"),
+    };
+    format!(
+        "{:<12}  {:<20} {:<12} {:<21} {:>10} {:>10}  {sig}",
+        id.short(),
+        m.label.name,
+        m.label.version,
+        m.label.captured_at,
+        bytes(m.disk_size),
+        bytes(m.stored_bytes())
+    )
+}
+
 /// One line per partition: number, file system, size, used bytes, and why it was taken whole.
 fn print_layout(l: &ImageLayout, disk_size: u64) {
     println!("mode {}, partition table {}", l.mode.as_str(), l.table);
@@ -528,7 +585,7 @@ fn show_layout(m: &Manifest) {
 }
 
 /// A byte progress bar on a terminal; nothing when stderr is a file or pipe.
-fn bar(what: &str) -> Option<ProgressBar> {
+pub(super) fn bar(what: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod generate;
 pub mod image;
 pub mod image_prune;
+pub mod image_region;
 pub mod inventory;
 pub mod key;
 pub mod lab;
@@ -58,7 +59,7 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Show what steps a–h will do for a room, offline.
     Plan(plan::PlanArgs),
-    /// Disk images: capture, list, show, verify, diff, rm, gc, restore.
+    /// Disk images: capture, list, show, verify, diff, rm, gc, restore; push/pull a region's repository.
     Image(image::ImageArgs),
     /// Manifest signing keys: generate, trust.
     Key(key::KeyArgs),

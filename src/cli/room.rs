@@ -219,7 +219,7 @@ impl DataPlaneArgs {
 }
 
 /// `950M`, `1G`, `190Mbit`, `2500k` or plain bits per second.
-fn parse_rate(s: &str) -> Option<u64> {
+pub(super) fn parse_rate(s: &str) -> Option<u64> {
     let t = s.trim().trim_end_matches("bit").trim_end_matches("bps");
     let (num, mult) = match t.chars().last()? {
         'k' | 'K' => (&t[..t.len() - 1], 1e3),

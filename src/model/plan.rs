@@ -49,6 +49,9 @@ pub struct RoomPlan {
     pub software: Vec<SoftwarePlan>,
     /// Step b: the base image restored on the master.
     pub base_image: String,
+    /// Step b: the region's repository the base image is pulled from when the store lacks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_image_from: Option<String>,
     /// Steps b–f: the master's hostname.
     pub master: String,
     /// Step d: technical tests (name, command).
@@ -328,6 +331,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
         ),
         software,
         base_image: profile.base_image.value.clone(),
+        base_image_from: profile.base_image_from.as_ref().map(|f| f.value.clone()),
         master,
         tests: profile
             .tests

@@ -29,6 +29,13 @@ pub struct Profile {
     /// Base image restored on the master at step b, `name@version` in the image store.
     #[schemars(with = "String")]
     pub base_image: Spanned<String>,
+    /// The region's image repository that publishes the base image, `s3://bucket/prefix`: step b
+    /// pulls the image from there when the local store lacks it (only the chunks it lacks, each
+    /// checked; refused unless signed by a key the store trusts). Endpoint and credentials come from
+    /// the server's environment or secrets file (docs/REGION.md).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub base_image_from: Option<Spanned<String>>,
     /// Optional command that generalises the master before capture (step f), e.g. sysprep.
     #[serde(default)]
     pub generalize: Option<String>,

@@ -29,6 +29,7 @@ mod cmd;
 pub mod daemon;
 pub mod dirty_disk;
 mod error;
+pub mod garage;
 pub mod loss;
 pub mod mcast_contender;
 pub mod netns;

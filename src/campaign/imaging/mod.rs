@@ -74,6 +74,9 @@ pub struct ImagingConfig {
     pub signer_key: PathBuf,
     /// The profile's base image (id or unique prefix), restored at step b.
     pub base_image: String,
+    /// The region's repository (`s3://bucket/prefix`) step b pulls the base image from when the
+    /// store lacks it (endpoint and credentials from the environment / `ROOMCAST_SECRETS`).
+    pub base_image_from: Option<String>,
     /// Name, version and profile written into the captured image's manifest.
     pub image_name: String,
     /// Image version.
@@ -224,6 +227,7 @@ impl ImagingConfig {
             store,
             signer_key,
             base_image: base_image.to_string(),
+            base_image_from: None,
             image_name: room.to_string(),
             image_version: "1".into(),
             profile: None,
@@ -340,11 +344,30 @@ impl ImagingWorker {
         Ok((session, id))
     }
 
+    /// The base image as the store knows it: as configured when the store has it; else, when the
+    /// profile names the region's repository, pulled from there (only what the store lacks, each
+    /// chunk checked, refused unless signed by a key the store trusts), as its id.
+    fn base_image_in_store(&self) -> Result<String, String> {
+        let c = &self.config;
+        let store = self.store()?;
+        let Some(from) = &c.base_image_from else {
+            return Ok(c.base_image.clone());
+        };
+        if store.resolve(&c.base_image).is_ok() {
+            return Ok(c.base_image.clone());
+        }
+        let secrets = std::env::var_os("ROOMCAST_SECRETS").map(std::path::PathBuf::from);
+        let id = crate::region::pull_base_image(&store, from, &c.base_image, secrets)
+            .map_err(|e| format!("base image {} from {from}: {e}", c.base_image))?;
+        tracing::info!(image = %id, %from, "base image pulled from the region's repository");
+        Ok(id.to_hex())
+    }
+
     /// Step b: the base image onto the master, as a deploy to one machine.
     fn restore_master(&self) -> Result<(), String> {
         let master = self.room_machine(&self.config.master)?;
-        let (session, id) =
-            self.restore_session(Step::Master, vec![master.clone()], &self.config.base_image)?;
+        let base = self.base_image_in_store()?;
+        let (session, id) = self.restore_session(Step::Master, vec![master.clone()], &base)?;
         // The session is open before the reboot, so the master's network boot finds it.
         if let (Some(ssh), Some(reboot)) = (&self.config.master_ssh, &self.config.reboot) {
             match SshClient::connect(&ssh.address, ssh.port, &ssh.ssh) {

@@ -344,6 +344,7 @@ pub fn imaging_config(
     config.image_name = format!("{}-{}", plan.uai, plan.room);
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
+    config.base_image_from = plan.base_image_from.clone();
     if built.spec.shell == super::steps::install::Shell::Posix {
         config.master_identity = Some(super::imaging::MasterIdentity {
             root: "/".into(),

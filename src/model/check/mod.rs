@@ -95,9 +95,9 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
         }
         match parsed {
             Parsed::Failed(finding) => cx.findings.push(*finding),
-            Parsed::Catalog(e) => cx.catalog_entry(&mut region, e),
-            Parsed::Profile(p) => profile_files.push(p),
-            Parsed::Room(r) => room_files.push(r),
+            Parsed::Catalog(e) => cx.catalog_entry(&mut region, *e),
+            Parsed::Profile(p) => profile_files.push(*p),
+            Parsed::Room(r) => room_files.push(*r),
         }
     }
     for p in profile_files {
@@ -141,9 +141,9 @@ pub fn validate(files: Vec<RawFile>, today: Date) -> Validation {
 
 /// One file after decoding and parsing.
 enum Parsed {
-    Catalog(Loaded<CatalogEntry>),
-    Profile(Loaded<Profile>),
-    Room(Loaded<Room>),
+    Catalog(Box<Loaded<CatalogEntry>>),
+    Profile(Box<Loaded<Profile>>),
+    Room(Box<Loaded<Room>>),
     Failed(Box<Finding>),
 }
 
@@ -154,15 +154,15 @@ fn parse_one(f: RawFile) -> Parsed {
     };
     match f.kind {
         FileKind::Catalog => match source::parse::<CatalogEntry>(&src) {
-            Ok(doc) => Parsed::Catalog(Loaded { src, doc }),
+            Ok(doc) => Parsed::Catalog(Box::new(Loaded { src, doc })),
             Err(finding) => Parsed::Failed(finding),
         },
         FileKind::Profile => match source::parse::<Profile>(&src) {
-            Ok(doc) => Parsed::Profile(Loaded { src, doc }),
+            Ok(doc) => Parsed::Profile(Box::new(Loaded { src, doc })),
             Err(finding) => Parsed::Failed(finding),
         },
         FileKind::Room => match source::parse::<Room>(&src) {
-            Ok(doc) => Parsed::Room(Loaded { src, doc }),
+            Ok(doc) => Parsed::Room(Box::new(Loaded { src, doc })),
             Err(finding) => Parsed::Failed(finding),
         },
         FileKind::Unknown => Parsed::Failed(Box::new(unknown_place(&src))),
@@ -695,6 +695,15 @@ impl Cx {
                     "base image `{}` is not `name@version`",
                     doc.base_image.value
                 ),
+            ));
+        }
+        if let Some(from) = &doc.base_image_from
+            && let Err(e) = from.value.parse::<crate::region::RemoteUrl>()
+        {
+            self.push(src.finding(
+                Code::InvalidValue,
+                Pos::of(from),
+                format!("base_image_from: {e}"),
             ));
         }
         self.profile_software(region, &src, doc);

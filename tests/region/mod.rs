@@ -1,0 +1,5 @@
+//! The region's image repository on a real three-node Garage cluster (issue 18): push, pull,
+//! list, resume after kill -9, a site going dark, altered objects, foreign signers, credentials.
+
+pub(crate) mod cluster;
+mod transfer;
