@@ -147,7 +147,12 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
             )
         })
         .map_err(|e| e.to_string())?;
-    let mut pxe = Pxe::new(root, &base_url, names.keys().copied().collect());
+    let mut pxe = Pxe::new(
+        root,
+        &base_url,
+        names.keys().copied().collect(),
+        service.pxe_gate(),
+    );
     pxe.uefi_boot_file = a.uefi_file.clone();
     pxe.announce_ra = a.announce_ra;
     pxe.authoritative = match &a.authoritative {

@@ -44,6 +44,9 @@ pub struct RoomcastLib {
     pub max_bps: Option<u64>,
     /// Token bucket depth in bytes; `None`: that of [`RateConfig::for_link`].
     pub burst_bytes: Option<u32>,
+    /// Seal the stream with a session key, as `roomcast deploy` does (issue 20); `false` for the
+    /// clear stream the benchmark compares it with.
+    pub sealed: bool,
     /// What the sender counted in the last delivery.
     last: Mutex<Option<SenderStats>>,
 }
@@ -55,6 +58,7 @@ impl RoomcastLib {
             block_size: 1 << 20,
             max_bps: None,
             burst_bytes: None,
+            sealed: true,
             last: Mutex::new(None),
         }
     }
@@ -250,6 +254,9 @@ impl Contender for RoomcastLib {
             lens: lens.clone(),
         };
         let srv_addr = srv.addr().addr();
+        let key = self
+            .sealed
+            .then(|| roomcast_mcast::SessionKey(rand::random()));
         let timeout = d.timeout;
         let lens2 = lens.clone();
         let server = srv.spawn(move || -> Result<_, String> {
@@ -268,6 +275,7 @@ impl Contender for RoomcastLib {
                 let addr = McastAddr {
                     interface: srv_addr,
                     group,
+                    key,
                 };
                 tokio::time::timeout(
                     timeout,
@@ -322,7 +330,11 @@ impl Contender for RoomcastLib {
                         },
                         have,
                     );
-                    let addr = McastAddr { interface, group };
+                    let addr = McastAddr {
+                        interface,
+                        group,
+                        key,
+                    };
                     // Stalled for the whole budget: the same verdict as a timeout.
                     run_receiver(rx, control, addr, &mut disk, timeout)
                         .map_err(|e| format!("{e} (budget {timeout:?})"))
