@@ -49,6 +49,8 @@ pub struct RoomcastLib {
     pub sealed: bool,
     /// What the sender counted in the last delivery.
     last: Mutex<Option<SenderStats>>,
+    /// CPU time of the receivers' threads in the last delivery, summed.
+    last_rx_cpu: Mutex<Option<std::time::Duration>>,
 }
 
 impl RoomcastLib {
@@ -60,6 +62,7 @@ impl RoomcastLib {
             burst_bytes: None,
             sealed: true,
             last: Mutex::new(None),
+            last_rx_cpu: Mutex::new(None),
         }
     }
 
@@ -205,7 +208,15 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
 
 impl Contender for RoomcastLib {
     fn name(&self) -> &str {
-        "roomcast-lib"
+        if self.sealed {
+            "roomcast-lib"
+        } else {
+            "roomcast-lib-clear"
+        }
+    }
+
+    fn receiver_cpu(&self) -> Option<std::time::Duration> {
+        *self.last_rx_cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
@@ -320,7 +331,7 @@ impl Contender for RoomcastLib {
             let interface = pc.addr().addr();
             pcs.push((
                 pc,
-                pc.spawn(move || -> Result<bool, String> {
+                pc.spawn(move || -> Result<(bool, std::time::Duration), String> {
                     let rx = Receiver::new(
                         ReceiverConfig::default(),
                         ReceiverIdentity {
@@ -336,16 +347,21 @@ impl Contender for RoomcastLib {
                         key,
                     };
                     // Stalled for the whole budget: the same verdict as a timeout.
-                    run_receiver(rx, control, addr, &mut disk, timeout)
-                        .map_err(|e| format!("{e} (budget {timeout:?})"))
+                    let r = run_receiver(rx, control, addr, &mut disk, timeout)
+                        .map_err(|e| format!("{e} (budget {timeout:?})"));
+                    r.map(|done| (done, super::bench::thread_cpu()))
                 }),
             ));
         }
         let mut first_error = None;
+        let mut rx_cpu = std::time::Duration::ZERO;
         for (pc, h) in pcs {
             let r = match h.join() {
-                Ok(Ok(Ok(true))) => Ok(()),
-                Ok(Ok(Ok(false))) => {
+                Ok(Ok(Ok((true, cpu)))) => {
+                    rx_cpu += cpu;
+                    Ok(())
+                }
+                Ok(Ok(Ok((false, _)))) => {
                     Err(failed(pc, "the session ended without every block".into()))
                 }
                 Ok(Ok(Err(e))) => Err(failed(pc, e)),
@@ -356,6 +372,7 @@ impl Contender for RoomcastLib {
                 first_error.get_or_insert(e);
             }
         }
+        *self.last_rx_cpu.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx_cpu);
         let r = match server.join() {
             Ok(Ok(Ok((reports, stats)))) => {
                 if let Ok(mut s) = self.last.lock() {
