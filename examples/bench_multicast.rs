@@ -8,7 +8,13 @@
 //! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --mib 64   # quick look
 //! sudo cargo run --release --example bench_multicast -- --pcs 1 --loss 0 --delta  # delta only
 //! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --network all --rounds 2
+//! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --mib 256 --clear-too \
+//!     --with roomcast-lib                   # the sealed stream against the same stream in clear
 //! ```
+//!
+//! `--clear-too` adds `roomcast-lib-clear` after every `roomcast-lib`: the same drivers with the
+//! stream in clear (issue 20: what sealing every datagram with AES-256-GCM costs). For these
+//! in-process contenders the last column is the CPU time of the PCs' receiver threads, summed.
 //!
 //! `--network CASE,...` (or `all`): the network matrix of issue 22 (`roomcast_lab::Network`:
 //! snooping-off, snooping-no-querier, igmpv2-querier, igmpv3-querier, router-port, fast-leave,
@@ -68,6 +74,10 @@ struct Args {
     /// build of an earlier commit, to compare two versions in one run.
     #[arg(long, value_name = "PATH")]
     roomcast_bin: Option<PathBuf>,
+    /// Also run the in-process drivers with the stream in clear (`roomcast-lib-clear`) after each
+    /// `roomcast-lib`, to measure what the stream's encryption costs.
+    #[arg(long)]
+    clear_too: bool,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/dev/shm")]
@@ -75,11 +85,23 @@ struct Args {
 }
 
 fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
-    args.with
+    let mut names = Vec::new();
+    for n in &args.with {
+        names.push(n.clone());
+        if args.clear_too && n == "roomcast-lib" {
+            names.push("roomcast-lib-clear".into());
+        }
+    }
+    names
         .iter()
         .map(|name| -> Result<Box<dyn Contender>, String> {
             match name.as_str() {
                 "udpcast" => Ok(Box::new(Udpcast)),
+                "roomcast-lib-clear" => {
+                    let mut c = RoomcastLib::new();
+                    c.sealed = false;
+                    Ok(Box::new(c))
+                }
                 "roomcast-lib" => Ok(Box::new(
                     RoomcastLib::new()
                         .with_burst(args.burst_kib.map(|k| k << 10))
@@ -257,7 +279,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
                     r.cpu_busy,
                     r.process_cpu
-                        .map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64())),
+                        .or(c.receiver_cpu())
+                        .map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
                 );
                 if reference.is_none() {
                     reference = Some(r);

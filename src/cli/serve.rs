@@ -158,7 +158,12 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     // `--room`: the room's one PC model, checked on each PXE-booted PC's facts before it is served
     // the image.
     service.expect(c.expected.clone(), false);
-    let mut pxe = Pxe::new(root, &base_url, names.keys().copied().collect());
+    let mut pxe = Pxe::new(
+        root,
+        &base_url,
+        names.keys().copied().collect(),
+        service.pxe_gate(),
+    );
     pxe.uefi_boot_file = a.uefi_file.clone();
     pxe.announce_ra = a.announce_ra;
     pxe.authoritative = match &a.authoritative {

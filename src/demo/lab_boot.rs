@@ -138,10 +138,38 @@ impl AgentBoot for LabBoot {
             session.base_url,
             machine.mac.hyphenated()
         );
-        let fetched = roomcast_lab::netns::run_in(&pc.netns, || {
+        // The lab's PCs have no firmware and no proxyDHCP runs: this plays both, telling the
+        // session's PXE gate the address the PC's DHCP exchange would have shown (the source
+        // address its requests to the server leave from), then asks for the script from it.
+        let server = std::net::SocketAddrV4::new(session.server, 67);
+        let gate = session.pxe_gate.clone();
+        let mac = machine.mac;
+        let fetched = roomcast_lab::netns::run_in(&pc.netns, || -> std::io::Result<String> {
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            probe.connect(server)?;
+            if let std::net::SocketAddr::V4(own) = probe.local_addr()? {
+                use roomcast_proto::dhcp::{Sighted, Sighting};
+                let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+                let now = std::time::Instant::now();
+                g.observe(
+                    Sighting {
+                        mac,
+                        kind: Sighted::Discover,
+                    },
+                    now,
+                );
+                g.observe(
+                    Sighting {
+                        mac,
+                        kind: Sighted::Address(*own.ip()),
+                    },
+                    now,
+                );
+            }
             ureq::get(&url)
                 .call()
                 .and_then(|mut r| r.body_mut().read_to_string())
+                .map_err(std::io::Error::other)
         })
         .map_err(|e| BootError::Failed(format!("{host}: {e}")))?;
         let script = fetched.map_err(|e| BootError::Failed(format!("{host}: GET {url}: {e}")))?;

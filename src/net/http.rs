@@ -2,8 +2,11 @@
 //! the agent's reports, for one campaign.
 //!
 //! `GET /boot/<mac>.ipxe`: a machine of the running campaign gets a script that boots the agent with
-//! a fresh one-time token on the kernel command line; any other MAC gets a script that boots its
-//! local disk (`sanboot --no-describe --drive 0x80`, or `exit` back to the firmware on UEFI).
+//! a one-time token on the kernel command line when [`crate::net::pxe_gate`] admits the request
+//! (proxyDHCP saw the machine PXE-boot within minutes, taking the address the request comes from;
+//! one token per boot); any other request gets a script that boots its local disk (`sanboot
+//! --no-describe --drive 0x80`, or `exit` back to the firmware on UEFI), the refusal logged with MAC
+//! and address.
 //! `GET /files/<name>`: a file of the boot root. `POST /agent/report` with header
 //! `X-Roomcast-Token`: the agent's report; the token is spent, a replay is refused (403).
 //!
@@ -31,9 +34,10 @@
 
 use crate::net::capture::{CaptureConfig, CaptureSink};
 use crate::net::files::BootRoot;
+use crate::net::pxe_gate::{Admission, PxeGate, SharedGate};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,7 +49,7 @@ use roomcast_store::Store;
 use roomcast_store::chunk::ChunkHash;
 use roomcast_store::manifest::ImageId;
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -164,6 +168,8 @@ pub struct SessionOffer {
     pub group: SocketAddrV4,
     /// Control-channel token of each machine of the session (handed only to that machine).
     pub tokens: BTreeMap<Mac, [u8; 32]>,
+    /// The session's stream key (handed only with a live token).
+    pub key: roomcast_mcast::SessionKey,
     /// The session is over: late agents restore over unicast.
     pub ended: bool,
 }
@@ -182,6 +188,7 @@ pub struct BootService {
     config: BootConfig,
     root: Option<BootRoot>,
     tokens: Mutex<TokenBook>,
+    gate: SharedGate,
     reports: Mutex<Vec<AgentReport>>,
     env: minijinja::Environment<'static>,
     image: Option<OpenImage>,
@@ -260,6 +267,7 @@ impl BootService {
             config,
             root,
             tokens: Mutex::default(),
+            gate: PxeGate::shared(),
             reports: Mutex::default(),
             env,
             image,
@@ -299,21 +307,49 @@ impl BootService {
         self.capture.as_ref()
     }
 
-    /// The boot script for `mac`, issuing a new token when it is in the campaign.
-    pub fn boot_script(&self, mac: Mac) -> Result<String, minijinja::Error> {
-        let Some(hostname) = self.config.machines.get(&mac) else {
-            tracing::info!(%mac, "boot script: not in the campaign, local disk");
-            return self
-                .env
+    /// The gate proxyDHCP feeds with what it sees (`net::proxydhcp::ProxyDhcp::witness`): this
+    /// service hands a token only to what it admits.
+    pub fn pxe_gate(&self) -> SharedGate {
+        self.gate.clone()
+    }
+
+    /// The boot script for `mac` asked for from `from`: the agent's, with this boot's token, when
+    /// `mac` is in the campaign and the PXE gate admits the request; the local-disk script
+    /// otherwise (every refusal logged with MAC and address).
+    pub fn boot_script(&self, mac: Mac, from: Ipv4Addr) -> Result<String, minijinja::Error> {
+        let local = || {
+            self.env
                 .get_template("local.ipxe")?
-                .render(minijinja::context! { mac => mac.to_string() });
+                .render(minijinja::context! { mac => mac.to_string() })
         };
-        let token = hex::encode(rand::random::<[u8; 16]>());
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .issue(mac, token.clone());
-        tracing::info!(%mac, %hostname, "boot script: agent");
+        let Some(hostname) = self.config.machines.get(&mac) else {
+            tracing::info!(%mac, %from, "boot script: not in the campaign, local disk");
+            return local();
+        };
+        let admitted = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
+            mac,
+            from,
+            std::time::Instant::now(),
+            || hex::encode(rand::random::<[u8; 16]>()),
+        );
+        let token = match admitted {
+            Ok(Admission::New(token)) => {
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .issue(mac, token.clone());
+                tracing::info!(%mac, %hostname, %from, "boot script: agent, new token");
+                token
+            }
+            Ok(Admission::Again(token)) => {
+                tracing::info!(%mac, %hostname, %from, "boot script: agent, same token again");
+                token
+            }
+            Err(why) => {
+                tracing::warn!(%mac, %hostname, %from, %why, "boot script: token refused, local disk");
+                return local();
+            }
+        };
         let c = &self.config;
         self.env
             .get_template("campaign.ipxe")?
@@ -435,6 +471,7 @@ impl BootService {
             group: o.group,
             machine: mac.to_string(),
             token: hex::encode(token),
+            key: hex::encode(o.key.0),
             ended: o.ended,
         })
     }
@@ -624,6 +661,7 @@ async fn chunk(
 
 async fn boot_script(
     State(s): State<Arc<BootService>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     UrlPath(script): UrlPath<String>,
 ) -> Response {
     let Some(mac) = script
@@ -632,7 +670,11 @@ async fn boot_script(
     else {
         return (StatusCode::NOT_FOUND, "want /boot/<mac>.ipxe\n").into_response();
     };
-    match s.boot_script(mac) {
+    let from = match peer.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    };
+    match s.boot_script(mac, from) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain")], text).into_response(),
         Err(e) => {
             tracing::error!(%mac, %e, "boot script template");
@@ -722,7 +764,28 @@ mod tests {
             image: None,
         };
         let service = BootService::new(config, BootRoot::new(dir.path()).unwrap()).unwrap();
-        let agent = service.boot_script(mac(1)).unwrap();
+        let pc: Ipv4Addr = "198.18.3.1".parse().unwrap();
+        let unseen = service.boot_script(mac(1), pc).unwrap();
+        assert!(
+            !unseen.contains("roomcast.token="),
+            "not seen PXE-booting: no token"
+        );
+        let seen = |kind| roomcast_proto::dhcp::Sighting { mac: mac(1), kind };
+        let gate = service.pxe_gate();
+        let now = std::time::Instant::now();
+        gate.lock()
+            .unwrap()
+            .observe(seen(roomcast_proto::dhcp::Sighted::Address(pc)), now);
+        let elsewhere = service
+            .boot_script(mac(1), "198.18.3.9".parse().unwrap())
+            .unwrap();
+        assert!(!elsewhere.contains("roomcast.token="), "another address");
+        let agent = service.boot_script(mac(1), pc).unwrap();
+        assert_eq!(
+            service.boot_script(mac(1), pc).unwrap(),
+            agent,
+            "asking again: the same script and token"
+        );
         assert!(agent.starts_with("#!ipxe\n"));
         assert!(agent.contains("kernel http://198.18.0.1:8080/files/vmlinuz initrd=initrd.gz console=ttyS0 roomcast.server=http://198.18.0.1:8080 roomcast.token="));
         assert!(agent.contains("initrd http://198.18.0.1:8080/files/initrd.gz\nboot"));
@@ -741,7 +804,7 @@ mod tests {
             service.report(&token, "{}".into()),
             Err(TokenRefused::Used(mac(1)))
         );
-        let local = service.boot_script(mac(9)).unwrap();
+        let local = service.boot_script(mac(9), pc).unwrap();
         assert!(local.contains("sanboot --no-describe --drive 0x80 || exit"));
         assert!(!local.contains("kernel"));
     }
@@ -771,11 +834,13 @@ mod tests {
             control,
             group,
             tokens: [(mac(1), [7u8; 32]), (mac(2), [9u8; 32])].into(),
+            key: roomcast_mcast::SessionKey([5u8; 32]),
             ended: false,
         }));
         let one = service.session_for(mac(1)).unwrap();
         assert_eq!(one.machine, "52:54:00:18:03:01");
         assert_eq!(one.token, "07".repeat(32));
+        assert_eq!(one.key, "05".repeat(32));
         assert_eq!((one.control, one.group, one.ended), (control, group, false));
         assert_eq!(service.session_for(mac(2)).unwrap().token, "09".repeat(32));
         assert_eq!(service.session_for(mac(3)), None, "not in the session");

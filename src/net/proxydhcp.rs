@@ -5,6 +5,7 @@
 //! subnet, and that address is the one the replies name as server; so a typo in a room file cannot
 //! make roomcast answer PXE requests on the school's main network.
 
+use crate::net::pxe_gate::SharedGate;
 use roomcast_proto::dhcp::{self, Destination, Port, ProxyConfig};
 use roomcast_proto::dhcp_authoritative::{self, Leases};
 use roomcast_proto::mac::Mac;
@@ -140,6 +141,7 @@ pub struct ProxyDhcp {
     dhcp: UdpSocket,
     pxe: UdpSocket,
     seen: Option<tokio::sync::mpsc::UnboundedSender<Mac>>,
+    gate: Option<SharedGate>,
     leases: Option<Leases>,
 }
 
@@ -164,6 +166,7 @@ impl ProxyDhcp {
             pxe: bound_socket(interface, dhcp::PXE_PORT)?,
             config,
             seen: None,
+            gate: None,
             leases: None,
         })
     }
@@ -171,6 +174,14 @@ impl ProxyDhcp {
     /// Every campaign MAC that sends a PXE request is also sent here (Wake-on-LAN stops on it).
     pub fn notify_seen(mut self, tx: tokio::sync::mpsc::UnboundedSender<Mac>) -> Self {
         self.seen = Some(tx);
+        self
+    }
+
+    /// Every PXE exchange of a campaign MAC heard on either port (answered or not: the REQUEST to
+    /// the school's DHCP server names the address the PC takes) is recorded in `gate`, which
+    /// decides who gets a boot token (`net::pxe_gate`).
+    pub fn witness(mut self, gate: SharedGate) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -191,6 +202,18 @@ impl ProxyDhcp {
                 r = self.pxe.recv_from(&mut b) => (Port::Pxe, r, &b),
             };
             let (len, from_addr) = len.map_err(|source| self.io("receive", source))?;
+            if let Some(gate) = &self.gate {
+                let source = match from_addr.ip() {
+                    std::net::IpAddr::V4(a) => a,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                };
+                if let Some(seen) = dhcp::sighting(&self.config, &from[..len], source) {
+                    tracing::debug!(mac = %seen.mac, kind = ?seen.kind, ?port, "proxyDHCP saw");
+                    gate.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .observe(seen, std::time::Instant::now());
+                }
+            }
             let decision = match &mut self.leases {
                 Some(leases) => {
                     let now = crate::clock::Clock::now(&crate::clock::SystemClock).0 as u64;

@@ -10,6 +10,7 @@ use super::{DeployError, DeployReport, Progress, SessionPlan, run_session};
 use crate::net::files::BootRoot;
 use crate::net::http::{self, BootService};
 use crate::net::proxydhcp::{ProxyDhcp, Subnet};
+use crate::net::pxe_gate::SharedGate;
 use roomcast_proto::dhcp::ProxyConfig;
 use roomcast_proto::dhcp_authoritative::{Leases, Pool};
 use roomcast_proto::mac::Mac;
@@ -49,11 +50,15 @@ pub struct Pxe {
     pub authoritative: Option<Pool>,
     /// Every campaign MAC seen asking is sent here (Wake-on-LAN stops on it).
     pub seen: Option<tokio::sync::mpsc::UnboundedSender<Mac>>,
+    /// The boot service's gate ([`BootService::pxe_gate`]): what proxyDHCP sees decides who gets a
+    /// boot token.
+    pub gate: SharedGate,
 }
 
 impl Pxe {
-    /// PXE for `allowlist` from `root`, iPXE sent on to `http_base`, with the defaults above.
-    pub fn new(root: BootRoot, http_base: &str, allowlist: BTreeSet<Mac>) -> Pxe {
+    /// PXE for `allowlist` from `root`, iPXE sent on to `http_base`, feeding `gate` (the HTTP
+    /// service's), with the defaults above.
+    pub fn new(root: BootRoot, http_base: &str, allowlist: BTreeSet<Mac>, gate: SharedGate) -> Pxe {
         Pxe {
             root,
             http_base: http_base.to_string(),
@@ -62,6 +67,7 @@ impl Pxe {
             announce_ra: false,
             authoritative: None,
             seen: None,
+            gate,
         }
     }
 }
@@ -131,9 +137,12 @@ impl RoomServices {
                 source,
             })?;
         let task = self.handle().spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .map_err(|e| format!("HTTP stopped: {e}"))
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .map_err(|e| format!("HTTP stopped: {e}"))
         });
         self.services.push(("HTTP", task));
         Ok((service, base_url))
@@ -169,6 +178,7 @@ impl RoomServices {
         if let Some(seen) = pxe.seen {
             proxy = proxy.notify_seen(seen);
         }
+        proxy = proxy.witness(pxe.gate);
         let dhcp = self.handle().spawn(async move {
             proxy
                 .run()

@@ -5,7 +5,7 @@ use super::{
     DataPlane, DeployError, DeployReport, MachineResult, Outcome, Progress, reports_since,
 };
 use crate::net::http::{BootService, SessionOffer};
-use roomcast_mcast::{BlockSource, McastAddr, run_sender};
+use roomcast_mcast::{BlockSource, McastAddr, SessionKey, run_sender};
 use roomcast_proto::contract::BlockMap;
 use roomcast_proto::mac::Mac;
 use roomcast_proto::mcast::{
@@ -157,6 +157,7 @@ pub async fn run_session(
         symbol_size,
         ..SenderConfig::default()
     };
+    let key = SessionKey(rand::random::<[u8; 32]>());
     let roster = tokens.iter().map(|(m, t)| (MachineId(m.0), Token(*t)));
     let sender = Sender::new(
         cfg,
@@ -171,6 +172,7 @@ pub async fn run_session(
         control: control_addr,
         group: plan.data.group,
         tokens,
+        key,
         ended: false,
     }));
     progress(&Progress::Offered {
@@ -191,6 +193,7 @@ pub async fn run_session(
     let addr = McastAddr {
         interface: plan.interface,
         group: plan.data.group,
+        key: Some(key),
     };
     // Nobody came at all: the sender would wait forever for a first HELLO.
     let nobody = async {

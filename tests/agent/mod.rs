@@ -123,12 +123,15 @@ impl Server {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap();
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
             });
         });
         Server {
@@ -143,9 +146,30 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// A fresh token for `mac`, as its boot script hands it out.
+    /// A fresh token for `mac`, as its boot script hands it out once proxyDHCP saw it take its
+    /// address (here the loopback address the agent's requests come from).
     fn token(&self, mac: Mac) -> String {
-        let script = self.service.boot_script(mac).unwrap();
+        use roomcast_proto::dhcp::{Sighted, Sighting};
+        let here = std::net::Ipv4Addr::LOCALHOST;
+        let gate = self.service.pxe_gate();
+        let now = std::time::Instant::now();
+        let mut g = gate.lock().unwrap();
+        g.observe(
+            Sighting {
+                mac,
+                kind: Sighted::Discover,
+            },
+            now,
+        );
+        g.observe(
+            Sighting {
+                mac,
+                kind: Sighted::Address(here),
+            },
+            now,
+        );
+        drop(g);
+        let script = self.service.boot_script(mac, here).unwrap();
         script
             .split("roomcast.token=")
             .nth(1)
@@ -310,7 +334,7 @@ fn chunk_paths_are_checked_and_a_token_opens_only_its_image() {
     assert!(
         !server
             .service
-            .boot_script(mac(9))
+            .boot_script(mac(9), std::net::Ipv4Addr::LOCALHOST)
             .unwrap()
             .contains("token")
     );

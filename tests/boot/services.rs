@@ -1,6 +1,7 @@
 //! `roomcast serve` in a server namespace, probed from a PC namespace with busybox's TFTP and HTTP
-//! clients: nothing outside the boot root is served, boot scripts follow the allowlist, tokens are
-//! one-time; and it refuses to start on an interface without an address in the room subnet.
+//! clients: nothing outside the boot root is served, boot scripts follow the allowlist, a token goes
+//! only to the address proxyDHCP saw the PC take (PXE requests sent from the PC's namespace), once
+//! per boot, and is one-time; and it refuses to start on an interface without an address in the room subnet.
 
 use roomcast_lab::Lab;
 use std::process::{Command, Output, Stdio};
@@ -23,7 +24,7 @@ impl Drop for Serve {
 
 #[test]
 fn tftp_and_http_serve_only_the_boot_root_and_tokens_are_one_time() {
-    let lab = Lab::builder().pcs(1).build().expect("lab");
+    let lab = Lab::builder().pcs(2).build().expect("lab");
     let work = tempfile::tempdir().unwrap();
     let boot = work.path().join("boot");
     std::fs::create_dir(&boot).unwrap();
@@ -105,16 +106,58 @@ fn tftp_and_http_serve_only_the_boot_root_and_tokens_are_one_time() {
         stranger.contains("sanboot --no-describe --drive 0x80") && !stranger.contains("kernel"),
         "{stranger}"
     );
-    let (ok, script) = get(&format!("/boot/{}.ipxe", CAMPAIGN_MAC.replace(':', "-")));
+    let script_path = format!("/boot/{}.ipxe", CAMPAIGN_MAC.replace(':', "-"));
+    let stranger_pc = lab.pc(1).unwrap();
+    let get_from = |node: &roomcast_lab::Node| {
+        let o = run(node.command("busybox").args([
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("{base}{script_path}"),
+        ]));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let token_of = |script: &str| {
+        script
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("roomcast.token="))
+            .map(str::to_string)
+    };
+    // Knowing a listed MAC is not enough: nobody gets a token before proxyDHCP saw the PC boot.
+    assert_eq!(token_of(&get(&script_path).1), None, "the PC, not seen yet");
+    assert_eq!(
+        token_of(&get_from(stranger_pc)),
+        None,
+        "a host not in the campaign"
+    );
+    // The PC's PXE exchange as its firmware sends it: DISCOVER, then the port-4011 request from
+    // the address it took (ciaddr). Seen taking another address first: its own gets nothing.
+    let pc_addr = pc.addr().addr();
+    let elsewhere: std::net::Ipv4Addr = "198.18.3.77".parse().unwrap();
+    pxe_exchange(pc, srv_ip(&srv), Some(elsewhere));
+    assert_eq!(
+        token_of(&get(&script_path).1),
+        None,
+        "the listed PC asking from an address it was not seen taking"
+    );
+    pxe_exchange(pc, srv_ip(&srv), Some(pc_addr));
+    let (ok, script) = get(&script_path);
     assert!(
         ok && script.contains(&format!("{base}/files/vmlinuz initrd=initrd.gz")),
         "{script}"
     );
-    let token = script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("roomcast.token="))
-        .expect("token on the kernel command line")
-        .to_string();
+    let token = token_of(&script).expect("token on the kernel command line");
+    assert_eq!(
+        token_of(&get(&script_path).1).as_deref(),
+        Some(token.as_str()),
+        "asking again in the same boot: the same token"
+    );
+    assert_eq!(
+        token_of(&get_from(stranger_pc)),
+        None,
+        "another address in the same boot gets nothing"
+    );
     let post = |token: &str| {
         run(pc.command("busybox").args([
             "wget",
@@ -141,8 +184,68 @@ fn tftp_and_http_serve_only_the_boot_root_and_tokens_are_one_time() {
     );
     assert!(post(&token), "the token works once");
     assert!(!post(&token), "a replayed token is refused");
-    let (_, again) = get(&format!("/boot/{}.ipxe", CAMPAIGN_MAC.replace(':', "-")));
-    assert!(!again.contains(&token), "every boot gets a new token");
+    // The PC reboots: a new exchange, a new token through the same path.
+    pxe_exchange(pc, srv_ip(&srv), Some(pc_addr));
+    let again = token_of(&get(&script_path).1).expect("a new boot gets a token");
+    assert_ne!(again, token, "every boot gets a new token");
+    assert!(post(&again));
+}
+
+fn srv_ip(s: &str) -> std::net::Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// What a PC's PXE firmware sends proxyDHCP, from the PC's namespace: a DISCOVER (broadcast on the
+/// lab's bridge, port 67), then, when it has an address, the port-4011 boot-server REQUEST naming
+/// it (`ciaddr`). Waits for the proxy's ACK to that request, so the server has seen it.
+fn pxe_exchange(
+    pc: &roomcast_lab::Node,
+    server: std::net::Ipv4Addr,
+    taken: Option<std::net::Ipv4Addr>,
+) {
+    use dhcproto::v4::{DhcpOption, Encodable, Message, MessageType, Opcode};
+    let mac: roomcast_proto::mac::Mac = CAMPAIGN_MAC.parse().unwrap();
+    let packet = |kind, ciaddr: std::net::Ipv4Addr| {
+        let mut m = Message::new_with_id(
+            rand::random(),
+            ciaddr,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &mac.0,
+        );
+        m.set_opcode(Opcode::BootRequest);
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(kind));
+        o.insert(DhcpOption::ClassIdentifier(
+            b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
+        ));
+        m.to_vec().unwrap()
+    };
+    pc.run(move || {
+        // Port 68, as firmware: the proxy's OFFER is broadcast there.
+        let s = std::net::UdpSocket::bind("0.0.0.0:68").unwrap();
+        s.set_broadcast(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let discover = packet(MessageType::Discover, std::net::Ipv4Addr::UNSPECIFIED);
+        let mut buf = [0u8; 1500];
+        let offered = (0..5).any(|_| {
+            s.send_to(&discover, (std::net::Ipv4Addr::BROADCAST, 67))
+                .unwrap();
+            s.recv_from(&mut buf).is_ok()
+        });
+        assert!(offered, "proxyDHCP never answered the DISCOVER");
+        let Some(taken) = taken else { return };
+        let request = packet(MessageType::Request, taken);
+        for _ in 0..5 {
+            s.send_to(&request, (server, 4011)).unwrap();
+            if s.recv_from(&mut buf).is_ok_and(|(n, _)| n > 0) {
+                return;
+            }
+        }
+        panic!("proxyDHCP never answered the port-4011 request");
+    })
+    .unwrap();
 }
 
 #[test]

@@ -447,7 +447,7 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
     let store = srv.store.clone();
     let key = srv.key.clone();
     let work = srv.dir.path().join("work");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, roomcast::net::pxe_gate::SharedGate)>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let server_thread = lab.server().spawn({
         let master = master.clone();
@@ -486,11 +486,21 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
                 &LabBoot::new(Path::new("/nonexistent"), Path::new("/x"), &work),
             )
             .unwrap();
-            tx.send(session.info().base_url.clone()).unwrap();
+            let info = session.info();
+            tx.send((info.base_url.clone(), info.pxe_gate.clone()))
+                .unwrap();
             done_rx.recv().unwrap();
         }
     });
-    let base = rx.recv().unwrap();
+    let (base, gate) = rx.recv().unwrap();
+    // What proxyDHCP would have seen of the master's PXE boot: the address it takes.
+    gate.lock().unwrap().observe(
+        roomcast_proto::dhcp::Sighting {
+            mac: master.mac,
+            kind: roomcast_proto::dhcp::Sighted::Address(master_node.addr().addr()),
+        },
+        std::time::Instant::now(),
+    );
     let data = random(77, CHUNK as usize);
     let hash = ChunkHash::of(&data);
     let mut corrupted = data.clone();

@@ -510,7 +510,13 @@ fn a_stopped_pc_is_left_behind_and_catches_up_over_http() {
             a.log()
         );
         assert_eq!(sha256_file(&d.disk(i)), want);
-        assert_eq!(a.report()["multicast"]["complete"], true);
+        let r = a.report();
+        assert_eq!(
+            r["multicast"]["complete"],
+            true,
+            "agent{i}: {r}\n{}",
+            d.server.log()
+        );
     }
     assert!(agents[2].running());
     d.server

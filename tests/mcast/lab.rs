@@ -1,9 +1,14 @@
 //! The tokio drivers on real sockets, in the network-namespace lab: one deploy server, 3 PCs on
 //! 200 Mbit/s links, with and without 5 % loss on the multicast port. Every PC ends with the image,
-//! block for block. Needs root (CI runs as root); the lab removes what it creates.
+//! block for block. The stream is sealed with a session key (issue 20): a fourth host of the LAN
+//! that joins the group records nothing of the image and the forged and tampered datagrams it
+//! sends into the group are dropped and counted. Needs root (CI runs as root); the lab removes what it creates.
 
 use roomcast_lab::{Lab, Tbf};
-use roomcast_mcast::{BlockSink, BlockSource, McastAddr, run_receiver, run_sender};
+use roomcast_mcast::{
+    BlockSink, BlockSource, McastAddr, Membership, SessionKey, run_receiver,
+    run_receiver_reporting, run_sender,
+};
 use roomcast_proto::mcast::{
     BlockSet, MachineId, RateConfig, Receiver, ReceiverConfig, ReceiverIdentity, Sender,
     SenderConfig, SessionId, Timestamp, Token,
@@ -70,8 +75,86 @@ fn control_listener(lab: &Lab) -> (Ipv4Addr, SocketAddr, std::net::TcpListener) 
     (server_addr, control, listener)
 }
 
+/// What a host of the LAN outside the roster did during a deploy.
+#[derive(Debug, Default)]
+struct Intruder {
+    /// Every datagram of the group it received.
+    recorded: Vec<Vec<u8>>,
+    /// Datagrams it sent into the group: recorded ones with one byte flipped, and random ones.
+    injected: u64,
+}
+
+/// Joins the group from `node` and records every datagram until `stop`; when `tamper`, sends back
+/// into the group a copy of every 8th one with a byte flipped, and a random datagram as often.
+fn intrude(
+    node: &roomcast_lab::Node,
+    tamper: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<Intruder, roomcast_lab::LabError>> {
+    let own = node.addr().addr();
+    node.spawn(move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_address(true).unwrap();
+        let _ = s.set_recv_buffer_size(8 << 20);
+        s.bind(&SocketAddr::V4(GROUP).into()).unwrap();
+        s.join_multicast_v4(GROUP.ip(), &own).unwrap();
+        s.set_multicast_if_v4(&own).unwrap();
+        s.set_multicast_loop_v4(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let udp: std::net::UdpSocket = s.into();
+        let mut me = Intruder::default();
+        let mut buf = [0u8; 2048];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(n) = udp.recv(&mut buf) else { continue };
+            let d = buf[..n].to_vec();
+            if tamper && me.recorded.len() % 8 == 0 && me.injected < 4000 {
+                let mut bad = d.clone();
+                let at = me.recorded.len() % bad.len();
+                bad[at] ^= 0x20;
+                let random: Vec<u8> = (0..n).map(|_| rand::random()).collect();
+                for forged in [bad, random] {
+                    if udp.send_to(&forged, GROUP).is_ok() {
+                        me.injected += 1;
+                    }
+                }
+            }
+            me.recorded.push(d);
+        }
+        me
+    })
+}
+
+/// Whether any piece of any block appears in `recorded`: every 32 bytes at each symbol boundary
+/// of each block (a clear data packet carries a source symbol verbatim).
+fn image_bytes_found(image: &[Vec<u8>], recorded: &[Vec<u8>]) -> usize {
+    let finder: Vec<&[u8]> = image
+        .iter()
+        .flat_map(|b| b.chunks(1400).map(|s| &s[..s.len().min(32)]))
+        .filter(|p| p.len() == 32)
+        .collect();
+    let all: Vec<u8> = recorded.concat();
+    let ac = aho_corasick::AhoCorasick::new(&finder).unwrap();
+    let found: std::collections::BTreeSet<usize> = ac
+        .find_overlapping_iter(&all)
+        .map(|m| m.pattern().as_usize())
+        .collect();
+    found.len()
+}
+
 fn deploy(loss_percent: u8) {
-    let lab = Lab::builder().pcs(3).rate(Tbf::mbit(200)).build().unwrap();
+    deploy_with(loss_percent, Some(SessionKey([0x5e; 32])), false);
+}
+
+/// A deploy to three PCs; a fourth host of the LAN joins the group, records, and (`tamper`) sends
+/// tampered and forged datagrams into it. Returns the intruder's record and what the PCs rejected.
+fn deploy_with(loss_percent: u8, key: Option<SessionKey>, tamper: bool) -> (Intruder, Vec<u64>) {
+    let lab = Lab::builder().pcs(4).rate(Tbf::mbit(200)).build().unwrap();
     if loss_percent > 0 {
         for pc in lab.pcs() {
             lab.set_loss(pc, loss_percent, GROUP.port()..=GROUP.port())
@@ -86,6 +169,8 @@ fn deploy(loss_percent: u8) {
         .collect();
     let (server_addr, control, listener) = control_listener(&lab);
     listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let intruder = intrude(lab.pc(3).unwrap(), tamper, stop.clone());
     let cfg = SenderConfig {
         rate: RateConfig {
             // Just under the 200 Mbit/s tbf of the links.
@@ -109,6 +194,7 @@ fn deploy(loss_percent: u8) {
             let addr = McastAddr {
                 interface: server_addr,
                 group: GROUP,
+                key,
             };
             let mut source = Image(image);
             tokio::time::timeout(
@@ -118,8 +204,7 @@ fn deploy(loss_percent: u8) {
             .await
         })
     });
-    let pcs: Vec<_> = lab
-        .pcs()
+    let pcs: Vec<_> = lab.pcs()[..3]
         .iter()
         .zip(machines)
         .map(|(pc, (machine, token))| {
@@ -143,16 +228,27 @@ fn deploy(loss_percent: u8) {
                 let addr = McastAddr {
                     interface,
                     group: GROUP,
+                    key,
                 };
-                let done = run_receiver(rx, control, addr, &mut disk, Duration::from_secs(120))
-                    .map_err(|e| e.to_string());
-                (done, disk.blocks)
+                let mut membership = Membership::default();
+                let done = run_receiver_reporting(
+                    rx,
+                    control,
+                    addr,
+                    &mut disk,
+                    Duration::from_secs(120),
+                    &mut membership,
+                )
+                .map_err(|e| e.to_string());
+                (done, disk.blocks, membership.rejected)
             })
         })
         .collect();
     let reference = self::image();
+    let mut rejected = Vec::new();
     for (i, pc) in pcs.into_iter().enumerate() {
-        let (done, blocks) = pc.join().unwrap().unwrap();
+        let (done, blocks, r) = pc.join().unwrap().unwrap();
+        rejected.push(r);
         assert_eq!(done, Ok(true), "pc{i} did not complete");
         for (b, (got, want)) in blocks.iter().zip(&reference).enumerate() {
             assert_eq!(got.as_deref(), Some(&want[..]), "pc{i} block {b}");
@@ -166,6 +262,40 @@ fn deploy(loss_percent: u8) {
         .expect("the sender runs");
     assert_eq!(reports.len(), 3);
     assert!(reports.iter().all(|r| r.complete), "{reports:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (intruder.join().unwrap().unwrap(), rejected)
+}
+
+#[test]
+fn a_host_recording_the_sealed_stream_finds_no_image_byte_and_tampering_is_dropped() {
+    let image = image();
+    // The control: the same deploy in clear shows the recording finds the image's bytes.
+    let (clear, _) = deploy_with(0, None, false);
+    let pieces = image_bytes_found(&image, &clear.recorded);
+    assert!(
+        pieces > 1000,
+        "a clear stream gives the image away ({pieces} pieces found)"
+    );
+    let (sealed, rejected) = deploy_with(0, Some(SessionKey(rand::random())), true);
+    assert!(
+        sealed.recorded.len() > 2_000,
+        "{} datagrams recorded",
+        sealed.recorded.len()
+    );
+    assert_eq!(
+        image_bytes_found(&image, &sealed.recorded),
+        0,
+        "no image byte in the sealed stream"
+    );
+    assert!(
+        sealed.injected > 200,
+        "{} forged datagrams sent",
+        sealed.injected
+    );
+    // Every PC completed bit-identical above; each dropped and counted the forgeries.
+    for (i, r) in rejected.iter().enumerate() {
+        assert!(*r > 50, "pc{i} rejected only {r} datagrams");
+    }
 }
 
 #[test]
@@ -214,6 +344,7 @@ fn silent_server(hang: bool) -> Result<bool, String> {
             let addr = McastAddr {
                 interface,
                 group: GROUP,
+                key: None,
             };
             run_receiver(rx, control, addr, &mut disk, Duration::from_millis(600))
                 .map_err(|e| e.to_string())

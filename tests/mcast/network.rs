@@ -98,9 +98,10 @@ fn cell(network: Network) {
         }
     }
     if let Network::PcMtu(mtu) = network {
-        // Datagrams (symbol + 36-byte header + UDP + IPv4) fit the PCs' MTU.
+        // Sealed datagrams (symbol + 36-byte header + 24-byte seal + UDP + IPv4) fit the PCs' MTU.
         let symbol = s["symbol_size"].as_u64().unwrap();
-        assert!(symbol + 64 <= u64::from(mtu), "{network}: {s}");
+        let seal = roomcast_proto::mcast::SEAL_OVERHEAD as u64;
+        assert!(symbol + 64 + seal <= u64::from(mtu), "{network}: {s}");
     }
 }
 

@@ -211,6 +211,15 @@ fn session_identity(info: &SessionInfo, disk: &Disk) -> Result<ReceiverIdentity,
     })
 }
 
+/// The session's stream key from the session info (never echoed: an error says only its shape).
+fn session_key(hex_key: &str) -> Result<roomcast_mcast::SessionKey, AgentError> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex_key, &mut key).map_err(|_| {
+        AgentError::Multicast("session info: the stream key is not 64 hex digits".into())
+    })?;
+    Ok(roomcast_mcast::SessionKey(key))
+}
+
 /// Restores `m` onto `disk` through the multicast session `info`, then catches up over HTTP.
 pub fn restore(
     client: &Client,
@@ -285,9 +294,11 @@ pub fn restore(
         written_bytes: 0,
         refused: 0,
     };
+    let key = session_key(&info.key)?;
     let addr = McastAddr {
         interface,
         group: info.group,
+        key: Some(key),
     };
     let mut membership = roomcast_mcast::Membership::default();
     let outcome = roomcast_mcast::run_receiver_reporting(
@@ -301,6 +312,7 @@ pub fn restore(
     .map_err(|e| e.to_string());
     figures.from_start = Some(membership.from_start);
     figures.rejoins = membership.rejoins;
+    figures.rejected_datagrams = membership.rejected;
     if matches!(outcome, Ok(false)) {
         wait_for_stream_end(client);
     }

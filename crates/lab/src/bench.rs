@@ -93,6 +93,23 @@ pub trait Contender {
     fn prepare(&self, _image: &Path, _work_dir: &Path) -> Result<(), BenchError> {
         Ok(())
     }
+
+    /// CPU time (user + system) the receivers' threads spent in the last delivery, summed over the
+    /// PCs, for a contender that runs them in this process (`None` otherwise).
+    fn receiver_cpu(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// CPU time (user + system) of the calling thread so far (`getrusage(RUSAGE_THREAD)`).
+pub fn thread_cpu() -> Duration {
+    // SAFETY: getrusage writes one rusage into the zeroed local it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 /// Debian's udpcast (`udp-sender` / `udp-receiver`), what FOG and Clonezilla use.

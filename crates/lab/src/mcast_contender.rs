@@ -44,8 +44,13 @@ pub struct RoomcastLib {
     pub max_bps: Option<u64>,
     /// Token bucket depth in bytes; `None`: that of [`RateConfig::for_link`].
     pub burst_bytes: Option<u32>,
+    /// Seal the stream with a session key, as `roomcast deploy` does (issue 20); `false` for the
+    /// clear stream the benchmark compares it with.
+    pub sealed: bool,
     /// What the sender counted in the last delivery.
     last: Mutex<Option<SenderStats>>,
+    /// CPU time of the receivers' threads in the last delivery, summed.
+    last_rx_cpu: Mutex<Option<std::time::Duration>>,
 }
 
 impl RoomcastLib {
@@ -55,7 +60,9 @@ impl RoomcastLib {
             block_size: 1 << 20,
             max_bps: None,
             burst_bytes: None,
+            sealed: true,
             last: Mutex::new(None),
+            last_rx_cpu: Mutex::new(None),
         }
     }
 
@@ -201,7 +208,15 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
 
 impl Contender for RoomcastLib {
     fn name(&self) -> &str {
-        "roomcast-lib"
+        if self.sealed {
+            "roomcast-lib"
+        } else {
+            "roomcast-lib-clear"
+        }
+    }
+
+    fn receiver_cpu(&self) -> Option<std::time::Duration> {
+        *self.last_rx_cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deliver(&self, d: &Delivery<'_>) -> Result<(), BenchError> {
@@ -250,6 +265,9 @@ impl Contender for RoomcastLib {
             lens: lens.clone(),
         };
         let srv_addr = srv.addr().addr();
+        let key = self
+            .sealed
+            .then(|| roomcast_mcast::SessionKey(rand::random()));
         let timeout = d.timeout;
         let lens2 = lens.clone();
         let server = srv.spawn(move || -> Result<_, String> {
@@ -268,6 +286,7 @@ impl Contender for RoomcastLib {
                 let addr = McastAddr {
                     interface: srv_addr,
                     group,
+                    key,
                 };
                 tokio::time::timeout(
                     timeout,
@@ -312,7 +331,7 @@ impl Contender for RoomcastLib {
             let interface = pc.addr().addr();
             pcs.push((
                 pc,
-                pc.spawn(move || -> Result<bool, String> {
+                pc.spawn(move || -> Result<(bool, std::time::Duration), String> {
                     let rx = Receiver::new(
                         ReceiverConfig::default(),
                         ReceiverIdentity {
@@ -322,18 +341,27 @@ impl Contender for RoomcastLib {
                         },
                         have,
                     );
-                    let addr = McastAddr { interface, group };
+                    let addr = McastAddr {
+                        interface,
+                        group,
+                        key,
+                    };
                     // Stalled for the whole budget: the same verdict as a timeout.
-                    run_receiver(rx, control, addr, &mut disk, timeout)
-                        .map_err(|e| format!("{e} (budget {timeout:?})"))
+                    let r = run_receiver(rx, control, addr, &mut disk, timeout)
+                        .map_err(|e| format!("{e} (budget {timeout:?})"));
+                    r.map(|done| (done, super::bench::thread_cpu()))
                 }),
             ));
         }
         let mut first_error = None;
+        let mut rx_cpu = std::time::Duration::ZERO;
         for (pc, h) in pcs {
             let r = match h.join() {
-                Ok(Ok(Ok(true))) => Ok(()),
-                Ok(Ok(Ok(false))) => {
+                Ok(Ok(Ok((true, cpu)))) => {
+                    rx_cpu += cpu;
+                    Ok(())
+                }
+                Ok(Ok(Ok((false, _)))) => {
                     Err(failed(pc, "the session ended without every block".into()))
                 }
                 Ok(Ok(Err(e))) => Err(failed(pc, e)),
@@ -344,6 +372,7 @@ impl Contender for RoomcastLib {
                 first_error.get_or_insert(e);
             }
         }
+        *self.last_rx_cpu.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx_cpu);
         let r = match server.join() {
             Ok(Ok(Ok((reports, stats)))) => {
                 if let Ok(mut s) = self.last.lock() {

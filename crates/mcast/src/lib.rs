@@ -13,7 +13,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 mod receive;
+pub mod seal;
 pub use receive::{Membership, run_receiver, run_receiver_reporting};
+pub use seal::{SessionKey, StreamKey};
 #[cfg(feature = "sender")]
 mod send;
 #[cfg(feature = "sender")]
@@ -82,6 +84,9 @@ pub struct McastAddr {
     pub interface: Ipv4Addr,
     /// Group and port, in 239.255.0.0/16.
     pub group: SocketAddrV4,
+    /// The session's stream key: every datagram sealed by the sender and opened by the receivers
+    /// ([`seal`]); `None` only for a benchmark's clear stream.
+    pub key: Option<SessionKey>,
 }
 
 /// MTU of the local interface that holds `addr` (`SIOCGIFMTU`, in the caller's network

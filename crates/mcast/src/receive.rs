@@ -151,10 +151,11 @@ impl Datagrams {
         Ok(n as usize)
     }
 
-    /// Datagram `i` of the last [`Self::read`].
-    fn get(&self, i: usize) -> &[u8] {
+    /// Datagram `i` of the last [`Self::read`] (mutable: it is opened in place).
+    fn get(&mut self, i: usize) -> &mut [u8] {
         let at = i * DATAGRAM_MAX;
-        &self.data[at..at + self.hdrs[i].msg_len as usize]
+        let len = self.hdrs[i].msg_len as usize;
+        &mut self.data[at..at + len]
     }
 }
 
@@ -251,6 +252,9 @@ pub struct Membership {
     pub from_start: bool,
     /// Datagrams of the session received.
     pub datagrams: u64,
+    /// Datagrams dropped because they did not authenticate under the session key (tampered,
+    /// forged, of another session).
+    pub rejected: u64,
 }
 
 /// Runs one PC's side of a session on the calling thread: connects to the deploy server at
@@ -296,6 +300,7 @@ pub fn run_receiver_reporting(
     let udp = receiver_socket(addr).map_err(io_err("joining the multicast group"))?;
     let mut ctl = Control::connect(server).map_err(io_err("connecting to the deploy server"))?;
     let mut datagrams = Datagrams::new();
+    let open = addr.key.as_ref().map(crate::StreamKey::new);
     let mut complete = false;
     let mut progress = Instant::now();
     loop {
@@ -367,7 +372,22 @@ pub fn run_receiver_reporting(
             .read(&udp)
             .map_err(io_err("receiving from the multicast group"))?;
         for i in 0..got {
-            receiver.handle_datagram(datagrams.get(i), now(start));
+            let d = datagrams.get(i);
+            match &open {
+                None => receiver.handle_datagram(d, now(start)),
+                Some(key) => match key.open(d) {
+                    Some(plain) => receiver.handle_datagram(plain, now(start)),
+                    None => {
+                        membership.rejected += 1;
+                        if membership.rejected.is_power_of_two() {
+                            tracing::warn!(
+                                rejected = membership.rejected,
+                                "datagrams that do not authenticate under the session key dropped"
+                            );
+                        }
+                    }
+                },
+            }
         }
         // Only after reading what the socket holds: a loop held up by a slow write finds the
         // stream waiting in its buffer, which is not silence.

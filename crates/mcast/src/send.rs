@@ -129,6 +129,9 @@ pub async fn run_sender_with_stats(
     let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
     let mut next_conn = 1u64;
     let mut last_rate = sender.rate_bps();
+    let seal = addr.key.as_ref().map(crate::StreamKey::new);
+    let mut sealed = Vec::with_capacity(2048);
+    let mut counter = 0u64;
     loop {
         // Drain everything the state machine has to say before sleeping. One datagram per round:
         // blocks the sender asks for ahead of its cursor are read as soon as asked, not when the
@@ -160,7 +163,15 @@ pub async fn run_sender_with_stats(
             }
             if let Some(d) = sender.poll_transmit(now(start)) {
                 busy = true;
-                udp.send_to(&d, SocketAddr::V4(addr.group))
+                let wire: &[u8] = match &seal {
+                    Some(key) => {
+                        key.seal(counter, &d, &mut sealed);
+                        counter += 1;
+                        &sealed
+                    }
+                    None => &d,
+                };
+                udp.send_to(wire, SocketAddr::V4(addr.group))
                     .await
                     .map_err(io_err("sending to the multicast group"))?;
             }

@@ -244,6 +244,60 @@ pub fn handle(config: &ProxyConfig, port: Port, packet: &[u8]) -> Decision {
     })
 }
 
+/// What proxyDHCP learns about a PXE client of the campaign from one request it hears, answered or
+/// not (the REQUEST a client sends the school's DHCP server is broadcast on port 67 too): that a boot
+/// exchange starts, or which address the client takes. `net::pxe_gate` binds boot tokens to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    /// The client.
+    pub mac: Mac,
+    /// What it said.
+    pub kind: Sighted,
+}
+
+/// The part of a PXE client's exchange a [`Sighting`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighted {
+    /// A DISCOVER: a boot exchange (firmware or iPXE) starts; no address yet.
+    Discover,
+    /// The address the client takes: a REQUEST's option 50 (requested address), else its
+    /// `ciaddr` (port 4011 requests, renewals), else the packet's source address.
+    Address(Ipv4Addr),
+}
+
+/// The [`Sighting`] in one request from `source` (the packet's source address, 0.0.0.0 for a
+/// client without one): only PXE clients (option 60 `PXEClient`) of the campaign's allowlist, only
+/// DISCOVERs and REQUESTs that name an address.
+pub fn sighting(config: &ProxyConfig, packet: &[u8], source: Ipv4Addr) -> Option<Sighting> {
+    let clean = sanitize(packet).ok()?;
+    let request = Message::from_bytes(&clean).ok()?;
+    if request.opcode() != Opcode::BootRequest || request.hlen() != 6 {
+        return None;
+    }
+    let mac = Mac::from_slice(request.chaddr())?;
+    let opts = request.opts();
+    let pxe = matches!(opts.get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(PXE_CLASS));
+    if !pxe || !config.allowlist.contains(&mac) {
+        return None;
+    }
+    let kind = match opts.msg_type() {
+        Some(MessageType::Discover) => Sighted::Discover,
+        Some(MessageType::Request) => {
+            let requested = match opts.get(OptionCode::RequestedIpAddress) {
+                Some(DhcpOption::RequestedIpAddress(a)) => Some(*a),
+                _ => None,
+            };
+            let addr = [requested, Some(request.ciaddr()), Some(source)]
+                .into_iter()
+                .flatten()
+                .find(|a| !a.is_unspecified() && !a.is_broadcast())?;
+            Sighted::Address(addr)
+        }
+        _ => return None,
+    };
+    Some(Sighting { mac, kind })
+}
+
 /// The options the handler reads, with the lengths it accepts (`None`: any length).
 const READ_OPTIONS: [(u8, Option<usize>); 7] = [
     (50, Some(4)),
@@ -446,6 +500,43 @@ mod tests {
             uefi_boot_file: "snponly.efi".into(),
             http_base: "http://198.18.0.1:8080".into(),
             allowlist: allowed.iter().map(|m| m.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn sightings_of_real_firmware_name_the_address_it_takes() {
+        let uefi: Mac = UEFI_MAC.parse().unwrap();
+        let none = Ipv4Addr::UNSPECIFIED;
+        let seen = |p: &[u8], from| sighting(&both(), p, from).map(|s| (s.mac, s.kind));
+        assert_eq!(seen(UEFI_DISCOVER, none), Some((uefi, Sighted::Discover)));
+        let Some((mac, Sighted::Address(taken))) = seen(UEFI_REQUEST_67, none) else {
+            panic!("a REQUEST to the school's server names the address (option 50)");
+        };
+        assert_eq!(mac, uefi);
+        let req = decode(UEFI_REQUEST_67).unwrap();
+        assert!(
+            matches!(req.opts().get(OptionCode::RequestedIpAddress), Some(DhcpOption::RequestedIpAddress(a)) if *a == taken)
+        );
+        // Port 4011: the client already has its address (ciaddr).
+        let at_4011 = decode(UEFI_REQUEST_4011).unwrap().ciaddr();
+        assert!(!at_4011.is_unspecified());
+        assert_eq!(
+            seen(UEFI_REQUEST_4011, at_4011),
+            Some((uefi, Sighted::Address(at_4011)))
+        );
+        assert_eq!(
+            seen(UEFI_IPXE_DISCOVER, none),
+            Some((uefi, Sighted::Discover))
+        );
+        // Outside the allowlist, or not a PXE client: nothing seen.
+        assert_eq!(sighting(&config(&[BIOS_MAC]), UEFI_REQUEST_67, none), None);
+        let mut plain = decode(UEFI_REQUEST_67).unwrap();
+        plain.opts_mut().remove(OptionCode::ClassIdentifier);
+        assert_eq!(seen(&plain.to_vec().unwrap(), none), None);
+        for p in ALL {
+            for cut in 0..p.len() {
+                let _ = sighting(&both(), &p[..cut], none);
+            }
         }
     }
 

@@ -37,6 +37,9 @@ pub struct SessionInfo {
     pub machines: Vec<Machine>,
     /// The boot root (kernel, initramfs, iPXE binaries).
     pub boot_dir: PathBuf,
+    /// The HTTP service's PXE gate (`net::pxe_gate`): whoever plays proxyDHCP records what it sees
+    /// there, or no PC gets a boot token.
+    pub pxe_gate: crate::net::pxe_gate::SharedGate,
 }
 
 /// Why a PC could not be sent into the agent.
@@ -128,6 +131,7 @@ impl AgentBoot for PxeBoot {
             root,
             &session.base_url,
             session.machines.iter().map(|m| m.mac).collect(),
+            session.pxe_gate.clone(),
         );
         pxe.uefi_boot_file = self.uefi_boot_file.clone();
         pxe.announce_ra = self.announce_ra;

@@ -119,6 +119,7 @@ impl Session {
             mode: spec.mode,
             machines: spec.machines.clone(),
             boot_dir: spec.boot_dir.clone(),
+            pxe_gate: service.pxe_gate(),
         };
         let boot_services = boot.open(&info).map_err(|e| e.to_string())?;
         let mcast = match (&spec.multicast, &served_store) {

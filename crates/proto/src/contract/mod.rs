@@ -38,7 +38,8 @@ use std::net::SocketAddrV4;
 /// Version of this contract. Raise it whenever a type of this module changes in a way an agent
 /// of the previous version would misread. 2: masked images (issue 14): the capture plan may ask
 /// for a file-system-aware capture, the finish carries masks and partitions. 3: the PXE-booted
-/// agent sends its [`HardwareFacts`] first and images only on a go ([`Clearance`]).
+/// agent sends its [`HardwareFacts`] first and images only on a go ([`Clearance`]); the multicast
+/// stream is sealed (issue 20): [`SessionInfo::key`], `McastFigures::rejected_datagrams`.
 pub const CONTRACT_VERSION: u32 = 3;
 
 /// Header carrying the agent's contract version on every request.
@@ -123,6 +124,9 @@ pub struct SessionInfo {
     pub machine: String,
     /// Its control-channel token, hex (64 digits).
     pub token: String,
+    /// The session's stream key, hex (64 digits): every datagram of the stream is sealed with it
+    /// (AES-256-GCM, `roomcast_mcast::seal`). Handed only with a live token; never logged.
+    pub key: String,
     /// True once the session is over: restore over unicast instead.
     pub ended: bool,
 }

@@ -137,6 +137,10 @@ pub struct McastFigures {
     /// Times the PC joined the group again because the stream stopped reaching it.
     #[serde(default)]
     pub rejoins: u64,
+    /// Datagrams dropped because they did not authenticate under the session key (tampered,
+    /// forged, of another session).
+    #[serde(default)]
+    pub rejected_datagrams: u64,
 }
 
 /// What a capture did.

@@ -39,3 +39,8 @@ pub const DEFAULT_SYMBOL_SIZE: u16 = 1400;
 
 /// IPv4 + UDP header bytes that every datagram costs on the wire; pacing and statistics count them.
 pub const IP_UDP_OVERHEAD: usize = 28;
+
+/// Bytes the drivers add to each datagram when they seal it (`roomcast_mcast::seal`: an 8-byte
+/// counter and a 16-byte AES-GCM tag). The state machines never see a sealed byte; symbol sizing
+/// ([`symbol_for_mtu`]) and pacing ([`RateConfig::for_link`]) leave room for it.
+pub const SEAL_OVERHEAD: usize = 24;

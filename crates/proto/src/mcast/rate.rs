@@ -54,6 +54,7 @@ impl RateConfig {
     pub fn for_link(link_bps: u64) -> Self {
         let ip = (super::DEFAULT_SYMBOL_SIZE as usize
             + super::wire::DATA_HEADER_LEN
+            + super::SEAL_OVERHEAD
             + super::IP_UDP_OVERHEAD) as u64;
         let filling = link_bps * ip / (ip + ETHERNET_HEADER);
         let max_bps = filling + filling / 20;
@@ -219,8 +220,8 @@ mod tests {
     #[test]
     fn for_link_paces_just_above_what_fills_the_link() {
         let c = RateConfig::for_link(200_000_000);
-        // 1464-byte datagrams in 1478-byte frames fill 200 Mbit/s at 198.1 Mbit/s of IP.
-        let filling = 200_000_000u64 * 1464 / 1478;
+        // 1488-byte sealed datagrams in 1502-byte frames fill 200 Mbit/s at 198.1 Mbit/s of IP.
+        let filling = 200_000_000u64 * 1488 / 1502;
         assert_eq!(c.max_bps, filling + filling / 20);
         // 10 ms at 208 Mbit/s.
         assert_eq!(c.burst_bytes, (c.max_bps / 800) as u32);

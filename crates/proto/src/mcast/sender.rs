@@ -542,7 +542,10 @@ impl Sender {
                     format!(
                         "machine {machine}: its MTU of {mtu} bytes is below the stream's datagrams \
                          ({} bytes); it restores over unicast",
-                        usize::from(self.cfg.symbol_size) + DATA_LEN_FIXED + IP_UDP_OVERHEAD
+                        usize::from(self.cfg.symbol_size)
+                            + DATA_LEN_FIXED
+                            + super::SEAL_OVERHEAD
+                            + IP_UDP_OVERHEAD
                     ),
                 );
             }
@@ -1133,13 +1136,13 @@ fn median_of_reached(mut l: Vec<f64>) -> Option<f64> {
     Some(l[l.len() / 2])
 }
 
-/// The largest symbol whose datagram (data header, UDP, IPv4) fits `mtu`; `None` for an unknown
-/// (0) or implausible MTU (below IPv4's 576).
+/// The largest symbol whose datagram (data header, the drivers' seal, UDP, IPv4) fits `mtu`;
+/// `None` for an unknown (0) or implausible MTU (below IPv4's 576).
 pub fn symbol_for_mtu(mtu: u16) -> Option<u16> {
     if mtu < 576 {
         return None;
     }
-    Some(mtu - (DATA_LEN_FIXED + IP_UDP_OVERHEAD) as u16)
+    Some(mtu - (DATA_LEN_FIXED + super::SEAL_OVERHEAD + IP_UDP_OVERHEAD) as u16)
 }
 
 /// A receiver that never saw a block's last sequence number is taken at its word about that block
