@@ -12,4 +12,14 @@ boot_cache="${ROOMCAST_BOOT_CACHE:-/var/cache/roomcast-test}"
 export ROOMCAST_QEMU="$boot_cache/qemu/usr/bin/qemu-system-x86_64"
 export ROOMCAST_KERNEL_DIR="$boot_cache/kernel"
 
+# cargo-deb and Garage (tests/tools.sh) are built from source on a fresh machine, the slow part of
+# its first run: they build while the tests compile, and the tests start once both are there.
+bash tests/tools.sh > "${TMPDIR:-/tmp}/roomcast-test-tools.log" 2>&1 &
+tools=$!
+cargo test --all-targets --no-run "$@"
+if ! wait "$tools"; then
+    cat "${TMPDIR:-/tmp}/roomcast-test-tools.log" >&2
+    echo "tests/tools.sh failed (cargo-deb or Garage could not be built)" >&2
+    exit 2
+fi
 cargo test --all-targets "$@"

@@ -78,22 +78,3 @@ if ! ls "$boot_cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
         && apt-get download -qq "$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')" \
         && dpkg -x linux-image-*.deb kernel)
 fi
-
-# cargo-deb builds the Debian package (tests/server/build-deb.sh); compiled once from crates.io into
-# the cache (about 8.5 min uncached on 2 shared cores, 2026-12-07), then only checked.
-if [ ! -x "$boot_cache/cargo-deb/bin/cargo-deb" ]; then
-    CARGO_INSTALL_ROOT="$boot_cache/cargo-deb" CARGO_TARGET_DIR="$boot_cache/cargo-deb/build" \
-        cargo install --locked --quiet cargo-deb --version 3.8.0
-    rm -rf "$boot_cache/cargo-deb/build"
-fi
-# Garage, the region's S3 object store (tests/region, examples/bench_region.rs; docs/REGION.md): built
-# once with `cargo install`, cached outside the repository. Only what a three-node S3 cluster needs:
-# no K2V, no metrics, no Consul/Kubernetes discovery, no telemetry, LMDB metadata only. The uncached
-# build is the slow part of a fresh machine's setup (see docs/REGION.md, "Cost in CI").
-garage_version=2.5.0
-if [ ! -x "$boot_cache/garage/bin/garage" ]; then
-    CARGO_INSTALL_ROOT="$boot_cache/garage" CARGO_TARGET_DIR="$boot_cache/garage-build" \
-        cargo install garage --version "$garage_version" --locked \
-        --no-default-features --features bundled-libs,lmdb
-    rm -rf "$boot_cache/garage-build"
-fi

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A started cluster (data in `dir`), or `None` after saying the test is skipped: only when Garage
-/// is not installed (tests/setup.sh builds it; CI always has it).
+/// is not installed (tests/tools.sh builds it; tests/run.sh, and so CI, always has it).
 pub struct Started {
     pub cluster: Cluster,
     /// The nodes' data, removed after them (field order).
@@ -16,7 +16,7 @@ pub struct Started {
 pub fn start() -> Option<Started> {
     let Some(bin) = garage::garage_bin() else {
         eprintln!(
-            "SKIPPED: no Garage at {} (tests/setup.sh builds it with `cargo install garage`; \
+            "SKIPPED: no Garage at {} (tests/tools.sh builds it with `cargo install garage`; \
              ROOMCAST_GARAGE names another binary)",
             garage::GARAGE_BIN
         );

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-/// Where `tests/setup.sh` installs Garage (`cargo install garage`, cached outside the repository);
+/// Where `tests/tools.sh` installs Garage (`cargo install garage`, cached outside the repository);
 /// `ROOMCAST_GARAGE` names another binary.
 pub const GARAGE_BIN: &str = "/var/cache/roomcast-test/garage/bin/garage";
 
