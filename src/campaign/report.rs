@@ -534,7 +534,8 @@ fn duration(seconds: i64) -> String {
     )
 }
 
-fn human_bytes(n: u64) -> String {
+/// Human size, binary units (`1.5 GiB`): the one formatter of reports, console pages and the CLI.
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -606,20 +606,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Human size, binary units.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::campaign::report::human_bytes as bytes;
 
 /// user@host of whoever runs the capture (the sudo caller rather than root when there is one).
 fn who() -> String {
