@@ -40,6 +40,9 @@ pub struct CampaignRow {
     pub outcome: String,
     /// `running`, `finished`, `failed`...
     pub phase: &'static str,
+    /// The night it is scheduled for (its run's `--at`, UTC) while that run is under way or waits
+    /// for it (`campaign::run::interrupted`); empty otherwise.
+    pub scheduled: String,
 }
 
 fn time(t: Option<Timestamp>) -> String {
@@ -64,6 +67,11 @@ pub fn campaigns(db: &Path) -> Result<Vec<CampaignRow>, PageError> {
             end: time(state.ended_at),
             outcome: state.phase.to_string(),
             phase: state.phase.word(),
+            scheduled: time(
+                crate::campaign::run::interrupted::read(db, id)
+                    .and_then(|m| m.at)
+                    .map(Timestamp),
+            ),
         });
     }
     Ok(out)
@@ -597,6 +605,47 @@ pub fn signoff_view(db: &Path, id: i64, teacher: &str, state: &State) -> Signoff
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_campaign_waiting_for_its_night_shows_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("journal.db");
+        let plan = roomcast_proto::procedure::Plan {
+            room: "B204".into(),
+            machines: vec!["PC01".into()],
+            master: "PC01".into(),
+            mode: roomcast_proto::procedure::DeployMode::SoftwareOnly,
+            retries: 0,
+            signoff_required: false,
+            signoff_allowed: vec![],
+        };
+        let (id, _) = Journal::open(&db)
+            .unwrap()
+            .start(&plan, Timestamp(1_796_680_800))
+            .unwrap();
+        assert_eq!(
+            campaigns(&db).unwrap()[0].scheduled,
+            "",
+            "no run marker: nothing scheduled"
+        );
+        crate::campaign::run::interrupted::mark(
+            &db,
+            id,
+            &crate::campaign::run::interrupted::RunMarker {
+                at: Some(1_796_767_200),
+                until: None,
+                parallel: 4,
+            },
+        )
+        .unwrap();
+        let row = &campaigns(&db).unwrap()[0];
+        assert_eq!(row.scheduled, time(Some(Timestamp(1_796_767_200))));
+        assert!(
+            row.scheduled.starts_with("2026-12-08 22:00"),
+            "{}",
+            row.scheduled
+        );
+    }
     use roomcast_proto::procedure::{DeployMode, Plan, replay};
 
     #[test]
