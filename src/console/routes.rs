@@ -223,10 +223,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 const LOGIN_COOKIE: &str = "__Host-roomcast-login";
 
 async fn login_page(State(app): State<Arc<App>>) -> Response {
+    login_form(&app, "")
+}
+
+/// The login form with a fresh pre-session CSRF token, set as its cookie; `error` shown above it.
+fn login_form(app: &App, error: &str) -> Response {
     let token = auth::random_token();
     let mut r = app.render(
         "login.html",
-        context! { csrf => &token, error => "", user => "" },
+        context! { csrf => &token, error => error, user => "" },
     );
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -285,19 +290,8 @@ async fn login(
             "Too many failed logins lately: wait a few minutes.",
         ),
         _ => {
-            let token = auth::random_token();
-            let mut r = app.render(
-                "login.html",
-                context! { csrf => &token, error => "Wrong name or password.", user => "" },
-            );
+            let mut r = login_form(&app, "Wrong name or password.");
             *r.status_mut() = StatusCode::UNAUTHORIZED;
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_str(&format!(
-                    "{LOGIN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=600"
-                ))
-                .expect("ascii"),
-            );
             r
         }
     }

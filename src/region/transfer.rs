@@ -115,6 +115,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, RegionError> {
 
 /// Runs `work` for each item, at most `jobs` at once; stops starting new ones at the first error
 /// and returns it once those in flight have ended. `done` sees each item's result (bytes moved).
+/// Moves the `missing` chunks (`work` uploads or fetches one and returns its bytes), `jobs` at a
+/// time, reporting progress over them: the one loop of push and pull. Returns the bytes moved.
+async fn move_chunks<F>(
+    missing: Vec<Wanted>,
+    jobs: usize,
+    progress: &(dyn Fn(&TransferProgress) + Sync),
+    work: impl Fn(Wanted) -> F,
+) -> Result<u64, RegionError>
+where
+    F: Future<Output = Result<u64, RegionError>> + Send + 'static,
+{
+    let mut p = TransferProgress {
+        chunks_total: missing.len() as u64,
+        bytes_total: missing.iter().map(|w| w.compressed_len).sum(),
+        ..TransferProgress::default()
+    };
+    progress(&p);
+    bounded(missing, jobs, work, |n| {
+        p.chunks_done += 1;
+        p.bytes_done += n;
+        progress(&p);
+    })
+    .await?;
+    Ok(p.bytes_done)
+}
+
 async fn bounded<T, F>(
     items: Vec<T>,
     jobs: usize,
@@ -265,23 +291,10 @@ pub fn push(
                 present.get(&remote.url.chunk_key(&w.chunk.sha256)) != Some(&w.compressed_len)
             })
             .collect();
-        let mut p = TransferProgress {
-            chunks_total: missing.len() as u64,
-            bytes_total: missing.iter().map(|w| w.compressed_len).sum(),
-            ..TransferProgress::default()
-        };
-        progress(&p);
         let uploaded = missing.len() as u64;
-        bounded(
-            missing,
-            remote.jobs(),
-            |w| upload_chunk(remote.clone(), store.clone(), w),
-            |n| {
-                p.chunks_done += 1;
-                p.bytes_done += n;
-                progress(&p);
-            },
-        )
+        let moved = move_chunks(missing, remote.jobs(), progress, |w| {
+            upload_chunk(remote.clone(), store.clone(), w)
+        })
         .await?;
         // Last: the image exists in the bucket only once every chunk it names is there.
         remote
@@ -293,7 +306,7 @@ pub fn push(
             chunks,
             present: chunks - uploaded,
             uploaded,
-            uploaded_bytes: p.bytes_done,
+            uploaded_bytes: moved,
             requests,
             bytes_out,
         })
@@ -345,23 +358,10 @@ pub fn pull(
             .into_iter()
             .filter(|w| store.chunk_len(&w.chunk.sha256) != Some(w.compressed_len))
             .collect();
-        let mut p = TransferProgress {
-            chunks_total: missing.len() as u64,
-            bytes_total: missing.iter().map(|w| w.compressed_len).sum(),
-            ..TransferProgress::default()
-        };
-        progress(&p);
         let fetched = missing.len() as u64;
-        bounded(
-            missing,
-            remote.jobs(),
-            |w| fetch_chunk(remote.clone(), store.clone(), w),
-            |n| {
-                p.chunks_done += 1;
-                p.bytes_done += n;
-                progress(&p);
-            },
-        )
+        let moved = move_chunks(missing, remote.jobs(), progress, |w| {
+            fetch_chunk(remote.clone(), store.clone(), w)
+        })
         .await?;
         if !already_visible {
             store.commit_manifest(&id, &envelope)?;
@@ -373,7 +373,7 @@ pub fn pull(
             chunks,
             present: chunks - fetched,
             fetched,
-            fetched_bytes: p.bytes_done,
+            fetched_bytes: moved,
             manifest_bytes: envelope.len() as u64,
             already_visible,
             requests,
