@@ -47,6 +47,10 @@ pub const DRIVERS: &[&str] = &[
     "ohci_pci",
     // loop devices: a Windows PC's step h writes its unattend.xml with ntfscp through one
     "loop",
+    // device-mapper, linear and zero targets: an NTFS shrunk onto a smaller disk (issue 23) is
+    // resized by ntfsresize on a view of its old size (`store::fit`)
+    "dm_mod",
+    "dm_zero",
 ];
 
 /// Folders (under `kernel/`) whose modules' PCI ids go into [`ABSENT_ALIAS`] when they are not in.

@@ -9,7 +9,9 @@
 //! the boot environment). Each prints its PXE boot time (qemu start to report) for
 //! docs/PERFORMANCE.md: `cargo test --test main boot::hardware:: -- --nocapture --test-threads=1`.
 
-use super::pxe::{Guard, IMAGE_SIZE, capture_image, kernel_dir, qemu, school_dhcp, sha256};
+use super::pxe::{
+    Guard, IMAGE_SIZE, Image, capture_dirty, capture_image, kernel_dir, qemu, school_dhcp, sha256,
+};
 use roomcast_lab::Lab;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,6 +50,8 @@ struct Case {
     cmdline: &'static str,
     /// Extra `roomcast bootenv build` arguments.
     build: &'static [&'static str],
+    /// The image served, captured into a store under the work folder.
+    image: fn(&Path) -> Image,
 }
 
 struct Outcome {
@@ -59,6 +63,7 @@ struct Outcome {
     before: Vec<String>,
     source_sha256: String,
     image_id: String,
+    image: Image,
     _work: tempfile::TempDir,
 }
 
@@ -97,7 +102,7 @@ fn drive_args(i: usize, d: &Disk, file: &Path) -> Vec<String> {
 fn boot(case: &Case) -> Outcome {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let image = capture_image(w);
+    let image = (case.image)(w);
     let boot = w.join("boot");
     let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["bootenv", "build", "--out"])
@@ -240,8 +245,9 @@ fn boot(case: &Case) -> Outcome {
         serial,
         disk_files,
         before,
-        source_sha256: image.source_sha256,
-        image_id: image.id,
+        source_sha256: image.source_sha256.clone(),
+        image_id: image.id.clone(),
+        image,
         _work: work,
     }
 }
@@ -264,6 +270,7 @@ fn restores(name: &'static str, firmware: Firmware, nic: &'static str, c: Contro
         disks: one_disk(c),
         cmdline: "",
         build: &[],
+        image: capture_image,
     });
     let r = o
         .report
@@ -386,6 +393,7 @@ fn two_disks_only_the_rules_disk_is_written() {
         ],
         cmdline: "roomcast.sysdisk=bus:nvme",
         build: &[],
+        image: capture_image,
     });
     let r = o
         .report
@@ -441,6 +449,7 @@ fn a_rule_matching_no_disk_is_reported_with_the_disks_seen() {
         ],
         cmdline: "roomcast.sysdisk=bus:nvme",
         build: &[],
+        image: capture_image,
     });
     let r = o
         .report
@@ -484,6 +493,7 @@ fn a_card_without_a_driver_shows_its_pci_id() {
         disks: one_disk(Controller::Virtio),
         cmdline: "",
         build: &["--without-modules", "e1000"],
+        image: capture_image,
     });
     assert!(o.report.is_none(), "no network, no report");
     assert!(
@@ -521,6 +531,10 @@ fn bootenv_build_takes_extra_modules_and_firmware() {
             .output()
             .unwrap()
     };
+    // Two signers trusted together: the school's and the region's (issue 18, a base image from
+    // the region restored at b, the school's capture at g).
+    let (_, school_key, _) = roomcast_store::keys::generate_files(&w.join("school")).unwrap();
+    let (_, region_key, _) = roomcast_store::keys::generate_files(&w.join("region")).unwrap();
     let o = build(
         "boot",
         &[
@@ -530,6 +544,10 @@ fn bootenv_build_takes_extra_modules_and_firmware() {
             "tg3",
             "--firmware",
             w.join("fw").to_str().unwrap(),
+            "--trusted-key",
+            school_key.to_str().unwrap(),
+            "--trusted-key",
+            region_key.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -549,6 +567,12 @@ fn bootenv_build_takes_extra_modules_and_firmware() {
         std::fs::read(x.join("lib/firmware/rtl_nic/rtl8168h-2.fw")).unwrap(),
         b"firmware bytes"
     );
+    let trusted = roomcast_agent::load_trusted(&x.join("etc/roomcast/trusted.pub")).unwrap();
+    for key in [&school_key, &region_key] {
+        let key = roomcast_store::keys::load_public(key).unwrap();
+        assert!(trusted.contains(&key), "the agent trusts both signers");
+    }
+    assert_eq!(trusted.keys().len(), 2);
     let mdir = std::fs::read_dir(x.join("lib/modules"))
         .unwrap()
         .next()
@@ -595,4 +619,63 @@ fn bootenv_build_takes_extra_modules_and_firmware() {
         err.contains("kernel module no_such_driver is not in the kernel package"),
         "{err}"
     );
+}
+
+/// The Windows disk of [`windows_image`]: ESP 40 MiB, MSR 16 MiB, NTFS 48 MiB, 1 MiB each end.
+const WINDOWS_DISK: u64 = 106 << 20;
+
+/// A Windows disk (ESP, MSR, NTFS last; `store::other_size::windows_master`) captured masked.
+fn windows_image(w: &Path) -> Image {
+    let disk = crate::store::other_size::windows_master(&w.join("master.img"));
+    assert_eq!(disk.size, WINDOWS_DISK);
+    capture_dirty(w, &disk, "windows")
+}
+
+/// Issue 23 on a PC that is not virtio (e1000e card, AHCI disk): the Windows disk onto a disk 12 MiB
+/// smaller. The agent writes the bytes below the disk's end, the GPT for its size, and shrinks the
+/// NTFS with the boot environment's `ntfsresize` on a device-mapper view of the partition's old
+/// size (its `dmsetup`, `dm_mod` and `dm_zero`): on a block device there is no other way, the
+/// plan refuses without device-mapper. The result passes `sgdisk -v`, `ntfsfix --no-action`,
+/// `ntfsresize --info`, `ntfsinfo -m`, holds the master's files, and its partition ends at the
+/// last MiB boundary before the GPT's backup.
+#[test]
+fn bios_e1000e_ahci_smaller_disk_gets_the_windows_ntfs_shrunk() {
+    use crate::store::other_size::{assert_ntfs_shrunk, assert_same_files, sgdisk_clean};
+    let size = WINDOWS_DISK - (12 << 20);
+    let o = boot(&Case {
+        name: "BIOS e1000e AHCI smaller disk, NTFS last",
+        firmware: Firmware::Bios,
+        nic: "e1000e",
+        disks: vec![Disk {
+            controller: Controller::Ahci,
+            size,
+            fill: 0x5a,
+        }],
+        cmdline: "",
+        build: &[],
+        image: windows_image,
+    });
+    let r = o
+        .report
+        .unwrap_or_else(|| panic!("no report\n{}", o.serial));
+    assert_eq!(r["result"], "ok", "{r}\n{}", o.serial);
+    assert_eq!(r["disk"], "/dev/sda", "{r}");
+    assert_eq!(r["disk_size"], size, "{r}");
+    assert!(
+        r["adjusted"]
+            .to_string()
+            .contains("partition 3 (ntfs) and its file system shrunk"),
+        "{r}"
+    );
+    let master = roomcast_lab::dirty_disk::DirtyDisk {
+        path: o.image.source.clone(),
+        size: WINDOWS_DISK,
+        parts: o.image.parts.clone(),
+        stats: Default::default(),
+    };
+    let disk = &o.disk_files[0];
+    assert_eq!(std::fs::metadata(disk).unwrap().len(), size);
+    sgdisk_clean(disk);
+    assert_same_files(&master, disk);
+    assert_ntfs_shrunk(&master, disk, size);
 }

@@ -2,8 +2,10 @@
 //! (`roomcast_lab::dirty_disk`): GPT and MBR images restored onto larger, equal and smaller disks.
 //! Every result passes `sgdisk -v`, its file systems check clean (`e2fsck -fn`, `ntfsfix
 //! --no-action`, `fsck.vfat -n`) and hold the master's files; a grown last partition ends at the
-//! disk's end with its file system filling it; a disk too small for the used bytes is refused with
-//! the bytes missing and the partition named, and not one byte of it is written.
+//! disk's end with its file system filling it; a shrunk last partition (ext4 by resize2fs, NTFS by
+//! ntfsresize on a view of its old size) ends at the last MiB boundary before the table's end; a
+//! disk too small for the used bytes is refused with the bytes missing and the partition named,
+//! and not one byte of it is written.
 
 use super::util::{Fixture, label};
 use roomcast_lab::dirty_disk::{self, DirtyDisk, DirtySpec, DiskPart, FsKind};
@@ -230,7 +232,7 @@ fn gpt_image_onto_a_smaller_disk_shrinks_ext4_or_is_refused_untouched() {
 }
 
 #[test]
-fn ntfs_last_partition_grows_and_is_never_shrunk() {
+fn ntfs_last_partition_grows() {
     let fx = Fixture::new();
     let master = dirty_disk::build(&fx.path("master.img"), &spec(true)).unwrap();
     let id = capture(&fx, &master.path);
@@ -250,19 +252,159 @@ fn ntfs_last_partition_grows_and_is_never_shrunk() {
     assert_same_files(&master, &grown);
     let last = table::last_partition(&partitions(&grown)).unwrap().clone();
     assert!(last.len >= ntfs.len + 23 * MIB, "{last:?}");
+}
 
-    // Smaller: the NTFS backup boot sector is at the partition's end and NTFS is not shrunk.
+/// A Windows disk (ESP, MSR, NTFS last) as Windows Setup lays one out, for the smaller-disk tests;
+/// its NTFS compacted into its first 24 MiB (of 48), so that its last 24 MiB hold no used cluster.
+pub(crate) fn windows_master(path: &Path) -> DirtyDisk {
+    let disk = dirty_disk::build_windows(path, "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE").unwrap();
+    let ntfs = disk.part(FsKind::Ntfs).unwrap().clone();
+    dirty_disk::compact_ntfs(&disk.path, &ntfs, 24 * MIB).unwrap();
+    disk
+}
+
+/// The NTFS last partition of `disk` (of `size` bytes) was shrunk by ntfsresize to end at the last
+/// MiB boundary before the GPT's backup, and the NTFS tools read it: `ntfsresize --info` (which
+/// checks the cluster accounting against the MFT), `ntfsinfo -m`; its backup boot sector, at the
+/// partition's last sector, is its boot sector; the volume fits the partition.
+pub(crate) fn assert_ntfs_shrunk(master: &DirtyDisk, disk: &Path, size: u64) {
+    let old = master.part(FsKind::Ntfs).unwrap();
+    let last = table::last_partition(&partitions(disk)).unwrap().clone();
+    assert_eq!(last.number, old.number);
+    assert!(last.len < old.len, "{last:?} not shrunk from {old:?}");
+    // GPT: the last usable sector is 34 sectors before the end; the partition ends at the last
+    // MiB boundary before it.
+    let usable = size - 33 * 512;
+    assert_eq!(last.start + last.len, usable / MIB * MIB, "{last:?}");
+    let q = DiskPart {
+        len: last.len,
+        ..old.clone()
+    };
+    let img = disk.with_extension("ntfs-part");
+    dirty_disk::extract(disk, &q, &img).unwrap();
+    let out = super::util::run(
+        Command::new("ntfsresize")
+            .args(["--info", "--force", "--no-action"])
+            .arg(&img),
+    );
+    assert!(out.contains("Current volume size"), "{out}");
+    let info = super::util::run(Command::new("ntfsinfo").args(["-m", "-f"]).arg(&img));
+    let bytes = std::fs::read(&img).unwrap();
+    std::fs::remove_file(&img).unwrap();
+    assert!(info.contains("Volume Name"), "{info}");
+    let n = bytes.len();
+    assert_eq!(&bytes[3..11], b"NTFS    ");
+    assert_eq!(
+        &bytes[..512],
+        &bytes[n - 512..],
+        "the backup boot sector at the partition's last sector"
+    );
+    let sectors = u64::from_le_bytes(bytes[0x28..0x30].try_into().unwrap());
+    assert!(sectors * 512 < last.len, "{sectors} sectors in {last:?}");
+}
+
+/// The refusal's "at least N bytes".
+pub(crate) fn needed(refusal: &str) -> u64 {
+    refusal
+        .split("must hold at least ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {refusal}"))
+}
+
+#[test]
+fn windows_disk_onto_a_smaller_disk_has_its_ntfs_shrunk_or_is_refused_untouched() {
+    let fx = Fixture::new();
+    let master = windows_master(&fx.path("master.img"));
+    let id = capture(&fx, &master.path);
+    let ntfs = master.part(FsKind::Ntfs).unwrap().clone();
+    assert_eq!(ntfs.number, 3);
+
+    // 12 MiB smaller: ntfsresize shrinks the NTFS on a view of its old size.
     let smaller = fx.path("smaller.img");
-    old_disk(&smaller, master.size - 4 * MIB);
-    let before = sha(&smaller);
-    let e = restore_onto(&fx, &id, &smaller, false)
+    let size = master.size - 12 * MIB;
+    old_disk(&smaller, size);
+    let r = restore_onto(&fx, &id, &smaller, false).unwrap();
+    assert!(
+        r.adjusted
+            .iter()
+            .any(|a| a.contains("partition 3 (ntfs) and its file system shrunk")),
+        "{:?}",
+        r.adjusted
+    );
+    assert_eq!(std::fs::metadata(&smaller).unwrap().len(), size);
+    sgdisk_clean(&smaller);
+    assert_same_files(&master, &smaller);
+    assert_ntfs_shrunk(&master, &smaller, size);
+
+    // Too small: the NTFS's used clusters lie beyond; refused naming it, nothing written.
+    let tiny = fx.path("tiny.img");
+    let size = ntfs.start + 4 * MIB;
+    old_disk(&tiny, size);
+    let before = sha(&tiny);
+    let e = restore_onto(&fx, &id, &tiny, false)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("bytes missing") && e.contains("partition 2 (ntfs)"),
+        e.contains("bytes missing")
+            && e.contains("partition 3 (ntfs)")
+            && e.contains("nothing was written"),
         "{e}"
     );
-    assert_eq!(sha(&smaller), before);
+    assert_eq!(sha(&tiny), before, "a refused target was written");
+    assert_eq!(std::fs::metadata(&tiny).unwrap().len(), size);
+
+    // The size the refusal asks for is enough, exactly.
+    let need = needed(&e);
+    assert!(need < master.size, "{e}");
+    let just = fx.path("just.img");
+    old_disk(&just, need);
+    restore_onto(&fx, &id, &just, false).unwrap();
+    sgdisk_clean(&just);
+    assert_same_files(&master, &just);
+    assert_ntfs_shrunk(&master, &just, need);
+    let short = fx.path("short.img");
+    old_disk(&short, need - MIB);
+    let e = restore_onto(&fx, &id, &short, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bytes missing"), "{e}");
+}
+
+/// Onto a block device, the NTFS is shrunk on a device-mapper view (linear + zero); a kernel
+/// without device-mapper makes it a refusal before any write, naming what is missing.
+#[test]
+fn windows_disk_onto_a_smaller_block_device() {
+    let fx = Fixture::new();
+    let master = windows_master(&fx.path("master.img"));
+    let id = capture(&fx, &master.path);
+    let file = fx.path("smaller.img");
+    let size = master.size - 12 * MIB;
+    old_disk(&file, size);
+    let before = sha(&file);
+    let dev = super::util::LoopDev::attach(&file);
+    let dm = std::fs::read_to_string("/proc/misc")
+        .unwrap()
+        .contains(" device-mapper");
+    let r = restore_onto(&fx, &id, &dev.dev, false);
+    drop(dev);
+    if dm {
+        let r = r.unwrap();
+        assert!(r.adjusted.iter().any(|a| a.contains("shrunk")), "{r:?}");
+        sgdisk_clean(&file);
+        assert_same_files(&master, &file);
+        assert_ntfs_shrunk(&master, &file, size);
+        let left = super::util::run(Command::new("dmsetup").arg("ls"));
+        assert!(!left.contains("roomcast-fit"), "{left}");
+    } else {
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("partition 3 (ntfs) cannot shrink") && e.contains("device-mapper"),
+            "{e}"
+        );
+        assert_eq!(sha(&file), before, "a refused target was written");
+    }
 }
 
 #[test]

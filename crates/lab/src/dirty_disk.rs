@@ -402,6 +402,12 @@ const WORDS: [&str; 24] = [
     "à", "jour", "le", "la", "les", "de", "du", "un", "une", "et", "pour", "dans", "avec", "sur",
 ];
 
+/// `len` bytes of one file's content from `seed` (deterministic): the generator of the dirty
+/// disks' files, also the region benchmark's master (examples/bench_region.rs).
+pub fn file_content(seed: u64, len: usize) -> Vec<u8> {
+    content(&mut SmallRng::seed_from_u64(seed), len)
+}
+
 /// A file's content: half the files random bytes, half text-like (compressible about 3:1).
 fn content(rng: &mut SmallRng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -956,6 +962,37 @@ fn with_ntfs_mounted(
     f(&mnt).map_err(io_err(step.clone()))?;
     cmd::run(&format!("{step}: unmounting"), "umount", &[&m])?;
     work.mounted = None;
+    copy_back(&img, disk, p.start).map_err(io_err(format!("{step}: copying back")))
+}
+
+/// Moves every used cluster of the NTFS partition `p` into its first `keep` bytes, as Windows'
+/// defragmenter or a "shrink volume" leaves one (ntfs-3g spreads files over the whole volume): the
+/// real `ntfsresize` shrinks the volume to `keep` bytes (relocating), then grows it back to the
+/// partition, and `ntfsfix -d` clears the check it scheduled. For a disk that fits a smaller one
+/// (issue 23).
+pub fn compact_ntfs(disk: &Path, p: &DiskPart, keep: u64) -> Result<(), LabError> {
+    let step = format!("{}: compacting partition {}", disk.display(), p.number);
+    let tmp = std::env::temp_dir().join(format!(
+        "roomcast-ntfs-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let _work = WorkDir {
+        dir: tmp.clone(),
+        mounted: None,
+    };
+    fs::create_dir_all(&tmp).map_err(io_err(format!("{step}: mkdir")))?;
+    let img = tmp.join("ntfs.img");
+    extract(disk, p, &img)?;
+    let i = img.to_string_lossy().into_owned();
+    let keep = keep.to_string();
+    for args in [
+        &["--force", "--no-progress-bar", "--size", &keep, &i][..],
+        &["--force", "--force", "--no-progress-bar", &i][..],
+    ] {
+        cmd::run(&format!("{step}: ntfsresize"), "ntfsresize", args)?;
+    }
+    cmd::run(&format!("{step}: ntfsfix -d"), "ntfsfix", &["-d", &i])?;
     copy_back(&img, disk, p.start).map_err(io_err(format!("{step}: copying back")))
 }
 

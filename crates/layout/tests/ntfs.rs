@@ -865,3 +865,27 @@ mod props {
         assert!(ntfs::holds_windows(img));
     }
 }
+
+/// `ntfs::shrink` (issue 23): what `ntfsresize --size` keeps is `(new - sector) / cluster` whole
+/// clusters; the old backup boot sector (past the last whole cluster) is dropped; a file system
+/// that is not NTFS gives `None`.
+#[test]
+fn shrink_keeps_whole_clusters_and_drops_the_old_backup_boot_sector() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mkntfs(dir.path(), "s.img", 16, 4096);
+    let f = File::open(&img).unwrap();
+    let s = ntfs::shrink(&f, 12 << 20).unwrap().unwrap();
+    assert_eq!(s.keep_below, (12 << 20) - 4096);
+    let drops = s.drops.ranges();
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(drops[0].end, 16 << 20);
+    // mkntfs leaves the last sector for the backup boot sector: the volume's last whole cluster
+    // ends one cluster before the partition's end.
+    assert_eq!(drops[0].start, (16 << 20) - 4096);
+    let zeros = dir.path().join("z.img");
+    File::create(&zeros).unwrap().set_len(1 << 20).unwrap();
+    assert_eq!(
+        ntfs::shrink(&File::open(&zeros).unwrap(), 1 << 19).unwrap(),
+        None
+    );
+}

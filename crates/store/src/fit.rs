@@ -6,13 +6,15 @@
 //! ([`FitOptions::grow_last`]), its last partition and file system grown to the end (ext2/3/4 with
 //! `resize2fs`, NTFS with `ntfsresize`); a smaller disk is accepted only when no used byte of the
 //! image lies beyond what the target can hold, the last partition and its file system shrunk to
-//! fit (ext2/3/4), and is otherwise refused naming the bytes missing and the partition holding the
-//! last used byte. The check is exact: a used byte beyond the end is allowed only when the fit
-//! rewrites or drops it: the GPT backup (rewritten at the new end), the superblock backups, group
-//! descriptors, bitmaps and inode tables of the ext block groups the shrink removes (see
-//! [`roomcast_layout::ext::shrink_drops`]), and zero bytes outside every partition. NTFS is never
-//! shrunk (its end holds the backup boot sector and `ntfsresize` refuses a device shorter than the
-//! volume): a smaller disk whose last partition is NTFS and would have to shrink is refused.
+//! fit (ext2/3/4, NTFS), and is otherwise refused naming the bytes missing and the partition
+//! holding the last used byte. The check is exact: a used byte beyond the end is allowed only when
+//! the fit rewrites or drops it: the GPT backup (rewritten at the new end), the superblock backups,
+//! group descriptors, bitmaps and inode tables of the ext block groups the shrink removes (see
+//! [`roomcast_layout::ext::shrink_drops`]), the NTFS backup boot sector (see
+//! [`roomcast_layout::ntfs::shrink`]: every used NTFS cluster must lie inside the shrunk volume,
+//! so `ntfsresize` moves none that holds data), and zero bytes outside every partition.
+//! `ntfsresize` refuses a device shorter than the volume: it runs on a view of the old size
+//! whose missing tail reads as zeros ([`DmView`] on a block device, [`FileTail`] in a file).
 //!
 //! Restore writes only the bytes below the target's end (see [`crate::manifest::ChunkEntry::used_ranges_below`]);
 //! [`apply`] then writes the table and resizes the file system.
@@ -106,7 +108,7 @@ pub enum FitError {
     },
     /// The last partition would have to shrink and roomcast does not shrink its file system.
     #[error(
-        "{path}: {size} bytes, smaller than the image ({image} bytes): partition {number} ({fs}) would have to shrink by {by} bytes and roomcast shrinks only ext2/3/4 file systems: refusing to restore, nothing was written"
+        "{path}: {size} bytes, smaller than the image ({image} bytes): partition {number} ({fs}) would have to shrink by {by} bytes and roomcast shrinks only ext2/3/4 and NTFS file systems: refusing to restore, nothing was written"
     )]
     CannotShrink {
         /// Target.
@@ -280,29 +282,61 @@ pub fn plan(
                 .max(p.start + MIB.min(p.len))
                 .min(usable);
             let new_len = new_end - p.start;
+            let part = Slice {
+                disk: image,
+                start: p.start,
+                len: p.len,
+            };
+            let cannot = |e: String| {
+                table_err(format!(
+                    "partition {} ({fs}) cannot shrink to {new_len} bytes: {e}",
+                    p.number
+                ))
+            };
+            limit = new_end;
+            // The smallest usable end that would hold the partition's last used byte.
+            let mut fs_tail = 0;
             if is_ext(&fs) {
-                let part = Slice {
-                    disk: image,
-                    start: p.start,
-                    len: p.len,
-                };
                 match roomcast_layout::ext::shrink_drops(&part, new_len) {
                     Ok(Some(d)) => drops.union_with(&d.shifted(p.start)),
                     Ok(None) => {}
-                    Err(e) => {
-                        return Err(table_err(format!(
-                            "partition {} ({fs}) cannot shrink to {new_len} bytes: {e}",
-                            p.number
-                        )));
+                    Err(e) => return Err(cannot(e.to_string())),
+                }
+            } else if fs == "ntfs" {
+                match roomcast_layout::ntfs::shrink(&part, new_len) {
+                    Ok(Some(s)) => {
+                        drops.union_with(&s.drops.shifted(p.start));
+                        limit = p.start + s.keep_below;
+                        fs_tail = new_len - s.keep_below;
                     }
+                    Ok(None) => return Err(cannot("no NTFS boot sector".into())),
+                    Err(e) => return Err(cannot(e.to_string())),
+                }
+                if let Err(why) = ntfs_view_possible(path) {
+                    return Err(cannot(why));
                 }
             }
-            limit = new_end;
-            shrink = Some((p.clone(), fs, new_len));
+            shrink = Some((p.clone(), fs, new_len, fs_tail));
         }
-        check_used(m, image, &t, limit, &drops, path, target_size, usable)?;
-        if let Some((p, fs, new_len)) = shrink {
-            if !is_ext(&fs) {
+        let fs_tail = shrink.as_ref().map(|s| s.3);
+        let min_end = |last_used: u64| match fs_tail {
+            // The shrunk partition ends on a MiB boundary, its file system `tail` bytes short
+            // of it at most (NTFS: the last cluster, holding the backup boot sector).
+            Some(tail) => (last_used + tail).div_ceil(MIB) * MIB,
+            None => last_used,
+        };
+        check_used(
+            m,
+            image,
+            &t,
+            (limit, &min_end),
+            &drops,
+            path,
+            target_size,
+            usable,
+        )?;
+        if let Some((p, fs, new_len, _)) = shrink {
+            if !is_ext(&fs) && fs != "ntfs" {
                 return Err(FitError::CannotShrink {
                     path: path.to_path_buf(),
                     size: target_size,
@@ -371,13 +405,14 @@ pub fn plan(
 }
 
 /// Refuses when a used byte at or beyond `limit` is neither dropped (`drops`) nor a zero byte
-/// outside every partition.
+/// outside every partition; the refusal's "at least" size is `min_end` of the last used byte (the
+/// smallest end of the table's usable space that holds it) plus the table's own end.
 #[allow(clippy::too_many_arguments)]
 fn check_used(
     m: &Manifest,
     image: &dyn ReadAt,
     t: &table::Table,
-    limit: u64,
+    (limit, min_end): (u64, &dyn Fn(u64) -> u64),
     drops: &Extents,
     path: &Path,
     target_size: u64,
@@ -445,7 +480,7 @@ fn check_used(
     // The table's own end (GPT backup) comes after the last used byte.
     let overhead = target_size - usable;
     let ss = u64::from(t.sector_size);
-    let need = last_used.div_ceil(ss) * ss + overhead;
+    let need = min_end(last_used).div_ceil(ss) * ss + overhead;
     Err(FitError::TooSmall {
         path: path.to_path_buf(),
         size: target_size,
@@ -478,11 +513,38 @@ pub fn plan_restore(
 /// Takes the disk: it is closed before the tools run (they open the partition exclusively, which
 /// Linux refuses while the whole disk is held with `O_EXCL`).
 pub fn apply(fit: &Fit, disk: Disk) -> Result<(), FitError> {
+    // An NTFS shrunk in an image file: done first, on the file lengthened back to the partition's
+    // old end (`FileTail`), before the table's backup is written at the file's end.
+    let ntfs_shrink = fit
+        .resize
+        .as_ref()
+        .filter(|r| r.fs == "ntfs" && r.new_len < r.old_len);
+    if let Some(r) = ntfs_shrink.filter(|_| !disk.is_block_device()) {
+        let path = disk.path().to_path_buf();
+        let tool_err = |tool: &'static str, reason: String| FitError::Tool {
+            path: path.clone(),
+            tool,
+            number: r.number,
+            reason,
+        };
+        let tail = FileTail::lengthen(&path, r.start + r.new_len, r.start + r.old_len)
+            .map_err(|e| tool_err("lengthening the file", e.to_string()))?;
+        let part = PartitionDevice::loop_over(&disk, r.start, r.old_len)
+            .map_err(|e| tool_err("losetup", e))?;
+        ntfsresize(&part.path, r.new_len).map_err(|e| tool_err("ntfsresize", e))?;
+        drop(part);
+        tail.restore()
+            .map_err(|e| tool_err("restoring the file's length", e.to_string()))?;
+    }
     for p in &fit.patches {
         disk.write_all_at(&p.bytes, p.offset)?;
     }
     disk.sync()?;
-    let Some(r) = &fit.resize else {
+    let Some(r) = fit
+        .resize
+        .as_ref()
+        .filter(|_| ntfs_shrink.is_none() || disk.is_block_device())
+    else {
         return Ok(());
     };
     let path = disk.path().to_path_buf();
@@ -520,15 +582,202 @@ pub fn apply(fit: &Fit, disk: Disk) -> Result<(), FitError> {
             .arg(&part.path)
             .arg(format!("{}s", r.new_len / 512)))
         .map_err(|e| tool_err("resize2fs", e))?;
+    } else if r.fs == "ntfs" && r.new_len < r.old_len {
+        // ntfsresize refuses a device shorter than the volume: it gets one of the old size
+        // whose missing tail reads as zeros.
+        let view =
+            DmView::create(&part.path, r.new_len, r.old_len).map_err(|e| tool_err("dmsetup", e))?;
+        ntfsresize(&view.path, r.new_len).map_err(|e| tool_err("ntfsresize", e))?;
+        view.remove().map_err(|e| tool_err("dmsetup", e))?;
     } else if r.fs == "ntfs" {
-        run(Command::new("ntfsresize")
-            .args(["--force", "--no-progress-bar", "--size"])
-            .arg(r.new_len.to_string())
-            .arg(&part.path))
-        .map_err(|e| tool_err("ntfsresize", e))?;
+        ntfsresize(&part.path, r.new_len).map_err(|e| tool_err("ntfsresize", e))?;
     }
     drop(part);
     Ok(())
+}
+
+/// `ntfsresize` of ntfs-3g: the NTFS on `dev` resized to `new_len` bytes. A size in plain bytes,
+/// a multiple of the sector, also makes it write the backup boot sector at `new_len - sector`
+/// (the partition's new last sector). It marks the volume for a check at Windows' next boot and
+/// empties its journal.
+fn ntfsresize(dev: &Path, new_len: u64) -> Result<(), String> {
+    run(Command::new("ntfsresize")
+        .args(["--force", "--no-progress-bar", "--size"])
+        .arg(new_len.to_string())
+        .arg(dev))
+}
+
+/// Whether an NTFS can be shrunk on the target at `path`: an image file always can ([`FileTail`]);
+/// a block device needs the kernel's device-mapper ([`DmView`]).
+fn ntfs_view_possible(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let block = std::fs::metadata(path)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    if !block || dm_available() {
+        return Ok(());
+    }
+    Err(
+        "shrinking NTFS on a block device needs the kernel's device-mapper (modules dm-mod and \
+         dm-zero, and dmsetup), which this system lacks"
+            .into(),
+    )
+}
+
+/// The kernel's device-mapper is there (`/proc/misc` lists it once dm-mod is loaded).
+fn dm_available() -> bool {
+    std::fs::read_to_string("/proc/misc").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
+    })
+}
+
+/// A device-mapper device of `old_len` bytes over a partition shrunk to `new_len`: its first
+/// `new_len` bytes are the partition (`linear`), the rest a `zero` target (reads zeros, writes
+/// discarded). `ntfsresize` sees its volume whole there and shrinks it, writing only inside the
+/// real partition (the bytes past `new_len` hold no used cluster: [`plan`] checked it). Named
+/// uniquely per run and removed on every path.
+struct DmView {
+    name: String,
+    path: PathBuf,
+    removed: bool,
+}
+
+impl DmView {
+    fn create(part: &Path, new_len: u64, old_len: u64) -> Result<Self, String> {
+        use std::io::Write;
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "roomcast-fit-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (new_s, old_s) = (new_len / 512, old_len / 512);
+        let table = format!(
+            "0 {new_s} linear {} 0\n{new_s} {} zero\n",
+            part.display(),
+            old_s - new_s
+        );
+        let mut child = Command::new("dmsetup")
+            .args(["create", &name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run dmsetup: {e}"))?;
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(table.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("dmsetup: {e}"))?;
+        // From here on the device may exist: removed on drop.
+        let mut view = DmView {
+            name,
+            path: PathBuf::new(),
+            removed: false,
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "dmsetup create {}: {}: {}",
+                view.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        view.path = view.node()?;
+        Ok(view)
+    }
+
+    /// `/dev/mapper/<name>` (udev or libdevmapper make it), else `/dev/dm-<minor>` (devtmpfs);
+    /// waits up to 5 s.
+    fn node(&self) -> Result<PathBuf, String> {
+        let mapper = PathBuf::from(format!("/dev/mapper/{}", self.name));
+        for _ in 0..50 {
+            if mapper.exists() {
+                return Ok(mapper);
+            }
+            if let Ok(dirs) = std::fs::read_dir("/sys/block") {
+                for d in dirs.flatten() {
+                    let name =
+                        std::fs::read_to_string(d.path().join("dm/name")).unwrap_or_default();
+                    let dev = Path::new("/dev").join(d.file_name());
+                    if name.trim() == self.name && dev.exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(format!(
+            "dmsetup create {}: no device node appeared",
+            self.name
+        ))
+    }
+
+    fn remove(mut self) -> Result<(), String> {
+        self.removed = true;
+        run(Command::new("dmsetup").args(["remove", "--retry", &self.name]))
+    }
+}
+
+impl Drop for DmView {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = Command::new("dmsetup")
+                .args(["remove", "--retry", &self.name])
+                .stdin(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// An image file lengthened back to a partition's old end for the NTFS shrink, the regular
+/// file's counterpart of [`DmView`] (a host without device-mapper can still restore into a file):
+/// the bytes from the partition's new end to the file's end are zeroed and the file extended
+/// with zeros (sparse) to the old end, so a loop device of the old size reads the partition then
+/// zeros. [`FileTail::restore`] (or drop) cuts the file back to its length: whatever the tool
+/// left past the new end is gone, and the table's backup is written there after.
+struct FileTail {
+    file: std::fs::File,
+    len: u64,
+    restored: bool,
+}
+
+impl FileTail {
+    fn lengthen(path: &Path, new_end: u64, old_end: u64) -> std::io::Result<Self> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let len = file.metadata()?.len();
+        let zeros = vec![0u8; MIB as usize];
+        let mut at = new_end.min(len);
+        while at < len {
+            let n = (len - at).min(MIB) as usize;
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        let tail = FileTail {
+            file,
+            len,
+            restored: false,
+        };
+        tail.file.set_len(old_end.max(len))?;
+        Ok(tail)
+    }
+
+    fn restore(mut self) -> std::io::Result<()> {
+        self.restored = true;
+        self.file.set_len(self.len)?;
+        self.file.sync_all()
+    }
+}
+
+impl Drop for FileTail {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = self.file.set_len(self.len);
+        }
+    }
 }
 
 /// Runs a tool, its stdout and stderr in the error.
@@ -620,4 +869,39 @@ fn partition_node(disk: &Disk, start: u64, len: u64, number: u32) -> Option<Path
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image file's view for ntfsresize: zeros from the partition's new end, lengthened to the
+    /// old end; cut back to its length by `restore` and, on an error path, by drop.
+    #[test]
+    fn file_tail_zeroes_lengthens_and_always_cuts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0xaa; 10 * MIB as usize]).unwrap();
+        let tail = FileTail::lengthen(&path, 6 * MIB, 16 * MIB).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, 16 * MIB);
+        assert!(bytes[..6 * MIB as usize].iter().all(|&b| b == 0xaa));
+        assert!(bytes[6 * MIB as usize..].iter().all(|&b| b == 0));
+        tail.restore().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 10 * MIB);
+
+        let tail = FileTail::lengthen(&path, 8 * MIB, 12 * MIB).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12 * MIB);
+        drop(tail);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 10 * MIB);
+    }
+
+    /// The device-mapper check reads the kernel's list of misc devices.
+    #[test]
+    fn an_image_file_needs_no_device_mapper() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, b"x").unwrap();
+        assert!(ntfs_view_possible(&path).is_ok());
+    }
 }

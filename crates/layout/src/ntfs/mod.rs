@@ -64,6 +64,42 @@ pub fn probe(part: &dyn ReadAt) -> Probe {
     }
 }
 
+/// What shrinking the NTFS of a partition to `new_len` bytes with `ntfsresize` (issue 23) keeps and
+/// drops, as offsets from the partition's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shrink {
+    /// End of the shrunk volume: `ntfsresize --size new_len` keeps `(new_len - sector) / cluster`
+    /// whole clusters (the last sector holds the new backup boot sector). A used byte at or past
+    /// it would have to be moved; below it, the tool moves nothing that holds data.
+    pub keep_below: u64,
+    /// Bytes of the old volume dropped by the shrink although marked used: the old backup boot
+    /// sector and whatever lies past the last whole cluster (`ntfsresize` writes a new backup boot
+    /// sector at the new partition's last sector; it never reads the old one).
+    pub drops: Extents,
+}
+
+/// [`Shrink`] for the NTFS of `part` shrunk to `new_len` bytes; `Ok(None)` when `part` holds no
+/// NTFS. Reads only the boot sector.
+pub fn shrink(part: &dyn ReadAt, new_len: u64) -> Result<Option<Shrink>, FsError> {
+    let boot = match volume::boot_sector(part)? {
+        BootKind::Other => return Ok(None),
+        BootKind::BitLocker => {
+            return Err(FsError::Unsupported(
+                "BitLocker-encrypted volume: cannot be shrunk".into(),
+            ));
+        }
+        BootKind::Ntfs(b) => b,
+    };
+    let (ss, cs) = (boot.sector_size, boot.cluster_size);
+    let old_end = boot.total_sectors * ss / cs * cs;
+    // Too short for the system files (the MFT, its mirror): they are used, the caller's check of
+    // the used bytes refuses it, naming the bytes missing.
+    let keep_below = new_len.saturating_sub(ss) / cs * cs;
+    let mut drops = Extents::new();
+    drops.insert(old_end, part.size());
+    Ok(Some(Shrink { keep_below, drops }))
+}
+
 fn map(vol: &Volume<'_>) -> Result<FsMap, FsError> {
     check_volume_flags(vol)?;
     let root = vol.record(FILE_ROOT)?;
