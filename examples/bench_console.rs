@@ -3,7 +3,10 @@
 //! stream, and the server-sent events per second they receive.
 //!
 //! A journal is written as a campaign would (a–f succeeded, then one `MachineSucceeded` or
-//! `MachineFailed` per PC, one every 250 ms, with retries), the console runs in this process on
+//! `MachineFailed` per PC, one every 250 ms, with retries); meanwhile every PC's progress reaches
+//! the campaign's live tables once a second and the stream is sampled once a second, through the
+//! same `campaign::live::LiveBook` an imaging session writes with (issue 16, D24), so every tile
+//! changes every second. The console runs in this process on
 //! 127.0.0.1 (plain HTTP, as behind a proxy, so the client measures the server and not TLS), ten
 //! clients hold the room's event stream open, one client requests pages back to back.
 //!
@@ -38,6 +41,9 @@ fn main() {
         signoff_allowed: vec![],
     };
     let mut journal = Journal::open(&db).unwrap();
+    // The inventory shares the file, as in a real campaign (recorded at the first stop, at e),
+    // and puts it in WAL mode: readers go on while the campaign writes.
+    roomcast::inventory::db::InventoryDb::open(&db).unwrap();
     let t0 = 1_800_000_000;
     let (id, _) = journal.start(&plan, Timestamp(t0)).unwrap();
     let mut state = journal.state(id).unwrap();
@@ -86,6 +92,7 @@ fn main() {
         }],
         resume_args: None,
         link_days: 7,
+        ldap: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -238,6 +245,46 @@ fn main() {
         })
     };
 
+    // What the imaging session writes while g runs: each PC's progress once a second (30 agents'
+    // posts spread over the second), a stream sample once a second.
+    let progress = {
+        let (db, machines, stop) = (db.clone(), machines.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let book = roomcast::campaign::live::LiveBook::new(&db, id);
+            let total = 20u64 << 30;
+            let mut tick = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1000 / machines.len().max(1) as u64));
+                let m = &machines[(tick % machines.len() as u64) as usize];
+                let second = tick / machines.len() as u64 + 1;
+                book.progress(
+                    m,
+                    Step::Deploy,
+                    roomcast_proto::contract::Progress {
+                        bytes_done: (second * (100 << 20)).min(total),
+                        bytes_total: total,
+                        chunks_done: second * 100,
+                        chunks_total: 20 << 10,
+                        elapsed_ms: second * 1000,
+                    },
+                );
+                if tick.is_multiple_of(machines.len() as u64) {
+                    book.sample(
+                        Step::Deploy,
+                        &roomcast_mcast::StreamSample {
+                            at_ms: second * 1000,
+                            wire_bps: 900_000_000,
+                            pacing_bps: 950_000_000,
+                            loss: Some(0.001),
+                            worst_loss: Some(0.01 * (second % 5) as f64),
+                        },
+                    );
+                }
+                tick += 1;
+            }
+        })
+    };
+
     // Page requests back to back while g runs.
     let started = Instant::now();
     let paths = [
@@ -288,6 +335,7 @@ fn main() {
     for v in views {
         let _ = v.join();
     }
+    progress.join().unwrap();
     println!(
         "console during g: {pcs} PCs, {VIEWS} open room views, {:.1} s of g",
         elapsed.as_secs_f64()

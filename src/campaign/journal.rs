@@ -40,6 +40,30 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'campaign_events is append-only'); END;
      CREATE TRIGGER campaign_events_no_delete BEFORE DELETE ON campaign_events
         BEGIN SELECT RAISE(ABORT, 'campaign_events is append-only'); END;",
+    // 2: what a running session tells (issue 16), for the console; bounded, not a log (see
+    // `campaign::live`): the newest progress of each PC, and the stream's last samples.
+    "CREATE TABLE campaign_progress (
+        campaign_id  INTEGER NOT NULL REFERENCES campaign_campaigns(id),
+        machine      TEXT NOT NULL,
+        step         TEXT NOT NULL,
+        bytes_done   INTEGER NOT NULL,
+        bytes_total  INTEGER NOT NULL,
+        chunks_done  INTEGER NOT NULL,
+        chunks_total INTEGER NOT NULL,
+        rate         INTEGER NOT NULL,
+        stamp_ms     INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, machine)
+     );
+     CREATE TABLE campaign_stream (
+        campaign_id  INTEGER NOT NULL REFERENCES campaign_campaigns(id),
+        step         TEXT NOT NULL,
+        stamp_ms     INTEGER NOT NULL,
+        wire_bps     INTEGER NOT NULL,
+        pacing_bps   INTEGER NOT NULL,
+        loss_ppm     INTEGER,
+        worst_ppm    INTEGER
+     );
+     CREATE INDEX campaign_stream_by_time ON campaign_stream (campaign_id, stamp_ms);",
 ];
 
 /// Errors of the journal; each names the database file.
@@ -142,6 +166,16 @@ impl Journal {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// The database connection, for the live tables beside the log ([`crate::campaign::live`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The latest schema version this roomcast knows.

@@ -76,15 +76,18 @@ pub enum LoginRefused {
 /// Sessions and the login rate limit, in memory (a restart logs everyone out).
 pub struct Auth {
     technicians: Vec<Technician>,
+    directory: Option<super::ldap::Directory>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Auth {
-    /// An authenticator for these technicians.
-    pub fn new(technicians: Vec<Technician>) -> Auth {
+    /// An authenticator for these technicians, and the members of the directory's group when
+    /// one is given (a name of the config is checked against its hash only).
+    pub fn new(technicians: Vec<Technician>, directory: Option<super::ldap::Directory>) -> Auth {
         Auth {
             technicians,
+            directory,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -137,11 +140,25 @@ impl Auth {
             tracing::warn!(client, user = ?name, "console login refused: rate limited");
             return Err(LoginRefused::RateLimited);
         }
-        let ok = self
-            .technicians
-            .iter()
-            .find(|t| t.name == name)
-            .is_some_and(|t| verify_password(&t.password_hash, password));
+        let ok = match (
+            self.technicians.iter().find(|t| t.name == name),
+            &self.directory,
+        ) {
+            (Some(t), _) => verify_password(&t.password_hash, password),
+            (None, Some(d)) => match d.verify(&name, password) {
+                Ok(member) => {
+                    if member {
+                        tracing::info!(client, user = ?name, "directory login (group member)");
+                    }
+                    member
+                }
+                Err(e) => {
+                    tracing::warn!(client, user = ?name, %e, "directory not reachable");
+                    false
+                }
+            },
+            (None, None) => false,
+        };
         if !ok {
             self.fail(&keys, now);
             tracing::warn!(client, user = ?name, "console login failed");
@@ -214,10 +231,13 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "correct hors"));
-        let auth = Auth::new(vec![Technician {
-            name: "alice".into(),
-            password_hash: hash,
-        }]);
+        let auth = Auth::new(
+            vec![Technician {
+                name: "alice".into(),
+                password_hash: hash,
+            }],
+            None,
+        );
         for _ in 0..MAX_FAILURES {
             assert_eq!(
                 auth.login("1.2.3.4", "alice", "wrong").unwrap_err(),
@@ -229,7 +249,7 @@ mod tests {
             auth.login("5.6.7.8", "alice", "correct horse").unwrap_err(),
             LoginRefused::RateLimited
         );
-        let auth2 = Auth::new(auth.technicians.clone());
+        let auth2 = Auth::new(auth.technicians.clone(), None);
         let (id, s) = auth2.login("1.2.3.4", "alice", "correct horse").unwrap();
         assert_eq!(auth2.session(&id).unwrap().user, "alice");
         assert_eq!(s.csrf.len(), 64);

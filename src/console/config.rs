@@ -1,5 +1,5 @@
 //! The console's configuration file (YAML): where it listens, the database, the store, the
-//! certificate, the technicians and their password hashes.
+//! certificate, the technicians and their password hashes, the region's directory (`ldap:`).
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -38,6 +38,10 @@ pub struct ConsoleConfig {
     /// Days a sign-off link lives at most (default 7).
     #[serde(default = "default_link_days")]
     pub link_days: u32,
+    /// Technicians may also log in with their account of the region's Active Directory, when
+    /// they are members of its group ([`super::ldap`]).
+    #[serde(default)]
+    pub ldap: Option<super::ldap::LdapConfig>,
 }
 
 fn default_link_days() -> u32 {
@@ -148,6 +152,11 @@ impl ConsoleConfig {
                     t.name
                 ));
             }
+        }
+        if let Some(l) = &self.ldap {
+            l.check()?;
+            // The CA file is read now: a wrong one is said at start, naming the field.
+            super::ldap::Directory::new(l.clone()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

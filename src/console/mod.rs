@@ -9,12 +9,13 @@
 //! server-sent events ([`sse`]); everything works with JavaScript off except the live refresh.
 //!
 //! Modules: [`config`] (the YAML file), [`auth`] (technicians' passwords, sessions, CSRF, rate
-//! limit), [`routes`] (the router and its security headers), [`pages`] (what each page shows),
+//! limit), [`ldap`] (technicians' login against the region's AD, LDAPS/StartTLS), [`routes`] (the router and its security headers), [`pages`] (what each page shows),
 //! [`sse`] (the live room), [`signoff`] (teachers' one-time links), [`tls`] (certificate and
 //! listener).
 
 pub mod auth;
 pub mod config;
+pub mod ldap;
 pub mod pages;
 pub mod routes;
 pub mod signoff;

@@ -4,6 +4,7 @@
 //! hold references only, and sign-off tokens exist only as hashes.
 
 use crate::campaign::journal::{Journal, JournalError};
+use crate::campaign::live::{LiveFacts, Sample};
 use crate::campaign::report::{self, Facts, ImageFacts};
 use crate::campaign::run::{self, SavedPlan};
 use crate::inventory::db::{InventoryDb, MachineRow};
@@ -132,8 +133,32 @@ fn status_word(s: &Status) -> &'static str {
     }
 }
 
-/// The tiles of a campaign (also what the live stream sends).
-pub fn tiles(state: &State, facts: &Facts) -> Vec<Tile> {
+/// What the running sessions of campaign `id` told (each PC's progress, the stream's samples at g).
+pub fn live(db: &Path, id: i64) -> Result<LiveFacts, PageError> {
+    Ok(crate::campaign::live::read(
+        &Journal::open(db)?,
+        id,
+        Step::Deploy,
+    )?)
+}
+
+/// A PC's progress at g while it runs: `(bytes, rate)` in words.
+fn progress_words(p: &crate::campaign::live::PcProgress) -> (String, String) {
+    let g = &p.progress;
+    (
+        format!(
+            "{} of {} ({}%)",
+            human_bytes(g.bytes_done),
+            human_bytes(g.bytes_total),
+            g.bytes_done * 100 / g.bytes_total.max(1)
+        ),
+        format!("{}/s", human_bytes(p.rate)),
+    )
+}
+
+/// The tiles of a campaign (also what the live stream sends): bytes and rate from each agent's
+/// report once it came, from its progress at g while it runs.
+pub fn tiles(state: &State, facts: &Facts, live: &LiveFacts) -> Vec<Tile> {
     let Some(plan) = &state.plan else {
         return Vec::new();
     };
@@ -161,6 +186,19 @@ pub fn tiles(state: &State, facts: &Facts) -> Vec<Tile> {
                 }
                 _ => String::new(),
             };
+            let running = step == Step::Deploy && matches!(st, Status::Running { .. });
+            let (bytes, rate) = match (written, live.pcs.get(m)) {
+                (None, Some(p)) if running && p.step == Step::Deploy.letter().to_string() => {
+                    progress_words(p)
+                }
+                _ => (
+                    written.map(human_bytes).unwrap_or_default(),
+                    match (written, secs) {
+                        (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t)),
+                        _ => String::new(),
+                    },
+                ),
+            };
             Tile {
                 name: m.clone(),
                 step: if reached {
@@ -169,11 +207,8 @@ pub fn tiles(state: &State, facts: &Facts) -> Vec<Tile> {
                     String::new()
                 },
                 state: status_word(&st),
-                bytes: written.map(human_bytes).unwrap_or_default(),
-                rate: match (written, secs) {
-                    (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t)),
-                    _ => String::new(),
-                },
+                bytes,
+                rate,
                 error,
             }
         })
@@ -212,7 +247,8 @@ fn image_facts(store: &Path, image: &str) -> Option<ImageFacts> {
 pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageError> {
     let (state, facts, plan) = facts(db, store, id)?;
     let seq = Journal::open(db)?.last_seq(id)?;
-    let tiles = tiles(&state, &facts);
+    let live = live(db, id)?;
+    let tiles = tiles(&state, &facts, &live);
     let done = tiles
         .iter()
         .filter(|t| matches!(t.state, "ok" | "failed") || t.step == Step::Join.to_string())
@@ -226,7 +262,10 @@ pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageEr
         .filter(|((_, s), _)| *s == Step::Deploy)
         .filter_map(|(_, (s, e))| e.map(|e| (*s, e)))
         .collect();
-    let time_left = if state.phase == Phase::At(Step::Deploy) && !ends.is_empty() {
+    let from_progress = time_left(&state, &live);
+    let time_left = if let Some(t) = from_progress {
+        t
+    } else if state.phase == Phase::At(Step::Deploy) && !ends.is_empty() {
         let first = ends.iter().map(|(s, _)| s.0).min().unwrap_or(0);
         let last = ends.iter().map(|(_, e)| e.0).max().unwrap_or(0);
         let per_pc = (last - first).max(1) as f64 / ends.len() as f64;
@@ -249,7 +288,7 @@ pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageEr
             .unwrap_or_default(),
         outcome: state.phase.to_string(),
         seq,
-        chart: chart(&facts),
+        chart: chart(&facts, &live),
         done,
         tiles,
         time_left,
@@ -257,9 +296,102 @@ pub fn room(db: &Path, store: Option<&Path>, id: i64) -> Result<RoomView, PageEr
     })
 }
 
+/// Time left at g from the PCs' own progress: the slowest running PC's bytes left over its rate so
+/// far (the PCs of one stream finish together; each one's rate is what it really got). `None`
+/// outside g or before any running PC said how far it is.
+fn time_left(state: &State, live: &LiveFacts) -> Option<String> {
+    if state.phase != Phase::At(Step::Deploy) {
+        return None;
+    }
+    let g = Step::Deploy.letter().to_string();
+    let secs = live
+        .pcs
+        .iter()
+        .filter(|(m, p)| {
+            p.step == g
+                && matches!(
+                    state.machine_status(m, Step::Deploy),
+                    Status::Running { .. }
+                )
+        })
+        .filter(|(_, p)| p.rate > 0)
+        .map(|(_, p)| (p.progress.bytes_total - p.progress.bytes_done).div_ceil(p.rate))
+        .max()?;
+    Some(if secs < 120 {
+        format!("about {secs} s (from the PCs' progress)")
+    } else {
+        format!("about {} min (from the PCs' progress)", secs.div_ceil(60))
+    })
+}
+
+/// The room's chart: the multicast stream's rate and loss over time when the sender sampled them
+/// (g by multicast), else the bytes the PCs reported written. Numbers only go in.
+pub fn chart(facts: &Facts, live: &LiveFacts) -> String {
+    if live.samples.is_empty() {
+        return written_chart(facts);
+    }
+    stream_chart(&live.samples)
+}
+
+/// An SVG of the stream over time: the rate on the wire (blue, left scale) and the worst
+/// receiver's loss (red, dashed, its own scale, percent), one point per sample (at most
+/// [`crate::campaign::live::MAX_SAMPLES`]).
+fn stream_chart(samples: &[Sample]) -> String {
+    let (w, h) = (600.0, 120.0);
+    let first = samples.first().map_or(0, |s| s.stamp_ms);
+    let last = samples.last().map_or(0, |s| s.stamp_ms).max(first + 1);
+    let x = |t: i64| (t - first) as f64 / (last - first) as f64 * (w - 10.0) + 5.0;
+    let max_rate = samples.iter().map(|s| s.wire_bps).max().unwrap_or(0).max(1) as f64;
+    // The worst PC's loss: a room's median hides the one PC on a bad cable.
+    let loss = |s: &Sample| s.worst_loss.or(s.loss).unwrap_or(0.0) * 100.0;
+    let median = |s: &Sample| s.loss.unwrap_or(0.0) * 100.0;
+    let max_loss = samples.iter().map(loss).fold(1.0, f64::max);
+    let y = |v: f64, max: f64| h - 5.0 - v / max * (h - 25.0);
+    let line = |f: &dyn Fn(&Sample) -> f64, max: f64| {
+        let mut pts: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", x(s.stamp_ms), y(f(s), max)))
+            .collect();
+        if pts.len() == 1 {
+            pts.push(format!("{:.1},{:.1}", w - 5.0, y(f(&samples[0]), max)));
+        }
+        pts.join(" ")
+    };
+    let now = samples.last().expect("samples");
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 {w} {h}\" \
+         width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"stream rate and loss over time\">\
+         <rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"#f6f6f6\" stroke=\"#999\"/>\
+         <polyline class=\"rate\" fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>\
+         <polyline class=\"loss\" fill=\"none\" stroke=\"#c62828\" stroke-width=\"1.5\" \
+         stroke-dasharray=\"4 2\" points=\"{}\"/>\
+         <text x=\"8\" y=\"14\" font-size=\"11\" fill=\"#1565c0\">stream {} now, peak {} over {} s</text>\
+         <text x=\"{:.0}\" y=\"14\" font-size=\"11\" fill=\"#c62828\" text-anchor=\"end\">loss {:.1}% now \
+         (worst PC; median {:.1}%), scale {:.1}%</text></svg>",
+        line(&|s| s.wire_bps as f64, max_rate),
+        line(&loss, max_loss),
+        bits(now.wire_bps),
+        bits(max_rate as u64),
+        (last - first + 999) / 1000,
+        w - 8.0,
+        loss(now),
+        median(now),
+        max_loss,
+    )
+}
+
+/// Bits per second in words.
+fn bits(bps: u64) -> String {
+    if bps >= 1_000_000 {
+        format!("{:.1} Mbit/s", bps as f64 / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bps as f64 / 1e3)
+    }
+}
+
 /// An SVG of the room's write rate over time: bytes the PCs reported written at g, spread evenly
 /// over each PC's g, summed in at most 60 time buckets. Numbers only go in (no text from outside).
-pub fn chart(facts: &Facts) -> String {
+fn written_chart(facts: &Facts) -> String {
     let spans: Vec<(i64, i64, u64)> = facts
         .timings
         .machines
@@ -677,13 +809,14 @@ mod tests {
         let times = [0, 10, 70, 130].map(Timestamp);
         let state = replay(events.iter().zip(times));
         let empty = Facts::default();
-        assert!(chart(&empty).contains("no PC has reported at g yet"));
+        let none = LiveFacts::default();
+        assert!(chart(&empty, &none).contains("no PC has reported at g yet"));
         let facts = Facts {
             timings: report::timings(events.iter().zip(times)),
             written: [("PC01".to_string(), 60 << 20)].into(),
             ..Facts::default()
         };
-        let t = tiles(&state, &facts);
+        let t = tiles(&state, &facts, &none);
         assert_eq!(t.len(), 3);
         assert_eq!((t[0].state, t[0].bytes.as_str()), ("ok", "60.0 MiB"));
         assert_eq!(t[0].rate, "1.0 MiB/s");
@@ -693,10 +826,55 @@ mod tests {
                 .starts_with("PC02 never booted. To do: check that the PC is powered")
         );
         assert_eq!(t[2].state, "running");
-        let svg = chart(&facts);
+        let svg = chart(&facts, &none);
         assert!(
             svg.contains("<polyline") && svg.contains("over 61 s"),
             "{svg}"
         );
+
+        // While g runs: PC03's progress on its tile, time left from it, the stream's chart.
+        let mut live = LiveFacts::default();
+        live.pcs.insert(
+            "PC03".into(),
+            crate::campaign::live::PcProgress {
+                step: "g".into(),
+                progress: roomcast_proto::contract::Progress {
+                    bytes_done: 30 << 20,
+                    bytes_total: 90 << 20,
+                    chunks_done: 30,
+                    chunks_total: 90,
+                    elapsed_ms: 0,
+                },
+                rate: 2 << 20,
+                stamp_ms: 1,
+            },
+        );
+        let t = tiles(&state, &facts, &live);
+        assert_eq!(t[2].bytes, "30.0 MiB of 90.0 MiB (33%)");
+        assert_eq!(t[2].rate, "2.0 MiB/s");
+        assert_eq!(t[0].bytes, "60.0 MiB", "a reported PC keeps its report");
+        assert_eq!(
+            time_left(&state, &live).as_deref(),
+            Some("about 30 s (from the PCs' progress)")
+        );
+        live.samples = (0..5)
+            .map(|i| Sample {
+                stamp_ms: i * 1000,
+                wire_bps: 80_000_000,
+                pacing_bps: 90_000_000,
+                loss: Some(0.01 * i as f64),
+                worst_loss: Some(0.02 * i as f64),
+            })
+            .collect();
+        let svg = chart(&facts, &live);
+        assert!(
+            svg.contains("class=\"rate\"") && svg.contains("class=\"loss\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("loss 8.0% now (worst PC; median 4.0%)"),
+            "{svg}"
+        );
+        assert!(svg.contains("stream 80.0 Mbit/s now"), "{svg}");
     }
 }

@@ -113,7 +113,14 @@ impl App {
                 .unwrap_or_else(|e| panic!("console template {name}: {e}"));
         }
         App {
-            auth: Auth::new(config.technicians.clone()),
+            auth: Auth::new(
+                config.technicians.clone(),
+                config.ldap.clone().and_then(|l| {
+                    super::ldap::Directory::new(l)
+                        .map_err(|e| tracing::error!(%e, "directory logins off"))
+                        .ok()
+                }),
+            ),
             config,
             templates: env,
             sse_messages: AtomicU64::new(0),
@@ -409,14 +416,12 @@ async fn chart(
         return (StatusCode::UNAUTHORIZED, "log in first").into_response();
     }
     let (db, store) = (app.config.db.clone(), app.config.store.clone());
-    match blocking(move || pages::facts(&db, store.as_deref(), id)).await {
-        Some(Ok((_, facts, _))) => page(
-            (
-                [(header::CONTENT_TYPE, "image/svg+xml")],
-                pages::chart(&facts),
-            )
-                .into_response(),
-        ),
+    let svg = move || -> Result<String, pages::PageError> {
+        let (_, facts, _) = pages::facts(&db, store.as_deref(), id)?;
+        Ok(pages::chart(&facts, &pages::live(&db, id)?))
+    };
+    match blocking(svg).await {
+        Some(Ok(svg)) => page(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -16,7 +16,7 @@
     document.getElementById('outcome').textContent = s.outcome;
     document.getElementById('done').textContent = s.done;
     document.getElementById('time-left').textContent = s.time_left || '\u2014';
-    document.getElementById('chart').src = room.dataset.chart + '?seq=' + s.seq;
+    document.getElementById('chart').src = room.dataset.chart + '?seq=' + s.seq + '&v=' + s.stamp;
     var links = room.querySelector('form.links');
     if (links && s.outcome.indexOf('e:signoff') < 0) links.hidden = true;
   });

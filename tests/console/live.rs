@@ -39,7 +39,19 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
     let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
     let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["demo", "--pcs", "4", "--wait-signoff", "900", "--dir"])
+            // Links of 40 Mbit/s and 24 MiB of random bytes in the image: a step g of several
+            // seconds, long enough for the PCs' progress to show; the last PC loses 5 % of the
+            // stream, so the chart's loss is not flat.
+            .args(["demo", "--pcs", "4", "--wait-signoff", "900"])
+            .args([
+                "--link-mbit",
+                "40",
+                "--payload-mib",
+                "24",
+                "--loss-pct",
+                "5",
+                "--dir",
+            ])
             .arg(&ws)
             .env_remove("ROOMCAST_STORE")
             .stdout(log.try_clone().unwrap())
@@ -83,12 +95,19 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
     b.go(&format!("{}/campaigns/{id}", console.url));
     assert_eq!(b.all(".tile").len(), 4, "one tile per PC");
     b.script(
-        "window.__loadedOnce = true; window.__seen = [];
+        "window.__loadedOnce = true; window.__seen = []; window.__bytes = []; window.__left = [];
          const room = document.getElementById('room');
-         new MutationObserver(() => room.querySelectorAll('.tile').forEach(t =>
-             window.__seen.push(t.dataset.name + '|' + t.querySelector('.step').textContent
-                 + '|' + t.querySelector('.state').textContent)))
-           .observe(room, {subtree: true, childList: true, characterData: true});",
+         new MutationObserver(() => {
+           window.__left.push(document.getElementById('time-left').textContent);
+           room.querySelectorAll('.tile').forEach(t => {
+             const st = t.querySelector('.step').textContent + '|'
+                 + t.querySelector('.state').textContent;
+             window.__seen.push(t.dataset.name + '|' + st);
+             if (st === 'g:deploy|running')
+               window.__bytes.push(t.dataset.name + '|' + t.querySelector('.bytes').textContent
+                   + '|' + t.querySelector('.rate').textContent);
+           });
+         }).observe(room, {subtree: true, childList: true, characterData: true});",
         json!([]),
     );
 
@@ -115,7 +134,13 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
     let mut shot = false;
     wait_until("the tiles to reach h", Duration::from_secs(900), || {
         let s = seen(&b);
-        if !shot && s.iter().any(|t| t.ends_with("|g:deploy|running")) {
+        let showing_progress = || {
+            b.script(
+                "return window.__bytes.some(p => p.indexOf(' of ') > 0);",
+                json!([]),
+            ) == json!(true)
+        };
+        if !shot && s.iter().any(|t| t.ends_with("|g:deploy|running")) && showing_progress() {
             shot = true;
             std::fs::write(artefacts().join("room-g.png"), b.screenshot()).unwrap();
         }
@@ -133,12 +158,87 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
         .skip_while(|t| !t.ends_with("|g:deploy|running"))
         .any(|t| t.starts_with(&format!("{pc}|")) && !t.ends_with("|g:deploy|running"));
     assert!(after, "{pc}'s tile changed again after g started: {s:?}");
+    // While g ran, the tiles showed each PC's progress (from its agent, before its report): for
+    // some PC, the bytes written grew at least twice, each time with a rate, without a reload.
+    let progress: Vec<String> =
+        serde_json::from_value(b.script("return window.__bytes;", json!([]))).unwrap();
+    let grew = |pc: &str| -> Vec<(f64, String)> {
+        let mut values: Vec<(f64, String)> = Vec::new();
+        for p in progress.iter().filter(|p| p.starts_with(&format!("{pc}|"))) {
+            let mut f = p.split('|').skip(1);
+            let (bytes, rate) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+            let Some(done) = bytes.split(" of ").next().and_then(parse_bytes) else {
+                continue;
+            };
+            if !bytes.contains(" of ") || !rate.ends_with("/s") {
+                continue;
+            }
+            if values.last().is_none_or(|(v, _)| *v != done) {
+                values.push((done, rate.to_string()));
+            }
+        }
+        values
+    };
+    let best = s
+        .iter()
+        .filter_map(|t| t.split('|').next())
+        .map(|pc| (pc.to_string(), grew(pc)))
+        .max_by_key(|(_, v)| v.len())
+        .unwrap();
+    assert!(
+        best.1.len() >= 3,
+        "a tile's bytes changed at least twice while g ran: {progress:?}"
+    );
+    assert!(
+        best.1.windows(2).all(|w| w[0].0 < w[1].0),
+        "{}'s bytes only grew: {:?}",
+        best.0,
+        best.1
+    );
+    // Time left came from that progress (not only from the PCs done).
+    let left: Vec<String> =
+        serde_json::from_value(b.script("return window.__left;", json!([]))).unwrap();
+    assert!(
+        left.iter().any(|l| l.contains("from the PCs' progress")),
+        "time left from the PCs' progress: {left:?}"
+    );
     assert_eq!(
         b.script("return window.__loadedOnce === true;", json!([])),
         true,
         "the tiles changed without a reload"
     );
+    // The screenshot once no tile shows g running any more (each tile is sent a second apart).
+    wait_until("every tile past g", Duration::from_secs(120), || {
+        b.script(
+            "return [...document.querySelectorAll('.tile')].every(t =>
+                 t.querySelector('.step').textContent !== 'g:deploy'
+                 || t.querySelector('.state').textContent !== 'running');",
+            json!([]),
+        ) == json!(true)
+    });
     std::fs::write(artefacts().join("room.png"), b.screenshot()).unwrap();
+    // The chart: the stream's rate and its loss over time, sampled by the sender at g; the lossy
+    // PC's loss is not a flat line.
+    b.go(&format!("{}/campaigns/{id}/chart.svg", console.url));
+    let svg = b.source();
+    let series = |class: &str| -> Vec<f64> {
+        let Some(at) = svg.find(&format!("class=\"{class}\"")) else {
+            return Vec::new();
+        };
+        let points = &svg[at..];
+        let points = &points[points.find("points=\"").map_or(0, |p| p + 8)..];
+        points[..points.find('"').unwrap_or(0)]
+            .split_whitespace()
+            .filter_map(|p| p.split_once(',')?.1.parse().ok())
+            .collect()
+    };
+    let (rate, loss) = (series("rate"), series("loss"));
+    assert!(rate.len() >= 2, "a rate series: {svg}");
+    assert_eq!(loss.len(), rate.len(), "a loss point per sample: {svg}");
+    assert!(
+        loss.iter().any(|y| *y != loss[0]),
+        "the loss series moves: {svg}"
+    );
     let status = demo.0.wait().unwrap();
     assert!(status.success(), "{}", demo_log());
     assert_eq!(phase(&db), Some(Phase::Finished), "{}", demo_log());
@@ -177,4 +277,17 @@ fn console_follows_a_lab_campaign_live_and_a_teacher_signs_off_in_chromium() {
         .unwrap_or_else(|| panic!("DEMO-PC02 not listed: {}", b.text_of("body")));
     assert!(row.contains(&image[..12]), "its last image: {row}");
     std::fs::write(artefacts().join("inventory.png"), b.screenshot()).unwrap();
+}
+
+/// `30.0 MiB` → bytes.
+fn parse_bytes(words: &str) -> Option<f64> {
+    let (n, unit) = words.trim().split_once(' ')?;
+    let k = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(n.parse::<f64>().ok()? * k)
 }

@@ -2,6 +2,7 @@
 //! HTTP): the console is the real `roomcast console serve` over HTTPS on 127.0.0.1 (loopback, not
 //! a room network), reading the journal a campaign writes.
 
+mod ldap;
 mod live;
 mod security;
 mod webdriver;
@@ -75,19 +76,7 @@ impl Console {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.contains("console listening on https://"), "{first}");
-        // Keep draining its log (so it never blocks on a full pipe) into `log`.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = listening_log(&mut child);
         Console { child, url, log }
     }
 }
@@ -101,6 +90,69 @@ impl Drop for Console {
 
 /// An HTTP client that accepts the console's self-signed certificate, keeps no cookie and
 /// follows no redirect (to see what an anonymous request gets).
+/// Waits for a started `roomcast console serve`'s first line ("console listening on https://…"),
+/// then keeps draining its log (so it never blocks on a full pipe) into the string returned.
+pub fn listening_log(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("console listening on https://"), "{first}");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
+
+/// Submits the login form as a browser would: `GET /login` for its cookie and CSRF token, then a
+/// form-encoded POST of `name` and `password`. The answer's status.
+pub fn post_login(agent: &ureq::Agent, url: &str, name: &str, password: &str) -> u16 {
+    let mut r = agent.get(&format!("{url}/login")).call().unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = r.body_mut().read_to_string().unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let form = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    agent
+        .post(&format!("{url}/login"))
+        .header("cookie", &cookie)
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!(
+            "name={}&password={}&csrf={csrf}",
+            form(name),
+            form(password)
+        ))
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 pub fn anonymous() -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(

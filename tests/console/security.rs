@@ -381,35 +381,7 @@ fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_sig
 
     // Five wrong passwords, then even the right one is refused for a while; each attempt logged
     // with the name, never the password.
-    let login = |password: &str| {
-        let mut r = anon.get(&format!("{}/login", console.url)).call().unwrap();
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let page = r.body_mut().read_to_string().unwrap();
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string();
-        anon.post(&format!("{}/login", console.url))
-            .header("cookie", &cookie)
-            .content_type("application/x-www-form-urlencoded")
-            .send(format!(
-                "name=tech%3Cb%3E&password={}&csrf={csrf}",
-                password.replace(' ', "+")
-            ))
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let login = |password: &str| super::post_login(&anon, &console.url, super::TECH, password);
     for _ in 0..5 {
         assert_eq!(login("wrong-pw-123"), 401);
     }

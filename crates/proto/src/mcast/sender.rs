@@ -364,6 +364,19 @@ impl Sender {
         self.rate.rate_bps()
     }
 
+    /// The receivers' loss as they last reported it (each smoothed over its reports), as
+    /// fractions: the median the repair and the pacing follow, and the highest of one active
+    /// receiver. `None` before any receiver reported a figure.
+    pub fn loss(&self) -> Option<(f64, f64)> {
+        let highest = self
+            .peers
+            .values()
+            .filter(|p| p.state == PeerState::Active)
+            .filter_map(|p| p.loss)
+            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+        Some((self.median.or(highest)?, highest.or(self.median)?))
+    }
+
     /// True once the session is over.
     pub fn is_finished(&self) -> bool {
         self.finished
