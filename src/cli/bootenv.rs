@@ -19,9 +19,11 @@ pub enum BootenvCommand {
         /// The agent binary to include (default: `roomcast-agent` next to this roomcast).
         #[arg(long)]
         agent: Option<PathBuf>,
-        /// The image signer's public key (`roomcast key generate`'s .pub) the agent will trust.
+        /// An image signer's public key (`roomcast key generate`'s .pub) the agent will trust;
+        /// repeat it for several (the school's key and the region's, for a profile whose base
+        /// image comes from the region).
         #[arg(long)]
-        trusted_key: Option<PathBuf>,
+        trusted_key: Vec<PathBuf>,
         /// Extra kernel modules to put in (comma-separated names, e.g. `e100,mlx4_en`), with their
         /// dependencies, on top of the built-in list of network and disk drivers.
         #[arg(long, value_delimiter = ',')]
@@ -32,6 +34,14 @@ pub enum BootenvCommand {
         /// A folder of firmware files, copied under /lib/firmware (e.g. `rtl_nic/rtl8168h-2.fw`).
         #[arg(long)]
         firmware: Option<PathBuf>,
+        /// Also the Secure Boot chain: Debian's signed shim (shimx64.efi), network GRUB
+        /// (grubx64.efi) and grub/grub.cfg, for `serve --secure-boot` / a room's `secure_boot`.
+        #[arg(long)]
+        secure_boot: bool,
+        /// Where the packages shim-signed and grub-efi-amd64-signed are unpacked (`dpkg -x`) or
+        /// installed (`/`, the default); ignored without --secure-boot.
+        #[arg(long, env = "ROOMCAST_SECUREBOOT_DIR")]
+        secure_boot_dir: Option<PathBuf>,
     },
 }
 
@@ -45,14 +55,17 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
         modules,
         without_modules,
         firmware,
+        secure_boot,
+        secure_boot_dir,
     } = cmd;
     let mut opts = BuildOptions::new(out)
         .map_err(|e| CliError::UsageOrIo(format!("roomcast bootenv: {e}")))?;
     opts.kernel_dir = kernel_dir;
-    opts.trusted_key = trusted_key;
+    opts.trusted_keys = trusted_key;
     opts.extra_modules = modules;
     opts.without_modules = without_modules;
     opts.firmware = firmware;
+    opts.secure_boot = secure_boot.then(|| secure_boot_dir.unwrap_or_else(|| PathBuf::from("/")));
     if let Some(a) = agent {
         opts.agent = a;
     }
@@ -72,6 +85,9 @@ pub fn run(cmd: BootenvCommand) -> Result<u8, CliError> {
                 env.initrd_files.len()
             );
             println!("modules {} ({})", env.modules.len(), env.modules.join(" "));
+            for (file, names) in env.signed.iter().flat_map(|c| &c.signers) {
+                println!("signed  {file} ({names})");
+            }
             Ok(exit::OK)
         }
         Err(e) => Err(CliError::UsageOrIo(format!("roomcast {e}"))),

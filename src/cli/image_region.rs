@@ -24,9 +24,10 @@ pub struct RemoteArgs {
     /// Secrets file (`NAME=value` lines, mode 0600) holding S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY.
     #[arg(long, env = "ROOMCAST_SECRETS")]
     secrets: Option<PathBuf>,
-    /// Chunks in flight at once (memory: that many chunks).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: u16,
+    /// Chunks in flight at once (memory: that many chunks); by default as many as fit in 8 MiB,
+    /// 8 to 64 (8 for the default 1 MiB chunks).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
     /// Bandwidth the transfer may use, bits per second (`100M`, `2G`); none by default.
     #[arg(long)]
     max_rate: Option<String>,
@@ -58,7 +59,7 @@ impl RemoteArgs {
             endpoint,
             region: self.s3_region.clone(),
             credentials: Credentials::resolve(&SecretStore::new(self.secrets.clone()))?,
-            jobs: self.jobs as usize,
+            jobs: self.jobs.map_or(0, usize::from),
             max_rate,
         };
         Ok(Remote::connect(url, &opts)?)

@@ -24,9 +24,11 @@
 mod client;
 mod transfer;
 
-pub use client::{Credentials, Remote, RemoteOptions, RemoteUrl, Traffic};
+pub use client::{
+    AUTO_JOBS_BYTES, Access, Credentials, Remote, RemoteOptions, RemoteUrl, Traffic, auto_jobs,
+};
 pub use transfer::{
-    PullReport, PushReport, RemoteImage, TransferProgress, find_published, list, pull,
+    PullReport, PushReport, RemoteImage, TransferProgress, find_local, find_published, list, pull,
     pull_base_image, push, resolve,
 };
 

@@ -6,10 +6,10 @@
 //! image: run again, it moves only what is still missing.
 
 use super::{MAX_MANIFEST_BYTES, RegionError, Remote};
-use roomcast_store::Store;
 use roomcast_store::chunk::{self, ChunkRef};
 use roomcast_store::keys::TrustedSigners;
 use roomcast_store::manifest::{ImageId, Manifest, UnverifiedManifest};
+use roomcast_store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use tokio::task::JoinSet;
@@ -292,7 +292,7 @@ pub fn push(
             })
             .collect();
         let uploaded = missing.len() as u64;
-        let moved = move_chunks(missing, remote.jobs(), progress, |w| {
+        let moved = move_chunks(missing, remote.jobs(m.chunk_size), progress, |w| {
             upload_chunk(remote.clone(), store.clone(), w)
         })
         .await?;
@@ -359,7 +359,7 @@ pub fn pull(
             .filter(|w| store.chunk_len(&w.chunk.sha256) != Some(w.compressed_len))
             .collect();
         let fetched = missing.len() as u64;
-        let moved = move_chunks(missing, remote.jobs(), progress, |w| {
+        let moved = move_chunks(missing, remote.jobs(m.chunk_size), progress, |w| {
             fetch_chunk(remote.clone(), store.clone(), w)
         })
         .await?;
@@ -411,8 +411,37 @@ async fn fetch_chunk(remote: Remote, store: Store, w: Wanted) -> Result<u64, Reg
     .map_err(|e| RegionError::Task(e.to_string()))?
 }
 
+/// The image of `store` that `image` names, when the store has it: `name@version` (the profile's
+/// spelling: the one image with that label signed by a key the store trusts), else an id or
+/// unique id prefix. `None` when the store has no such image.
+pub fn find_local(store: &Store, image: &str) -> Result<Option<ImageId>, StoreError> {
+    let Some((name, version)) = image.rsplit_once('@') else {
+        return match store.resolve(image) {
+            Ok(id) => Ok(Some(id)),
+            Err(StoreError::UnknownImage(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+    };
+    let mut hits = Vec::new();
+    for id in store.image_ids()? {
+        // An image the store cannot verify (foreign signer, damaged) is not the base image.
+        if let Ok(m) = store.open_verified(&id)
+            && m.label.name == name
+            && m.label.version == version
+        {
+            hits.push(id);
+        }
+    }
+    match hits.len() {
+        0 => Ok(None),
+        1 => Ok(Some(hits[0])),
+        n => Err(StoreError::AmbiguousImage(image.to_string(), n)),
+    }
+}
+
 /// The image of the bucket that `image` names: `name@version` (the profile's spelling: the one
-/// image with that label signed by a key of `trusted`), else an id or unique id prefix.
+/// image with that label signed by a key of `trusted`), else an id or unique id prefix. When
+/// images carry that label but none is signed by a trusted key, the refusal names the signer.
 pub fn find_published(
     remote: &Remote,
     image: &str,
@@ -421,20 +450,32 @@ pub fn find_published(
     let Some((name, version)) = image.rsplit_once('@') else {
         return runtime()?.block_on(resolve(remote, image));
     };
+    let mut refused = None;
     let hits: Vec<ImageId> = list(remote)?
         .into_iter()
         .filter_map(|img| {
             let u = img.manifest.ok()?;
             let label = &u.manifest_unchecked().label;
-            (label.name == name && label.version == version && u.verify(trusted).is_ok())
-                .then_some(img.id)
+            if label.name != name || label.version != version {
+                return None;
+            }
+            match u.verify(trusted) {
+                Ok(_) => Some(img.id),
+                Err(source) => {
+                    refused.get_or_insert(RegionError::Manifest {
+                        object: remote.url.object(&remote.url.manifest_key(&img.id)),
+                        source,
+                    });
+                    None
+                }
+            }
         })
         .collect();
     match hits.len() {
-        0 => Err(RegionError::UnknownImage {
+        0 => Err(refused.unwrap_or_else(|| RegionError::UnknownImage {
             repo: remote.url.to_string(),
             id: format!("{image} signed by a trusted key"),
-        }),
+        })),
         1 => Ok(hits[0]),
         count => Err(RegionError::AmbiguousImage {
             repo: remote.url.to_string(),
@@ -445,16 +486,16 @@ pub fn find_published(
 }
 
 /// Step b's pull: the base image `image` (`name@version` or id) from the repository `from` into
-/// `store`, the client configured from the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, the
-/// credentials of [`super::Credentials::resolve`] with `secrets` as the secrets file).
+/// `store`, the client configured by `access` (endpoint, S3 region; the credentials of
+/// [`super::Credentials::resolve`] with `access.secrets` as the secrets file).
 pub fn pull_base_image(
     store: &Store,
     from: &str,
     image: &str,
-    secrets: Option<std::path::PathBuf>,
+    access: &super::Access,
 ) -> Result<ImageId, RegionError> {
     let url: super::RemoteUrl = from.parse()?;
-    let endpoint = std::env::var(super::ENDPOINT_ENV).map_err(|_| {
+    let endpoint = access.endpoint.clone().ok_or_else(|| {
         RegionError::Config(format!(
             "no S3 endpoint for the region's repository: set {}",
             super::ENDPOINT_ENV
@@ -462,9 +503,11 @@ pub fn pull_base_image(
     })?;
     let opts = super::RemoteOptions {
         endpoint,
-        region: std::env::var(super::REGION_ENV).unwrap_or_else(|_| "garage".into()),
-        credentials: super::Credentials::resolve(&crate::secrets::SecretStore::new(secrets))?,
-        jobs: 8,
+        region: access.s3_region.clone().unwrap_or_else(|| "garage".into()),
+        credentials: super::Credentials::resolve(&crate::secrets::SecretStore::new(
+            access.secrets.clone(),
+        ))?,
+        jobs: 0,
         max_rate: None,
     };
     let remote = Remote::connect(url, &opts)?;

@@ -13,7 +13,9 @@ pub struct Started {
     pub _dir: tempfile::TempDir,
 }
 
-pub fn start() -> Option<Started> {
+/// A started cluster, its lab also holding `room_pcs` PCs of the school's room (`Cluster::room_pc`),
+/// or `None` after saying the test is skipped.
+pub fn start_with_room(room_pcs: usize) -> Option<Started> {
     let Some(bin) = garage::garage_bin() else {
         eprintln!(
             "SKIPPED: no Garage at {} (tests/tools.sh builds it with `cargo install garage`; \
@@ -23,7 +25,7 @@ pub fn start() -> Option<Started> {
         return None;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&bin, dir.path(), "1G").unwrap();
+    let cluster = Cluster::start_with_room(&bin, dir.path(), "1G", room_pcs).unwrap();
     Some(Started { cluster, _dir: dir })
 }
 

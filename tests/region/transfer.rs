@@ -12,23 +12,28 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "region-images";
-const URL: &str = "s3://region-images/sti2d";
+pub(super) const URL: &str = "s3://region-images/sti2d";
 const CHUNK: u32 = 64 * 1024;
 
 /// The region (SNE): a Garage cluster, its own store and signing key, a read-write key for itself
 /// and a read-only key for the schools.
-struct Region {
-    cluster: Started,
-    sne: Fixture,
-    writer: Key,
-    reader: Key,
+pub(super) struct Region {
+    pub(super) cluster: Started,
+    pub(super) sne: Fixture,
+    pub(super) writer: Key,
+    pub(super) reader: Key,
     /// Every output of roomcast in this test, for the no-secret check.
     outputs: std::cell::RefCell<Vec<String>>,
 }
 
 impl Region {
     fn start() -> Option<Region> {
-        let cluster = super::cluster::start()?;
+        Self::start_with_room(0)
+    }
+
+    /// [`Region::start`], the lab also holding `room_pcs` PCs of a school's room.
+    pub(super) fn start_with_room(room_pcs: usize) -> Option<Region> {
+        let cluster = super::cluster::start_with_room(room_pcs)?;
         let writer = cluster
             .cluster
             .bucket_with_key(BUCKET, "sne", true)
@@ -47,7 +52,7 @@ impl Region {
     }
 
     /// A master disk of `mib` MiB, random (incompressible) data, captured in the SNE's store.
-    fn master(&self, name: &str, mib: u64, seed: u64) -> (PathBuf, ImageId) {
+    pub(super) fn master(&self, name: &str, mib: u64, seed: u64) -> (PathBuf, ImageId) {
         let disk = self.sne.path(&format!("{name}.img"));
         sparse_disk(
             &disk,
@@ -57,7 +62,7 @@ impl Region {
         (disk.clone(), self.capture(&disk, name))
     }
 
-    fn capture(&self, disk: &Path, name: &str) -> ImageId {
+    pub(super) fn capture(&self, disk: &Path, name: &str) -> ImageId {
         let opts = CaptureOptions {
             chunk_size: ChunkSize::new(CHUNK).unwrap(),
             level: 3,
@@ -91,7 +96,7 @@ impl Region {
         o
     }
 
-    fn push(&self, id: &ImageId) -> serde_json::Value {
+    pub(super) fn push(&self, id: &ImageId) -> serde_json::Value {
         json(&self.run(
             &self.writer,
             self.sne.store.root(),

@@ -61,7 +61,19 @@ impl Cluster {
     /// Three nodes up in a new lab, data under `dir`, connected, the layout applied (one zone
     /// per site, replication factor 3, `capacity` each, e.g. `10G`).
     pub fn start(bin: &Path, dir: &Path, capacity: &str) -> Result<Cluster, LabError> {
-        let lab = Lab::builder().pcs(3).build()?;
+        Self::start_with_room(bin, dir, capacity, 0)
+    }
+
+    /// [`Cluster::start`] in a lab that also holds `room_pcs` PCs of the school's room
+    /// ([`Cluster::room_pc`]), on the same bridge as the server: a campaign's step b pulls from
+    /// the region, then restores a PC.
+    pub fn start_with_room(
+        bin: &Path,
+        dir: &Path,
+        capacity: &str,
+        room_pcs: usize,
+    ) -> Result<Cluster, LabError> {
+        let lab = Lab::builder().pcs(3 + room_pcs).build()?;
         let mut secret = [0u8; 32];
         rand::fill(&mut secret);
         let rpc_secret = hex::encode(secret);
@@ -71,7 +83,7 @@ impl Cluster {
             let step = step.to_string();
             move |source| LabError::Io { step, source }
         };
-        for (i, pc) in lab.pcs().iter().enumerate() {
+        for (i, pc) in lab.pcs().iter().take(3).enumerate() {
             let d = dir.join(format!("site{i}"));
             std::fs::create_dir_all(&d).map_err(io("garage: site folder"))?;
             let addr = pc.addr().addr();
@@ -195,6 +207,11 @@ impl Cluster {
     /// Site `i`'s namespace.
     pub fn site(&self, i: usize) -> &Node {
         &self.lab.pcs()[i]
+    }
+
+    /// PC `i` of the school's room ([`Cluster::start_with_room`]).
+    pub fn room_pc(&self, i: usize) -> &Node {
+        &self.lab.pcs()[3 + i]
     }
 
     /// The school server's namespace (where clients run).

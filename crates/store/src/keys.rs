@@ -133,6 +133,29 @@ pub fn load_public(path: &Path) -> Result<VerifyingKey, KeyError> {
     })
 }
 
+/// Every public key of a file holding one or several PEM blocks (a boot environment trusting the
+/// school's signer and the region's: `bootenv build --trusted-key A --trusted-key B`). A file
+/// without a key, or with a block that is not a public key, is refused.
+pub fn load_public_all(path: &Path) -> Result<Vec<VerifyingKey>, KeyError> {
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    let bad = || KeyError::Parse {
+        path: path.to_path_buf(),
+        what: "public key",
+    };
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("-----BEGIN") {
+        let end = rest[start..].find(END).ok_or_else(bad)? + start + END.len();
+        keys.push(VerifyingKey::from_public_key_pem(&rest[start..end]).map_err(|_| bad())?);
+        rest = &rest[end..];
+    }
+    if keys.is_empty() {
+        return Err(bad());
+    }
+    Ok(keys)
+}
+
 /// The public keys whose signatures a store (or an agent) accepts.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedSigners {
@@ -196,5 +219,36 @@ mod tests {
         let t = TrustedSigners::load_dir(dir.path()).unwrap();
         assert!(t.contains(&signer.verifying_key()));
         assert!(matches!(Signer::load(&p), Err(KeyError::Parse { .. })));
+    }
+
+    #[test]
+    fn a_file_of_several_public_keys_trusts_each_and_a_bad_block_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, pa, _) = generate_files(a.path()).unwrap();
+        let (_, pb, _) = generate_files(b.path()).unwrap();
+        let both = a.path().join("both.pub");
+        let text = fs::read_to_string(&pa).unwrap() + &fs::read_to_string(&pb).unwrap();
+        fs::write(&both, &text).unwrap();
+        let keys = load_public_all(&both).unwrap();
+        assert_eq!(
+            keys,
+            vec![load_public(&pa).unwrap(), load_public(&pb).unwrap()]
+        );
+        assert_eq!(
+            load_public_all(&pa).unwrap(),
+            vec![load_public(&pa).unwrap()]
+        );
+        for broken in [
+            String::new(),
+            "not a key\n".to_string(),
+            text.replace("-----END PUBLIC KEY-----\n-----BEGIN", "-----BEGIN"),
+            text.replacen("MC", "XX", 1),
+        ] {
+            fs::write(&both, broken).unwrap();
+            assert!(
+                matches!(load_public_all(&both), Err(KeyError::Parse { .. })),
+                "refused"
+            );
+        }
     }
 }
