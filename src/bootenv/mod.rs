@@ -7,6 +7,7 @@
 
 pub mod cpio;
 pub mod modules;
+pub mod secureboot;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -61,9 +62,10 @@ pub struct BuildOptions {
     pub ipxe_dir: PathBuf,
     /// A static busybox.
     pub busybox: PathBuf,
-    /// The image signer's public key the agent trusts, baked in as `/etc/roomcast/trusted.pub`
-    /// (trust comes with the boot environment, never from the network).
-    pub trusted_key: Option<PathBuf>,
+    /// The image signers' public keys the agent trusts (the school's, and the region's when a
+    /// profile's base image comes from the region), baked in together as
+    /// `/etc/roomcast/trusted.pub` (trust comes with the boot environment, never from the network).
+    pub trusted_keys: Vec<PathBuf>,
     /// Kernel modules to add to [`modules::DRIVERS`] (`--modules a,b`), with their dependencies.
     pub extra_modules: Vec<String>,
     /// Modules of [`modules::DRIVERS`] to leave out (`--without-modules a,b`): a driver that
@@ -77,6 +79,9 @@ pub struct BuildOptions {
     /// (Debian package `ntfs-3g`), which writes a Windows PC's unattend.xml at step h
     /// (docs/DECISIONS.md, D17).
     pub tools: Vec<PathBuf>,
+    /// The Secure Boot chain (`--secure-boot`): the root Debian's `shim-signed` and
+    /// `grub-efi-amd64-signed` are installed or unpacked into ([`secureboot::install`]).
+    pub secure_boot: Option<PathBuf>,
 }
 
 /// ntfs-3g's copy tool on a Debian deploy server (package `ntfs-3g`).
@@ -91,11 +96,12 @@ impl BuildOptions {
             agent: std::env::current_exe()?.with_file_name(AGENT_BINARY),
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             busybox: PathBuf::from("/bin/busybox"),
-            trusted_key: None,
+            trusted_keys: Vec::new(),
             extra_modules: Vec::new(),
             without_modules: Vec::new(),
             firmware: None,
             tools: vec![PathBuf::from(NTFSCP)],
+            secure_boot: None,
         })
     }
 }
@@ -113,6 +119,8 @@ pub struct BootEnv {
     pub initrd_files: Vec<String>,
     /// The kernel modules inside (normalized names).
     pub modules: Vec<String>,
+    /// The signed chain, with `--secure-boot`.
+    pub signed: Option<secureboot::SignedChain>,
 }
 
 /// A build step that failed.
@@ -175,6 +183,10 @@ pub fn build(opts: &BuildOptions) -> Result<BootEnv, BootEnvError> {
     let (vmlinuz, release) = find_kernel(&kernel_dir)?;
     let kernel = opts.out.join(KERNEL);
     std::fs::copy(&vmlinuz, &kernel).map_err(io("copying the kernel", &vmlinuz))?;
+    let signed = match &opts.secure_boot {
+        Some(packages) => Some(secureboot::install(packages, &opts.out, &kernel)?),
+        None => None,
+    };
     let initrd = opts.out.join(INITRD);
     let (initrd_files, modules) = write_initramfs(opts, &kernel_dir, &release, &initrd)?;
     let stamp = opts.out.join(VERSION_FILE);
@@ -185,6 +197,7 @@ pub fn build(opts: &BuildOptions) -> Result<BootEnv, BootEnvError> {
         release,
         initrd_files,
         modules,
+        signed,
     })
 }
 
@@ -269,8 +282,9 @@ pub fn libraries(binary: &Path) -> Result<Vec<PathBuf>, BootEnvError> {
 }
 
 /// Host tools copied into the boot environment (with their libraries): `resize2fs` and
-/// `ntfsresize`, for a PC whose disk is not the image's size (`store::fit`).
-pub const FS_TOOLS: [&str; 2] = ["resize2fs", "ntfsresize"];
+/// `ntfsresize`, for a PC whose disk is not the image's size (`store::fit`), and `dmsetup`
+/// (Debian package dmsetup), for the device-mapper view an NTFS is shrunk on.
+pub const FS_TOOLS: [&str; 3] = ["resize2fs", "ntfsresize", "dmsetup"];
 
 fn write_initramfs(
     opts: &BuildOptions,
@@ -288,17 +302,25 @@ fn write_initramfs(
         UDHCPC_SCRIPT.as_bytes().to_vec(),
     ));
     files.push(("bin/busybox".into(), 0o755, read(&opts.busybox)?));
-    if let Some(key) = &opts.trusted_key {
-        // Parsed here so a wrong file fails the build, not every PC at night.
-        roomcast_store::keys::load_public(key).map_err(|e| BootEnvError::Io {
-            step: "reading the trusted key",
-            path: key.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    if !opts.trusted_keys.is_empty() {
+        let mut pem = Vec::new();
+        for key in &opts.trusted_keys {
+            // Parsed here so a wrong file fails the build, not every PC at night.
+            roomcast_store::keys::load_public(key).map_err(|e| BootEnvError::Io {
+                step: "reading the trusted key",
+                path: key.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let mut text = read(key)?;
+            if !text.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+            pem.extend(text);
+        }
         let inside = roomcast_agent::TRUSTED_KEY
             .trim_start_matches('/')
             .to_string();
-        files.push((inside, 0o644, read(key)?));
+        files.push((inside, 0o644, pem));
     }
     // A stripped copy: the debug binary is ~10x larger, and every byte crosses the network at boot.
     let stripped = opts.out.join(".roomcast-agent.stripped");

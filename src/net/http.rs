@@ -16,7 +16,10 @@
 //! machine of the campaign by its boot script and not yet spent by its report (401 without, 403
 //! otherwise). Reading does not spend the token, so the agent can fetch many chunks and then report.
 //! A chunk path must be 64 lowercase hex digits and name a chunk of the campaign's image (404 for
-//! any other chunk of the store): a token opens one image, not the store.
+//! any other chunk of the store): a token opens one image, not the store. To a machine of the
+//! offered multicast session a chunk body is sealed with the session's key
+//! ([`contract::SEALED_CONTENT_TYPE`], `roomcast_mcast::seal`, D27): its catch-up crosses the LAN
+//! no clearer than its stream.
 //!
 //! The PC's facts (`POST /agent/facts`, live token): the agent's [`HardwareFacts`], sent before
 //! anything is written, judged against what the room file expects of that machine
@@ -26,6 +29,10 @@
 //! and so is a machine that sent no facts when the session requires them.
 //! `GET /agent/unattend` with a live token: that machine's unattend.xml (a Windows PC at a deploy:
 //! its name and offline domain join blob, step h), 404 for any other.
+//! `POST /agent/progress` with a live token (not spent): how far that machine's restore is
+//! ([`contract::Progress`], at most a second apart), handed to the [`ProgressSink`] the session
+//! set (the campaign keeps the newest per PC for the console); 204, or 400 on figures no restore
+//! can have.
 //!
 //! Multicast (only while a deploy session is offered, see [`crate::serve`]): `GET /mcast/session`
 //! with a live token answers the [`SessionInfo`] of that machine: where the control channel listens,
@@ -42,7 +49,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use roomcast_proto::contract::{
-    self, CONTRACT_HEADER, Clearance, HardwareFacts, PcExpected, SessionInfo, TOKEN_HEADER,
+    self, CONTRACT_HEADER, Clearance, HardwareFacts, PcExpected, Progress, SessionInfo,
+    TOKEN_HEADER,
 };
 use roomcast_proto::mac::Mac;
 use roomcast_store::Store;
@@ -51,10 +59,32 @@ use roomcast_store::manifest::ImageId;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const CAMPAIGN_TEMPLATE: &str = include_str!("../../templates/boot/campaign.ipxe.j2");
 const LOCAL_TEMPLATE: &str = include_str!("../../templates/boot/local.ipxe.j2");
+const CAMPAIGN_GRUB_TEMPLATE: &str = include_str!("../../templates/boot/campaign.grub.j2");
+const LOCAL_GRUB_TEMPLATE: &str = include_str!("../../templates/boot/local.grub.j2");
+
+/// The boot loader asking for a machine's boot script: the script is written in its language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loader {
+    /// iPXE (`GET /boot/<mac>.ipxe` over HTTP).
+    Ipxe,
+    /// Debian's signed GRUB of the Secure Boot chain (`boot/<mac>.grub` over TFTP, `net::tftp`:
+    /// that GRUB has no HTTP).
+    Grub,
+}
+
+impl Loader {
+    fn templates(self) -> (&'static str, &'static str) {
+        match self {
+            Loader::Ipxe => ("campaign.ipxe", "local.ipxe"),
+            Loader::Grub => ("campaign.grub", "local.grub"),
+        }
+    }
+}
 
 /// What the boot service serves for one campaign.
 #[derive(Debug, Clone)]
@@ -183,6 +213,10 @@ struct Homogeneity {
     facts: BTreeMap<Mac, (HardwareFacts, Clearance)>,
 }
 
+/// Where the agents' progress goes (the campaign's live table): called off the async runtime, with
+/// the machine from its token.
+pub type ProgressSink = Arc<dyn Fn(Mac, Progress) + Send + Sync>;
+
 /// Shared state of the service.
 pub struct BootService {
     config: BootConfig,
@@ -198,6 +232,19 @@ pub struct BootService {
     /// Each Windows PC's unattend.xml (it holds the PC's offline domain join blob: a secret, never
     /// logged), handed only to that machine's live token.
     unattend: Mutex<BTreeMap<Mac, crate::secrets::Secret>>,
+    /// Chunk bodies sealed so far: the counter in their nonces. It only goes up for the life of
+    /// the service, so no nonce repeats under a session's key (D27).
+    sealed_bodies: AtomicU64,
+    progress: Mutex<Option<ProgressSink>>,
+}
+
+impl std::fmt::Debug for BootService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootService")
+            .field("campaign", &self.config.campaign)
+            .field("base_url", &self.config.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the service cannot start.
@@ -263,6 +310,8 @@ impl BootService {
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.add_template("campaign.ipxe", CAMPAIGN_TEMPLATE)?;
         env.add_template("local.ipxe", LOCAL_TEMPLATE)?;
+        env.add_template("campaign.grub", CAMPAIGN_GRUB_TEMPLATE)?;
+        env.add_template("local.grub", LOCAL_GRUB_TEMPLATE)?;
         Ok(Arc::new(BootService {
             config,
             root,
@@ -275,6 +324,8 @@ impl BootService {
             session: Mutex::default(),
             homogeneity: Mutex::default(),
             unattend: Mutex::default(),
+            sealed_bodies: AtomicU64::new(0),
+            progress: Mutex::default(),
         }))
     }
 
@@ -317,13 +368,24 @@ impl BootService {
     /// `mac` is in the campaign and the PXE gate admits the request; the local-disk script
     /// otherwise (every refusal logged with MAC and address).
     pub fn boot_script(&self, mac: Mac, from: Ipv4Addr) -> Result<String, minijinja::Error> {
+        self.boot_script_for(Loader::Ipxe, mac, from)
+    }
+
+    /// [`BootService::boot_script`] in `loader`'s language: the same gate, the same token book.
+    pub fn boot_script_for(
+        &self,
+        loader: Loader,
+        mac: Mac,
+        from: Ipv4Addr,
+    ) -> Result<String, minijinja::Error> {
+        let (campaign_template, local_template) = loader.templates();
         let local = || {
             self.env
-                .get_template("local.ipxe")?
+                .get_template(local_template)?
                 .render(minijinja::context! { mac => mac.to_string() })
         };
         let Some(hostname) = self.config.machines.get(&mac) else {
-            tracing::info!(%mac, %from, "boot script: not in the campaign, local disk");
+            tracing::info!(?loader, %mac, %from, "boot script: not in the campaign, local disk");
             return local();
         };
         let admitted = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
@@ -338,21 +400,21 @@ impl BootService {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .issue(mac, token.clone());
-                tracing::info!(%mac, %hostname, %from, "boot script: agent, new token");
+                tracing::info!(?loader, %mac, %hostname, %from, "boot script: agent, new token");
                 token
             }
             Ok(Admission::Again(token)) => {
-                tracing::info!(%mac, %hostname, %from, "boot script: agent, same token again");
+                tracing::info!(?loader, %mac, %hostname, %from, "boot script: agent, same token again");
                 token
             }
             Err(why) => {
-                tracing::warn!(%mac, %hostname, %from, %why, "boot script: token refused, local disk");
+                tracing::warn!(?loader, %mac, %hostname, %from, %why, "boot script: token refused, local disk");
                 return local();
             }
         };
         let c = &self.config;
         self.env
-            .get_template("campaign.ipxe")?
+            .get_template(campaign_template)?
             .render(minijinja::context! {
                 mac => mac.to_string(), hostname, campaign => &c.campaign, base => &c.base_url,
                 kernel => &c.kernel, initrd => &c.initrd, cmdline => &c.cmdline,
@@ -441,6 +503,11 @@ impl BootService {
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = offer;
     }
 
+    /// Hands every agent's progress to `sink` from now on.
+    pub fn set_progress_sink(&self, sink: ProgressSink) {
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
     /// Serves `xml` as `mac`'s unattend.xml (`GET /agent/unattend`, step h of a Windows PC).
     pub fn set_unattend(&self, mac: Mac, xml: crate::secrets::Secret) {
         self.unattend
@@ -474,6 +541,27 @@ impl BootService {
             key: hex::encode(o.key.0),
             ended: o.ended,
         })
+    }
+
+    /// The key `mac`'s chunk bodies are sealed with: the offered session's, if `mac` is in it
+    /// (ended or not: whoever got the session info holds the key).
+    fn body_key(&self, mac: Mac) -> Option<roomcast_mcast::SessionKey> {
+        let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let o = guard.as_ref()?;
+        o.tokens.contains_key(&mac).then_some(o.key)
+    }
+
+    /// `body` sealed with `key` as the next chunk body (`roomcast_mcast::seal`).
+    fn seal_body(&self, key: &roomcast_mcast::SessionKey, body: &[u8]) -> Vec<u8> {
+        let counter = self.sealed_bodies.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        roomcast_mcast::StreamKey::new(key).seal(
+            roomcast_mcast::SealedKind::ChunkBody,
+            counter,
+            body,
+            &mut out,
+        );
+        out
     }
 
     /// Accepts a report if its token is live; writes it to `<reports_dir>/<mac>.json`.
@@ -528,6 +616,7 @@ pub(crate) fn routes() -> Router<Arc<BootService>> {
         .route("/chunks/{sha256}", get(chunk))
         .route(contract::path::SESSION, get(session))
         .route(contract::path::UNATTEND, get(unattend))
+        .route(contract::path::PROGRESS, post(progress))
 }
 
 /// The live token of an agent's request that speaks this server's contract version, or the status
@@ -608,6 +697,32 @@ async fn session(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Respo
     }
 }
 
+async fn progress(State(s): State<Arc<BootService>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mac = match live_token(&s, &headers, "progress") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    if body.len() > Progress::MAX_BODY {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "progress too large\n").into_response();
+    }
+    let p = match serde_json::from_slice::<Progress>(&body)
+        .map_err(|e| format!("unreadable progress: {e}"))
+        .and_then(|p| p.check().map(|()| p))
+    {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(%mac, %why, "progress refused");
+            return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+        }
+    };
+    let sink = s.progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(sink) = sink {
+        // The sink writes SQLite: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || sink(mac, p)).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn unattend(State(s): State<Arc<BootService>>, headers: HeaderMap) -> Response {
     let mac = match live_token(&s, &headers, "unattend") {
         Ok(m) => m,
@@ -633,9 +748,10 @@ async fn chunk(
     headers: HeaderMap,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = live_token(&s, &headers, "chunk").and_then(|m| gate(&s, m)) {
-        return r.into_response();
-    }
+    let mac = match live_token(&s, &headers, "chunk").and_then(|m| gate(&s, m)) {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
     let Some(img) = &s.image else {
         return (StatusCode::NOT_FOUND, "this campaign serves no image\n").into_response();
     };
@@ -651,7 +767,14 @@ async fn chunk(
             .into_response();
     }
     match tokio::fs::read(img.store.chunk_path(&hash)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/zstd")], bytes).into_response(),
+        Ok(bytes) => match s.body_key(mac) {
+            Some(key) => (
+                [(header::CONTENT_TYPE, contract::SEALED_CONTENT_TYPE)],
+                s.seal_body(&key, &bytes),
+            )
+                .into_response(),
+            None => ([(header::CONTENT_TYPE, "application/zstd")], bytes).into_response(),
+        },
         Err(e) => {
             tracing::error!(chunk = %name, %e, "chunk unreadable");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}\n")).into_response()
@@ -750,20 +873,25 @@ mod tests {
         assert_eq!(book.redeem("zzz"), Err(TokenRefused::Unknown));
     }
 
-    #[test]
-    fn scripts_follow_the_allowlist() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The boot service of a campaign of one PC (`mac(1)`, S12-P01) serving `dir`.
+    fn one_pc_boot_service(campaign: &str, dir: &std::path::Path) -> Arc<BootService> {
         let config = BootConfig {
-            campaign: "S12-2026".into(),
+            campaign: campaign.into(),
             machines: [(mac(1), "S12-P01".to_string())].into(),
             base_url: "http://198.18.0.1:8080".into(),
             kernel: "vmlinuz".into(),
             initrd: "initrd.gz".into(),
             cmdline: "console=ttyS0".into(),
-            reports_dir: dir.path().to_path_buf(),
+            reports_dir: dir.to_path_buf(),
             image: None,
         };
-        let service = BootService::new(config, BootRoot::new(dir.path()).unwrap()).unwrap();
+        BootService::new(config, BootRoot::new(dir).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn scripts_follow_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = one_pc_boot_service("S12-2026", dir.path());
         let pc: Ipv4Addr = "198.18.3.1".parse().unwrap();
         let unseen = service.boot_script(mac(1), pc).unwrap();
         assert!(
@@ -810,6 +938,39 @@ mod tests {
     }
 
     #[test]
+    fn grub_scripts_go_through_the_same_gate_and_token_book() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = one_pc_boot_service("S12 l'atelier", dir.path());
+        let pc: Ipv4Addr = "198.18.3.1".parse().unwrap();
+        let grub = |m, from| service.boot_script_for(Loader::Grub, m, from).unwrap();
+        let unseen = grub(mac(1), pc);
+        assert!(!unseen.contains("roomcast.token=") && unseen.trim_end().ends_with("\nexit"));
+        service.pxe_gate().lock().unwrap().observe(
+            roomcast_proto::dhcp::Sighting {
+                mac: mac(1),
+                kind: roomcast_proto::dhcp::Sighted::Address(pc),
+            },
+            std::time::Instant::now(),
+        );
+        assert!(!grub(mac(1), "198.18.3.9".parse().unwrap()).contains("roomcast.token="));
+        let agent = grub(mac(1), pc);
+        assert!(
+            agent.contains("linux ($root)/vmlinuz console=ttyS0 roomcast.server=http://198.18.0.1:8080 roomcast.token="),
+            "{agent}"
+        );
+        assert!(agent.contains("initrd ($root)/initrd.gz\nboot"), "{agent}");
+        // A quote in the campaign's name must not break GRUB's single-quoted echo.
+        assert!(agent.contains("joins campaign S12 latelier'"), "{agent}");
+        // iPXE asking from the same address in the same boot gets the same token.
+        let token = |s: &str| s.split("roomcast.token=").nth(1).unwrap()[..32].to_string();
+        assert_eq!(
+            token(&service.boot_script(mac(1), pc).unwrap()),
+            token(&agent)
+        );
+        assert!(grub(mac(9), pc).trim_end().ends_with("\nexit"));
+    }
+
+    #[test]
     fn a_session_is_told_only_to_its_machines_with_their_own_token() {
         let dir = tempfile::tempdir().unwrap();
         let config = BootConfig {
@@ -844,8 +1005,25 @@ mod tests {
         assert_eq!((one.control, one.group, one.ended), (control, group, false));
         assert_eq!(service.session_for(mac(2)).unwrap().token, "09".repeat(32));
         assert_eq!(service.session_for(mac(3)), None, "not in the session");
+        // Chunk bodies: sealed for the session's machines, each under a new counter.
+        let key = service.body_key(mac(1)).expect("in the session");
+        assert_eq!(service.body_key(mac(3)), None, "not in the session: clear");
+        let (a, b) = (
+            service.seal_body(&key, b"zstd"),
+            service.seal_body(&key, b"zstd"),
+        );
+        assert_ne!(a[..8], b[..8], "a new counter for each body");
+        let open = roomcast_mcast::StreamKey::new(&key);
+        for mut body in [a, b] {
+            assert!(open.open_vec(roomcast_mcast::SealedKind::ChunkBody, &mut body));
+            assert_eq!(body, b"zstd");
+        }
         service.end_session();
         assert!(service.session_for(mac(1)).unwrap().ended);
+        assert!(
+            service.body_key(mac(1)).is_some(),
+            "an ended session still seals"
+        );
         // Tokens issued by hand work like boot-script tokens.
         service.issue_token(mac(2), "t2".into());
         assert_eq!(service.check_token("t2"), Ok(mac(2)));

@@ -15,7 +15,7 @@ use std::time::Instant;
 mod receive;
 pub mod seal;
 pub use receive::{Membership, run_receiver, run_receiver_reporting};
-pub use seal::{SessionKey, StreamKey};
+pub use seal::{Kind as SealedKind, SessionKey, StreamKey};
 #[cfg(feature = "sender")]
 mod send;
 #[cfg(feature = "sender")]
@@ -68,6 +68,24 @@ pub trait BlockSource {
     /// Every event of the session but `NeedBlock` (joins, completions, deaths, the end), with the
     /// sender's counters at that moment: the deploy server's progress and final figures.
     fn event(&mut self, _event: &SenderEvent, _stats: &SenderStats) {}
+
+    /// The stream's rate and loss, once a second while the session runs (for a chart).
+    fn sample(&mut self, _sample: &StreamSample) {}
+}
+
+/// One second of the stream, as the sender saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamSample {
+    /// Milliseconds since the session began.
+    pub at_ms: u64,
+    /// Bits per second put on the wire over the last interval (IP and UDP headers counted).
+    pub wire_bps: u64,
+    /// The pacing rate the loss adaptation allows now, bits per second.
+    pub pacing_bps: u64,
+    /// Median loss of the receivers, as a fraction (`None`: none reported yet).
+    pub loss: Option<f64>,
+    /// Highest loss of one active receiver, as a fraction.
+    pub worst_loss: Option<f64>,
 }
 
 /// Where the receiver puts rebuilt blocks.

@@ -375,7 +375,7 @@ pub fn run_receiver_reporting(
             let d = datagrams.get(i);
             match &open {
                 None => receiver.handle_datagram(d, now(start)),
-                Some(key) => match key.open(d) {
+                Some(key) => match key.open(crate::SealedKind::Datagram, d) {
                     Some(plain) => receiver.handle_datagram(plain, now(start)),
                     None => {
                         membership.rejected += 1;

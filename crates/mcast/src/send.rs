@@ -1,7 +1,7 @@
 //! The sender's driver (feature `sender`): one multicast socket paced by the state machine, one
 //! tokio task per control connection, RaptorQ encoding handed to tokio's blocking pool.
 
-use super::{BlockSource, MAX_FRAME, McastAddr, NetError, io_err, now};
+use super::{BlockSource, MAX_FRAME, McastAddr, NetError, StreamSample, io_err, now};
 use roomcast_proto::mcast::{
     ConnId, RateConfig, ReceiverReport, Sender, SenderEvent, SenderStats, Up,
 };
@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, UdpSocket};
@@ -102,6 +102,29 @@ enum CtlIn {
     Closed(ConnId),
 }
 
+/// How often the stream's rate and loss are handed to [`BlockSource::sample`].
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Hands one [`StreamSample`] to `source`: the wire rate since `last` (when, wire bytes then).
+fn sample(
+    sender: &Sender,
+    start: Instant,
+    last: (Instant, u64),
+    source: &mut impl BlockSource,
+) -> (Instant, u64) {
+    let wire = sender.stats().wire_bytes;
+    let secs = last.0.elapsed().as_secs_f64().max(0.001);
+    let loss = sender.loss();
+    source.sample(&StreamSample {
+        at_ms: start.elapsed().as_millis() as u64,
+        wire_bps: (wire.saturating_sub(last.1) as f64 * 8.0 / secs) as u64,
+        pacing_bps: sender.rate_bps(),
+        loss: loss.map(|l| l.0),
+        worst_loss: loss.map(|l| l.1),
+    });
+    (Instant::now(), wire)
+}
+
 /// Runs the deploy server's side of a session to its end: accepts control connections on
 /// `control`, multicasts to `addr`. Returns the report per receiver.
 pub async fn run_sender(
@@ -132,6 +155,7 @@ pub async fn run_sender_with_stats(
     let seal = addr.key.as_ref().map(crate::StreamKey::new);
     let mut sealed = Vec::with_capacity(2048);
     let mut counter = 0u64;
+    let mut last_sample = (Instant::now(), 0u64);
     loop {
         // Drain everything the state machine has to say before sleeping. One datagram per round:
         // blocks the sender asks for ahead of its cursor are read as soon as asked, not when the
@@ -165,7 +189,7 @@ pub async fn run_sender_with_stats(
                 busy = true;
                 let wire: &[u8] = match &seal {
                     Some(key) => {
-                        key.seal(counter, &d, &mut sealed);
+                        key.seal(crate::SealedKind::Datagram, counter, &d, &mut sealed);
                         counter += 1;
                         &sealed
                     }
@@ -228,6 +252,9 @@ pub async fn run_sender_with_stats(
                 }
             },
             _ = sleep => sender.handle_timeout(now(start)),
+        }
+        if last_sample.0.elapsed() >= SAMPLE_EVERY {
+            last_sample = sample(&sender, start, last_sample, source);
         }
         if sender.rate_bps() != last_rate {
             last_rate = sender.rate_bps();

@@ -1,0 +1,132 @@
+//! What sealing costs per datagram (issue 20, docs/DECISIONS.md D27): AES-256-GCM on datagrams of
+//! the stream's size, sealed as the sender does and opened in place as the receiver does, with
+//! roomcast's `StreamKey` (ring) and with RustCrypto's `aes-gcm` 0.11 (the implementation before
+//! D27), interleaved rounds in one run. Prints GB/s of plaintext per implementation and the ratio.
+//!
+//! `cargo run --release -p roomcast-mcast --example bench_seal [-- --len 1400 --mib 512 --rounds 5]`
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
+use roomcast_mcast::{SealedKind, SessionKey, StreamKey};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: want a number, got {v}"))
+        })
+        .unwrap_or(default)
+}
+
+/// The sealing of roomcast before D27, as it was: RustCrypto's AES-256-GCM, detached tag.
+struct RustCrypto(Aes256Gcm);
+
+impl RustCrypto {
+    fn nonce(c: [u8; 8]) -> Nonce<Aes256Gcm> {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&c);
+        n.into()
+    }
+
+    fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
+        let c = counter.to_be_bytes();
+        out.clear();
+        out.extend_from_slice(&c);
+        out.extend_from_slice(plain);
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Self::nonce(c), &c, out[8..].as_mut().into())
+            .expect("short");
+        out.extend_from_slice(tag.as_slice());
+    }
+
+    fn open<'a>(&self, sealed: &'a mut [u8]) -> Option<&'a [u8]> {
+        let (head, rest) = sealed.split_at_mut(8);
+        let (body, tag) = rest.split_at_mut(rest.len() - 16);
+        let c: [u8; 8] = (&*head).try_into().ok()?;
+        let tag = Tag::<Aes256Gcm>::try_from(&*tag).ok()?;
+        self.0
+            .decrypt_inout_detached(&Self::nonce(c), &c, (&mut *body).into(), &tag)
+            .ok()?;
+        Some(body)
+    }
+}
+
+/// Seals the `u64`-th datagram into the buffer.
+type Seal<'a> = &'a dyn Fn(u64, &[u8], &mut Vec<u8>);
+
+/// Seconds to seal `n` datagrams, and to open them (each opened copy restored from the sealed one
+/// first, as a receive buffer is refilled).
+fn run(n: u64, plain: &[u8], seal: Seal<'_>, open: &dyn Fn(&mut [u8]) -> bool) -> (f64, f64) {
+    let mut out = Vec::with_capacity(2048);
+    let t = Instant::now();
+    for i in 0..n {
+        seal(i, black_box(plain), &mut out);
+        black_box(&out);
+    }
+    let sealing = t.elapsed().as_secs_f64();
+    let sealed = out.clone();
+    let mut buf = sealed.clone();
+    let t = Instant::now();
+    for _ in 0..n {
+        buf.copy_from_slice(&sealed);
+        assert!(open(black_box(&mut buf)));
+    }
+    (sealing, t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let len = arg("--len", 1400) as usize;
+    let mib = arg("--mib", 512);
+    let rounds = arg("--rounds", 5);
+    let n = (mib << 20) / len as u64;
+    let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let key = SessionKey([0x42; 32]);
+    let ring = StreamKey::new(&key);
+    let rc = RustCrypto(Aes256Gcm::new(&key.0.into()));
+    let ring_seal = |i, p: &[u8], o: &mut Vec<u8>| ring.seal(SealedKind::Datagram, i, p, o);
+    // The last datagram sealed has counter n-1; every open reopens it.
+    let ring_open = |b: &mut [u8]| ring.open(SealedKind::Datagram, b).is_some();
+    let rc_seal = |i, p: &[u8], o: &mut Vec<u8>| rc.seal(i, p, o);
+    let rc_open = |b: &mut [u8]| rc.open(b).is_some();
+    println!(
+        "AES-256-GCM, {len}-byte datagrams, {mib} MiB per pass, {rounds} interleaved rounds; aes: {}, pclmulqdq: {}, avx2: {}, vaes: {}",
+        std::arch::is_x86_feature_detected!("aes"),
+        std::arch::is_x86_feature_detected!("pclmulqdq"),
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("vaes"),
+    );
+    let gbps = |s: f64| (n * len as u64) as f64 / s / 1e9;
+    let (mut best_ring, mut best_rc) = ((f64::MAX, f64::MAX), (f64::MAX, f64::MAX));
+    for r in 1..=rounds {
+        let a = run(n, &plain, &ring_seal, &ring_open);
+        let b = run(n, &plain, &rc_seal, &rc_open);
+        println!(
+            "round {r}: ring seal {:.2} GB/s open {:.2} GB/s | aes-gcm seal {:.2} GB/s open {:.2} GB/s",
+            gbps(a.0),
+            gbps(a.1),
+            gbps(b.0),
+            gbps(b.1)
+        );
+        best_ring = (best_ring.0.min(a.0), best_ring.1.min(a.1));
+        best_rc = (best_rc.0.min(b.0), best_rc.1.min(b.1));
+    }
+    println!(
+        "best: ring seal {:.2} GB/s ({:.0} ns/datagram) open {:.2} GB/s ({:.0} ns) | aes-gcm seal {:.2} GB/s ({:.0} ns) open {:.2} GB/s ({:.0} ns) | ring faster: seal x{:.2}, open x{:.2}",
+        gbps(best_ring.0),
+        best_ring.0 / n as f64 * 1e9,
+        gbps(best_ring.1),
+        best_ring.1 / n as f64 * 1e9,
+        gbps(best_rc.0),
+        best_rc.0 / n as f64 * 1e9,
+        gbps(best_rc.1),
+        best_rc.1 / n as f64 * 1e9,
+        best_rc.0 / best_ring.0,
+        best_rc.1 / best_ring.1,
+    );
+}
