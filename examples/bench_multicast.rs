@@ -9,7 +9,7 @@
 //! sudo cargo run --release --example bench_multicast -- --pcs 1 --loss 0 --delta  # delta only
 //! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --network all --rounds 2
 //! sudo cargo run --release --example bench_multicast -- --pcs 3 --loss 0 --mib 256 --clear-too \
-//!     --with roomcast-lib                   # the sealed stream against the same stream in clear
+//!     --with roomcast-lib --rounds 4        # the sealed stream against the same stream in clear
 //! ```
 //!
 //! `--clear-too` adds `roomcast-lib-clear` after every `roomcast-lib`: the same drivers with the
@@ -67,7 +67,9 @@ struct Args {
     /// The network matrix instead of the loss cases: comma-separated cases, or `all`.
     #[arg(long, value_delimiter = ',')]
     network: Vec<String>,
-    /// Rounds of the network matrix (each round runs every case once per contender).
+    /// Rounds: of the network matrix (each round runs every case once per contender), or of each
+    /// loss case (the contenders' order reversed every other round; with `--clear-too`, the
+    /// sealed/clear ratios of each round and their median).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// The `roomcast` binary to measure (default: the one built next to this example), e.g. a
@@ -78,6 +80,10 @@ struct Args {
     /// `roomcast-lib`, to measure what the stream's encryption costs.
     #[arg(long)]
     clear_too: bool,
+    /// Only the last N PCs get the loss (default: every PC), e.g. `--lossy 1`: one bad cable in
+    /// a healthy room, as `roomcast demo --loss-pct` sets it.
+    #[arg(long, value_name = "N")]
+    lossy: Option<usize>,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/dev/shm")]
@@ -227,64 +233,104 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for &n in &args.case.pcs {
         let lab = Lab::builder().pcs(n).rate(tbf).build()?;
         for &loss in &args.case.loss {
-            for pc in lab.pcs() {
-                if loss == 0 {
+            let healthy = n - args.lossy.unwrap_or(n).min(n);
+            for (i, pc) in lab.pcs().iter().enumerate() {
+                if loss == 0 || i < healthy {
                     lab.clear_loss(pc)?;
                 } else {
                     lab.set_loss(pc, loss, bench::PORTS)?;
                 }
             }
             let mut reference: Option<CaseResult> = None;
-            for c in &contenders {
-                let (r, link) = match measured(
-                    args.samples.as_deref(),
-                    c.as_ref(),
-                    &lab,
-                    &image,
-                    &sha,
-                    work.path(),
-                    loss,
-                ) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        println!(
-                            "| {} | {n} | {loss} | failed: {e} | | | | | | | |",
-                            c.name()
-                        );
-                        failures += 1;
-                        continue;
-                    }
-                };
-                let x_ref = reference
-                    .as_ref()
-                    .filter(|f| f.contender == "udpcast")
-                    .map(|f| r.elapsed.as_secs_f64() / f.elapsed.as_secs_f64());
-                let (steady, wire) = link.map_or((f64::NAN, f64::NAN), |u| {
-                    let image_share = r.bytes as f64 / u.bytes as f64;
-                    (
-                        u.steady_bps * image_share / limit,
-                        u.bytes as f64 / r.bytes as f64,
-                    )
-                });
-                println!(
-                    "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {} |",
-                    r.contender,
-                    r.pcs,
-                    r.loss_percent,
-                    r.elapsed.as_secs_f64(),
-                    r.throughput_mbit(),
-                    r.ratio_to_line_rate().unwrap_or(f64::NAN),
-                    steady,
-                    wire,
-                    x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
-                    r.cpu_busy,
-                    r.process_cpu
-                        .or(c.receiver_cpu())
-                        .map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
-                );
-                if reference.is_none() {
-                    reference = Some(r);
+            // Sealed over clear per round: (end to end, receivers' CPU).
+            let mut sealing: Vec<(f64, f64)> = Vec::new();
+            for round in 0..args.rounds {
+                let mut order: Vec<&Box<dyn Contender>> = contenders.iter().collect();
+                if round % 2 == 1 {
+                    // Alternate which goes first, so neither always gets the quieter moment.
+                    order.reverse();
                 }
+                let mut sealed_clear: [Option<(f64, f64)>; 2] = [None, None];
+                for c in order {
+                    let (r, link) = match measured(
+                        args.samples.as_deref(),
+                        c.as_ref(),
+                        &lab,
+                        &image,
+                        &sha,
+                        work.path(),
+                        loss,
+                    ) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            println!(
+                                "| {} | {n} | {loss} | failed: {e} | | | | | | | |",
+                                c.name()
+                            );
+                            failures += 1;
+                            continue;
+                        }
+                    };
+                    let x_ref = reference
+                        .as_ref()
+                        .filter(|f| f.contender == "udpcast")
+                        .map(|f| r.elapsed.as_secs_f64() / f.elapsed.as_secs_f64());
+                    let (steady, wire) = link.map_or((f64::NAN, f64::NAN), |u| {
+                        let image_share = r.bytes as f64 / u.bytes as f64;
+                        (
+                            u.steady_bps * image_share / limit,
+                            u.bytes as f64 / r.bytes as f64,
+                        )
+                    });
+                    println!(
+                        "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {} |",
+                        r.contender,
+                        r.pcs,
+                        r.loss_percent,
+                        r.elapsed.as_secs_f64(),
+                        r.throughput_mbit(),
+                        r.ratio_to_line_rate().unwrap_or(f64::NAN),
+                        steady,
+                        wire,
+                        x_ref.map_or("-".to_owned(), |x| format!("{x:.3}")),
+                        r.cpu_busy,
+                        r.process_cpu
+                            .or(c.receiver_cpu())
+                            .map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
+                    );
+                    let cpu = r
+                        .process_cpu
+                        .or(c.receiver_cpu())
+                        .map_or(f64::NAN, |d| d.as_secs_f64());
+                    match c.name() {
+                        "roomcast-lib" => sealed_clear[0] = Some((r.elapsed.as_secs_f64(), cpu)),
+                        "roomcast-lib-clear" => {
+                            sealed_clear[1] = Some((r.elapsed.as_secs_f64(), cpu))
+                        }
+                        _ => {}
+                    }
+                    if reference.is_none() {
+                        reference = Some(r);
+                    }
+                }
+                if let [Some(s), Some(c)] = sealed_clear {
+                    sealing.push((s.0 / c.0, s.1 / c.1));
+                }
+            }
+            if !sealing.is_empty() {
+                for (i, (t, cpu)) in sealing.iter().enumerate() {
+                    println!(
+                        "round {}: sealed / clear, end to end x{t:.3}, receivers' CPU x{cpu:.3}",
+                        i + 1
+                    );
+                }
+                println!(
+                    "median over {} rounds: sealed / clear, end to end x{}, receivers' CPU x{}; load average {} now",
+                    sealing.len(),
+                    fmt(median(sealing.iter().map(|x| x.0).collect()), 3),
+                    fmt(median(sealing.iter().map(|x| x.1).collect()), 3),
+                    load()
+                );
             }
         }
         lab.teardown()?;

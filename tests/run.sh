@@ -11,6 +11,7 @@ bash tests/setup.sh
 boot_cache="${ROOMCAST_BOOT_CACHE:-/var/cache/roomcast-test}"
 export ROOMCAST_QEMU="$boot_cache/qemu/usr/bin/qemu-system-x86_64"
 export ROOMCAST_KERNEL_DIR="$boot_cache/kernel"
+export ROOMCAST_SECUREBOOT_DIR="$boot_cache/secureboot/root"
 
 # cargo-deb and Garage (tests/tools.sh) are built from source on a fresh machine, the slow part of
 # its first run: they build while the tests compile, and the tests start once both are there.

@@ -34,13 +34,15 @@ boot_packages=(tcpdump dnsmasq busybox-static ipxe ipxe-qemu seabios qemu-system
 #   ntfs-3g dosfstools mtools gdisk fdisk partclone  real file systems for the file-system-aware images
 #              (mkntfs/ntfscp/ntfs-3g, mkfs.vfat/mcopy, sgdisk/sfdisk) and partclone, the peer they are
 #              measured against; ethtool checks Wake-on-LAN left armed
+#   dmsetup    an NTFS shrunk onto a smaller disk is resized by ntfsresize on a device-mapper view of
+#              its old size (issue 23); the boot environment copies the host's dmsetup (bootenv::FS_TOOLS)
 #   chromium chromium-driver  the web console's tests drive a real headless browser over WebDriver
 #              (tests/console/; about 1.5 min to install uncached)
 #   debootstrap lintian  the Debian package test (tests/server/deb.rs): a fresh Debian 12 root to
 #              install the .deb into (cached as a tarball below), and Debian's package checker
 packages=(iproute2 nftables iputils-ping udpcast util-linux e2fsprogs zstd rclone rsync time "${boot_packages[@]}"
     debootstrap lintian
-    ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool
+    ntfs-3g dosfstools mtools gdisk fdisk partclone ethtool dmsetup
     openssh-server openssh-client
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools
     chromium chromium-driver)
@@ -77,4 +79,14 @@ if ! ls "$boot_cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
     (cd "$boot_cache" && rm -f linux-image-*.deb \
         && apt-get download -qq "$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')" \
         && dpkg -x linux-image-*.deb kernel)
+fi
+# The Secure Boot chain (issue 20, docs/BOOT.md "Secure Boot"): Debian's signed shim and network GRUB
+# for `bootenv build --secure-boot`, and grub-efi-amd64-bin's unsigned grubnetx64.efi, which the test
+# serves to prove the firmware refuses an unsigned GRUB. Downloaded and unpacked, never installed:
+# their maintainer scripts would run grub-install on this machine. About 3 MB, 1 s uncached.
+if [ ! -f "$boot_cache/secureboot/root/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed" ]; then
+    mkdir -p "$boot_cache/secureboot"
+    (cd "$boot_cache/secureboot" && rm -rf ./*.deb root \
+        && apt-get download -qq shim-signed grub-efi-amd64-signed grub-efi-amd64-bin \
+        && for d in ./*.deb; do dpkg -x "$d" root; done)
 fi

@@ -25,6 +25,11 @@ pub trait Worker: Sync {
 
     /// Called after every machine of the batch has answered (to stop what `begin_batch` started).
     fn end_batch(&mut self, _step: Step) {}
+
+    /// Called once before a run drives campaign `campaign` of the journal `db`: a worker that
+    /// runs imaging sessions keeps their live progress there ([`crate::campaign::live`]).
+    /// Default: nothing.
+    fn follow(&mut self, _db: &std::path::Path, _campaign: i64) {}
 }
 
 /// Why [`drive`] returned.

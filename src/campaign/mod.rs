@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod imaging;
 pub mod journal;
+pub mod live;
 pub mod render;
 pub mod repair;
 pub mod report;

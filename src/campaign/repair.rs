@@ -212,6 +212,11 @@ fn current_image(db: &std::path::Path, uai: &str, room: &str) -> Result<Option<S
 }
 
 impl Repair {
+    /// The room's PCs boot with Secure Boot on (room file `secure_boot`).
+    pub fn secure_boot(&self) -> bool {
+        self.built.plan.secure_boot
+    }
+
     /// The PC's MAC.
     pub fn mac(&self) -> Mac {
         self.mac

@@ -237,25 +237,16 @@ pub fn start(db: &Path, a: StartArgs) -> u8 {
         parallel: a.parallel.max(1),
         today: a.today,
     };
-    let mut imaging = match &a.imaging.store {
+    let imaging = match &a.imaging.store {
         None => None,
         Some(_) => match run::setup_for(&opts, &clock) {
             Ok(built) => Some(imaging_worker(&a.imaging, &built, db)),
             Err(e) => return conclude(Err(e), a.json),
         },
     };
-    let imaging = match imaging.as_mut() {
-        Some(Ok(w)) => Some(w as &mut dyn crate::campaign::driver::Worker),
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return exit::USAGE_OR_IO;
-        }
-        None => None,
-    };
-    let display = Display::new(a.json);
-    let result = run::start(&opts, &clock, imaging, &|p| display.show(p));
-    display.done();
-    conclude(result, a.json)
+    drive(imaging, a.json, |imaging, show| {
+        run::start(&opts, &clock, imaging, show)
+    })
 }
 
 /// Runs `roomcast campaign resume --interrupted`: the worst exit code of the campaigns resumed.
@@ -312,7 +303,7 @@ fn resume_with(db: &Path, a: ResumeArgs, until: Option<Timestamp>) -> u8 {
         parallel: a.parallel.max(1),
         today: a.today,
     };
-    let mut imaging = match &a.imaging.store {
+    let imaging = match &a.imaging.store {
         None => None,
         Some(_) => {
             let id = match opts.campaign {
@@ -334,18 +325,9 @@ fn resume_with(db: &Path, a: ResumeArgs, until: Option<Timestamp>) -> u8 {
             }
         }
     };
-    let imaging = match imaging.as_mut() {
-        Some(Ok(w)) => Some(w as &mut dyn crate::campaign::driver::Worker),
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return exit::USAGE_OR_IO;
-        }
-        None => None,
-    };
-    let display = Display::new(a.json);
-    let result = run::resume(&opts, &clock, imaging, &|p| display.show(p));
-    display.done();
-    conclude(result, a.json)
+    drive(imaging, a.json, |imaging, show| {
+        run::resume(&opts, &clock, imaging, show)
+    })
 }
 
 /// The imaging worker of a real room: PXE boot on the room interface.
@@ -361,7 +343,40 @@ fn imaging_worker(
     config.boot_dir = a.boot_dir.clone();
     config.reboot = a.reboot.clone();
     config.inventory = Some(db.to_path_buf());
-    Ok(ImagingWorker::new(config, Box::new(PxeBoot::default())))
+    let boot = PxeBoot {
+        secure_boot: built.plan.secure_boot,
+        ..PxeBoot::default()
+    };
+    Ok(ImagingWorker::new(config, Box::new(boot)))
+}
+
+/// Runs a campaign (`go`: start or resume) with its imaging worker, if the command set one up (a
+/// worker that could not be set up ends the command), and the terminal display; then concludes.
+fn drive(
+    imaging: Option<Result<ImagingWorker, String>>,
+    json: bool,
+    go: impl FnOnce(
+        Option<&mut dyn crate::campaign::driver::Worker>,
+        &(dyn Fn(&Progress) + Sync),
+    ) -> Result<Outcome, RunError>,
+) -> u8 {
+    let mut imaging = match imaging {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::USAGE_OR_IO;
+        }
+        None => None,
+    };
+    let display = Display::new(json);
+    let result = go(
+        imaging
+            .as_mut()
+            .map(|w| w as &mut dyn crate::campaign::driver::Worker),
+        &|p| display.show(p),
+    );
+    display.done();
+    conclude(result, json)
 }
 
 fn conclude(result: Result<Outcome, RunError>, json: bool) -> u8 {

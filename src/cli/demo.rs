@@ -28,6 +28,15 @@ pub struct DemoArgs {
     /// signoff`) instead of signing it automatically.
     #[arg(long, value_name = "SECS")]
     pub wait_signoff: Option<u64>,
+    /// Limit every link of the virtual room to MBIT Mbit/s (the stream is paced at it).
+    #[arg(long, value_name = "MBIT")]
+    pub link_mbit: Option<u64>,
+    /// Add MIB MiB of random bytes to the base image (with --link-mbit: a step g to watch).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub payload_mib: u64,
+    /// The last PC drops PCT % of the multicast stream's datagrams (the sender repairs them).
+    #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
+    pub loss_pct: u8,
 }
 
 /// Removes every lab this process owns, then exits: what Ctrl-C does during the demo.
@@ -175,6 +184,9 @@ pub fn run(args: DemoArgs) -> Result<u8, CliError> {
         workspace: workspace.clone(),
         binary,
         wait_signoff: args.wait_signoff.map(std::time::Duration::from_secs),
+        link_mbit: args.link_mbit,
+        payload_mib: args.payload_mib,
+        loss_pct: args.loss_pct,
     };
     eprintln!(
         "roomcast demo: a whole campaign (steps a-h) on a virtual room of {} PCs; workspace {}",

@@ -199,6 +199,7 @@ pub(super) fn print_progress(p: &Progress, names: &std::collections::BTreeMap<Ma
             name(m, names),
             if *ok { "success" } else { "FAILURE" }
         ),
+        Progress::Sample(_) => return,
     };
     println!("{line}");
     let _ = std::io::stdout().flush();

@@ -63,8 +63,12 @@ pub fn run(a: RepairArgs) -> Result<u8, CliError> {
         _ => CliError::Failure(e.to_string()),
     })?;
     prepared.config.boot_dir = a.boot_dir;
+    let boot = PxeBoot {
+        secure_boot: prepared.secure_boot(),
+        ..PxeBoot::default()
+    };
     let out = prepared
-        .run(Box::new(PxeBoot::default()), &clock, &|p| match p {
+        .run(Box::new(boot), &clock, &|p| match p {
             RepairProgress::Waking {
                 hostname,
                 mac,

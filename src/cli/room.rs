@@ -50,6 +50,8 @@ pub struct RoomTarget {
     pub expected: std::collections::BTreeMap<Mac, roomcast_proto::contract::PcExpected>,
     /// The profile's `grow_last_partition` (issue 23), when from a room file.
     pub grow_last: bool,
+    /// The room's `secure_boot` (issue 20), when from a room file.
+    pub secure_boot: bool,
 }
 
 impl RoomArgs {
@@ -126,6 +128,7 @@ fn from_room(path: &Path) -> Result<RoomTarget, CliError> {
             .profiles
             .get(&room.doc.profile.value)
             .is_some_and(|p| p.doc.grow_last_partition),
+        secure_boot: room.doc.secure_boot,
     })
 }
 

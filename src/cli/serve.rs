@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Boot file for UEFI x64 firmware: snponly.efi (faster on OVMF) or ipxe.efi.
     #[arg(long, default_value = services::DEFAULT_UEFI_BOOT_FILE)]
     uefi_file: String,
+    /// The PCs boot with Secure Boot on: UEFI firmware gets Debian's signed shim, then GRUB and
+    /// the signed kernel (`bootenv build --secure-boot`), instead of iPXE. Also the room file's
+    /// `secure_boot: true`.
+    #[arg(long)]
+    secure_boot: bool,
     /// Send "no router here" IPv6 router advertisements every second: saves iPXE a 13-16 s wait
     /// on networks without IPv6 routers.
     #[arg(long)]
@@ -100,6 +105,10 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let names: BTreeMap<Mac, String> = c.machines.iter().cloned().collect();
     let wake_order: Vec<Mac> = c.machines.iter().map(|(m, _)| *m).collect();
     let root = BootRoot::new(&a.boot_dir).map_err(|e| format!("{}: {e}", a.boot_dir.display()))?;
+    let secure_boot = a.secure_boot || c.secure_boot;
+    if secure_boot {
+        crate::bootenv::secureboot::check_boot_root(&root)?;
+    }
     std::fs::create_dir_all(&a.reports).map_err(|e| format!("{}: {e}", a.reports.display()))?;
     let mut services = RoomServices::on(&c.interface, Some(subnet)).map_err(|e| e.to_string())?;
     let server = services.server();
@@ -165,6 +174,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         service.pxe_gate(),
     );
     pxe.uefi_boot_file = a.uefi_file.clone();
+    pxe.secure_boot = secure_boot;
+    pxe.scripts = Some(service.clone());
     pxe.announce_ra = a.announce_ra;
     pxe.authoritative = match &a.authoritative {
         None => None,

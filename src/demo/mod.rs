@@ -47,6 +47,14 @@ pub struct DemoOptions {
     /// the journal (the web console's teacher link, or `roomcast campaign signoff`), then go on
     /// as `resume` does.
     pub wait_signoff: Option<Duration>,
+    /// Rate limit of every link of the virtual room, Mbit/s (`None`: veth speed); the multicast
+    /// stream is paced at it. With [`DemoOptions::payload_mib`], a g one can watch.
+    pub link_mbit: Option<u64>,
+    /// MiB of random bytes (incompressible) added to the base image as `/opt/payload.bin`.
+    pub payload_mib: u64,
+    /// The last PC drops this percentage of the multicast stream's datagrams (nftables in its
+    /// namespace): the stream's loss shows, the sender repairs it.
+    pub loss_pct: u8,
 }
 
 /// What the demo tells its caller while it runs (only `cli/` prints).
@@ -256,9 +264,21 @@ fn write_secret(path: &Path, line: &str) -> Result<(), DemoError> {
 
 /// Builds the base image (an ext4 filesystem made with `mkfs.ext4 -d`, the size of a PC's disk),
 /// captures it into the store signed by the demo's key, and returns its id.
-fn base_image(ws: &Path, store: &Store, signer: &Signer, bytes: u64) -> Result<String, DemoError> {
+fn base_image(
+    ws: &Path,
+    store: &Store,
+    signer: &Signer,
+    bytes: u64,
+    payload_mib: u64,
+) -> Result<String, DemoError> {
     let tree = ws.join("base/tree");
     region::base_tree(&tree).map_err(io("writing the base image's files", &tree))?;
+    if payload_mib > 0 {
+        let payload = tree.join("opt/payload.bin");
+        let mut data = vec![0u8; (payload_mib << 20) as usize];
+        rand::fill(&mut data[..]);
+        std::fs::write(&payload, data).map_err(io("writing the payload", &payload))?;
+    }
     let file = ws.join("base/demo-base.img");
     std::fs::File::create(&file)
         .and_then(|f| f.set_len(bytes))
@@ -373,6 +393,10 @@ impl Worker for DemoImaging<'_> {
     fn end_batch(&mut self, step: Step) {
         self.inner.end_batch(step);
     }
+
+    fn follow(&mut self, db: &Path, campaign: i64) {
+        self.inner.follow(db, campaign);
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, DemoError> {
@@ -418,11 +442,12 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
                 dc_hostname: "dc1".into(),
                 ous: vec![region::OU.into()],
             }),
-            rate: None,
+            rate: opts.link_mbit.map(roomcast_lab::Tbf::mbit),
         },
         &ws.join("room"),
     )?;
     let dc = room.dc().expect("built with a domain");
+
     let mut machines = vec![format!(
         "srv {} ({})",
         room.server().addr(),
@@ -466,7 +491,7 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
         .trust(&public)
         .map_err(|e| DemoError::Image(e.to_string()))?;
     let signer = Signer::load(&key).map_err(|e| DemoError::Image(e.to_string()))?;
-    let base = base_image(ws, &store, &signer, disk_bytes)?;
+    let base = base_image(ws, &store, &signer, disk_bytes, opts.payload_mib)?;
 
     let db = ws.join("roomcast.db");
     let keys = room.keys();
@@ -498,6 +523,18 @@ pub fn run(opts: &DemoOptions, note: &(dyn Fn(&Note) + Sync)) -> Result<DemoOutc
     config.captured_by = "roomcast demo".into();
     config.boot_timeout = Duration::from_secs(60);
     config.agent_timeout = Duration::from_secs(600);
+    if let (Some(mbit), Some(data)) = (opts.link_mbit, config.multicast.as_mut()) {
+        // Paced at the links' rate, as a technician sets a room's (the loss adaptation still
+        // slows it on loss).
+        data.rate_bps = mbit * 1_000_000;
+        data.min_rate_bps = data.min_rate_bps.min(data.rate_bps);
+    }
+    if opts.loss_pct > 0
+        && let (Some(pc), Some(data)) = (room.pcs().last(), config.multicast.as_ref())
+    {
+        let port = data.group.port();
+        room.lab().set_loss(pc.node(), opts.loss_pct, port..=port)?;
+    }
     let mut boot = LabBoot::new(&opts.binary, &public, &ws.join("agents"));
     for (i, pc) in room.pcs().iter().enumerate() {
         boot = boot.pc(&region::hostname(i), pc.node().netns(), pc.disk());

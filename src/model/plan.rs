@@ -52,6 +52,9 @@ pub struct RoomPlan {
     /// Step b: the region's repository the base image is pulled from when the store lacks it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_image_from: Option<String>,
+    /// The profile file (as the findings name it), for messages about `base_image` and
+    /// `base_image_from`.
+    pub profile_file: String,
     /// Steps b–f: the master's hostname.
     pub master: String,
     /// Step d: technical tests (name, command).
@@ -71,6 +74,10 @@ pub struct RoomPlan {
     /// `grow_last_partition`), as the agent gets it (`roomcast.grow=last`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub grow_last_partition: bool,
+    /// Steps b, f, g: the room's PCs boot with Secure Boot on (the room's `secure_boot`): PXE
+    /// hands them Debian's signed chain instead of iPXE.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
     /// Step g: the machines deployed.
     pub machines: Vec<MachinePlan>,
     /// Step g: network facts.
@@ -212,14 +219,14 @@ pub fn find_room<'a>(region: &'a Region, path: &str) -> Option<&'a Loaded<Room>>
 pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
     let room = find_room(region, path).ok_or_else(|| PlanError::NoSuchRoom(path.into()))?;
     let doc = &room.doc;
-    let profile = region
+    let loaded = region
         .profiles
         .get(&doc.profile.value)
-        .map(|p| &p.doc)
         .ok_or_else(|| PlanError::NoProfile {
             room: path.into(),
             profile: doc.profile.value.clone(),
         })?;
+    let profile = &loaded.doc;
     let renderer = Renderer::new();
     let os: Os = profile.os.value;
     let mut machines = Vec::new();
@@ -332,6 +339,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
         software,
         base_image: profile.base_image.value.clone(),
         base_image_from: profile.base_image_from.as_ref().map(|f| f.value.clone()),
+        profile_file: loaded.src.path.clone(),
         master,
         tests: profile
             .tests
@@ -350,6 +358,7 @@ pub fn plan(region: &Region, path: &str) -> Result<RoomPlan, PlanError> {
             .or(profile.system_disk.as_ref())
             .map(|d| d.rule()),
         grow_last_partition: profile.grow_last_partition,
+        secure_boot: doc.secure_boot,
         machines,
         network: NetworkPlan {
             interface: doc.network.interface.clone(),

@@ -36,6 +36,11 @@ pub struct Room {
     /// fields), e.g. a room whose PCs got a second disk.
     #[serde(default)]
     pub system_disk: Option<super::profile::SystemDisk>,
+    /// The room's PCs boot with Secure Boot on (UEFI): PXE hands them Debian's signed chain (shim,
+    /// GRUB, the signed kernel; `roomcast bootenv build --secure-boot`) instead of iPXE, which is
+    /// not signed. Default `false`.
+    #[serde(default)]
+    pub secure_boot: bool,
 }
 
 /// A school.

@@ -24,8 +24,8 @@ use roomcast_proto::mac::Mac;
 use roomcast_store::chunk::{ChunkError, ChunkHash, ChunkRef, ChunkSize, decode_verified};
 use roomcast_store::keys::Signer;
 use roomcast_store::manifest::{
-    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, DiscardedFile, FORMAT, ImageId, ImageLabel,
-    ImageLayout, Manifest, ManifestError, PRIMARY_TABLE_LEN, PartitionRecord, PartitionTable, sign,
+    BACKUP_TABLE_LEN, CaptureMode, ChunkEntry, FORMAT, ImageId, ImageLabel, ImageLayout, Manifest,
+    ManifestError, PRIMARY_TABLE_LEN, PartitionTable, sign,
 };
 use roomcast_store::{Store, StoreError, StoreLock};
 use std::sync::{Arc, Mutex};
@@ -329,23 +329,7 @@ fn image_layout(f: &CaptureFinish, entries: &[ChunkEntry]) -> Result<ImageLayout
             )));
         }
         spans.push((p.start, end, p.number));
-        records.push(PartitionRecord {
-            number: p.number,
-            start: p.start,
-            len: p.len,
-            kind: p.kind.clone(),
-            fs: p.fs.clone(),
-            used_bytes: p.used_bytes,
-            whole: p.whole.clone(),
-            discarded: p
-                .discarded
-                .iter()
-                .map(|d| DiscardedFile {
-                    name: d.name.clone(),
-                    bytes: d.bytes,
-                })
-                .collect(),
-        });
+        records.push(p.clone());
     }
     spans.sort();
     for w in spans.windows(2) {
@@ -494,7 +478,7 @@ fn read_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roomcast_proto::contract::CapturePartition;
+    use roomcast_proto::contract::PartitionRecord;
     use roomcast_store::chunk::Compressor;
     use roomcast_store::keys;
 
@@ -653,7 +637,7 @@ mod tests {
             chunk_size: CS,
             whole_disk: false,
             table: "gpt".into(),
-            partitions: vec![CapturePartition {
+            partitions: vec![PartitionRecord {
                 number: 1,
                 start: u64::from(CS),
                 len: u64::from(CS) * 2,

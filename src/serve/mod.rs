@@ -222,6 +222,9 @@ pub enum Progress {
     },
     /// A PC's agent reported.
     Reported(Mac, bool),
+    /// One second of the stream: its rate and the receivers' loss (for the console's chart; not
+    /// printed).
+    Sample(roomcast_mcast::StreamSample),
 }
 
 /// What the deploy says about a PC the stream does not reach, `who` being its name.

@@ -53,6 +53,13 @@ pub struct Pxe {
     /// The boot service's gate ([`BootService::pxe_gate`]): what proxyDHCP sees decides who gets a
     /// boot token.
     pub gate: SharedGate,
+    /// The room's PCs boot with Secure Boot on: UEFI clients get Debian's signed shim
+    /// ([`crate::bootenv::secureboot::SHIM`], from `bootenv build --secure-boot`) instead of
+    /// iPXE, and TFTP answers GRUB's `boot/<mac>.grub` from [`Pxe::scripts`].
+    pub secure_boot: bool,
+    /// The boot service whose scripts TFTP hands GRUB (the one [`Pxe::gate`] belongs to); without
+    /// it a Secure Boot PC's GRUB finds no configuration and returns to the firmware.
+    pub scripts: Option<Arc<BootService>>,
 }
 
 impl Pxe {
@@ -68,6 +75,8 @@ impl Pxe {
             authoritative: None,
             seen: None,
             gate,
+            secure_boot: false,
+            scripts: None,
         }
     }
 }
@@ -157,6 +166,9 @@ impl RoomServices {
             server: self.server,
             bios_boot_file: BIOS_BOOT_FILE.into(),
             uefi_boot_file: pxe.uefi_boot_file,
+            secure_boot_file: pxe
+                .secure_boot
+                .then(|| crate::bootenv::secureboot::SHIM.to_string()),
             http_base: pxe.http_base,
             allowlist: pxe.allowlist,
         };
@@ -186,9 +198,9 @@ impl RoomServices {
                 .map_err(|e| format!("proxyDHCP stopped: {e}"))
         });
         self.services.push(("proxyDHCP", dhcp));
-        let root = pxe.root;
+        let files = crate::net::tftp::BootFiles::new(pxe.root, pxe.scripts);
         let tftp = self.handle().spawn(async move {
-            crate::net::tftp::serve(root, tftp)
+            crate::net::tftp::serve(files, tftp)
                 .await
                 .map_err(|e| format!("TFTP stopped: {e}"))
         });

@@ -99,6 +99,10 @@ impl BlockSource for StoreBlocks<'_> {
         drop(seen);
         (self.progress)(&p);
     }
+
+    fn sample(&mut self, sample: &roomcast_mcast::StreamSample) {
+        (self.progress)(&Progress::Sample(*sample));
+    }
 }
 
 /// Runs one multicast session for the agents of `service` (which must serve the same image, so

@@ -499,12 +499,61 @@ fn the_server_refuses_to_serve_an_image_its_store_does_not_trust() {
             id: img.id,
         }),
     };
-    let err = BootService::new(config, BootRoot::new(img.dir.path()).unwrap())
-        .err()
-        .expect("refused");
+    let err =
+        BootService::new(config, BootRoot::new(img.dir.path()).unwrap()).expect_err("refused");
     assert!(err.to_string().contains("campaign image"), "{err}");
     assert!(
         err.to_string().contains(&img.id.to_hex()),
         "names the manifest: {err}"
+    );
+}
+
+/// `POST /agent/progress` (issue 16): only a live token's machine, only believable figures, the
+/// machine from the token and never from the body; the token is not spent.
+#[test]
+fn progress_reaches_the_sink_from_a_live_token_only_and_spends_nothing() {
+    let img = image();
+    let server = Server::start(&img);
+    let got: Arc<std::sync::Mutex<Vec<(Mac, roomcast_proto::contract::Progress)>>> = Arc::default();
+    let sink = got.clone();
+    server
+        .service
+        .set_progress_sink(Arc::new(move |m, p| sink.lock().unwrap().push((m, p))));
+    let token = server.token(mac(1));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/agent/progress", server.url());
+    let post = |token: Option<&str>, body: &str| -> u16 {
+        let mut req = agent
+            .post(&url)
+            .header(CONTRACT_HEADER, CONTRACT_VERSION.to_string());
+        if let Some(t) = token {
+            req = req.header(TOKEN_HEADER, t);
+        }
+        req.send(body).unwrap().status().as_u16()
+    };
+    let good = r#"{"bytes_done":10,"bytes_total":100,"chunks_done":1,"chunks_total":10,"elapsed_ms":1000}"#;
+    assert_eq!(post(None, good), 401, "no token");
+    assert_eq!(post(Some("not-a-token"), good), 403, "not a live token");
+    let beyond =
+        r#"{"bytes_done":101,"bytes_total":100,"chunks_done":1,"chunks_total":10,"elapsed_ms":1}"#;
+    assert_eq!(post(Some(&token), beyond), 400, "done beyond the total");
+    assert_eq!(post(Some(&token), "not json"), 400);
+    assert_eq!(post(Some(&token), &" ".repeat(4096)), 413, "too large");
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing refused reached the sink"
+    );
+    assert_eq!(post(Some(&token), good), 204);
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, mac(1));
+    assert_eq!((got[0].1.bytes_done, got[0].1.rate()), (10, 10));
+    // The token still opens the image: progress does not spend it.
+    assert_eq!(
+        status(&format!("{}/image/manifest", server.url()), Some(&token)),
+        200
     );
 }

@@ -3,6 +3,7 @@
 
 mod hardware;
 pub(crate) mod pxe;
+mod secureboot;
 mod services;
 mod wol;
 

@@ -42,6 +42,28 @@ impl Drop for Guard {
     }
 }
 
+impl Guard {
+    /// Waits for a VM that should power off by itself (its agent done), at most `limit`; then
+    /// kills it. A guest that never powers off (a failed step, a kernel panic under TCG) so
+    /// fails its test with what it printed instead of hanging the suite.
+    pub(crate) fn wait_at_most(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The agent's kernel command line in the campaign's qemu tests: the serial console, and
+/// `no_timer_check`, without which Linux under TCG on a loaded host sometimes panics at boot
+/// ("IO-APIC + timer doesn't work!", seen once in a CI run with three jobs on 2 cores).
+pub(crate) const TEST_CMDLINE: &str = "console=ttyS0 no_timer_check";
+
 /// A 512-byte boot sector that prints `LOCAL-DISK-BOOTED` on COM1 and halts: what "boots its local
 /// disk" looks like on the serial log.
 pub(crate) fn local_disk_boot_sector() -> Vec<u8> {
@@ -73,6 +95,7 @@ pub(crate) fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
+#[derive(Clone)]
 pub(crate) struct VmSpec {
     pub(crate) mac: String,
     pub(crate) disk: PathBuf,
@@ -99,6 +122,11 @@ fn uefi_args(vm: &VmSpec, work: &Path) -> Vec<String> {
 /// The school's DHCP server (addresses only, 198.18.2.10-250) on `school`'s interface: Debian's
 /// dnsmasq, killed on drop.
 pub(crate) fn school_dhcp(school: &roomcast_lab::Node, w: &Path) -> Guard {
+    school_dhcp_with(school, w, &[])
+}
+
+/// [`school_dhcp`] with more dnsmasq options (e.g. `--dhcp-boot` naming a next server).
+pub(crate) fn school_dhcp_with(school: &roomcast_lab::Node, w: &Path, extra: &[&str]) -> Guard {
     Guard(
         school
             .command("dnsmasq")
@@ -108,6 +136,7 @@ pub(crate) fn school_dhcp(school: &roomcast_lab::Node, w: &Path) -> Guard {
                 "--bind-interfaces",
                 "--no-ping",
             ])
+            .args(extra)
             .arg(format!("--interface={}", school.ifname()))
             .args([
                 "--dhcp-range=198.18.2.10,198.18.2.250,255.255.0.0",
@@ -227,11 +256,6 @@ impl Image {
 /// The masked image: a dirty disk small enough for a TCG guest (about 70 MiB).
 fn capture_masked_image(w: &Path) -> Image {
     use roomcast_lab::dirty_disk::{self, DirtySpec};
-    use roomcast_store::capture::{CaptureOptions, capture};
-    use roomcast_store::keys::{Signer, generate_files};
-    let (key_file, pub_file, _) = generate_files(&w.join("keys")).unwrap();
-    let store = roomcast_store::Store::open_or_create(&w.join("store")).unwrap();
-    store.trust(&pub_file).unwrap();
     let spec = DirtySpec {
         esp: 36 << 20,
         ntfs: 16 << 20,
@@ -244,11 +268,25 @@ fn capture_masked_image(w: &Path) -> Image {
         ..DirtySpec::small()
     };
     let disk = dirty_disk::build(&w.join("master.img"), &spec).unwrap();
+    capture_dirty(w, &disk, "e2e-masked")
+}
+
+/// A dirty disk captured masked into a store under `w` whose key is trusted, named `name`.
+pub(crate) fn capture_dirty(
+    w: &Path,
+    disk: &roomcast_lab::dirty_disk::DirtyDisk,
+    name: &str,
+) -> Image {
+    use roomcast_store::capture::{CaptureOptions, capture};
+    use roomcast_store::keys::{Signer, generate_files};
+    let (key_file, pub_file, _) = generate_files(&w.join("keys")).unwrap();
+    let store = roomcast_store::Store::open_or_create(&w.join("store")).unwrap();
+    store.trust(&pub_file).unwrap();
     let report = capture(
         &store,
         &disk.path,
         roomcast_store::manifest::ImageLabel {
-            name: "e2e-masked".into(),
+            name: name.into(),
             version: "1".into(),
             profile: None,
             captured_by: "test@host".into(),
@@ -269,7 +307,7 @@ fn capture_masked_image(w: &Path) -> Image {
         source_sha256: sha256(&disk.path),
         source: disk.path.clone(),
         pub_file,
-        parts: disk.parts,
+        parts: disk.parts.clone(),
     }
 }
 
@@ -764,4 +802,36 @@ fn campaign_pc_pxe_boots_and_receives_a_masked_image_by_multicast() {
 #[test]
 fn campaign_pc_with_a_larger_disk_gets_the_gpt_fitted_and_the_last_partition_grown() {
     pxe_room(1, false, false, false, Serve::MaskedLarger, false);
+}
+
+/// `roomcast bootenv build --out OUT` with the test kernel, trusting each key of `trusted`.
+pub(crate) fn build_bootenv(out: &Path, trusted: &[&Path]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["bootenv", "build", "--out"])
+        .arg(out)
+        .arg("--kernel-dir")
+        .arg(kernel_dir())
+        .args(trusted.iter().flat_map(|k| [Path::new("--trusted-key"), k]))
+        .status()
+        .unwrap();
+    assert!(status.success(), "bootenv build");
+}
+
+/// A room for PXE tests: the lab's server namespace and switch, the school's DHCP server, and `taps`
+/// for qemu PCs. The DHCP server is stopped before the lab is taken down.
+pub(crate) struct PxeRoom {
+    _dhcp: Guard,
+    pub(crate) lab: Lab,
+    pub(crate) taps: Vec<String>,
+}
+
+pub(crate) fn pxe_room_with_school_dhcp(taps: usize, w: &Path) -> PxeRoom {
+    let mut lab = Lab::builder().pcs(0).build().expect("lab");
+    let school = lab.add_node("school").expect("school node").clone();
+    let taps = (0..taps).map(|_| lab.add_tap().expect("tap")).collect();
+    PxeRoom {
+        _dhcp: school_dhcp(&school, w),
+        lab,
+        taps,
+    }
 }

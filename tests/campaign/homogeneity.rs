@@ -6,18 +6,16 @@
 //! against GLPI's schema and carries the SMBIOS values qemu was given.
 
 use crate::boot::pxe::{
-    IMAGE_SIZE, VmSpec, capture_image, kernel_dir, local_disk_boot_sector, qemu, school_dhcp,
-    sha256, smbios, start_vm_with,
+    IMAGE_SIZE, TEST_CMDLINE, VmSpec, build_bootenv, capture_image, local_disk_boot_sector,
+    pxe_room_with_school_dhcp, qemu, sha256, smbios, start_vm_with,
 };
 use crate::inventory::standin::assert_valid_inventory;
 use roomcast::campaign::driver::Worker;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, PxeBoot};
 use roomcast::inventory::db::{InventoryDb, OutboxPayload};
-use roomcast_lab::Lab;
 use roomcast_proto::contract::PcExpected;
 use roomcast_proto::procedure::{Event, State, Step};
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 use std::time::Duration;
 
 const PROFILE_MODEL: &str = "Virtual PC";
@@ -35,21 +33,10 @@ fn a_pc_of_another_model_is_refused_at_g_and_the_other_finishes() {
     let w = work.path();
     let image = capture_image(w);
     let boot_dir = w.join("boot");
-    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["bootenv", "build", "--out"])
-        .arg(&boot_dir)
-        .arg("--kernel-dir")
-        .arg(kernel_dir())
-        .arg("--trusted-key")
-        .arg(&image.pub_file)
-        .status()
-        .unwrap();
-    assert!(status.success(), "bootenv build");
+    build_bootenv(&boot_dir, &[&image.pub_file]);
 
-    let mut lab = Lab::builder().pcs(0).build().unwrap();
-    let school = lab.add_node("school").unwrap().clone();
-    let taps = [lab.add_tap().unwrap(), lab.add_tap().unwrap()];
-    let _dhcp = school_dhcp(&school, w);
+    let room = pxe_room_with_school_dhcp(2, w);
+    let (lab, taps) = (&room.lab, &room.taps);
 
     let vm = |n: u8| VmSpec {
         mac: format!("52:54:00:18:15:{n:02x}"),
@@ -106,7 +93,7 @@ fn a_pc_of_another_model_is_refused_at_g_and_the_other_finishes() {
         w.join("work"),
     );
     cfg.boot_dir = Some(boot_dir);
-    cfg.cmdline = "console=ttyS0 roomcast.wait=2".into();
+    cfg.cmdline = format!("{TEST_CMDLINE} roomcast.wait=2");
     cfg.boot_timeout = Duration::from_secs(120);
     cfg.agent_timeout = Duration::from_secs(240);
     cfg.multicast = None;
@@ -134,7 +121,7 @@ fn a_pc_of_another_model_is_refused_at_g_and_the_other_finishes() {
 
     let specs: Vec<(String, VmSpec, Vec<String>)> = pcs
         .iter()
-        .zip(&taps)
+        .zip(taps)
         .map(|(p, tap)| {
             (
                 tap.clone(),
@@ -178,7 +165,7 @@ fn a_pc_of_another_model_is_refused_at_g_and_the_other_finishes() {
         })
         .unwrap();
     for mut g in vms.join().unwrap() {
-        let _ = g.0.wait();
+        g.wait_at_most(Duration::from_secs(120));
     }
     let serial = |p: &Pc| std::fs::read_to_string(&p.vm.serial).unwrap_or_default();
 
@@ -280,5 +267,5 @@ fn a_pc_of_another_model_is_refused_at_g_and_the_other_finishes() {
             "{doc}"
         );
     }
-    drop(lab);
+    drop(room);
 }

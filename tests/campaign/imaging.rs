@@ -34,12 +34,12 @@ const CHUNK: u32 = 256 * 1024;
 const DISK: u64 = 8 << 20;
 const SUBNET: &str = "198.18.0.0/16";
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// A disk file of `DISK` bytes with data at the given offsets.
-fn disk(path: &Path, parts: &[(u64, Vec<u8>)]) {
+pub(crate) fn disk(path: &Path, parts: &[(u64, Vec<u8>)]) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(DISK).unwrap();
     for (at, bytes) in parts {
@@ -48,7 +48,7 @@ fn disk(path: &Path, parts: &[(u64, Vec<u8>)]) {
 }
 
 /// The MAC of the node's interface: the PC's real identity on the switch.
-fn mac_of(node: &Node) -> Mac {
+pub(crate) fn mac_of(node: &Node) -> Mac {
     let out = node
         .command("ip")
         .args(["-o", "link", "show", node.ifname()])
@@ -64,13 +64,13 @@ fn mac_of(node: &Node) -> Mac {
 }
 
 /// Store with the server's key trusted, and the profile's base image captured in it.
-struct Server {
-    dir: tempfile::TempDir,
-    store: Store,
-    key: PathBuf,
-    public: PathBuf,
-    base: ImageId,
-    base_disk: PathBuf,
+pub(crate) struct Server {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: Store,
+    pub(crate) key: PathBuf,
+    pub(crate) public: PathBuf,
+    pub(crate) base: ImageId,
+    pub(crate) base_disk: PathBuf,
 }
 
 fn server() -> Server {
@@ -119,7 +119,12 @@ fn server() -> Server {
     }
 }
 
-fn config(srv: &Server, lab: &Lab, machines: Vec<Machine>, master: &str) -> ImagingConfig {
+pub(crate) fn config(
+    srv: &Server,
+    lab: &Lab,
+    machines: Vec<Machine>,
+    master: &str,
+) -> ImagingConfig {
     let mut c = ImagingConfig::new(
         "B204",
         machines,
@@ -480,6 +485,7 @@ fn a_chunk_corrupted_in_upload_is_refused_and_named() {
                     machines: vec![master],
                     multicast: None,
                     catch_up_wait: Duration::from_secs(1),
+                    live: None,
                 },
                 None,
                 Some(capture),

@@ -5,11 +5,13 @@
 //! `/dev/vda`; then a blank PC PXE-boots into `roomcast agent` and takes the journaled image from a
 //! multicast session.
 
-use crate::boot::pxe::{VmSpec, kernel_dir, local_disk_boot_sector, qemu, school_dhcp, start_vm};
+use crate::boot::pxe::{
+    TEST_CMDLINE, VmSpec, build_bootenv, local_disk_boot_sector, pxe_room_with_school_dhcp, qemu,
+    start_vm,
+};
 use roomcast::campaign::driver::Worker;
 use roomcast::campaign::imaging::{ImagingConfig, ImagingWorker, Machine, PxeBoot};
 use roomcast::serve::DataPlane;
-use roomcast_lab::Lab;
 use roomcast_proto::procedure::{Event, State, Step};
 use roomcast_store::Store;
 use roomcast_store::keys;
@@ -35,21 +37,10 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     let store = Store::open_or_create(&w.join("store")).unwrap();
     store.trust(&public).unwrap();
     let boot_dir = w.join("boot");
-    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["bootenv", "build", "--out"])
-        .arg(&boot_dir)
-        .arg("--kernel-dir")
-        .arg(kernel_dir())
-        .arg("--trusted-key")
-        .arg(&public)
-        .status()
-        .unwrap();
-    assert!(status.success(), "bootenv build");
+    build_bootenv(&boot_dir, &[&public]);
 
-    let mut lab = Lab::builder().pcs(0).build().unwrap();
-    let school = lab.add_node("school").unwrap().clone();
-    let taps = [lab.add_tap().unwrap(), lab.add_tap().unwrap()];
-    let _dhcp = school_dhcp(&school, w);
+    let room = pxe_room_with_school_dhcp(2, w);
+    let (lab, taps) = (&room.lab, &room.taps);
 
     // The master's disk: a boot sector, data, text; the PC's disk is blank.
     let master = VmSpec {
@@ -105,7 +96,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
         w.join("work"),
     );
     cfg.boot_dir = Some(boot_dir);
-    cfg.cmdline = "console=ttyS0".into();
+    cfg.cmdline = TEST_CMDLINE.into();
     cfg.boot_timeout = Duration::from_secs(120);
     cfg.agent_timeout = Duration::from_secs(240);
     // A TCG-emulated PC running a debug agent drinks far below line rate: at 40 Mbit/s it writes
@@ -128,7 +119,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     // f: the worker serves; the master is powered on a moment later (as Wake-on-LAN would).
     let (master_tap, pc_tap) = (taps[0].clone(), taps[1].clone());
     let master_vm = std::thread::spawn({
-        let (master, w) = (clone_spec(&master), w.to_path_buf());
+        let (master, w) = (VmSpec::clone(&master), w.to_path_buf());
         move || {
             std::thread::sleep(Duration::from_secs(2));
             start_vm(&master_tap, &master, &w)
@@ -146,7 +137,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     let Event::ImageCaptured { image } = event else {
         panic!("{event:?}\n--- master ---\n{}", serial(&master));
     };
-    let _ = master_guard.0.wait();
+    master_guard.wait_at_most(Duration::from_secs(120));
     assert!(
         serial(&master).contains("roomcast: image captured"),
         "{}",
@@ -167,7 +158,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
         ..State::default()
     };
     let pc_vm = std::thread::spawn({
-        let (pc, w) = (clone_spec(&pc), w.to_path_buf());
+        let (pc, w) = (VmSpec::clone(&pc), w.to_path_buf());
         move || {
             std::thread::sleep(Duration::from_secs(2));
             start_vm(&pc_tap, &pc, &w)
@@ -182,7 +173,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
         })
         .unwrap();
     let mut pc_guard = pc_vm.join().unwrap();
-    let _ = pc_guard.0.wait();
+    pc_guard.wait_at_most(Duration::from_secs(120));
     assert_eq!(
         event,
         Event::MachineSucceeded {
@@ -211,17 +202,7 @@ fn master_captured_and_pc_deployed_through_real_pxe() {
     assert_eq!(r["image"], image, "{r}");
     assert_eq!(r["transport"], "multicast", "{r}");
     eprintln!("PC report: {r}");
-    drop(lab);
-}
-
-fn clone_spec(s: &VmSpec) -> VmSpec {
-    VmSpec {
-        mac: s.mac.clone(),
-        disk: s.disk.clone(),
-        serial: s.serial.clone(),
-        boot_order: s.boot_order,
-        uefi: s.uefi,
-    }
+    drop(room);
 }
 
 /// Step g then h of a Windows PC through the real boot chain (issue 15): a qemu PC PXE-boots the
@@ -243,16 +224,7 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
     let store = Store::open_or_create(&w.join("store")).unwrap();
     store.trust(&public).unwrap();
     let boot_dir = w.join("boot");
-    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["bootenv", "build", "--out"])
-        .arg(&boot_dir)
-        .arg("--kernel-dir")
-        .arg(kernel_dir())
-        .arg("--trusted-key")
-        .arg(&public)
-        .status()
-        .unwrap();
-    assert!(status.success(), "bootenv build");
+    build_bootenv(&boot_dir, &[&public]);
     let win =
         dirty_disk::build_windows(&w.join("win.img"), "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE")
             .unwrap();
@@ -288,10 +260,8 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&net, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let mut lab = Lab::builder().pcs(0).build().unwrap();
-    let school = lab.add_node("school").unwrap().clone();
-    let tap = lab.add_tap().unwrap();
-    let _dhcp = school_dhcp(&school, w);
+    let room = pxe_room_with_school_dhcp(1, w);
+    let (lab, tap) = (&room.lab, room.taps[0].clone());
     let pc = VmSpec {
         mac: "52:54:00:18:07:02".into(),
         disk: w.join("pc.img"),
@@ -319,7 +289,7 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
         w.join("work"),
     );
     cfg.boot_dir = Some(boot_dir);
-    cfg.cmdline = "console=ttyS0".into();
+    cfg.cmdline = TEST_CMDLINE.into();
     cfg.boot_timeout = Duration::from_secs(120);
     cfg.agent_timeout = Duration::from_secs(400);
     cfg.multicast = None;
@@ -347,7 +317,7 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
         ..State::default()
     };
     let pc_vm = std::thread::spawn({
-        let (pc, w) = (clone_spec(&pc), w.to_path_buf());
+        let (pc, w) = (VmSpec::clone(&pc), w.to_path_buf());
         move || {
             std::thread::sleep(Duration::from_secs(2));
             start_vm(&tap, &pc, &w)
@@ -364,7 +334,7 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
         })
         .unwrap();
     let mut pc_guard = pc_vm.join().unwrap();
-    let _ = pc_guard.0.wait();
+    pc_guard.wait_at_most(Duration::from_secs(120));
     let serial = std::fs::read_to_string(&pc.serial).unwrap_or_default();
     assert_eq!(
         (g, h),
@@ -408,5 +378,5 @@ fn a_windows_pc_gets_its_unattend_xml_written_by_the_pxe_booted_agent() {
         "{r}"
     );
     eprintln!("PC report: {r}");
-    drop(lab);
+    drop(room);
 }

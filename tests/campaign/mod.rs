@@ -4,7 +4,7 @@ mod ad;
 mod cli;
 mod crash;
 mod homogeneity;
-mod imaging;
+pub(crate) mod imaging;
 mod imaging_crash;
 mod imaging_pxe;
 mod remote;

@@ -7,7 +7,8 @@
 //! booted into the agent (it PXE-boots its local disk) and its disk is unchanged.
 
 use crate::boot::pxe::{
-    IMAGE_SIZE, VmSpec, capture_image, kernel_dir, qemu, school_dhcp, sha256, smbios, start_vm_with,
+    IMAGE_SIZE, TEST_CMDLINE, VmSpec, build_bootenv, capture_image, pxe_room_with_school_dhcp,
+    qemu, sha256, smbios, start_vm_with,
 };
 use roomcast::campaign::imaging::PxeBoot;
 use roomcast::campaign::repair::{self, RepairOptions};
@@ -15,7 +16,6 @@ use roomcast::campaign::setup::SetupOptions;
 use roomcast::clock::{Clock, SystemClock};
 use roomcast::inventory::db::{InventoryDb, OutboxPayload};
 use roomcast::inventory::{ImageDeployed, MachineRecord, Outcome, Timestamp};
-use roomcast_lab::Lab;
 use roomcast_proto::procedure::Step;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -28,21 +28,10 @@ fn repair_rewrites_only_the_changed_chunks_of_one_pc_and_runs_h() {
     let w = work.path();
     let image = capture_image(w);
     let boot_dir = w.join("boot");
-    let status = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["bootenv", "build", "--out"])
-        .arg(&boot_dir)
-        .arg("--kernel-dir")
-        .arg(kernel_dir())
-        .arg("--trusted-key")
-        .arg(&image.pub_file)
-        .status()
-        .unwrap();
-    assert!(status.success(), "bootenv build");
+    build_bootenv(&boot_dir, &[&image.pub_file]);
 
-    let mut lab = Lab::builder().pcs(0).build().unwrap();
-    let school = lab.add_node("school").unwrap().clone();
-    let taps = [lab.add_tap().unwrap(), lab.add_tap().unwrap()];
-    let _dhcp = school_dhcp(&school, w);
+    let room = pxe_room_with_school_dhcp(2, w);
+    let (lab, taps) = (&room.lab, &room.taps);
     let server = lab.server().clone();
 
     // The room: the demo's region (two PCs, 52:54:00:de:00:01 and :02, "Virtual PC").
@@ -154,7 +143,7 @@ fn repair_rewrites_only_the_changed_chunks_of_one_pc_and_runs_h() {
     assert_eq!(prepared.image(), image.id, "the room's current image");
     assert_eq!(prepared.mac().to_string(), target.mac);
     prepared.config.boot_dir = Some(boot_dir);
-    prepared.config.cmdline = "console=ttyS0 roomcast.wait=2".into();
+    prepared.config.cmdline = format!("{TEST_CMDLINE} roomcast.wait=2");
     prepared.config.boot_timeout = Duration::from_secs(120);
     prepared.config.agent_timeout = Duration::from_secs(240);
     let boot = PxeBoot {
@@ -168,8 +157,8 @@ fn repair_rewrites_only_the_changed_chunks_of_one_pc_and_runs_h() {
         let w = w.to_path_buf();
         // The room's model ("Virtual PC", the demo profile's), with the room file's serials.
         let specs = [
-            (taps[0].clone(), clone(&other), "DEMO0001"),
-            (taps[1].clone(), clone(&target), "DEMO0002"),
+            (taps[0].clone(), other.clone(), "DEMO0001"),
+            (taps[1].clone(), target.clone(), "DEMO0002"),
         ];
         move || {
             std::thread::sleep(Duration::from_secs(2));
@@ -191,7 +180,7 @@ fn repair_rewrites_only_the_changed_chunks_of_one_pc_and_runs_h() {
         .unwrap()
         .unwrap();
     let mut vms = vms.join().unwrap();
-    let _ = vms[1].0.wait();
+    vms[1].wait_at_most(Duration::from_secs(120));
     let serial = |p: &VmSpec| std::fs::read_to_string(&p.serial).unwrap_or_default();
     // The other PC boots its own disk; wait (bounded) until its boot sector printed.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -266,17 +255,7 @@ fn repair_rewrites_only_the_changed_chunks_of_one_pc_and_runs_h() {
         "{queued:#?}"
     );
     assert!(queued.iter().any(|q| q == "inventory"), "{queued:#?}");
-    drop(lab);
-}
-
-fn clone(s: &VmSpec) -> VmSpec {
-    VmSpec {
-        mac: s.mac.clone(),
-        disk: s.disk.clone(),
-        serial: s.serial.clone(),
-        boot_order: s.boot_order,
-        uefi: s.uefi,
-    }
+    drop(room);
 }
 
 /// The room file's `model_exception` (no root, no qemu): `validate` accepts a machine of another

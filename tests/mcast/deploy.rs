@@ -18,9 +18,13 @@ use roomcast_store::manifest::{
 };
 use sha2::{Digest, Sha256};
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
@@ -295,10 +299,15 @@ impl Deploy {
     }
 
     pub(super) fn agent(&self, images: &Images, i: usize, token: &str, name: &str) -> Proc {
+        self.agent_of(&self.url(), images, i, token, name)
+    }
+
+    /// [`Deploy::agent`] talking HTTP to `url` instead of the deploy's own port.
+    fn agent_of(&self, url: &str, images: &Images, i: usize, token: &str, name: &str) -> Proc {
         let pc: &Node = &self.lab.pcs()[i];
         let mut cmd = pc.command(BIN);
         cmd.arg("agent")
-            .args(["--server", &self.url()])
+            .args(["--server", url])
             .args(["--token", token])
             .args(["--disk".as_ref(), self.disk(i).as_os_str()])
             .args(["--trusted-key".as_ref(), images.pub_file.as_os_str()])
@@ -539,6 +548,207 @@ fn a_stopped_pc_is_left_behind_and_catches_up_over_http() {
     assert!(status.success(), "{log}");
     assert!(log.contains("caught-up"), "{log}");
     assert!(log.contains("3 of 3 machine(s) hold the image"), "{log}");
+}
+
+/// A man in the middle on the server's side of the LAN: relays HTTP from `port` of `node` to the
+/// deploy's HTTP port, records every byte the server answers, and flips one byte in the body of
+/// each of the first `tamper` answers sealed with the session key.
+struct Relay {
+    stop: Arc<AtomicBool>,
+    recorded: Arc<Mutex<Vec<u8>>>,
+    tampered: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Result<(), roomcast_lab::LabError>>>,
+}
+
+impl Relay {
+    fn start(node: &Node, port: u16, tamper: u64) -> Relay {
+        let addr = node.addr().addr();
+        let listen = SocketAddrV4::new(addr, port);
+        let upstream = SocketAddrV4::new(addr, HTTP_PORT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let tampered = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (s, r, t) = (stop.clone(), recorded.clone(), tampered.clone());
+        let thread = node.spawn(move || {
+            let listener = TcpListener::bind(listen).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            ready_tx.send(()).unwrap();
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                // Connected from this thread: in the server's namespace.
+                let server = TcpStream::connect(upstream).unwrap();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (r, t) = (r.clone(), t.clone());
+                std::thread::spawn(move || relay_answers(server, client, &r, &t, tamper));
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Relay {
+            stop,
+            recorded,
+            tampered,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening; what the server answered through the relay, and the bodies tampered with.
+    fn finish(mut self) -> (Vec<u8>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+        (
+            std::mem::take(&mut *self.recorded.lock().unwrap()),
+            self.tampered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Relays the server's HTTP answers to the client, one `Content-Length` answer after the other,
+/// recording them and tampering with the first sealed bodies.
+fn relay_answers(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    recorded: &Mutex<Vec<u8>>,
+    tampered: &AtomicU64,
+    tamper: u64,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut fill = |buf: &mut Vec<u8>| -> bool {
+        match from.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    };
+    loop {
+        let head = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if !fill(&mut buf) {
+                return;
+            }
+        };
+        let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+        let len: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the deploy server answers with a content-length");
+        while buf.len() < head + len {
+            if !fill(&mut buf) {
+                return;
+            }
+        }
+        if text.contains(roomcast_proto::contract::SEALED_CONTENT_TYPE)
+            && tampered.load(Ordering::Relaxed) < tamper
+        {
+            buf[head + len / 2] ^= 0x01;
+            tampered.fetch_add(1, Ordering::Relaxed);
+        }
+        recorded
+            .lock()
+            .unwrap()
+            .extend_from_slice(&buf[..head + len]);
+        if to.write_all(&buf[..head + len]).is_err() {
+            return;
+        }
+        buf.drain(..head + len);
+    }
+}
+
+/// The HTTP catch-up is sealed with the session's key (issue 20, D27): a PC left behind fetches
+/// its missing chunks through a relay that records every answer and tampers with the first three
+/// sealed bodies. The three are refused and counted, fetched again, and the disk ends
+/// bit-identical; the recording holds no piece of any of the image's compressed chunks.
+#[test]
+fn the_http_catch_up_is_sealed_and_a_tampered_body_is_refused_and_fetched_again() {
+    let images = Images::new();
+    let (id, source) = images.v1();
+    let want = sha256_file(&source);
+    let mut d = Deploy::start(&images, &id, 2, 0, &["--rate", "40M", "--dead-after", "3"]);
+    let relay = Relay::start(d.lab.server(), HTTP_PORT + 1, 3);
+    let via = format!("http://{}:{}", d.lab.server().addr().addr(), HTTP_PORT + 1);
+    blank_disk(&d.disk(0));
+    blank_disk(&d.disk(1));
+    let mut first = d.agent(&images, 0, &d.tokens[0].clone(), "agent0");
+    let mut late = d.agent_of(&via, &images, 1, &d.tokens[1].clone(), "agent1");
+    d.server.wait_for("joined", 2, Duration::from_secs(30));
+    d.server.wait_for("blocks read", 2, Duration::from_secs(30));
+    late.signal(libc::SIGSTOP);
+    assert!(
+        first.wait(Duration::from_secs(120)).success(),
+        "{}",
+        first.log()
+    );
+    d.server
+        .wait_for("declared dead", 1, Duration::from_secs(30));
+    d.server
+        .wait_for("stream ended", 1, Duration::from_secs(30));
+    late.signal(libc::SIGCONT);
+    assert!(
+        late.wait(Duration::from_secs(120)).success(),
+        "{}",
+        late.log()
+    );
+    assert_eq!(sha256_file(&d.disk(1)), want, "caught up, bit for bit");
+    let r = late.report();
+    assert_eq!(r["result"], "ok", "{r}");
+    assert_eq!(r["multicast"]["complete"], false, "{r}");
+    let caught_up = r["catch_up_bytes"].as_u64().unwrap();
+    assert!(caught_up > 0, "{r}");
+    assert_eq!(
+        r["multicast"]["rejected_bodies"], 3,
+        "each tampered body refused once, then fetched clean: {r}"
+    );
+    assert!(
+        d.server.wait(Duration::from_secs(60)).success(),
+        "{}",
+        d.server.log()
+    );
+    let (recorded, tampered) = relay.finish();
+    assert_eq!(tampered, 3, "the relay tampered with three sealed bodies");
+    assert!(
+        recorded.len() as u64 > caught_up,
+        "the relay carried the catch-up: {} bytes recorded, {caught_up} caught up",
+        recorded.len()
+    );
+    let m = images.store.open_verified(&id).unwrap();
+    let chunks: Vec<Vec<u8>> = m
+        .chunks
+        .iter()
+        .filter_map(|c| c.sha256)
+        .map(|h| std::fs::read(images.store.chunk_path(&h)).unwrap())
+        .collect();
+    assert!(
+        super::lab::image_bytes_found(&chunks, &chunks) > 100,
+        "the search finds the chunks' pieces where they are"
+    );
+    assert_eq!(
+        super::lab::image_bytes_found(&chunks, &[recorded]),
+        0,
+        "no piece of a compressed chunk in the recorded HTTP answers"
+    );
 }
 
 #[test]
@@ -927,14 +1137,31 @@ fn pcs_with_larger_and_smaller_disks_take_the_stream() {
         &other_size::spec(false),
     )
     .unwrap();
+    stream_onto_other_sizes(&images, &master, "(ext4) and its file system shrunk");
+}
+
+/// The same with a Windows disk (ESP, MSR, NTFS last): the smaller PC gets its NTFS shrunk by
+/// ntfsresize, read clean by the NTFS tools.
+#[test]
+fn a_windows_disk_streams_onto_a_smaller_disk_with_its_ntfs_shrunk() {
+    use crate::store::other_size;
+    let images = Images::new();
+    let master = other_size::windows_master(&images.dir.path().join("master.img"));
+    stream_onto_other_sizes(&images, &master, "(ntfs) and its file system shrunk");
+}
+
+/// `master` captured and streamed to two PCs, 16 MiB larger and 12 MiB smaller; the smaller one's
+/// report says `shrunk` (an NTFS one is also checked by the NTFS tools).
+fn stream_onto_other_sizes(images: &Images, master: &DirtyDisk, shrunk: &str) {
+    use crate::store::other_size;
     let id = images.capture_file(&master.path);
-    let mut d = Deploy::start(&images, &id, 2, 0, &["--json"]);
+    let mut d = Deploy::start(images, &id, 2, 0, &["--json"]);
     let sizes = [master.size + (16 << 20), master.size - (12 << 20)];
     for (i, size) in sizes.iter().enumerate() {
         std::fs::write(d.disk(i), random(900 + i as u64, *size as usize)).unwrap();
     }
     let mut agents: Vec<Proc> = (0..2)
-        .map(|i| d.agent(&images, i, &d.tokens[i].clone(), &format!("agent{i}")))
+        .map(|i| d.agent(images, i, &d.tokens[i].clone(), &format!("agent{i}")))
         .collect();
     for (i, a) in agents.iter_mut().enumerate() {
         assert!(
@@ -949,14 +1176,14 @@ fn pcs_with_larger_and_smaller_disks_take_the_stream() {
         let adjusted = r["adjusted"].to_string();
         assert!(adjusted.contains("GPT rewritten"), "{r}");
         if i == 1 {
-            assert!(
-                adjusted.contains("(ext4) and its file system shrunk"),
-                "{r}"
-            );
+            assert!(adjusted.contains(shrunk), "{r}");
         }
         assert_eq!(std::fs::metadata(d.disk(i)).unwrap().len(), sizes[i]);
         other_size::sgdisk_clean(&d.disk(i));
-        other_size::assert_same_files(&master, &d.disk(i));
+        other_size::assert_same_files(master, &d.disk(i));
+        if i == 1 && shrunk.contains("ntfs") {
+            other_size::assert_ntfs_shrunk(master, &d.disk(i), sizes[i]);
+        }
     }
     assert!(
         d.server.wait(Duration::from_secs(60)).success(),

@@ -132,7 +132,7 @@ fn intrude(
 
 /// Whether any piece of any block appears in `recorded`: every 32 bytes at each symbol boundary
 /// of each block (a clear data packet carries a source symbol verbatim).
-fn image_bytes_found(image: &[Vec<u8>], recorded: &[Vec<u8>]) -> usize {
+pub(super) fn image_bytes_found(image: &[Vec<u8>], recorded: &[Vec<u8>]) -> usize {
     let finder: Vec<&[u8]> = image
         .iter()
         .flat_map(|b| b.chunks(1400).map(|s| &s[..s.len().min(32)]))

@@ -109,6 +109,10 @@ fn plan_shows_every_machine_with_its_final_hostname() {
     assert_eq!(plan["machines"][2]["hostname"], "B204-PC03");
     assert_eq!(plan["bytes"]["installers"], 356876288u64 + 17179869184u64);
     assert!(plan["bytes"]["image"].is_null());
+    assert!(
+        plan["secure_boot"].is_null(),
+        "no secure_boot in B204: not in the plan"
+    );
     // The profile's system-disk rule, and a room's that replaces it (issue 21).
     assert_eq!(plan["system_disk"], serde_json::json!({"bus": "sata"}));
     let o = roomcast(
@@ -127,6 +131,8 @@ fn plan_shows_every_machine_with_its_final_hostname() {
         plan["system_disk"],
         serde_json::json!({"bus": "nvme", "size_min": 200_000_000_000u64})
     );
+    // The room's Secure Boot switch (issue 20) reaches the plan campaigns boot from; B204 has none.
+    assert_eq!(plan["secure_boot"], true);
 }
 
 #[test]

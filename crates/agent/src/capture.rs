@@ -18,8 +18,7 @@
 use super::AgentError;
 use super::http::Client;
 use roomcast_proto::contract::{
-    CaptureChunk, CaptureDiscarded, CaptureDone, CaptureFigures, CaptureFinish, CapturePartition,
-    CapturePlan, Report, Work, path,
+    CaptureChunk, CaptureDone, CaptureFigures, CaptureFinish, CapturePlan, Report, Work, path,
 };
 use roomcast_store::capture::{CaptureError, read_source_layout};
 use roomcast_store::chunk::{ChunkHash, Compressor, is_zero};
@@ -114,31 +113,6 @@ pub fn read_disk_layout(
             reason: other.to_string(),
         },
     })
-}
-
-/// The partitions of a layout record as the contract carries them.
-pub fn partitions(layout: &ImageLayout) -> Vec<CapturePartition> {
-    layout
-        .partitions
-        .iter()
-        .map(|p| CapturePartition {
-            number: p.number,
-            start: p.start,
-            len: p.len,
-            kind: p.kind.clone(),
-            fs: p.fs.clone(),
-            used_bytes: p.used_bytes,
-            whole: p.whole.clone(),
-            discarded: p
-                .discarded
-                .iter()
-                .map(|d| CaptureDiscarded {
-                    name: d.name.clone(),
-                    bytes: d.bytes,
-                })
-                .collect(),
-        })
-        .collect()
 }
 
 fn capture(
@@ -237,7 +211,7 @@ fn capture(
         chunk_size: plan.chunk_size,
         whole_disk,
         table: layout.table.clone(),
-        partitions: partitions(&layout),
+        partitions: layout.partitions.clone(),
         chunks,
     };
     let url = client.url(path::CAPTURE_FINISH);

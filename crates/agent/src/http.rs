@@ -1,13 +1,18 @@
 //! The agent's HTTP side (ureq, blocking): GETs with the token header and a size limit, the report
-//! POST, and [`HttpChunks`], the restore's chunk source over `GET /chunks/<sha256>`.
+//! POST, and [`HttpChunks`], the restore's chunk source over `GET /chunks/<sha256>` (bodies sealed
+//! with the session's key for a PC of a multicast session: refused, counted and fetched again when
+//! they do not authenticate).
 
 use super::AgentError;
+use roomcast_mcast::seal::{self, SessionKey};
+use roomcast_mcast::{SealedKind, StreamKey};
 use roomcast_proto::contract::{CONTRACT_HEADER, CONTRACT_VERSION, TOKEN_HEADER};
 use roomcast_store::StoreError;
 use roomcast_store::chunk::ChunkRef;
 use roomcast_store::manifest::VerifiedManifest;
 use roomcast_store::restore::ChunkSource;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A server base URL and this boot's token.
@@ -158,19 +163,33 @@ impl Client {
     }
 }
 
-/// Chunks of one image fetched from the server, read up to the size the signed manifest gives.
+/// Chunks of one image fetched from the server, read up to the size the signed manifest gives;
+/// sealed with the session's key when the PC is in a multicast session (its catch-up, D27).
 pub struct HttpChunks {
     client: Client,
     compressed_len: Vec<Option<u32>>,
+    key: Option<StreamKey>,
+    rejected: AtomicU64,
 }
 
+/// Fetches of one chunk whose body does not authenticate before the chunk is given up.
+const SEALED_TRIES: u32 = 3;
+
 impl HttpChunks {
-    /// The chunk source of `manifest` on the server of `client`.
-    pub fn new(client: Client, manifest: &VerifiedManifest) -> Self {
+    /// The chunk source of `manifest` on the server of `client`; `key`: the multicast session's,
+    /// which the server seals this machine's chunk bodies with.
+    pub fn new(client: Client, manifest: &VerifiedManifest, key: Option<&SessionKey>) -> Self {
         HttpChunks {
             client,
             compressed_len: manifest.chunks.iter().map(|c| c.compressed_len).collect(),
+            key: key.map(StreamKey::new),
+            rejected: AtomicU64::new(0),
         }
+    }
+
+    /// Chunk bodies refused so far because they did not authenticate under the session key.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 }
 
@@ -191,10 +210,27 @@ impl ChunkSource for HttpChunks {
             source: std::io::Error::other(reason),
         };
         // A server sending more than the signed size is refused before it can fill the memory.
-        let bytes = self
-            .client
-            .get(&url, u64::from(want))
-            .map_err(|e| refused(e.to_string()))?;
+        let limit = u64::from(want) + self.key.as_ref().map_or(0, |_| seal::OVERHEAD as u64);
+        let mut tries = 0;
+        let bytes = loop {
+            let mut bytes = self
+                .client
+                .get(&url, limit)
+                .map_err(|e| refused(e.to_string()))?;
+            let Some(key) = &self.key else { break bytes };
+            if key.open_vec(SealedKind::ChunkBody, &mut bytes) {
+                break bytes;
+            }
+            // Tampered on the way (or not sealed): never written, fetched again.
+            let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(%chunk, rejected = n, "a chunk body that does not authenticate under the session key refused");
+            tries += 1;
+            if tries == SEALED_TRIES {
+                return Err(refused(format!(
+                    "{SEALED_TRIES} bodies in a row do not authenticate under the session key"
+                )));
+            }
+        };
         if bytes.len() != want as usize {
             return Err(refused(format!(
                 "{} bytes received, the manifest says {want}",

@@ -17,6 +17,7 @@ mod http;
 pub mod hw;
 pub mod mcast;
 pub mod pc;
+mod progress;
 pub mod screen;
 pub mod windows;
 
@@ -220,25 +221,34 @@ pub fn run_with(opts: &AgentOptions, hooks: &Hooks) -> Result<Outcome, AgentErro
         }
         let disk = open_disk(m, opts)?;
         disk_size = disk.size();
+        // Asked first: a machine of the session gets its chunk bodies sealed with its key.
+        let info = session(&client)?;
+        let key = info
+            .as_ref()
+            .map(|i| mcast::session_key(&i.key))
+            .transpose()?;
+        let source = HttpChunks::new(client.clone(), m, key.as_ref());
         // Decided before anything is written: a disk too small for the used bytes is refused
         // untouched, on both paths alike.
-        let source = HttpChunks::new(client.clone(), m);
         let fit = fit::plan_restore(m, &source, &opts.disk, disk.size(), &opts.fit)
             .map_err(RestoreError::from)?;
-        let progress = hooks.progress.unwrap_or(&|_| {});
-        let mut r = match session(&client)? {
+        let screen = hooks.progress.unwrap_or(&|_| {});
+        // While it runs, the server is told how far it is (at most once a second).
+        let mut r = progress::telling(&client, screen, |progress| match info {
             Some(info) if !info.ended => {
                 let mut figures = None;
-                let r = mcast::restore(&client, m, &info, &disk, opts, progress).map(|(r, f)| {
-                    figures = Some(f);
-                    r
-                });
+                let r = mcast::restore(&client, &source, m, &info, &disk, opts, progress).map(
+                    |(r, f)| {
+                        figures = Some(f);
+                        r
+                    },
+                );
                 // A failure after joining is still a multicast attempt: say so in the report.
                 multicast = Some(figures.unwrap_or_default());
                 r
             }
             _ => restore(&source, m, &disk, opts, progress),
-        }?;
+        })?;
         r.target_size = disk.size();
         // A Windows PC's step h: its unattend.xml, after the restore and before the PC restarts;
         // before the table is fitted and the last file system grown, while the image's layout
@@ -312,7 +322,7 @@ fn restore(
 
 /// Reads the trusted signer key file (`roomcast key generate`'s `.pub`).
 pub fn load_trusted(path: &Path) -> Result<TrustedSigners, AgentError> {
-    Ok(TrustedSigners::from_keys(vec![
-        roomcast_store::keys::load_public(path)?,
-    ]))
+    Ok(TrustedSigners::from_keys(
+        roomcast_store::keys::load_public_all(path)?,
+    ))
 }

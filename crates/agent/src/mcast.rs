@@ -212,7 +212,7 @@ fn session_identity(info: &SessionInfo, disk: &Disk) -> Result<ReceiverIdentity,
 }
 
 /// The session's stream key from the session info (never echoed: an error says only its shape).
-fn session_key(hex_key: &str) -> Result<roomcast_mcast::SessionKey, AgentError> {
+pub(crate) fn session_key(hex_key: &str) -> Result<roomcast_mcast::SessionKey, AgentError> {
     let mut key = [0u8; 32];
     hex::decode_to_slice(hex_key, &mut key).map_err(|_| {
         AgentError::Multicast("session info: the stream key is not 64 hex digits".into())
@@ -223,6 +223,7 @@ fn session_key(hex_key: &str) -> Result<roomcast_mcast::SessionKey, AgentError> 
 /// Restores `m` onto `disk` through the multicast session `info`, then catches up over HTTP.
 pub fn restore(
     client: &Client,
+    source: &HttpChunks,
     m: &VerifiedManifest,
     info: &SessionInfo,
     disk: &Disk,
@@ -335,16 +336,27 @@ pub fn restore(
         written_bytes: sink.written_bytes,
         ..RestoreReport::default()
     };
-    let done = std::mem::take(&mut sink.done);
-    let held = std::mem::take(&mut sink.held);
+    let DiskSink {
+        done,
+        held,
+        progress,
+        block_bytes,
+        ..
+    } = sink;
+    let behind = Behind {
+        done: &done,
+        held: &held,
+        block_bytes: &block_bytes,
+        progress: Mutex::new(progress),
+        counted: Mutex::new(done.clone()),
+    };
     catch_up(
-        client,
+        source,
         m,
         &map,
         disk,
         &ok,
-        &done,
-        &held,
+        &behind,
         workers,
         &mut report,
         &mut figures,
@@ -369,22 +381,49 @@ fn wait_for_stream_end(client: &Client) {
     }
 }
 
+/// What the stream left for the catch-up: the blocks it wrote, the blocks held back for the
+/// partition-table region, and the progress, which goes on counting (a PC left behind still shows
+/// its bytes growing on the console while it catches up).
+struct Behind<'a, 'p> {
+    done: &'a [bool],
+    held: &'a HashMap<u32, Vec<u8>>,
+    block_bytes: &'a [u64],
+    progress: Mutex<Progress<'p>>,
+    /// Blocks already counted in the progress (the stream's, then each caught-up block once).
+    counted: Mutex<Vec<bool>>,
+}
+
+impl Behind<'_, '_> {
+    /// The block `b` is on the disk: counted in the progress the first time.
+    fn block_written(&self, b: u32) {
+        let first = {
+            let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+            !std::mem::replace(&mut counted[b as usize], true)
+        };
+        if first {
+            self.progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .advance(self.block_bytes[b as usize]);
+        }
+    }
+}
+
 /// Everything the stream did not put on the disk: data chunks over HTTP, zero chunks zeroed, then
 /// (after a sync) the partition-table region, from the blocks held back or over HTTP.
 #[allow(clippy::too_many_arguments)]
 fn catch_up(
-    client: &Client,
+    source: &HttpChunks,
     m: &VerifiedManifest,
     map: &BlockMap,
     disk: &Disk,
     ok: &[bool],
-    done: &[bool],
-    held: &HashMap<u32, Vec<u8>>,
+    behind: &Behind,
     workers: usize,
     report: &mut RestoreReport,
     figures: &mut McastFigures,
 ) -> Result<(), AgentError> {
-    let source = HttpChunks::new(client.clone(), m);
+    let (done, held) = (behind.done, behind.held);
     let needs = |c: usize| {
         !ok[c]
             && match map.block_of(c) {
@@ -419,6 +458,7 @@ fn catch_up(
             AgentError::Multicast(format!("{}: {e}", source.location(&r).display()))
         })?;
         let n = write_used(disk, e, &bytes)?;
+        behind.block_written(block);
         let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
         t.0.written_chunks += 1;
         t.0.written_bytes += n;
@@ -439,6 +479,7 @@ fn catch_up(
     let (r, f) = totals.into_inner().unwrap_or_else(|p| p.into_inner());
     *report = r;
     *figures = f;
+    figures.rejected_bodies = source.rejected();
     Ok(())
 }
 

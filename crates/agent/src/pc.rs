@@ -161,10 +161,13 @@ fn run(
         screen.line(&format!("roomcast: driver failed to load: {f}"));
     }
     // The loop driver (no device asks for it): a Windows PC's step h runs ntfscp through a loop
-    // device over its Windows partition.
-    for (name, path) in tables.load_order("loop") {
-        if let Err(e) = hw::insert_module(&path) {
-            screen.line(&format!("roomcast: driver {name} failed to load: {e}"));
+    // device over its Windows partition. Device-mapper (dm_mod, dm_zero): an NTFS shrunk onto a
+    // smaller disk is resized on a view of its old size (issue 23).
+    for module in ["loop", "dm_mod", "dm_zero"] {
+        for (name, path) in tables.load_order(module) {
+            if let Err(e) = hw::insert_module(&path) {
+                screen.line(&format!("roomcast: driver {name} failed to load: {e}"));
+            }
         }
     }
     // 2. The network card.

@@ -9,7 +9,8 @@
 //! - only machines of the running campaign (MAC allowlist) are answered; every other PC on the
 //!   school network is left to its normal boot;
 //! - the boot file follows the client architecture, option 93 (RFC 4578 section 2.1): 0 = BIOS gets
-//!   `undionly.kpxe`, 7 and 9 = UEFI x64 get `snponly.efi` (or `ipxe.efi`), others are ignored;
+//!   `undionly.kpxe`, 7 and 9 = UEFI x64 get `snponly.efi` (or `ipxe.efi`), or Debian's signed shim
+//!   when the room boots with Secure Boot ([`ProxyConfig::secure_boot_file`]), others are ignored;
 //! - a client that is already iPXE (option 77 user class `iPXE`, RFC 3004) gets the HTTP URL of its
 //!   boot script instead, which breaks the TFTP -> iPXE -> TFTP loop;
 //! - every reply carries `siaddr` (next server): iPXE ignores a proxy ACK without it;
@@ -62,6 +63,10 @@ pub struct ProxyConfig {
     pub bios_boot_file: String,
     /// TFTP file name for UEFI x64 clients: `snponly.efi` (starts ~4 s sooner on OVMF) or `ipxe.efi`.
     pub uefi_boot_file: String,
+    /// When the room's PCs boot with Secure Boot on: the signed first stage UEFI x64 firmware gets
+    /// instead of iPXE (Debian's shim, `shimx64.efi`, which loads the Debian-signed GRUB beside it;
+    /// docs/BOOT.md, *Secure Boot*). BIOS clients and iPXE are unchanged: Secure Boot is UEFI's.
+    pub secure_boot_file: Option<String>,
     /// Base of the HTTP service, without a trailing slash, e.g. `http://198.18.0.1:8080`.
     pub http_base: String,
     /// MACs of the running campaign: nobody else gets an answer.
@@ -424,7 +429,10 @@ pub(crate) fn build_reply(
     }
     let file = match stage {
         Stage::Firmware(Firmware::Bios) => config.bios_boot_file.clone(),
-        Stage::Firmware(Firmware::UefiX64) => config.uefi_boot_file.clone(),
+        Stage::Firmware(Firmware::UefiX64) => config
+            .secure_boot_file
+            .clone()
+            .unwrap_or_else(|| config.uefi_boot_file.clone()),
         Stage::Ipxe(_) => config.boot_script_url(mac),
     };
     // The BOOTP `file` field holds 128 bytes; option 67 carries longer URLs on its own.
@@ -498,6 +506,7 @@ mod tests {
             server: SERVER,
             bios_boot_file: "undionly.kpxe".into(),
             uefi_boot_file: "snponly.efi".into(),
+            secure_boot_file: None,
             http_base: "http://198.18.0.1:8080".into(),
             allowlist: allowed.iter().map(|m| m.parse().unwrap()).collect(),
         }
@@ -605,6 +614,25 @@ mod tests {
         c.uefi_boot_file = "ipxe.efi".into();
         let reply = handle(&c, Port::Pxe, UEFI_REQUEST_4011).unwrap();
         assert_eq!(reply.boot_file().as_deref(), Some("ipxe.efi"));
+    }
+
+    #[test]
+    fn uefi_firmware_gets_the_shim_only_when_secure_boot_is_asked() {
+        let mut sb = both();
+        sb.secure_boot_file = Some("shimx64.efi".into());
+        for (packet, port) in [(UEFI_DISCOVER, Port::Dhcp), (UEFI_REQUEST_4011, Port::Pxe)] {
+            let file = |c: &ProxyConfig| handle(c, port, packet).unwrap().boot_file();
+            assert_eq!(file(&sb).as_deref(), Some("shimx64.efi"));
+            assert_eq!(file(&both()).as_deref(), Some("snponly.efi"));
+        }
+        // BIOS firmware has no Secure Boot: still iPXE.
+        let mut m = decode(BIOS_DISCOVER).unwrap();
+        m.opts_mut().remove(OptionCode::UserClass);
+        let reply = handle(&sb, Port::Dhcp, &m.to_vec().unwrap()).unwrap();
+        assert_eq!(reply.boot_file().as_deref(), Some("undionly.kpxe"));
+        // An iPXE already running still gets its script.
+        let reply = handle(&sb, Port::Dhcp, UEFI_IPXE_DISCOVER).unwrap();
+        assert!(reply.boot_file().unwrap().ends_with(".ipxe"));
     }
 
     #[test]

@@ -194,6 +194,7 @@ mod tests {
             server: SERVER,
             bios_boot_file: "undionly.kpxe".into(),
             uefi_boot_file: "snponly.efi".into(),
+            secure_boot_file: None,
             http_base: "http://198.18.0.1:8080".into(),
             allowlist: [
                 "52:54:00:18:00:07".parse().unwrap(),

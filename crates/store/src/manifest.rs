@@ -271,39 +271,7 @@ impl CaptureMode {
     }
 }
 
-/// A file whose bytes count as free although it holds them (`pagefile.sys`...): its content is
-/// recreated at boot, so it is neither stored nor written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiscardedFile {
-    /// The file's name, as the file system records it.
-    pub name: String,
-    /// Bytes it holds that count as free.
-    pub bytes: u64,
-}
-
-/// One partition of the captured disk, as found at capture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionRecord {
-    /// Number as Linux counts it (1-based; MBR logical partitions from 5).
-    pub number: u32,
-    /// First byte on the disk.
-    pub start: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// Its type as the table records it: a GPT type GUID, or an MBR type byte (`0x83`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The file system found in it (`ext4`, `ntfs`, `fat32`, `swap`), or `unknown`.
-    pub fs: String,
-    /// Bytes captured in it: the file system's used bytes, or `len` when taken whole.
-    pub used_bytes: u64,
-    /// Why it was taken whole (every byte captured), if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub whole: Option<String>,
-    /// Files whose bytes counted as free.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub discarded: Vec<DiscardedFile>,
-}
+pub use roomcast_proto::contract::{DiscardedFile, PartitionRecord};
 
 /// The manifest's record of how the disk was captured (see [`Manifest::layout`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,9 @@ pub struct SessionInfo {
     /// The HTTP service's PXE gate (`net::pxe_gate`): whoever plays proxyDHCP records what it sees
     /// there, or no PC gets a boot token.
     pub pxe_gate: crate::net::pxe_gate::SharedGate,
+    /// The session's HTTP service: TFTP hands its GRUB scripts to Secure Boot PCs
+    /// (`net::tftp`, [`PxeBoot::secure_boot`]).
+    pub boot_service: std::sync::Arc<crate::net::http::BootService>,
 }
 
 /// Why a PC could not be sent into the agent.
@@ -96,6 +99,9 @@ pub struct PxeBoot {
     /// Send "no router here" IPv6 router advertisements on the room interface while the session
     /// runs: saves iPXE a 13-16 s wait on networks without IPv6 routers (`serve --announce-ra`).
     pub announce_ra: bool,
+    /// The room's PCs boot with Secure Boot on (room file `secure_boot`): UEFI PCs get Debian's
+    /// signed shim, GRUB and kernel (`bootenv build --secure-boot`) instead of iPXE.
+    pub secure_boot: bool,
 }
 
 impl Default for PxeBoot {
@@ -105,6 +111,7 @@ impl Default for PxeBoot {
             wake_packets: 3,
             wake_gap: Duration::from_millis(500),
             announce_ra: false,
+            secure_boot: false,
         }
     }
 }
@@ -127,6 +134,9 @@ impl AgentBoot for PxeBoot {
         let failed = |what: String| BootError::Failed(format!("{}: {what}", session.interface));
         let root = BootRoot::new(&session.boot_dir)
             .map_err(|e| failed(format!("{}: {e}", session.boot_dir.display())))?;
+        if self.secure_boot {
+            crate::bootenv::secureboot::check_boot_root(&root).map_err(failed)?;
+        }
         let mut pxe = Pxe::new(
             root,
             &session.base_url,
@@ -135,6 +145,8 @@ impl AgentBoot for PxeBoot {
         );
         pxe.uefi_boot_file = self.uefi_boot_file.clone();
         pxe.announce_ra = self.announce_ra;
+        pxe.secure_boot = self.secure_boot;
+        pxe.scripts = Some(session.boot_service.clone());
         let mut services = RoomServices::on(&session.interface, Some(session.subnet))
             .map_err(|e| failed(e.to_string()))?;
         services.pxe(pxe).map_err(|e| failed(e.to_string()))?;

@@ -77,6 +77,11 @@ pub struct ImagingConfig {
     /// The region's repository (`s3://bucket/prefix`) step b pulls the base image from when the
     /// store lacks it (endpoint and credentials from the environment / `ROOMCAST_SECRETS`).
     pub base_image_from: Option<String>,
+    /// How step b reaches that repository (endpoint, S3 region, secrets file); by default from
+    /// the environment ([`crate::region::Access::from_env`]).
+    pub region_access: crate::region::Access,
+    /// The profile file naming `base_image` and `base_image_from`, for step b's messages.
+    pub profile_file: Option<String>,
     /// Name, version and profile written into the captured image's manifest.
     pub image_name: String,
     /// Image version.
@@ -228,6 +233,8 @@ impl ImagingConfig {
             signer_key,
             base_image: base_image.to_string(),
             base_image_from: None,
+            region_access: crate::region::Access::from_env(),
+            profile_file: None,
             image_name: room.to_string(),
             image_version: "1".into(),
             profile: None,
@@ -265,6 +272,8 @@ pub struct ImagingWorker {
     boot: Box<dyn AgentBoot>,
     batch: Option<Batch>,
     clock: Arc<dyn Clock>,
+    /// Where the sessions' live progress goes (set by the run: [`Worker::follow`]).
+    live: Option<Arc<crate::campaign::live::LiveBook>>,
 }
 
 impl ImagingWorker {
@@ -276,6 +285,7 @@ impl ImagingWorker {
             boot,
             batch: None,
             clock: Arc::new(SystemClock),
+            live: None,
         }
     }
 
@@ -313,6 +323,7 @@ impl ImagingWorker {
                 AgentMode::Capture => None,
             },
             catch_up_wait: c.agent_timeout,
+            live: self.live.clone().map(|book| (book, step)),
             mode,
             machines,
         }
@@ -344,21 +355,31 @@ impl ImagingWorker {
         Ok((session, id))
     }
 
-    /// The base image as the store knows it: as configured when the store has it; else, when the
-    /// profile names the region's repository, pulled from there (only what the store lacks, each
-    /// chunk checked, refused unless signed by a key the store trusts), as its id.
+    /// The base image as the store knows it, as an id: the configured id (or prefix), or the
+    /// profile's `name@version` found among the store's images signed by a key it trusts; else,
+    /// when the profile names the region's repository, pulled from there (only what the store
+    /// lacks, each chunk checked, refused unless signed by a key the store trusts).
     fn base_image_in_store(&self) -> Result<String, String> {
         let c = &self.config;
         let store = self.store()?;
-        let Some(from) = &c.base_image_from else {
-            return Ok(c.base_image.clone());
+        let within = |e: String| match &c.profile_file {
+            Some(f) => format!("{f}: {e}"),
+            None => e,
         };
-        if store.resolve(&c.base_image).is_ok() {
-            return Ok(c.base_image.clone());
+        let local = crate::region::find_local(&store, &c.base_image)
+            .map_err(|e| within(format!("base_image {}: {e}", c.base_image)))?;
+        if let Some(id) = local {
+            return Ok(id.to_hex());
         }
-        let secrets = std::env::var_os("ROOMCAST_SECRETS").map(std::path::PathBuf::from);
-        let id = crate::region::pull_base_image(&store, from, &c.base_image, secrets)
-            .map_err(|e| format!("base image {} from {from}: {e}", c.base_image))?;
+        let Some(from) = &c.base_image_from else {
+            return Err(within(format!(
+                "base_image {}: not in the store {}",
+                c.base_image,
+                store.root().display()
+            )));
+        };
+        let id = crate::region::pull_base_image(&store, from, &c.base_image, &c.region_access)
+            .map_err(|e| within(format!("base_image {} from {from}: {e}", c.base_image)))?;
         tracing::info!(image = %id, %from, "base image pulled from the region's repository");
         Ok(id.to_hex())
     }
@@ -532,6 +553,10 @@ impl Worker for ImagingWorker {
             machines: names,
             unattend,
         });
+    }
+
+    fn follow(&mut self, db: &std::path::Path, campaign: i64) {
+        self.live = Some(Arc::new(crate::campaign::live::LiveBook::new(db, campaign)));
     }
 
     fn end_batch(&mut self, _step: Step) {

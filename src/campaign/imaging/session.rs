@@ -4,6 +4,7 @@
 //! on their way, and the wait for each PC's report.
 
 use super::boot::{AgentBoot, BootServices, Booting, Machine, SessionInfo};
+use crate::campaign::live::LiveBook;
 use crate::net::capture::CaptureConfig;
 use crate::net::files::BootRoot;
 use crate::net::http::{BootConfig, BootService, ServedImage};
@@ -12,6 +13,7 @@ use crate::serve::services::RoomServices;
 use crate::serve::{DataPlane, DeployReport, SessionPlan};
 use roomcast_proto::contract::AgentMode;
 use roomcast_proto::mac::Mac;
+use roomcast_proto::procedure::Step;
 use roomcast_store::manifest::ImageId;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ pub struct SessionSpec {
     pub multicast: Option<DataPlane>,
     /// How long the multicast session waits, after the stream, for PCs catching up over HTTP.
     pub catch_up_wait: Duration,
+    /// Where the PCs' progress and the stream's samples go, as this step's.
+    pub live: Option<(Arc<LiveBook>, Step)>,
 }
 
 /// What a PC's session ended with.
@@ -69,6 +73,7 @@ pub struct Session {
     // Order of drop: the PCs' agents first (in `drop`), then boot services, then HTTP.
     boot_services: Option<Box<dyn BootServices>>,
     services: RoomServices,
+    live: Option<Arc<LiveBook>>,
 }
 
 impl Session {
@@ -120,7 +125,21 @@ impl Session {
             machines: spec.machines.clone(),
             boot_dir: spec.boot_dir.clone(),
             pxe_gate: service.pxe_gate(),
+            boot_service: service.clone(),
         };
+        if let Some((book, step)) = &spec.live {
+            let names: BTreeMap<Mac, String> = spec
+                .machines
+                .iter()
+                .map(|m| (m.mac, m.hostname.clone()))
+                .collect();
+            let (book, step) = (book.clone(), *step);
+            service.set_progress_sink(Arc::new(move |mac, p| {
+                if let Some(name) = names.get(&mac) {
+                    book.progress(name, step, p);
+                }
+            }));
+        }
         let boot_services = boot.open(&info).map_err(|e| e.to_string())?;
         let mcast = match (&spec.multicast, &served_store) {
             (Some(data), Some(store)) if !spec.machines.is_empty() => {
@@ -138,6 +157,7 @@ impl Session {
                     &service,
                     plan,
                     spec.machines[0].mac,
+                    spec.live.clone(),
                 ))
             }
             _ => None,
@@ -152,6 +172,7 @@ impl Session {
             booting: Mutex::new(BTreeMap::new()),
             boot_services: Some(boot_services),
             services,
+            live: spec.live.map(|(book, _)| book),
         })
     }
 
@@ -292,6 +313,10 @@ impl Drop for Session {
             task.abort();
         }
         self.boot_services = None;
+        // The last progress noted within the final second.
+        if let Some(book) = &self.live {
+            book.flush();
+        }
     }
 }
 
@@ -303,8 +328,13 @@ fn offer_multicast(
     service: &Arc<BootService>,
     plan: SessionPlan,
     probe: Mac,
+    live: Option<(Arc<LiveBook>, Step)>,
 ) -> McastTask {
-    let progress = |p: &crate::serve::Progress| tracing::info!(?p, "multicast");
+    let progress = move |p: &crate::serve::Progress| match (p, &live) {
+        (crate::serve::Progress::Sample(s), Some((book, step))) => book.sample(*step, s),
+        (crate::serve::Progress::Sample(_), None) => {}
+        _ => tracing::info!(?p, "multicast"),
+    };
     let task = services.multicast(service, plan, Box::new(progress));
     let until = Instant::now() + Duration::from_secs(10);
     while service.session_for(probe).is_none() && !task.is_finished() && Instant::now() < until {

@@ -345,6 +345,7 @@ pub fn imaging_config(
     config.profile = Some(plan.profile.clone());
     config.generalise = plan.generalize.clone();
     config.base_image_from = plan.base_image_from.clone();
+    config.profile_file = Some(plan.profile_file.clone());
     if built.spec.shell == super::steps::install::Shell::Posix {
         config.master_identity = Some(super::imaging::MasterIdentity {
             root: "/".into(),
@@ -487,6 +488,7 @@ impl<'a> Run<'a> {
         let mut now = || clock.now();
         // A shorter borrow of the imaging worker, as long as the setup it works with.
         let imaging = imaging.map(|w| {
+            w.follow(self.db, self.id);
             let short: &mut dyn Worker = &mut *w;
             short
         });

@@ -11,8 +11,9 @@
 //! | the PC's hardware facts, sent first, and the server's go/no-go | [`facts`] ([`HardwareFacts`], [`PcExpected`], [`Clearance`]) |
 //! | a multicast session offered to one machine | [`SessionInfo`] |
 //! | the image as multicast blocks | [`BlockMap`] |
-//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`CapturePartition`], [`CaptureDiscarded`]), [`CaptureDone`] |
+//! | a network capture (step f) | [`CapturePlan`], [`CaptureFinish`] ([`CaptureChunk`], [`PartitionRecord`], [`DiscardedFile`]), [`CaptureDone`] |
 //! | what the agent reports at the end | [`Report`] (with [`UnattendWritten`] for a Windows PC) |
+//! | how far a restore is, while it runs (at most once a second) | [`Progress`] |
 //!
 //! An agent speaking another contract version is refused by the server with a message naming
 //! both versions (a boot environment built by another roomcast: rebuild it).
@@ -21,12 +22,14 @@ mod blocks;
 pub mod cmdline;
 pub mod disk;
 pub mod facts;
+mod progress;
 mod report;
 
 pub use blocks::{Block, BlockMap};
 pub use cmdline::{AgentCmdline, AgentMode};
 pub use disk::{Bus, DiskChoiceError, DiskRule, DiskSeen};
 pub use facts::{Clearance, HardwareFacts, PcExpected};
+pub use progress::Progress;
 pub use report::{
     CaptureFigures, McastFigures, Report, RestoreFigures, Transport, UnattendWritten, Verdict, Work,
 };
@@ -39,14 +42,21 @@ use std::net::SocketAddrV4;
 /// of the previous version would misread. 2: masked images (issue 14): the capture plan may ask
 /// for a file-system-aware capture, the finish carries masks and partitions. 3: the PXE-booted
 /// agent sends its [`HardwareFacts`] first and images only on a go ([`Clearance`]); the multicast
-/// stream is sealed (issue 20): [`SessionInfo::key`], `McastFigures::rejected_datagrams`.
-pub const CONTRACT_VERSION: u32 = 3;
+/// stream is sealed (issue 20): [`SessionInfo::key`], `McastFigures::rejected_datagrams`. 4: the
+/// chunk bodies served to a machine of a multicast session are sealed with the session's key too
+/// (`GET /chunks/<sha256>`, issue 20, D27), `McastFigures::rejected_bodies`; and the agent tells
+/// how far its restore is while it runs ([`Progress`], [`path::PROGRESS`], issue 16).
+pub const CONTRACT_VERSION: u32 = 4;
 
 /// Header carrying the agent's contract version on every request.
 pub const CONTRACT_HEADER: &str = "x-roomcast-contract";
 
 /// Header carrying the agent's one-time token.
 pub const TOKEN_HEADER: &str = "x-roomcast-token";
+
+/// Content type of a chunk body sealed with the session's key (`roomcast_mcast::seal`, kind
+/// chunk body): `counter (8) | ciphertext | tag (16)`.
+pub const SEALED_CONTENT_TYPE: &str = "application/x-roomcast-sealed";
 
 /// The HTTP paths of the boot service, as both sides name them.
 pub mod path {
@@ -59,9 +69,13 @@ pub mod path {
     pub const FACTS: &str = "/agent/facts";
     /// `POST`: the agent's [`super::Report`].
     pub const REPORT: &str = "/agent/report";
+    /// `POST`: how far the agent's restore is ([`super::Progress`]), at most once a second while
+    /// it runs; behind the live token, which it does not spend.
+    pub const PROGRESS: &str = "/agent/progress";
     /// `GET`: the signed manifest envelope of the served image.
     pub const MANIFEST: &str = "/image/manifest";
-    /// `GET /chunks/<sha256>`: one compressed chunk of the served image.
+    /// `GET /chunks/<sha256>`: one compressed chunk of the served image; to a machine of the
+    /// offered multicast session, sealed with the session's key ([`super::SEALED_CONTENT_TYPE`]).
     pub const CHUNKS_PREFIX: &str = "/chunks/";
     /// `GET`: the [`super::SessionInfo`] of this machine (404: no session, restore over HTTP).
     pub const SESSION: &str = "/mcast/session";
@@ -124,7 +138,8 @@ pub struct SessionInfo {
     pub machine: String,
     /// Its control-channel token, hex (64 digits).
     pub token: String,
-    /// The session's stream key, hex (64 digits): every datagram of the stream is sealed with it
+    /// The session's key, hex (64 digits): every datagram of the stream, and every chunk body
+    /// `GET /chunks/<sha256>` answers this machine while the session is offered, is sealed with it
     /// (AES-256-GCM, `roomcast_mcast::seal`). Handed only with a live token; never logged.
     pub key: String,
     /// True once the session is over: restore over unicast instead.
@@ -158,10 +173,11 @@ pub struct CaptureChunk {
     pub used: Option<Vec<[u32; 2]>>,
 }
 
-/// One partition as the agent found it, in a [`CaptureFinish`]: what the manifest records (the
-/// store's `PartitionRecord`, field for field).
+/// One partition of a captured disk, as found at capture: what the agent reports in a
+/// [`CaptureFinish`] and what the image's manifest records (`roomcast_store::manifest` re-exports
+/// it: one type for the wire and the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapturePartition {
+pub struct PartitionRecord {
     /// Number as Linux counts it (1-based; MBR logical partitions from 5).
     pub number: u32,
     /// First byte on the disk.
@@ -169,26 +185,28 @@ pub struct CapturePartition {
     /// Length in bytes.
     pub len: u64,
     /// Its type as the table records it (a GPT type GUID or an MBR type byte, as
-    /// `roomcast_layout::PartitionType::describe` says).
+    /// `roomcast_layout::PartitionType::describe` says: `0x83`).
     #[serde(rename = "type")]
     pub kind: String,
     /// The file system found ("ext4", "ntfs", "fat32", "swap"), "unknown", or "-" in a whole-disk
     /// capture.
     pub fs: String,
-    /// Bytes of the partition that are captured (`len` when taken whole).
+    /// Bytes of the partition that are captured: the file system's used bytes, or `len` when taken
+    /// whole.
     pub used_bytes: u64,
-    /// Why the partition is taken whole, if it is.
+    /// Why the partition is taken whole (every byte captured), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole: Option<String>,
-    /// Files whose clusters count as free (`pagefile.sys`...).
+    /// Files whose bytes count as free.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub discarded: Vec<CaptureDiscarded>,
+    pub discarded: Vec<DiscardedFile>,
 }
 
-/// A file whose bytes count as free although it holds them (`pagefile.sys`...).
+/// A file whose bytes count as free although it holds them (`pagefile.sys`...): its content is
+/// recreated at boot, so it is neither stored nor written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaptureDiscarded {
-    /// The file's name.
+pub struct DiscardedFile {
+    /// The file's name, as the file system records it.
     pub name: String,
     /// Bytes it holds that count as free.
     pub bytes: u64,
@@ -207,7 +225,7 @@ pub struct CaptureFinish {
     pub table: String,
     /// Every partition found, in table order (in a whole-disk capture: from the table alone, each
     /// taken whole).
-    pub partitions: Vec<CapturePartition>,
+    pub partitions: Vec<PartitionRecord>,
     /// Every chunk in disk order.
     pub chunks: Vec<CaptureChunk>,
 }

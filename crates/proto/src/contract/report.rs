@@ -141,6 +141,10 @@ pub struct McastFigures {
     /// forged, of another session).
     #[serde(default)]
     pub rejected_datagrams: u64,
+    /// Chunk bodies of the HTTP catch-up refused because they did not authenticate under the
+    /// session key (tampered on the way); never written, fetched again.
+    #[serde(default)]
+    pub rejected_bodies: u64,
 }
 
 /// What a capture did.
