@@ -2,11 +2,14 @@
 //! the stream's size, sealed as the sender does and opened in place as the receiver does, with
 //! roomcast's `StreamKey` (ring) and with RustCrypto's `aes-gcm` 0.11 (the implementation before
 //! D27), interleaved rounds in one run. Prints GB/s of plaintext per implementation and the ratio.
+//! With `--others`, also ring's AES-128-GCM and ChaCha20-Poly1305 on the same datagrams (the
+//! AEADs one could trade AES-256-GCM for, measured rather than guessed).
 //!
 //! `cargo run --release -p roomcast-mcast --example bench_seal [-- --len 1400 --mib 512 --rounds 5]`
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
+use ring::aead::{AES_128_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
 use roomcast_mcast::{SealedKind, SessionKey, StreamKey};
 use std::hint::black_box;
 use std::time::Instant;
@@ -57,12 +60,54 @@ impl RustCrypto {
     }
 }
 
+/// Another of ring's AEADs, sealed and opened the way `StreamKey` does (counter, in place,
+/// detached tag).
+struct RingOther(LessSafeKey);
+
+impl RingOther {
+    fn new(alg: &'static Algorithm) -> RingOther {
+        let key = vec![0x42; alg.key_len()];
+        RingOther(LessSafeKey::new(
+            UnboundKey::new(alg, &key).expect("key length"),
+        ))
+    }
+
+    fn nonce(c: [u8; 8]) -> ring::aead::Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&c);
+        ring::aead::Nonce::assume_unique_for_key(n)
+    }
+
+    fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
+        let c = counter.to_be_bytes();
+        out.clear();
+        out.extend_from_slice(&c);
+        out.extend_from_slice(plain);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Self::nonce(c), Aad::from(&c), &mut out[8..])
+            .expect("short");
+        out.extend_from_slice(tag.as_ref());
+    }
+
+    fn open(&self, sealed: &mut [u8]) -> bool {
+        let (head, rest) = sealed.split_at_mut(8);
+        let c: [u8; 8] = (&*head).try_into().expect("8 bytes");
+        self.0
+            .open_in_place(Self::nonce(c), Aad::from(&c), rest)
+            .is_ok()
+    }
+}
+
 /// Seals the `u64`-th datagram into the buffer.
 type Seal<'a> = &'a dyn Fn(u64, &[u8], &mut Vec<u8>);
 
+/// Opens a sealed datagram in place: whether it authenticated.
+type Open<'a> = &'a dyn Fn(&mut [u8]) -> bool;
+
 /// Seconds to seal `n` datagrams, and to open them (each opened copy restored from the sealed one
 /// first, as a receive buffer is refilled).
-fn run(n: u64, plain: &[u8], seal: Seal<'_>, open: &dyn Fn(&mut [u8]) -> bool) -> (f64, f64) {
+fn run(n: u64, plain: &[u8], seal: Seal<'_>, open: Open<'_>) -> (f64, f64) {
     let mut out = Vec::with_capacity(2048);
     let t = Instant::now();
     for i in 0..n {
@@ -94,6 +139,14 @@ fn main() {
     let ring_open = |b: &mut [u8]| ring.open(SealedKind::Datagram, b).is_some();
     let rc_seal = |i, p: &[u8], o: &mut Vec<u8>| rc.seal(i, p, o);
     let rc_open = |b: &mut [u8]| rc.open(b).is_some();
+    let others = std::env::args().any(|a| a == "--others");
+    let aes128 = RingOther::new(&AES_128_GCM);
+    let chacha = RingOther::new(&CHACHA20_POLY1305);
+    let aes128_seal = |i, p: &[u8], o: &mut Vec<u8>| aes128.seal(i, p, o);
+    let aes128_open = |b: &mut [u8]| aes128.open(b);
+    let chacha_seal = |i, p: &[u8], o: &mut Vec<u8>| chacha.seal(i, p, o);
+    let chacha_open = |b: &mut [u8]| chacha.open(b);
+    let mut best_others = [(f64::MAX, f64::MAX); 2];
     println!(
         "AES-256-GCM, {len}-byte datagrams, {mib} MiB per pass, {rounds} interleaved rounds; aes: {}, pclmulqdq: {}, avx2: {}, vaes: {}",
         std::arch::is_x86_feature_detected!("aes"),
@@ -115,6 +168,25 @@ fn main() {
         );
         best_ring = (best_ring.0.min(a.0), best_ring.1.min(a.1));
         best_rc = (best_rc.0.min(b.0), best_rc.1.min(b.1));
+        if others {
+            let pairs: [(Seal<'_>, Open<'_>); 2] =
+                [(&aes128_seal, &aes128_open), (&chacha_seal, &chacha_open)];
+            let mut this = [(0.0, 0.0); 2];
+            for (k, (seal, open)) in pairs.into_iter().enumerate() {
+                this[k] = run(n, &plain, seal, open);
+                best_others[k] = (
+                    best_others[k].0.min(this[k].0),
+                    best_others[k].1.min(this[k].1),
+                );
+            }
+            println!(
+                "round {r}: ring aes-128-gcm seal {:.2} GB/s open {:.2} GB/s | ring chacha20-poly1305 seal {:.2} GB/s open {:.2} GB/s",
+                gbps(this[0].0),
+                gbps(this[0].1),
+                gbps(this[1].0),
+                gbps(this[1].1)
+            );
+        }
     }
     println!(
         "best: ring seal {:.2} GB/s ({:.0} ns/datagram) open {:.2} GB/s ({:.0} ns) | aes-gcm seal {:.2} GB/s ({:.0} ns) open {:.2} GB/s ({:.0} ns) | ring faster: seal x{:.2}, open x{:.2}",
@@ -129,4 +201,15 @@ fn main() {
         best_rc.0 / best_ring.0,
         best_rc.1 / best_ring.1,
     );
+    if others {
+        for (name, (seal, open)) in ["aes-128-gcm", "chacha20-poly1305"].iter().zip(best_others) {
+            println!(
+                "best: ring {name} seal {:.2} GB/s ({:.0} ns/datagram) open {:.2} GB/s ({:.0} ns)",
+                gbps(seal),
+                seal / n as f64 * 1e9,
+                gbps(open),
+                open / n as f64 * 1e9,
+            );
+        }
+    }
 }
