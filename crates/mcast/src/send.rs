@@ -163,6 +163,11 @@ pub async fn run_sender_with_stats(
         // later: the link then idled while nine blocks were read at once).
         let mut settled = false;
         loop {
+            // Sampled here, inside the drain: while the stream flows this loop may not settle for
+            // seconds (the socket's backpressure paces it), and the chart wants one a second.
+            if last_sample.0.elapsed() >= SAMPLE_EVERY {
+                last_sample = sample(&sender, start, last_sample, source);
+            }
             let mut busy = false;
             match serve_events(&mut sender, source)? {
                 Served::Finished(reports) => {
@@ -252,9 +257,6 @@ pub async fn run_sender_with_stats(
                 }
             },
             _ = sleep => sender.handle_timeout(now(start)),
-        }
-        if last_sample.0.elapsed() >= SAMPLE_EVERY {
-            last_sample = sample(&sender, start, last_sample, source);
         }
         if sender.rate_bps() != last_rate {
             last_rate = sender.rate_bps();
