@@ -204,15 +204,13 @@ fn doc(state: &State, facts: &Facts) -> Doc {
                             facts.image_bytes
                         });
                         let per_pc = per_pc.filter(|_| matches!(st, Status::Succeeded { .. }));
-                        row.push(per_pc.map(human_bytes).unwrap_or_default());
                         let secs = match facts.timings.machines.get(&(machine.clone(), *s)) {
-                            Some((start, Some(end))) => Some((end.0 - start.0).max(1)),
+                            Some((start, Some(end))) => Some((end.0 - start.0).max(1) as u64),
                             _ => None,
                         };
-                        row.push(match (per_pc, secs) {
-                            (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t as u64)),
-                            _ => String::new(),
-                        });
+                        let (bytes, rate) = written_words(per_pc, secs);
+                        row.push(bytes);
+                        row.push(rate);
                     }
                 }
                 row
@@ -534,6 +532,21 @@ fn duration(seconds: i64) -> String {
     )
 }
 
+/// A PC's bytes and rate at g, in words: what it wrote over the step's seconds. A PC that wrote
+/// nothing had every chunk of the image on its disk already (a delta restore writes only what
+/// differs): said in words, rather than "0 B" at "0 B/s". The report's and the console's tiles.
+pub fn written_words(written: Option<u64>, secs: Option<u64>) -> (String, String) {
+    match (written, secs) {
+        (Some(0), _) => (
+            "nothing to write: the disk held the image".into(),
+            String::new(),
+        ),
+        (Some(b), Some(t)) => (human_bytes(b), format!("{}/s", human_bytes(b / t.max(1)))),
+        (Some(b), None) => (human_bytes(b), String::new()),
+        (None, _) => (String::new(), String::new()),
+    }
+}
+
 /// Human size, binary units (`1.5 GiB`): the one formatter of reports, console pages and the CLI.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -644,6 +657,17 @@ mod tests {
             page.contains("<td>7.0 MiB</td><td>2.0 KiB/s</td>"),
             "{page}"
         );
+        // A PC whose disk already held the image wrote nothing: said so, no "0 B/s".
+        let facts = Facts {
+            written: [("PC01".to_string(), 0)].into(),
+            ..facts
+        };
+        let md = markdown_with(&state, &facts);
+        assert!(
+            md.contains("| PC01 | ok | 0h59m00s | nothing to write: the disk held the image |  |"),
+            "{md}"
+        );
+        assert!(!md.contains("0 B/s"), "{md}");
     }
 
     #[test]

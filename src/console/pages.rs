@@ -191,13 +191,7 @@ pub fn tiles(state: &State, facts: &Facts, live: &LiveFacts) -> Vec<Tile> {
                 (None, Some(p)) if running && p.step == Step::Deploy.letter().to_string() => {
                     progress_words(p)
                 }
-                _ => (
-                    written.map(human_bytes).unwrap_or_default(),
-                    match (written, secs) {
-                        (Some(b), Some(t)) => format!("{}/s", human_bytes(b / t)),
-                        _ => String::new(),
-                    },
-                ),
+                _ => report::written_words(written, secs),
             };
             Tile {
                 name: m.clone(),
@@ -398,6 +392,8 @@ fn written_chart(facts: &Facts) -> String {
         .iter()
         .filter(|((_, step), _)| *step == Step::Deploy)
         .filter_map(|((m, _), (s, e))| Some((s.0, (*e)?.0, *facts.written.get(m)?)))
+        // A PC whose disk already held the image wrote nothing: no rate to draw.
+        .filter(|(_, _, bytes)| *bytes > 0)
         .collect();
     let (w, h) = (600.0, 120.0);
     let mut svg = format!(
@@ -409,7 +405,7 @@ fn written_chart(facts: &Facts) -> String {
     let last = spans.iter().map(|s| s.1).max();
     let (Some(first), Some(last)) = (first, last) else {
         svg.push_str(
-            "<text x=\"8\" y=\"64\" font-size=\"12\">no PC has reported at g yet</text></svg>",
+            "<text x=\"8\" y=\"64\" font-size=\"12\">no PC has reported bytes written at g yet</text></svg>",
         );
         return svg;
     };
@@ -810,7 +806,7 @@ mod tests {
         let state = replay(events.iter().zip(times));
         let empty = Facts::default();
         let none = LiveFacts::default();
-        assert!(chart(&empty, &none).contains("no PC has reported at g yet"));
+        assert!(chart(&empty, &none).contains("no PC has reported bytes written at g yet"));
         let facts = Facts {
             timings: report::timings(events.iter().zip(times)),
             written: [("PC01".to_string(), 60 << 20)].into(),
@@ -820,6 +816,20 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!((t[0].state, t[0].bytes.as_str()), ("ok", "60.0 MiB"));
         assert_eq!(t[0].rate, "1.0 MiB/s");
+        let nothing = Facts {
+            written: [("PC01".to_string(), 0)].into(),
+            timings: facts.timings.clone(),
+            ..Facts::default()
+        };
+        let t0 = &tiles(&state, &nothing, &none)[0];
+        assert_eq!(
+            (t0.bytes.as_str(), t0.rate.as_str()),
+            ("nothing to write: the disk held the image", "")
+        );
+        assert!(
+            chart(&nothing, &none).contains("no PC has reported bytes written at g yet"),
+            "a PC that wrote nothing draws no rate"
+        );
         assert_eq!(t[1].state, "failed");
         assert!(
             t[1].error
