@@ -12,6 +12,9 @@
 //!
 //! `cargo run --release --example bench_console [-- PCS]`
 
+#[path = "../tests/console/form.rs"]
+mod form;
+
 use roomcast::campaign::journal::Journal;
 use roomcast::console::{ConsoleConfig, auth};
 use roomcast_proto::procedure::{DeployMode, Event, Plan, Step, Timestamp};
@@ -111,37 +114,8 @@ fn main() {
         .build()
         .into();
     // Log in: the login form's double-submit token, then the session cookie.
-    let mut r = http.get(&format!("{base}/login")).call().unwrap();
-    let login_cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = r.body_mut().read_to_string().unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let r = http
-        .post(&format!("{base}/login"))
-        .header("cookie", &login_cookie)
-        .content_type("application/x-www-form-urlencoded")
-        .send(format!("name=bench&password={password}&csrf={csrf}"))
-        .unwrap();
-    assert_eq!(r.status(), 303, "login");
-    let session = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let (status, session) = form::log_in(&http, &base, "bench", password);
+    assert_eq!(status, 303, "login");
 
     // Ten open room views on the live stream; each counts its messages and the shortest gap
     // between two messages about the same PC.

@@ -66,6 +66,19 @@ fn build_bootenv(w: &Path, trusted: Option<&Path>) -> PathBuf {
     boot
 }
 
+/// A PC with a blank disk of `disk_len` bytes (`w/pc.img`) and its serial console in
+/// `w/pc.serial`, started under Secure Boot: the VM, the disk and the serial file.
+fn secure_boot_pc(tap: &str, disk_len: u64, w: &Path) -> (Guard, PathBuf, PathBuf) {
+    let disk = w.join("pc.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(disk_len)
+        .unwrap();
+    let serial = w.join("pc.serial");
+    let vm = start_secure_boot_vm(tap, &disk, &serial, w);
+    (vm, disk, serial)
+}
+
 /// The Secure Boot VM: q35 with SMM, OVMF's Secure Boot build, Microsoft's keys enrolled.
 fn start_secure_boot_vm(tap: &str, disk: &Path, serial: &Path, w: &Path) -> Guard {
     let vars = w.join("vars.fd");
@@ -172,16 +185,10 @@ fn secure_boot_pc_boots_shim_grub_signed_kernel_and_restores() {
     // roomcast answers DHCP itself: Debian 12's GRUB takes its TFTP server from the DHCPACK, not
     // from a proxy offer (docs/BOOT.md, "Secure Boot").
     let _serve = serve(&server, &boot, w, Some(&image), true);
-    let disk = w.join("pc.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(IMAGE_SIZE)
-        .unwrap();
-    let serial = w.join("pc.serial");
     let report = w
         .join("reports")
         .join(format!("{}.json", MAC.replace(':', "-")));
-    let mut vm = start_secure_boot_vm(&tap, &disk, &serial, w);
+    let (mut vm, disk, serial) = secure_boot_pc(&tap, IMAGE_SIZE, w);
     let start = Instant::now();
     // A bound, not a timed assertion: TCG and TFTP of 17 MB take a few minutes.
     let deadline = start + Duration::from_secs(600);
@@ -254,13 +261,7 @@ fn secure_boot_refuses_an_unsigned_grub() {
     let server = lab.server().clone();
     let _dhcp = school_dhcp(&school, w);
     let _serve = serve(&server, &boot, w, None, false);
-    let disk = w.join("pc.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let serial = w.join("pc.serial");
-    let _vm = start_secure_boot_vm(&tap, &disk, &serial, w);
+    let (_vm, _disk, serial) = secure_boot_pc(&tap, 64 << 20, w);
     let read = || {
         plain(&String::from_utf8_lossy(
             &std::fs::read(&serial).unwrap_or_default(),
@@ -305,16 +306,10 @@ fn secure_boot_next_to_a_school_dhcp_server_naming_roomcast_as_next_server() {
     let server = lab.server().clone();
     let _dhcp = school_dhcp_with(&school, w, &["--dhcp-boot=,,198.18.0.1"]);
     let _serve = serve(&server, &boot, w, None, false);
-    let disk = w.join("pc.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let serial = w.join("pc.serial");
     let report = w
         .join("reports")
         .join(format!("{}.json", MAC.replace(':', "-")));
-    let _vm = start_secure_boot_vm(&tap, &disk, &serial, w);
+    let (_vm, _disk, serial) = secure_boot_pc(&tap, 64 << 20, w);
     let deadline = Instant::now() + Duration::from_secs(600);
     while !report.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));

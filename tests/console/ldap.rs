@@ -93,13 +93,17 @@ fn technicians_of_the_directory_group_log_in_over_ldaps_or_starttls_and_no_one_e
         dc_hostname: "dc1".into(),
         ous: vec![],
     };
-    let dc = SambaDc::start(
-        &node,
-        &domain,
-        &dir.path().join("dc"),
-        Duration::from_secs(180),
-    )
-    .unwrap();
+    // Started twice: once to make the accounts, again to serve the region's certificate.
+    let start_dc = || {
+        SambaDc::start(
+            &node,
+            &domain,
+            &dir.path().join("dc"),
+            Duration::from_secs(180),
+        )
+        .unwrap()
+    };
+    let dc = start_dc();
     // The region's accounts: alice in the technicians' group, bob not. (The lab's own test
     // domain: samba-tool takes these passwords on its command line, a console never does.)
     let (sam, conf) = (dc.sam_ldb(), dc.smb_conf());
@@ -139,13 +143,7 @@ fn technicians_of_the_directory_group_log_in_over_ldaps_or_starttls_and_no_one_e
         std::fs::write(&f, ca).unwrap();
         f
     };
-    let dc = SambaDc::start(
-        &node,
-        &domain,
-        &dir.path().join("dc"),
-        Duration::from_secs(180),
-    )
-    .unwrap();
+    let dc = start_dc();
     let server = lab.server().clone();
     let dc_ip = dc.addr();
 

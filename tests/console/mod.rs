@@ -2,6 +2,7 @@
 //! HTTP): the console is the real `roomcast console serve` over HTTPS on 127.0.0.1 (loopback, not
 //! a room network), reading the journal a campaign writes.
 
+mod form;
 mod ldap;
 mod live;
 mod security;
@@ -111,46 +112,7 @@ pub fn listening_log(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<Strin
 /// Submits the login form as a browser would: `GET /login` for its cookie and CSRF token, then a
 /// form-encoded POST of `name` and `password`. The answer's status.
 pub fn post_login(agent: &ureq::Agent, url: &str, name: &str, password: &str) -> u16 {
-    let mut r = agent.get(&format!("{url}/login")).call().unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = r.body_mut().read_to_string().unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let form = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    agent
-        .post(&format!("{url}/login"))
-        .header("cookie", &cookie)
-        .content_type("application/x-www-form-urlencoded")
-        .send(format!(
-            "name={}&password={}&csrf={csrf}",
-            form(name),
-            form(password)
-        ))
-        .unwrap()
-        .status()
-        .as_u16()
+    form::log_in(agent, url, name, password).0
 }
 
 pub fn anonymous() -> ureq::Agent {

@@ -342,14 +342,7 @@ fn console_links_in_the_terminal_rate_limited_logins_logged_and_resume_after_sig
     );
 
     // The teacher signs off (form token from the page); the console starts the resume.
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = super::form::csrf(&body);
     let post = |csrf: &str| {
         anon.post(&urls(&second)[0])
             .content_type("application/x-www-form-urlencoded")

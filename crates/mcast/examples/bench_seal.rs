@@ -29,18 +29,30 @@ fn arg(name: &str, default: u64) -> u64 {
 /// The sealing of roomcast before D27, as it was: RustCrypto's AES-256-GCM, detached tag.
 struct RustCrypto(Aes256Gcm);
 
+/// The framing every contender seals into, as `StreamKey` does: `counter | plain` in `out`, to be
+/// encrypted in place after the counter; the counter's bytes.
+fn frame(counter: u64, plain: &[u8], out: &mut Vec<u8>) -> [u8; 8] {
+    let c = counter.to_be_bytes();
+    out.clear();
+    out.extend_from_slice(&c);
+    out.extend_from_slice(plain);
+    c
+}
+
+/// The 12-byte nonce of a counter (the kind's 4 bytes left at zero).
+fn nonce_bytes(c: [u8; 8]) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&c);
+    n
+}
+
 impl RustCrypto {
     fn nonce(c: [u8; 8]) -> Nonce<Aes256Gcm> {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&c);
-        n.into()
+        nonce_bytes(c).into()
     }
 
     fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
-        let c = counter.to_be_bytes();
-        out.clear();
-        out.extend_from_slice(&c);
-        out.extend_from_slice(plain);
+        let c = frame(counter, plain, out);
         let tag = self
             .0
             .encrypt_inout_detached(&Self::nonce(c), &c, out[8..].as_mut().into())
@@ -73,16 +85,11 @@ impl RingOther {
     }
 
     fn nonce(c: [u8; 8]) -> ring::aead::Nonce {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&c);
-        ring::aead::Nonce::assume_unique_for_key(n)
+        ring::aead::Nonce::assume_unique_for_key(nonce_bytes(c))
     }
 
     fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
-        let c = counter.to_be_bytes();
-        out.clear();
-        out.extend_from_slice(&c);
-        out.extend_from_slice(plain);
+        let c = frame(counter, plain, out);
         let tag = self
             .0
             .seal_in_place_separate_tag(Self::nonce(c), Aad::from(&c), &mut out[8..])

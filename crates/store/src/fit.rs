@@ -724,10 +724,7 @@ impl DmView {
 impl Drop for DmView {
     fn drop(&mut self) {
         if !self.removed {
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--retry", &self.name])
-                .stdin(std::process::Stdio::null())
-                .output();
+            let _ = run(Command::new("dmsetup").args(["remove", "--retry", &self.name]));
         }
     }
 }
