@@ -174,8 +174,9 @@ pub fn kill_processes_in(ns: &str) -> Result<Vec<u32>, LabError> {
     )?;
     let me = std::process::id();
     let mut killed = Vec::new();
-    for pid in out.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-        if pid == me {
+    let inside = out.lines().filter_map(|l| l.trim().parse::<u32>().ok());
+    for pid in inside.chain(entering(ns)) {
+        if pid == me || killed.contains(&pid) {
             continue;
         }
         let Ok(raw) = libc::pid_t::try_from(pid) else {
@@ -187,6 +188,24 @@ pub fn kill_processes_in(ns: &str) -> Result<Vec<u32>, LabError> {
         }
     }
     Ok(killed)
+}
+
+/// Processes on their way into namespace `ns`: `ip netns exec <ns> ...` (how
+/// [`crate::Node::command`] starts a program) runs in the caller's namespace until it enters `ns`,
+/// so a program spawned just before the lab drops is not yet among `ip netns pids`.
+fn entering(ns: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.len() > 4 && args[1..4] == [&b"netns"[..], b"exec", ns.as_bytes()]
+            })
+        })
+        .collect()
 }
 
 /// Removes everything of lab `prefix`: kills its processes, deletes its namespaces, links and state
