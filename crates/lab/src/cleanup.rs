@@ -166,25 +166,39 @@ pub fn list() -> Result<Vec<LabRemains>, LabError> {
 
 /// Kills every process inside namespace `ns` (SIGKILL), except this process itself, which may have a
 /// thread in there.
+///
+/// A program started by `ip netns exec <ns> ...` is first outside `ns` under that command line, then
+/// inside it under its own: the programs on their way in are listed before the namespace's own, so
+/// that none falls between the two lists, and both are listed again until a pass finds nobody new.
 pub fn kill_processes_in(ns: &str) -> Result<Vec<u32>, LabError> {
-    let out = cmd::run(
-        &format!("listing processes in namespace {ns}"),
-        "ip",
-        &["netns", "pids", ns],
-    )?;
+    /// Enough for a program that keeps starting others in the namespace while it dies.
+    const MAX_PASSES: usize = 20;
     let me = std::process::id();
     let mut killed = Vec::new();
-    let inside = out.lines().filter_map(|l| l.trim().parse::<u32>().ok());
-    for pid in inside.chain(entering(ns)) {
-        if pid == me || killed.contains(&pid) {
-            continue;
+    for _ in 0..MAX_PASSES {
+        let on_the_way = entering(ns);
+        let out = cmd::run(
+            &format!("listing processes in namespace {ns}"),
+            "ip",
+            &["netns", "pids", ns],
+        )?;
+        let inside = out.lines().filter_map(|l| l.trim().parse::<u32>().ok());
+        let mut new = 0;
+        for pid in on_the_way.into_iter().chain(inside) {
+            if pid == me || killed.contains(&pid) {
+                continue;
+            }
+            let Ok(raw) = libc::pid_t::try_from(pid) else {
+                continue;
+            };
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid was just read from the kernel.
+            if unsafe { libc::kill(raw, libc::SIGKILL) } == 0 {
+                killed.push(pid);
+                new += 1;
+            }
         }
-        let Ok(raw) = libc::pid_t::try_from(pid) else {
-            continue;
-        };
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid was just read from the kernel.
-        if unsafe { libc::kill(raw, libc::SIGKILL) } == 0 {
-            killed.push(pid);
+        if new == 0 {
+            break;
         }
     }
     Ok(killed)
