@@ -12,9 +12,17 @@
 //!     --with roomcast-lib --rounds 4        # the sealed stream against the same stream in clear
 //! ```
 //!
-//! `--clear-too` adds `roomcast-lib-clear` after every `roomcast-lib`: the same drivers with the
-//! stream in clear (issue 20: what sealing every datagram with AES-256-GCM costs). For these
-//! in-process contenders the last column is the CPU time of the PCs' receiver threads, summed.
+//! `--clear-too` adds `roomcast-lib-clear` after every `roomcast-lib` and `roomcast-clear` after
+//! every `roomcast`: the same drivers, or the same binaries, with the stream in clear (issue 20:
+//! what sealing every datagram with AES-256-GCM costs). For the in-process contenders the last
+//! column is the CPU time of the PCs' receiver threads, summed; for each pair a line gives the PCs'
+//! CPU (for `roomcast`: the agent processes', from `wait4`) and the sealed/clear ratios of every
+//! round. `roomcast-clear` needs a binary built with the `bench-clear-stream` feature (D29):
+//!
+//! ```text
+//! cargo build --release --features bench-clear-stream --example bench_multicast --bin roomcast
+//! target/release/examples/bench_multicast --pcs 3 --loss 0 --mib 256 --with roomcast --clear-too --rounds 4
+//! ```
 //!
 //! `--network CASE,...` (or `all`): the network matrix of issue 22 (`roomcast_lab::Network`:
 //! snooping-off, snooping-no-querier, igmpv2-querier, igmpv3-querier, router-port, fast-leave,
@@ -38,6 +46,7 @@ use roomcast_lab::bench::{self, CaseResult, Contender, Udpcast};
 use roomcast_lab::mcast_contender::{self, LinkMeter, RoomcastCli, RoomcastLib};
 use roomcast_lab::{Lab, LabGroup, Network, Tbf};
 use roomcast_proto::mcast::DEFAULT_SYMBOL_SIZE;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,7 +57,8 @@ struct Args {
     #[command(flatten)]
     case: bench::CaseArgs,
     /// Contenders, comma-separated: udpcast (the reference), roomcast (the real binaries: deploy
-    /// and agent, from a store), roomcast-lib (the library's drivers in process, no store).
+    /// and agent, from a store), roomcast-lib (the library's drivers in process, no store),
+    /// roomcast-clear and roomcast-lib-clear (the same, the stream in clear).
     #[arg(long, value_delimiter = ',', default_value = "udpcast,roomcast")]
     with: Vec<String>,
     /// Token bucket depth of roomcast's pacing, KiB (default: `RateConfig::for_link`, 256).
@@ -76,14 +86,21 @@ struct Args {
     /// build of an earlier commit, to compare two versions in one run.
     #[arg(long, value_name = "PATH")]
     roomcast_bin: Option<PathBuf>,
-    /// Also run the in-process drivers with the stream in clear (`roomcast-lib-clear`) after each
-    /// `roomcast-lib`, to measure what the stream's encryption costs.
+    /// Also run the stream in clear after each `roomcast-lib` (`roomcast-lib-clear`) and each
+    /// `roomcast` (`roomcast-clear`, a `bench-clear-stream` build), to measure what the stream's
+    /// encryption costs.
     #[arg(long)]
     clear_too: bool,
     /// Only the last N PCs get the loss (default: every PC), e.g. `--lossy 1`: one bad cable in
     /// a healthy room, as `roomcast demo --loss-pct` sets it.
     #[arg(long, value_name = "N")]
     lossy: Option<usize>,
+    /// What the image holds: `random` (incompressible, the worst case for every per-byte cost
+    /// of the stream) or `system` (this machine's /usr files with one MiB of random data in three:
+    /// `bench::system_files_image`, which roomcast's store compresses; the `roomcast` contenders
+    /// stream it compressed, `roomcast-lib` and udpcast as it is).
+    #[arg(long, default_value = "random", value_parser = ["random", "system"])]
+    content: String,
     /// Where the image and the PCs' copies go (/dev/shm keeps disk writes out of the figures,
     /// but holds N + 1 copies in RAM).
     #[arg(long, default_value = "/dev/shm")]
@@ -94,8 +111,8 @@ fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
     let mut names = Vec::new();
     for n in &args.with {
         names.push(n.clone());
-        if args.clear_too && n == "roomcast-lib" {
-            names.push("roomcast-lib-clear".into());
+        if args.clear_too && matches!(n.as_str(), "roomcast-lib" | "roomcast") {
+            names.push(format!("{n}-clear"));
         }
     }
     names
@@ -116,18 +133,42 @@ fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
                             args.case.mbit * 10_000 * p * 1464 / 1478
                         })),
                 )),
-                "roomcast" => {
-                    let bin = roomcast_bin()?;
+                "roomcast" | "roomcast-clear" => {
+                    let bin = match &args.roomcast_bin {
+                        Some(b) => b.clone(),
+                        None => roomcast_bin()?,
+                    };
                     let mut c = RoomcastCli::new(bin);
                     c.rate_bps = args
                         .pace_pct
                         .map(|p| args.case.mbit * 10_000 * p * 1464 / 1478);
+                    c.clear = name == "roomcast-clear";
                     Ok(Box::new(c))
                 }
                 other => Err(format!("unknown contender {other}")),
             }
         })
         .collect()
+}
+
+/// The sealed/clear pair a contender belongs to, and its side (0 sealed, 1 clear).
+fn sealing_pair(name: &str) -> Option<(&'static str, usize)> {
+    match name {
+        "roomcast-lib" => Some(("roomcast-lib", 0)),
+        "roomcast-lib-clear" => Some(("roomcast-lib", 1)),
+        "roomcast" => Some(("roomcast", 0)),
+        "roomcast-clear" => Some(("roomcast", 1)),
+        _ => None,
+    }
+}
+
+/// What "the PCs' CPU" of a pair measures.
+fn pcs_cpu_is(pair: &str) -> &'static str {
+    if pair == "roomcast" {
+        "agent processes' CPU"
+    } else {
+        "receiver threads' CPU"
+    }
 }
 
 /// The `roomcast` binary built with this example (`target/<profile>/roomcast`).
@@ -204,14 +245,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .tempdir_in(&args.dir)?;
     let image = work.path().join("image.bin");
     let bytes = args.case.mib << 20;
-    bench::random_image(&image, bytes)?;
+    if args.content == "system" {
+        bench::system_files_image(&image, bytes)?;
+    } else {
+        bench::random_image(&image, bytes)?;
+    }
     let sha = bench::sha256_file(&image)?;
     let tbf = Tbf::mbit(args.case.mbit);
     let limit = mcast_contender::payload_limit_bps(tbf.rate_bit, DEFAULT_SYMBOL_SIZE);
     println!(
-        "image {} MiB random, links {} Mbit/s tbf (both ends), line-rate time {:.2} s, payload \
+        "image {} MiB {}, links {} Mbit/s tbf (both ends), line-rate time {:.2} s, payload \
          limit {:.1} Mbit/s of image bytes ({:.2} s); load average {} at start",
         args.case.mib,
+        args.content,
         args.case.mbit,
         tbf.line_rate_secs(bytes),
         limit / 1e6,
@@ -242,15 +288,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let mut reference: Option<CaseResult> = None;
-            // Sealed over clear per round: (end to end, receivers' CPU).
-            let mut sealing: Vec<(f64, f64)> = Vec::new();
+            // Sealed over clear per pair and round: (end to end, the PCs' CPU).
+            let mut sealing: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
             for round in 0..args.rounds {
                 let mut order: Vec<&Box<dyn Contender>> = contenders.iter().collect();
                 if round % 2 == 1 {
                     // Alternate which goes first, so neither always gets the quieter moment.
                     order.reverse();
                 }
-                let mut sealed_clear: [Option<(f64, f64)>; 2] = [None, None];
+                let mut sealed_clear: BTreeMap<&str, [Option<(f64, f64)>; 2]> = BTreeMap::new();
                 for c in order {
                     let (r, link) = match measured(
                         args.samples.as_deref(),
@@ -298,37 +344,43 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                             .or(c.receiver_cpu())
                             .map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
                     );
-                    let cpu = r
-                        .process_cpu
-                        .or(c.receiver_cpu())
-                        .map_or(f64::NAN, |d| d.as_secs_f64());
-                    match c.name() {
-                        "roomcast-lib" => sealed_clear[0] = Some((r.elapsed.as_secs_f64(), cpu)),
-                        "roomcast-lib-clear" => {
-                            sealed_clear[1] = Some((r.elapsed.as_secs_f64(), cpu))
-                        }
-                        _ => {}
+                    if let Some((pair, side)) = sealing_pair(c.name()) {
+                        let cpu = c.receiver_cpu().map_or(f64::NAN, |d| d.as_secs_f64());
+                        println!(
+                            "{}: the PCs' CPU {cpu:.2} s ({})",
+                            c.name(),
+                            pcs_cpu_is(pair)
+                        );
+                        sealed_clear.entry(pair).or_default()[side] =
+                            Some((r.elapsed.as_secs_f64(), cpu));
                     }
                     if reference.is_none() {
                         reference = Some(r);
                     }
                 }
-                if let [Some(s), Some(c)] = sealed_clear {
-                    sealing.push((s.0 / c.0, s.1 / c.1));
+                for (pair, sides) in sealed_clear {
+                    if let [Some(s), Some(c)] = sides {
+                        sealing
+                            .entry(pair)
+                            .or_default()
+                            .push((s.0 / c.0, s.1 / c.1));
+                    }
                 }
             }
-            if !sealing.is_empty() {
-                for (i, (t, cpu)) in sealing.iter().enumerate() {
+            for (pair, rounds) in &sealing {
+                for (i, (t, cpu)) in rounds.iter().enumerate() {
                     println!(
-                        "round {}: sealed / clear, end to end x{t:.3}, receivers' CPU x{cpu:.3}",
-                        i + 1
+                        "{pair}, round {}: sealed / clear, end to end x{t:.3}, {} x{cpu:.3}",
+                        i + 1,
+                        pcs_cpu_is(pair)
                     );
                 }
                 println!(
-                    "median over {} rounds: sealed / clear, end to end x{}, receivers' CPU x{}; load average {} now",
-                    sealing.len(),
-                    fmt(median(sealing.iter().map(|x| x.0).collect()), 3),
-                    fmt(median(sealing.iter().map(|x| x.1).collect()), 3),
+                    "{pair}, median over {} rounds: sealed / clear, end to end x{}, {} x{}; load average {} now",
+                    rounds.len(),
+                    fmt(median(rounds.iter().map(|x| x.0).collect()), 3),
+                    pcs_cpu_is(pair),
+                    fmt(median(rounds.iter().map(|x| x.1).collect()), 3),
                     load()
                 );
             }

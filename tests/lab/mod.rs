@@ -2,6 +2,7 @@
 //! udpcast. These tests need root (CI runs as root) and remove what they create.
 
 mod basics;
+mod bench;
 mod loss;
 mod network;
 mod shaping;

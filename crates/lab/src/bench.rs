@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The UDP ports every contender uses (from [`Delivery::portbase`]) and the lab's loss rules cover.
@@ -94,8 +94,9 @@ pub trait Contender {
         Ok(())
     }
 
-    /// CPU time (user + system) the receivers' threads spent in the last delivery, summed over the
-    /// PCs, for a contender that runs them in this process (`None` otherwise).
+    /// CPU time (user + system) the PCs' side spent in the last delivery, summed over the PCs: the
+    /// receiver threads of a contender that runs them in this process, the agent processes of one
+    /// that runs the real binaries (`None`: not measured).
     fn receiver_cpu(&self) -> Option<Duration> {
         None
     }
@@ -247,6 +248,32 @@ pub struct Processes {
     contender: String,
     children: Vec<(String, PathBuf, Child)>,
     exited: Vec<Option<Instant>>,
+    /// CPU time (user + system) of each process that was reaped, from `wait4(2)`.
+    cpu: Vec<Option<Duration>>,
+}
+
+/// Reaps `child` if it has exited, with its CPU time (user + system) from `wait4(2)`: what
+/// `Child::try_wait` does, plus the resource usage it does not return.
+fn try_wait_with_cpu(child: &Child) -> std::io::Result<Option<(ExitStatus, Duration)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: wait4 writes one int and one rusage into the live locals it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+    match rc {
+        0 => Ok(None),
+        r if r == pid => {
+            let tv = |t: libc::timeval| {
+                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+            };
+            Ok(Some((
+                ExitStatus::from_raw(status),
+                tv(usage.ru_utime) + tv(usage.ru_stime),
+            )))
+        }
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 impl Processes {
@@ -256,6 +283,7 @@ impl Processes {
             contender: contender.to_owned(),
             children: Vec::new(),
             exited: Vec::new(),
+            cpu: Vec::new(),
         }
     }
 
@@ -291,6 +319,7 @@ impl Processes {
             .map_err(io_err)?;
         self.children.push((node.role().to_owned(), log, child));
         self.exited.push(None);
+        self.cpu.push(None);
         Ok(())
     }
 
@@ -303,7 +332,11 @@ impl Processes {
             let mut still = Vec::new();
             for i in running {
                 let (role, log, child) = &mut self.children[i];
-                match child.try_wait() {
+                let waited = try_wait_with_cpu(child);
+                if let Ok(Some((_, cpu))) = &waited {
+                    self.cpu[i] = Some(*cpu);
+                }
+                match waited.map(|w| w.map(|(status, _)| status)) {
                     Ok(Some(status)) if status.success() => {
                         self.exited[i] = Some(Instant::now());
                     }
@@ -350,6 +383,23 @@ impl Processes {
             .collect()
     }
 
+    /// CPU time (user + system) of each process that exited, with its node's role, in spawn order.
+    pub fn cpu_times(&self) -> Vec<(String, Option<Duration>)> {
+        self.children
+            .iter()
+            .zip(&self.cpu)
+            .map(|((role, _, _), t)| (role.clone(), *t))
+            .collect()
+    }
+
+    /// The log of the first process started on the node with role `role`.
+    pub fn log_path(&self, role: &str) -> Option<&Path> {
+        self.children
+            .iter()
+            .find(|(r, _, _)| r == role)
+            .map(|(_, log, _)| log.as_path())
+    }
+
     fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.children[i].1).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
@@ -368,8 +418,9 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, _, child) in &mut self.children {
-            if let Ok(None) = child.try_wait() {
+        // A reaped child's pid may already belong to another process: only the others are killed.
+        for ((_, _, child), cpu) in self.children.iter_mut().zip(&self.cpu) {
+            if cpu.is_none() && matches!(try_wait_with_cpu(child), Ok(None)) {
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -394,6 +445,88 @@ pub fn random_image(path: &Path, bytes: u64) -> Result<(), BenchError> {
         ))));
     }
     f.sync_all().map_err(io_err)
+}
+
+/// Writes `bytes` to `path` that compress like installed software: this machine's files under
+/// `/usr` (programs, libraries, documentation, some of it already compressed), read whole in
+/// name order, with one MiB of random data in every three (what a disk's media, archives and
+/// installers add). No chunk repeats unless `/usr` holds the same file twice. The ratio it
+/// compresses to is what the benchmark prints, not a claim about any PC.
+pub fn system_files_image(path: &Path, bytes: u64) -> Result<(), BenchError> {
+    const MIB: u64 = 1 << 20;
+    let io_err = |source| BenchError::Io {
+        step: "writing the image of system files".into(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(File::create(path).map_err(io_err)?);
+    let mut urandom = File::open("/dev/urandom").map_err(io_err)?;
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::from("/usr")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<(PathBuf, std::fs::FileType)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        files.extend(
+            names
+                .iter()
+                .filter(|(_, t)| t.is_file())
+                .map(|(p, _)| p.clone()),
+        );
+        // Popped last in, so pushed in reverse: the walk goes in name order.
+        dirs.extend(
+            names
+                .into_iter()
+                .rev()
+                .filter(|(_, t)| t.is_dir())
+                .map(|(p, _)| p),
+        );
+        if files.len() > 200_000 {
+            break;
+        }
+    }
+    let mut written = 0u64;
+    let mut files = files.into_iter();
+    let mut current: Option<File> = None;
+    let mut buf = vec![0u8; MIB as usize];
+    while written < bytes {
+        let want = (bytes - written).min(MIB) as usize;
+        let block = &mut buf[..want];
+        if (written / MIB) % 3 == 2 {
+            urandom.read_exact(block).map_err(io_err)?;
+        } else {
+            let mut filled = 0;
+            while filled < want {
+                let f = match current.as_mut() {
+                    Some(f) => f,
+                    None => {
+                        let Some(next) = files.next() else {
+                            return Err(io_err(std::io::Error::other(
+                                "/usr holds fewer bytes than the image asks for",
+                            )));
+                        };
+                        current = File::open(next).ok();
+                        continue;
+                    }
+                };
+                match f.read(&mut block[filled..]) {
+                    Ok(0) | Err(_) => current = None,
+                    Ok(n) => filled += n,
+                }
+            }
+        }
+        out.write_all(block).map_err(io_err)?;
+        written += want as u64;
+    }
+    out.into_inner()
+        .map_err(|e| io_err(e.into_error()))?
+        .sync_all()
+        .map_err(io_err)
 }
 
 /// sha256 of a file, in hex.

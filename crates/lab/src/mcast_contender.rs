@@ -548,9 +548,14 @@ pub struct RoomcastCli {
     bin: std::path::PathBuf,
     /// `--rate` given to deploy, bits per second; `None`: [`RateConfig::for_link`] of the lab.
     pub rate_bps: Option<u64>,
+    /// The stream in clear (`roomcast-clear`): the binary must be built with the
+    /// `bench-clear-stream` feature, and a delivery whose deploy did not say so fails.
+    pub clear: bool,
     prepared: Mutex<Option<Prepared>>,
     /// Each PC's time to done in the last delivery (from the deploy's start), by role.
     last_times: Mutex<Vec<(String, std::time::Duration)>>,
+    /// The agents' CPU time in the last delivery, summed.
+    last_agents_cpu: Mutex<Option<std::time::Duration>>,
 }
 
 #[derive(Debug)]
@@ -569,8 +574,10 @@ impl RoomcastCli {
         Self {
             bin,
             rate_bps: None,
+            clear: false,
             prepared: Mutex::new(None),
             last_times: Mutex::new(Vec::new()),
+            last_agents_cpu: Mutex::new(None),
         }
     }
 
@@ -638,7 +645,18 @@ impl RoomcastCli {
 
 impl Contender for RoomcastCli {
     fn name(&self) -> &str {
-        "roomcast"
+        if self.clear {
+            "roomcast-clear"
+        } else {
+            "roomcast"
+        }
+    }
+
+    fn receiver_cpu(&self) -> Option<std::time::Duration> {
+        *self
+            .last_agents_cpu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn prepare(&self, image: &Path, work_dir: &Path) -> Result<(), BenchError> {
@@ -667,7 +685,7 @@ impl Contender for RoomcastCli {
                 .as_ref()
                 .and_then(|p| p.as_ref())
                 .ok_or_else(|| BenchError::Failed {
-                    contender: "roomcast".into(),
+                    contender: self.name().into(),
                     node: "bench".into(),
                     detail: "deliver before prepare".into(),
                 })?;
@@ -731,6 +749,9 @@ impl Contender for RoomcastCli {
             .args(["--control-port", &(d.portbase + 50).to_string()])
             .args(["--http-port", &http_port.to_string()])
             .args(["--rate", &rate.to_string(), "--catch-up-wait", "30"]);
+        if self.clear {
+            c.env(roomcast_mcast::BENCH_CLEAR_STREAM, "1");
+        }
         procs.spawn(srv, c, d.log_dir)?;
         let tokens_file = reports.join("tokens");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -762,9 +783,39 @@ impl Contender for RoomcastCli {
                 .arg("--trusted-key")
                 .arg(&pub_file)
                 .args(["--workers", "2"]);
+            if self.clear {
+                c.env(roomcast_mcast::BENCH_CLEAR_STREAM, "1");
+            }
             procs.spawn(pc, c, d.log_dir)?;
         }
         procs.wait_all(d.timeout)?;
+        let said_clear = procs
+            .log_path("srv")
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .is_some_and(|text| text.contains("stream in clear"));
+        if said_clear != self.clear {
+            return Err(BenchError::Failed {
+                contender: self.name().into(),
+                node: "srv".into(),
+                detail: if self.clear {
+                    format!(
+                        "the deploy sealed its stream: build {} with --features bench-clear-stream",
+                        self.bin.display()
+                    )
+                } else {
+                    "the deploy streamed in clear".into()
+                },
+            });
+        }
+        *self
+            .last_agents_cpu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = procs
+            .cpu_times()
+            .into_iter()
+            .filter(|(role, _)| role != "srv")
+            .map(|(_, cpu)| cpu)
+            .sum();
         if let Ok(mut t) = self.last_times.lock() {
             *t = procs
                 .exit_times()

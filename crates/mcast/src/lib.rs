@@ -107,6 +107,28 @@ pub struct McastAddr {
     pub key: Option<SessionKey>,
 }
 
+/// Environment variable that sends and takes the stream in clear, in a build with the
+/// `bench-clear-stream` feature only (docs/DECISIONS.md D29): how `bench_multicast` measures what
+/// sealing costs the real deploy server and agent. Any other build ignores it.
+pub const BENCH_CLEAR_STREAM: &str = "ROOMCAST_BENCH_CLEAR_STREAM";
+
+/// The key that seals or opens the stream of `addr`: its session key, unless this is a benchmark
+/// build told to stream in clear ([`BENCH_CLEAR_STREAM`]), which it says once per session.
+fn stream_key(addr: &McastAddr) -> Option<StreamKey> {
+    if clear_asked(std::env::var_os(BENCH_CLEAR_STREAM).as_deref()) {
+        tracing::warn!(
+            "stream in clear: {BENCH_CLEAR_STREAM} is set in a bench-clear-stream build (a benchmark, never a room)"
+        );
+        return None;
+    }
+    addr.key.as_ref().map(StreamKey::new)
+}
+
+/// Whether [`BENCH_CLEAR_STREAM`]'s value, if set, makes this build stream in clear.
+fn clear_asked(var: Option<&std::ffi::OsStr>) -> bool {
+    cfg!(feature = "bench-clear-stream") && var.is_some()
+}
+
 /// MTU of the local interface that holds `addr` (`SIOCGIFMTU`, in the caller's network
 /// namespace), or `None` if no interface has it.
 pub fn interface_mtu(addr: Ipv4Addr) -> Option<u32> {
@@ -167,4 +189,30 @@ pub fn interface_name(addr: Ipv4Addr) -> Option<String> {
 
 fn now(start: Instant) -> Timestamp {
     Timestamp::from_micros(start.elapsed().as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every build but a benchmark's seals its stream, whatever the environment says.
+    #[test]
+    #[cfg(not(feature = "bench-clear-stream"))]
+    fn only_a_bench_build_streams_in_clear() {
+        assert!(!clear_asked(Some(std::ffi::OsStr::new("1"))));
+        assert!(!clear_asked(None));
+        let addr = McastAddr {
+            interface: Ipv4Addr::LOCALHOST,
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 9000),
+            key: Some(SessionKey([3; 32])),
+        };
+        assert!(stream_key(&addr).is_some());
+    }
+
+    #[test]
+    #[cfg(feature = "bench-clear-stream")]
+    fn a_bench_build_streams_in_clear_only_when_asked() {
+        assert!(clear_asked(Some(std::ffi::OsStr::new("1"))));
+        assert!(!clear_asked(None));
+    }
 }

@@ -300,7 +300,7 @@ pub fn run_receiver_reporting(
     let udp = receiver_socket(addr).map_err(io_err("joining the multicast group"))?;
     let mut ctl = Control::connect(server).map_err(io_err("connecting to the deploy server"))?;
     let mut datagrams = Datagrams::new();
-    let open = addr.key.as_ref().map(crate::StreamKey::new);
+    let open = crate::stream_key(&addr);
     let mut complete = false;
     let mut progress = Instant::now();
     loop {

@@ -152,7 +152,7 @@ pub async fn run_sender_with_stats(
     let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
     let mut next_conn = 1u64;
     let mut last_rate = sender.rate_bps();
-    let seal = addr.key.as_ref().map(crate::StreamKey::new);
+    let seal = crate::stream_key(&addr);
     let mut sealed = Vec::with_capacity(2048);
     let mut counter = 0u64;
     let mut last_sample = (Instant::now(), 0u64);
