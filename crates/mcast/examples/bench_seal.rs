@@ -2,14 +2,15 @@
 //! the stream's size, sealed as the sender does and opened in place as the receiver does, with
 //! roomcast's `StreamKey` (ring) and with RustCrypto's `aes-gcm` 0.11 (the implementation before
 //! D27), interleaved rounds in one run. Prints GB/s of plaintext per implementation and the ratio.
-//! With `--others`, also ring's AES-128-GCM and ChaCha20-Poly1305 on the same datagrams (the
-//! AEADs one could trade AES-256-GCM for, measured rather than guessed).
+//! With `--others`, also ring's AES-128-GCM and ChaCha20-Poly1305, and AWS-LC's AES-256-GCM
+//! (`aws-lc-rs`, a dev-dependency only: its AVX-512 code), on the same datagrams (the AEADs and
+//! implementations one could trade ring's AES-256-GCM for, measured rather than guessed).
 //!
 //! `cargo run --release -p roomcast-mcast --example bench_seal [-- --len 1400 --mib 512 --rounds 5]`
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
-use ring::aead::{AES_128_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
+use ring::aead::{AES_128_GCM, CHACHA20_POLY1305};
 use roomcast_mcast::{SealedKind, SessionKey, StreamKey};
 use std::hint::black_box;
 use std::time::Instant;
@@ -72,39 +73,50 @@ impl RustCrypto {
     }
 }
 
-/// Another of ring's AEADs, sealed and opened the way `StreamKey` does (counter, in place,
-/// detached tag).
-struct RingOther(LessSafeKey);
+/// An AEAD with ring's in-place API (ring's own, or AWS-LC's through `aws-lc-rs`, which mirrors
+/// it), sealed and opened the way `StreamKey` does (counter, in place, detached tag).
+macro_rules! in_place_aead {
+    ($name:ident, $krate:ident) => {
+        struct $name($krate::aead::LessSafeKey);
 
-impl RingOther {
-    fn new(alg: &'static Algorithm) -> RingOther {
-        let key = vec![0x42; alg.key_len()];
-        RingOther(LessSafeKey::new(
-            UnboundKey::new(alg, &key).expect("key length"),
-        ))
-    }
+        impl $name {
+            fn new(alg: &'static $krate::aead::Algorithm) -> $name {
+                let key = vec![0x42; alg.key_len()];
+                $name($krate::aead::LessSafeKey::new(
+                    $krate::aead::UnboundKey::new(alg, &key).expect("key length"),
+                ))
+            }
 
-    fn nonce(c: [u8; 8]) -> ring::aead::Nonce {
-        ring::aead::Nonce::assume_unique_for_key(nonce_bytes(c))
-    }
+            fn nonce(c: [u8; 8]) -> $krate::aead::Nonce {
+                $krate::aead::Nonce::assume_unique_for_key(nonce_bytes(c))
+            }
 
-    fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
-        let c = frame(counter, plain, out);
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(Self::nonce(c), Aad::from(&c), &mut out[8..])
-            .expect("short");
-        out.extend_from_slice(tag.as_ref());
-    }
+            fn seal(&self, counter: u64, plain: &[u8], out: &mut Vec<u8>) {
+                let c = frame(counter, plain, out);
+                let tag = self
+                    .0
+                    .seal_in_place_separate_tag(
+                        Self::nonce(c),
+                        $krate::aead::Aad::from(&c),
+                        &mut out[8..],
+                    )
+                    .expect("short");
+                out.extend_from_slice(tag.as_ref());
+            }
 
-    fn open(&self, sealed: &mut [u8]) -> bool {
-        let (head, rest) = sealed.split_at_mut(8);
-        let c: [u8; 8] = (&*head).try_into().expect("8 bytes");
-        self.0
-            .open_in_place(Self::nonce(c), Aad::from(&c), rest)
-            .is_ok()
-    }
+            fn open(&self, sealed: &mut [u8]) -> bool {
+                let (head, rest) = sealed.split_at_mut(8);
+                let c: [u8; 8] = (&*head).try_into().expect("8 bytes");
+                self.0
+                    .open_in_place(Self::nonce(c), $krate::aead::Aad::from(&c), rest)
+                    .is_ok()
+            }
+        }
+    };
 }
+
+in_place_aead!(RingOther, ring);
+in_place_aead!(AwsLc, aws_lc_rs);
 
 /// Seals the `u64`-th datagram into the buffer.
 type Seal<'a> = &'a dyn Fn(u64, &[u8], &mut Vec<u8>);
@@ -153,7 +165,10 @@ fn main() {
     let aes128_open = |b: &mut [u8]| aes128.open(b);
     let chacha_seal = |i, p: &[u8], o: &mut Vec<u8>| chacha.seal(i, p, o);
     let chacha_open = |b: &mut [u8]| chacha.open(b);
-    let mut best_others = [(f64::MAX, f64::MAX); 2];
+    let aws = AwsLc::new(&aws_lc_rs::aead::AES_256_GCM);
+    let aws_seal = |i, p: &[u8], o: &mut Vec<u8>| aws.seal(i, p, o);
+    let aws_open = |b: &mut [u8]| aws.open(b);
+    let mut best_others = [(f64::MAX, f64::MAX); 3];
     println!(
         "AES-256-GCM, {len}-byte datagrams, {mib} MiB per pass, {rounds} interleaved rounds; aes: {}, pclmulqdq: {}, avx2: {}, vaes: {}",
         std::arch::is_x86_feature_detected!("aes"),
@@ -176,9 +191,12 @@ fn main() {
         best_ring = (best_ring.0.min(a.0), best_ring.1.min(a.1));
         best_rc = (best_rc.0.min(b.0), best_rc.1.min(b.1));
         if others {
-            let pairs: [(Seal<'_>, Open<'_>); 2] =
-                [(&aes128_seal, &aes128_open), (&chacha_seal, &chacha_open)];
-            let mut this = [(0.0, 0.0); 2];
+            let pairs: [(Seal<'_>, Open<'_>); 3] = [
+                (&aes128_seal, &aes128_open),
+                (&chacha_seal, &chacha_open),
+                (&aws_seal, &aws_open),
+            ];
+            let mut this = [(0.0, 0.0); 3];
             for (k, (seal, open)) in pairs.into_iter().enumerate() {
                 this[k] = run(n, &plain, seal, open);
                 best_others[k] = (
@@ -187,11 +205,13 @@ fn main() {
                 );
             }
             println!(
-                "round {r}: ring aes-128-gcm seal {:.2} GB/s open {:.2} GB/s | ring chacha20-poly1305 seal {:.2} GB/s open {:.2} GB/s",
+                "round {r}: ring aes-128-gcm seal {:.2} GB/s open {:.2} GB/s | ring chacha20-poly1305 seal {:.2} GB/s open {:.2} GB/s | aws-lc aes-256-gcm seal {:.2} GB/s open {:.2} GB/s",
                 gbps(this[0].0),
                 gbps(this[0].1),
                 gbps(this[1].0),
-                gbps(this[1].1)
+                gbps(this[1].1),
+                gbps(this[2].0),
+                gbps(this[2].1)
             );
         }
     }
@@ -209,9 +229,14 @@ fn main() {
         best_rc.1 / best_ring.1,
     );
     if others {
-        for (name, (seal, open)) in ["aes-128-gcm", "chacha20-poly1305"].iter().zip(best_others) {
+        let names = [
+            "ring aes-128-gcm",
+            "ring chacha20-poly1305",
+            "aws-lc aes-256-gcm",
+        ];
+        for (name, (seal, open)) in names.iter().zip(best_others) {
             println!(
-                "best: ring {name} seal {:.2} GB/s ({:.0} ns/datagram) open {:.2} GB/s ({:.0} ns)",
+                "best: {name} seal {:.2} GB/s ({:.0} ns/datagram) open {:.2} GB/s ({:.0} ns)",
                 gbps(seal),
                 seal / n as f64 * 1e9,
                 gbps(open),
