@@ -134,10 +134,7 @@ fn contenders(args: &Args) -> Result<Vec<Box<dyn Contender>>, String> {
                         })),
                 )),
                 "roomcast" | "roomcast-clear" => {
-                    let bin = match &args.roomcast_bin {
-                        Some(b) => b.clone(),
-                        None => roomcast_bin()?,
-                    };
+                    let bin = roomcast_bin(args)?;
                     let mut c = RoomcastCli::new(bin);
                     c.rate_bps = args
                         .pace_pct
@@ -171,8 +168,12 @@ fn pcs_cpu_is(pair: &str) -> &'static str {
     }
 }
 
-/// The `roomcast` binary built with this example (`target/<profile>/roomcast`).
-fn roomcast_bin() -> Result<PathBuf, String> {
+/// The `roomcast` binary to measure: `--roomcast-bin`, else the one built with this example
+/// (`target/<profile>/roomcast`).
+fn roomcast_bin(args: &Args) -> Result<PathBuf, String> {
+    if let Some(bin) = &args.roomcast_bin {
+        return Ok(bin.clone());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let bin = exe
         .parent()
@@ -514,10 +515,7 @@ fn network_matrix(
     let n = args.case.pcs[0];
     let loss = args.case.loss.first().copied().unwrap_or(0);
     let udpcast = Udpcast;
-    let bin = match &args.roomcast_bin {
-        Some(b) => b.clone(),
-        None => roomcast_bin()?,
-    };
+    let bin = roomcast_bin(args)?;
     let mut roomcast = RoomcastCli::new(bin);
     roomcast.rate_bps = args
         .pace_pct

@@ -246,10 +246,20 @@ impl Contender for UnicastTcp {
 #[derive(Debug)]
 pub struct Processes {
     contender: String,
-    children: Vec<(String, PathBuf, Child)>,
-    exited: Vec<Option<Instant>>,
-    /// CPU time (user + system) of each process that was reaped, from `wait4(2)`.
-    cpu: Vec<Option<Duration>>,
+    children: Vec<Spawned>,
+}
+
+/// One process of a delivery and what became of it.
+#[derive(Debug)]
+struct Spawned {
+    /// Role of the node it runs on.
+    role: String,
+    log: PathBuf,
+    child: Child,
+    /// When it was seen to have exited successfully.
+    exited: Option<Instant>,
+    /// Its CPU time (user + system) once reaped, from `wait4(2)`: `Some` means reaped.
+    cpu: Option<Duration>,
 }
 
 /// Reaps `child` if it has exited, with its CPU time (user + system) from `wait4(2)`: what
@@ -282,8 +292,6 @@ impl Processes {
         Self {
             contender: contender.to_owned(),
             children: Vec::new(),
-            exited: Vec::new(),
-            cpu: Vec::new(),
         }
     }
 
@@ -317,9 +325,13 @@ impl Processes {
             .stderr(err)
             .spawn()
             .map_err(io_err)?;
-        self.children.push((node.role().to_owned(), log, child));
-        self.exited.push(None);
-        self.cpu.push(None);
+        self.children.push(Spawned {
+            role: node.role().to_owned(),
+            log,
+            child,
+            exited: None,
+            cpu: None,
+        });
         Ok(())
     }
 
@@ -331,22 +343,23 @@ impl Processes {
         while !running.is_empty() {
             let mut still = Vec::new();
             for i in running {
-                let (role, log, child) = &mut self.children[i];
-                let waited = try_wait_with_cpu(child);
+                let spawned = &mut self.children[i];
+                let waited = try_wait_with_cpu(&spawned.child);
                 if let Ok(Some((_, cpu))) = &waited {
-                    self.cpu[i] = Some(*cpu);
+                    spawned.cpu = Some(*cpu);
                 }
                 match waited.map(|w| w.map(|(status, _)| status)) {
                     Ok(Some(status)) if status.success() => {
-                        self.exited[i] = Some(Instant::now());
+                        spawned.exited = Some(Instant::now());
                     }
                     Ok(Some(status)) => {
                         return Err(self.failure(i, &format!("exited with {status}")));
                     }
                     Ok(None) => still.push(i),
                     Err(e) => {
-                        let detail = format!("cannot wait for it ({e}); log {}", log.display());
-                        let role = role.clone();
+                        let detail =
+                            format!("cannot wait for it ({e}); log {}", spawned.log.display());
+                        let role = spawned.role.clone();
                         return Err(BenchError::Failed {
                             contender: self.contender.clone(),
                             node: role,
@@ -360,7 +373,7 @@ impl Processes {
                 // Every stuck process's log: which side waits for which is the diagnosis.
                 let logs: Vec<String> = running[1..]
                     .iter()
-                    .map(|&i| format!("{}: {}", self.children[i].0, self.log_tail(i)))
+                    .map(|&i| format!("{}: {}", self.children[i].role, self.log_tail(i)))
                     .collect();
                 let what = format!(
                     "still running after {timeout:?}; also still running: [{}]",
@@ -378,8 +391,7 @@ impl Processes {
     pub fn exit_times(&self) -> Vec<(String, Option<Instant>)> {
         self.children
             .iter()
-            .zip(&self.exited)
-            .map(|((role, _, _), t)| (role.clone(), *t))
+            .map(|c| (c.role.clone(), c.exited))
             .collect()
     }
 
@@ -387,8 +399,7 @@ impl Processes {
     pub fn cpu_times(&self) -> Vec<(String, Option<Duration>)> {
         self.children
             .iter()
-            .zip(&self.cpu)
-            .map(|((role, _, _), t)| (role.clone(), *t))
+            .map(|c| (c.role.clone(), c.cpu))
             .collect()
     }
 
@@ -396,18 +407,18 @@ impl Processes {
     pub fn log_path(&self, role: &str) -> Option<&Path> {
         self.children
             .iter()
-            .find(|(r, _, _)| r == role)
-            .map(|(_, log, _)| log.as_path())
+            .find(|c| c.role == role)
+            .map(|c| c.log.as_path())
     }
 
     fn log_tail(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(&self.children[i].1).unwrap_or_default();
+        let text = std::fs::read_to_string(&self.children[i].log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
     fn failure(&self, i: usize, what: &str) -> BenchError {
-        let (role, log, _) = &self.children[i];
+        let Spawned { role, log, .. } = &self.children[i];
         BenchError::Failed {
             contender: self.contender.clone(),
             node: role.clone(),
@@ -419,10 +430,10 @@ impl Processes {
 impl Drop for Processes {
     fn drop(&mut self) {
         // A reaped child's pid may already belong to another process: only the others are killed.
-        for ((_, _, child), cpu) in self.children.iter_mut().zip(&self.cpu) {
-            if cpu.is_none() && matches!(try_wait_with_cpu(child), Ok(None)) {
-                let _ = child.kill();
-                let _ = child.wait();
+        for c in &mut self.children {
+            if c.cpu.is_none() && matches!(try_wait_with_cpu(&c.child), Ok(None)) {
+                let _ = c.child.kill();
+                let _ = c.child.wait();
             }
         }
     }
